@@ -1,0 +1,1 @@
+"""The audit trail: one writer that every security-relevant action goes through."""

@@ -1,0 +1,419 @@
+"""The command line: Custodian's scripting and operations surface (see CONTRACT.md).
+
+Commands parse arguments, gather credentials (environment or prompt), call the vault and print
+its answer; they hold no logic of their own. Errors become one plain sentence on stderr and
+the contract's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app import __version__
+from app.errors import CustodianError, NotAuthenticated, UsageError
+from app.paths import resolve_home
+from app.security import totp
+from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
+from app.security.roles import parse_role
+from app.security.sessions import Session
+from app.store.vault import Vault
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTLY = 0, 1, 2, 5
+
+
+# ---------------------------------------------------------------------------- credentials
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _secret(env: str, prompt: str, *, confirm: bool = False) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not _interactive():
+        return None
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat: ") != value:
+        raise UsageError("The two entries do not match.")
+    return value or None
+
+
+def _plain(env: str, prompt: str) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    return input(prompt).strip() or None if _interactive() else None
+
+
+def passphrase_source() -> str | None:
+    return _secret("CUSTODIAN_PASSPHRASE", "Vault passphrase: ")
+
+
+# ---------------------------------------------------------------------------- output
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: object, text: str | Callable[[], str]) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=1, default=str))
+        else:
+            print(text() if callable(text) else text)
+
+    @staticmethod
+    def note(message: str) -> None:
+        print(message, file=sys.stderr)
+
+
+def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A progress bar on stderr when a person is watching; nothing in scripts."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(label, total=None)
+    bar.start()
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar.stop
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- vault access
+def open_vault(args: argparse.Namespace) -> Vault:
+    return Vault.open(resolve_home(args.home), passphrase_source)
+
+
+def current_session(vault: Vault) -> Session:
+    return vault.resume(vault.load_token())
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    home = resolve_home(args.home)
+    if Vault.exists(home):
+        raise CustodianError(f"A vault already exists in {home}; it was left untouched.")
+    password = _secret("CUSTODIAN_PASSWORD", f"Password for {args.admin}: ", confirm=True)
+    if not password:
+        raise UsageError("The administrator needs a password (CUSTODIAN_PASSWORD or the prompt).")
+    use_keyring = {"auto": None, "keyring": True, "passphrase": False}[args.key_storage]
+    passphrase = None
+    if use_keyring is None:
+        from app.security.keys import keyring_usable
+
+        use_keyring = keyring_usable()
+    if not use_keyring:
+        out.note(PASSPHRASE_FALLBACK_NOTICE)
+        passphrase = _secret("CUSTODIAN_PASSPHRASE", "New vault passphrase: ", confirm=True)
+        if not passphrase:
+            raise UsageError("Set CUSTODIAN_PASSPHRASE or run init interactively to choose one.")
+    vault, enrolment = Vault.create(home, admin=args.admin, password=password,
+                                    passphrase=passphrase, use_keyring=use_keyring)
+    vault.close()
+    data = {"home": str(home), "admin": args.admin, "key_storage": vault.key_mode,
+            "totp_uri": enrolment.totp_uri, "recovery_codes": enrolment.recovery_codes}
+    out.emit(data, lambda: (
+        f"Vault created in {home} (master key in the {vault.key_mode}).\n"
+        f"Add this to the administrator's authenticator app:\n  {enrolment.totp_uri}\n"
+        "Recovery codes (each works once; store them offline):\n  "
+        + "\n  ".join(enrolment.recovery_codes)))
+    return EXIT_OK
+
+
+def cmd_login(args: argparse.Namespace, out: Output) -> int:
+    user = args.user or _plain("CUSTODIAN_USER", "User: ")
+    password = _secret("CUSTODIAN_PASSWORD", "Password: ")
+    code = _plain("CUSTODIAN_TOTP", "Authenticator code: ")
+    if not (user and password and code):
+        raise UsageError("Login needs a user, a password and a code (CUSTODIAN_USER, "
+                         "CUSTODIAN_PASSWORD, CUSTODIAN_TOTP or the prompts).")
+    with open_vault(args) as vault:
+        token, session = vault.login(user, password, code)
+        vault.save_token(token)
+    expires = datetime.fromtimestamp(session.expires_at, UTC).isoformat(timespec="seconds")
+    out.emit({"user": session.user.name, "role": session.user.role.value, "expires_at": expires},
+             f"Logged in as {session.user.name} ({session.user.role.value}); "
+             f"the session ends at the latest at {expires}.")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        with contextlib.suppress(NotAuthenticated):  # already over; the token goes either way
+            vault.logout(current_session(vault))
+        vault.clear_token()
+    out.emit({"logged_out": True}, "Logged out.")
+    return EXIT_OK
+
+
+def cmd_whoami(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        user = vault.whoami(current_session(vault))
+    out.emit({"user": user.name, "role": user.role.value}, f"{user.name} ({user.role.value})")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        update, stop = _progress("Importing")
+        try:
+            report = vault.import_paths(session, [Path(p) for p in args.paths], update)
+        finally:
+            stop()
+    def text() -> str:
+        lines = [f"Imported {report.imported} instance(s) into {len(report.studies)} study(ies); "
+                 f"{report.duplicates} already cached; {len(report.rejected)} rejected."]
+        lines += [f"  rejected {r.path}: {r.reason}" for r in report.rejected[:50]]
+        if len(report.rejected) > 50:
+            lines.append(f"  … and {len(report.rejected) - 50} more (see --json)")
+        return "\n".join(lines)
+    out.emit(report.as_dict(), text)
+    if report.rejected:
+        return EXIT_PARTLY if report.imported or report.duplicates else EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_studies(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        studies = vault.studies(current_session(vault), args.patient)
+    rows = [[s.patient_name, s.patient_id, s.study_date, ",".join(s.modalities), s.description,
+             str(s.series), str(s.instances), s.study_uid] for s in studies]
+    out.emit([s.as_dict() for s in studies], lambda: _table(
+        rows, ["Patient", "ID", "Date", "Mod", "Description", "Ser", "Img", "Study UID"])
+        if rows else "No studies in the cache.")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        update, stop = _progress("Verifying")
+        try:
+            report = vault.verify(session, update)
+        finally:
+            stop()
+    def text() -> str:
+        lines = [f"Checked {report.instances} instance(s): {report.ok} intact, "
+                 f"{len(report.damaged)} problem(s)."]
+        lines += [f"  {d.sop_instance_uid or d.study_uid}: {d.reason}" for d in report.damaged]
+        return "\n".join(lines)
+    out.emit(report.as_dict(), text)
+    return 4 if report.damaged else EXIT_OK
+
+
+def cmd_shred(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        count = vault.shred(current_session(vault), args.study_uid, args.reason)
+    out.emit({"study_uid": args.study_uid, "instances": count},
+             f"Study shredded: its key is destroyed and {count} instance(s) removed.")
+    return EXIT_OK
+
+
+def cmd_key_rotate(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        count = vault.rotate_keys(current_session(vault), passphrase_source())
+    out.emit({"rewrapped": count}, f"New master key in place; {count} data key(s) re-wrapped.")
+    return EXIT_OK
+
+
+def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
+    try:
+        role = parse_role(args.role)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    password = _secret("CUSTODIAN_PASSWORD", f"Password for {args.name}: ", confirm=True)
+    if not password:
+        raise UsageError("The new account needs a password (CUSTODIAN_PASSWORD or the prompt).")
+    with open_vault(args) as vault:
+        enrolment = vault.add_user(current_session(vault), args.name, role, password)
+    out.emit({"user": args.name, "role": role.value, "totp_uri": enrolment.totp_uri,
+              "recovery_codes": enrolment.recovery_codes},
+             lambda: f"User {args.name} ({role.value}) added.\nAuthenticator:\n  {enrolment.totp_uri}\n"
+             "Recovery codes:\n  " + "\n  ".join(enrolment.recovery_codes))
+    return EXIT_OK
+
+
+def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        vault.disable_user(current_session(vault), args.name)
+    out.emit({"user": args.name, "disabled": True},
+             f"User {args.name} disabled; their sessions have ended.")
+    return EXIT_OK
+
+
+def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        users = vault.list_users(current_session(vault))
+    out.emit([{"user": u.name, "role": u.role.value, "disabled": u.disabled} for u in users],
+             lambda: _table([[u.name, u.role.value, "disabled" if u.disabled else "active"]
+                             for u in users], ["User", "Role", "State"]))
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        report = vault.audit_verify(current_session(vault))
+    out.emit({"events": report.events, "ok": report.ok, "first_bad_seq": report.first_bad_seq},
+             f"Audit trail: {report.events} event(s), intact." if report.ok else
+             f"Audit trail damaged: the chain breaks at event {report.first_bad_seq}.")
+    return EXIT_OK if report.ok else 4
+
+
+def cmd_gui(args: argparse.Namespace, out: Output) -> int:
+    if args.screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from app.ui.application import run_gui
+
+    vault = open_vault(args)
+    try:
+        try:
+            session: Session | None = current_session(vault)
+        except NotAuthenticated:
+            session = None
+            if args.screenshot:
+                raise
+        return run_gui(vault, session, open_study=args.open, layout=args.layout,
+                       screenshot=Path(args.screenshot) if args.screenshot else None)
+    finally:
+        vault.close()
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from app.demo.home import make_demo_home
+
+    demo = make_demo_home(Path(args.home) if args.home else None)
+    out.emit(demo.as_dict(), demo.describe)
+    if args.no_gui:
+        return EXIT_OK
+    from app.ui.application import run_gui
+
+    with Vault.open(demo.home, lambda: demo.passphrase) as vault:
+        if _has_display():
+            return run_gui(vault, None, demo_codes=demo.current_codes)
+        # No screen (a server, a container): show what the radiologist would see, as a picture.
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        rad = next(u for u in demo.users if u.name == "rad")
+        _, session = vault.login(rad.name, rad.password, totp.current_code(rad.totp_secret))
+        shot = demo.home.parent / "custodian-demo.png"
+        result = run_gui(vault, session, open_study=demo.featured, layout="1x2",
+                         screenshot=shot)
+        out.note(f"No display here: the workstation was rendered to {shot} instead.")
+        return result
+
+
+def _has_display() -> bool:
+    if sys.platform != "linux" or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    def globals_parser(defaults: bool) -> argparse.ArgumentParser:
+        # Global options work before or after the command; only the top level sets defaults,
+        # so a subcommand does not reset what was given before it.
+        p = argparse.ArgumentParser(add_help=False)
+        kw: dict[str, object] = {} if defaults else {"default": argparse.SUPPRESS}
+        p.add_argument("--home", help="data directory (default: $CUSTODIAN_HOME or the user data dir)",
+                       **kw)
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout", **kw)
+        p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors", **kw)
+        return p
+
+    common = globals_parser(defaults=False)
+    parser = argparse.ArgumentParser(prog="custodian", parents=[globals_parser(defaults=True)],
+                                     description="Custodian diagnostic DICOM workstation.")
+    parser.add_argument("--version", action="version", version=f"custodian {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_text: str,
+            target: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
+        p = target.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "create a new vault and its first administrator")
+    p.add_argument("--admin", required=True, metavar="NAME")
+    p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
+                   help="where the master key lives (auto: the OS keyring when one is usable)")
+    p = add("login", cmd_login, "log in with password and authenticator code")
+    p.add_argument("--user")
+    add("logout", cmd_logout, "end the session")
+    add("whoami", cmd_whoami, "show the logged-in user")
+    p = add("import", cmd_import, "import files, folders and DICOMDIRs into the vault")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = add("studies", cmd_studies, "list cached studies")
+    p.add_argument("--patient", metavar="ID")
+    add("verify", cmd_verify, "re-check every instance and study manifest")
+    p = add("shred", cmd_shred, "destroy a study irrecoverably (crypto-shredding)")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--reason", required=True)
+
+    key = sub.add_parser("key", help="key management").add_subparsers(dest="key_command",
+                                                                       required=True)
+    add("rotate", cmd_key_rotate, "new master key; re-wrap all data keys", key)
+
+    user = sub.add_parser("user", help="account administration").add_subparsers(
+        dest="user_command", required=True)
+    p = add("add", cmd_user_add, "add a user", user)
+    p.add_argument("name")
+    p.add_argument("--role", required=True)
+    p = add("disable", cmd_user_disable, "disable a user and end their sessions", user)
+    p.add_argument("name")
+    add("list", cmd_user_list, "list users", user)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True)
+    add("verify", cmd_audit_verify, "check the audit trail's hash chain", audit)
+
+    p = add("gui", cmd_gui, "open the workstation")
+    p.add_argument("--open", metavar="STUDY_UID")
+    p.add_argument("--layout", choices=["1x1", "1x2", "2x2"], default="1x1")
+    p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
+    p = add("demo", cmd_demo, "make a throw-away demo home and open the workstation")
+    p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything Custodian writes is for this OS user only
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.json)
+    try:
+        return args.func(args, out)
+    except NotAuthenticated as exc:
+        print(f"custodian: {exc} Run 'custodian login' to start a session.", file=sys.stderr)
+        return exc.exit_code
+    except CustodianError as exc:
+        print(f"custodian: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("custodian: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Unexpected: the message may quote data (PHI), so only the type and the code path show.
+        print(f"custodian: unexpected {type(exc).__name__}; run with --debug for where it happened.",
+              file=sys.stderr)
+        if args.debug:
+            print("".join(traceback.format_tb(exc.__traceback__)), file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,1 @@
+"""The built-in demo: synthetic studies and a throw-away home with demo users."""

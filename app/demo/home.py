@@ -1,0 +1,90 @@
+"""A throw-away demo home: demo users with known passwords and generated, PHI-free studies.
+
+The demo uses the passphrase key store (never the OS keyring, so nothing outlives the folder)
+and shows each demo user's current authenticator code, which a real home never does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.demo.studies import Patient, ct_study, mr_study, to_bytes
+from app.security import totp
+from app.security.roles import Role
+from app.store.vault import Vault
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    name: str
+    role: Role
+    password: str
+    totp_secret: str
+
+
+@dataclass
+class DemoHome:
+    home: Path
+    passphrase: str
+    users: list[DemoUser] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    featured: str = ""  # the current chest CT, which has a prior to compare with
+
+    def current_codes(self) -> dict[str, str]:
+        return {u.name: totp.current_code(u.totp_secret) for u in self.users}
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "home": str(self.home),
+            "passphrase": self.passphrase,
+            "studies": self.studies,
+            "users": [{"user": u.name, "role": u.role.value, "password": u.password,
+                       "totp_secret": u.totp_secret} for u in self.users],
+        }
+
+    def describe(self) -> str:
+        lines = [f"Demo home: {self.home}", f"Vault passphrase: {self.passphrase}", "",
+                 "Demo users (the login window shows each one's current authenticator code):"]
+        lines += [f"  {u.name:<9} {u.role.value:<16} password: {u.password}" for u in self.users]
+        return "\n".join(lines)
+
+
+_DEMO_USERS = [
+    ("admin", Role.ADMIN),
+    ("rad", Role.RADIOLOGIST),
+    ("tech", Role.TECHNOLOGIST),
+    ("film", Role.LIBRARIAN),
+    ("privacy", Role.PRIVACY_OFFICER),
+]
+
+
+def make_demo_home(home: Path | None = None) -> DemoHome:
+    home = home or Path(tempfile.mkdtemp(prefix="custodian-demo-")) / "home"
+    demo = DemoHome(home, secrets.token_urlsafe(12))
+    admin_password = "demo-admin-password"
+    vault, enrolment = Vault.create(home, admin="admin", password=admin_password,
+                                    passphrase=demo.passphrase, use_keyring=False)
+    with vault:
+        demo.users.append(DemoUser("admin", Role.ADMIN, admin_password, enrolment.totp_secret))
+        _, admin = vault.login("admin", admin_password, totp.current_code(enrolment.totp_secret))
+        for name, role in _DEMO_USERS[1:]:
+            password = f"demo-{name}-password"
+            added = vault.add_user(admin, name, role, password)
+            demo.users.append(DemoUser(name, role, password, added.totp_secret))
+        vault.logout(admin)
+        # The technologist loads the studies, so the radiologist's first code is still unused.
+        tech = next(u for u in demo.users if u.name == "tech")
+        _, session = vault.login(tech.name, tech.password, totp.current_code(tech.totp_secret))
+        chest = Patient("DEMO-0001", "Demo^Alex")
+        brain = Patient("DEMO-0002", "Sample^Robin")
+        current = ct_study(chest, slices=60, date="20260315", description="CT CHEST W/O")
+        datasets = (current + ct_study(chest, slices=60, date="20250302", description="CT CHEST PRIOR")
+                    + mr_study(brain, slices=24))
+        vault.import_bytes(session, [(f"demo-{i:04d}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+        demo.studies = sorted({ds.StudyInstanceUID for ds in datasets})
+        demo.featured = current[0].StudyInstanceUID
+        vault.logout(session)
+    return demo

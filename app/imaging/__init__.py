@@ -1,0 +1,1 @@
+"""Pixels, display transforms and series geometry; Qt-free."""

@@ -1,0 +1,1 @@
+"""Keys, accounts, roles and sessions."""

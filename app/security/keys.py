@@ -1,0 +1,262 @@
+"""Envelope keys for the vault.
+
+Hierarchy: a random 256-bit *master key* (MK) is held by the OS keyring, or, where no usable
+keyring exists, wrapped with a key derived from a passphrase by Argon2id. The MK wraps the
+SQLCipher *index key* (in ``keystore.json``) and every per-study *data key* (in the index).
+Rotating the MK therefore re-wraps a handful of small keys and never re-encrypts images, and
+destroying a study's data key makes its blobs unreadable (crypto-shredding).
+
+Every wrapped key records the id (``kid``) of the MK that wrapped it, so a rotation interrupted
+at any step leaves each key readable with a master the keystore still lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keyring
+import keyring.backends.fail
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from app.atomicfile import write_durable
+from app.errors import CustodianError, VaultLocked
+
+KEYSTORE_FILE = "keystore.json"
+KEYRING_SERVICE = "Custodian vault"
+FORMAT = 1
+# Argon2id, RFC 9106 second recommended option scaled to a workstation: 64 MiB, 3 passes.
+KDF_PARAMS = {"name": "argon2id", "time_cost": 3, "memory_cost": 65536, "parallelism": 2}
+
+PASSPHRASE_FALLBACK_NOTICE = (
+    "No usable OS keyring on this machine: the vault's master key is wrapped with a passphrase "
+    "(Argon2id) instead. Keep that passphrase safe; without it the vault cannot be opened."
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def wrap(kek: bytes, key: bytes, context: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(kek).encrypt(nonce, key, context)
+
+
+def unwrap(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
+    return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], context)
+
+
+def derive(key: bytes, purpose: str) -> bytes:
+    """A sub-key for one purpose, so no key is used for two jobs."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
+
+
+def keyring_usable() -> bool:
+    """True when the OS keyring is a real secret store (not the fail or a plaintext backend)."""
+    backend = keyring.get_keyring()
+    if isinstance(backend, keyring.backends.fail.Keyring):
+        return False
+    chained = getattr(backend, "backends", None)
+    if chained is not None and not chained:
+        return False
+    # keyrings.alt's file backends keep secrets in plaintext or under a fixed key.
+    if type(backend).__module__.startswith("keyrings.alt"):
+        return False
+    try:
+        probe = secrets.token_hex(8)
+        keyring.set_password(KEYRING_SERVICE, "probe-" + probe, probe)
+        ok = keyring.get_password(KEYRING_SERVICE, "probe-" + probe) == probe
+        keyring.delete_password(KEYRING_SERVICE, "probe-" + probe)
+        return ok
+    except Exception:
+        return False
+
+
+PassphraseSource = Callable[[], str | None]
+
+
+@dataclass
+class Keys:
+    """The unlocked keys of one vault, held in memory only."""
+
+    vault_id: str
+    current_kid: str
+    masters: dict[str, bytes]
+    index_key: bytes
+
+    def wrap_data_key(self, dek: bytes, context: str, kid: str | None = None) -> tuple[str, bytes]:
+        kid = kid or self.current_kid
+        return kid, wrap(self.masters[kid], dek, self._aad(kid, context))
+
+    def unwrap_data_key(self, kid: str, wrapped: bytes, context: str) -> bytes:
+        master = self.masters.get(kid)
+        if master is None:
+            raise CustodianError("A data key is wrapped with a master key this vault no longer has.")
+        return unwrap(master, wrapped, self._aad(kid, context))
+
+    def _aad(self, kid: str, context: str) -> bytes:
+        return f"custodian/dek/{self.vault_id}/{kid}/{context}".encode()
+
+
+@dataclass
+class KeyStore:
+    """``keystore.json``: metadata and wrapped keys only; never a plaintext key."""
+
+    path: Path
+    vault_id: str
+    mode: str  # "keyring" or "passphrase"
+    kdf: dict[str, object] | None = None
+    masters: dict[str, str] = field(default_factory=dict)  # kid -> wrapped MK (passphrase mode)
+    index_keys: dict[str, str] = field(default_factory=dict)  # kid -> index key wrapped by MK
+    current_kid: str = ""
+
+    # -- persistence -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, home: Path) -> KeyStore:
+        path = home / KEYSTORE_FILE
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != FORMAT:
+                raise CustodianError("The vault's key store has an unknown format.")
+            return cls(
+                path=path,
+                vault_id=doc["vault_id"],
+                mode=doc["mode"],
+                kdf=doc.get("kdf"),
+                masters=dict(doc.get("masters", {})),
+                index_keys=dict(doc["index_keys"]),
+                current_kid=doc["current_kid"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CustodianError("The vault's key store is missing or damaged.") from exc
+
+    def save(self) -> None:
+        doc = {
+            "format": FORMAT,
+            "vault_id": self.vault_id,
+            "mode": self.mode,
+            "kdf": self.kdf,
+            "masters": self.masters,
+            "index_keys": self.index_keys,
+            "current_kid": self.current_kid,
+        }
+        write_durable(self.path, json.dumps(doc, indent=1).encode())
+
+    # -- creation ----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool) -> tuple[KeyStore, Keys]:
+        """A new key store, not yet saved: its file appearing is what marks the vault as made."""
+        store = cls(path=home / KEYSTORE_FILE, vault_id=secrets.token_hex(16),
+                    mode="keyring" if use_keyring else "passphrase")
+        if not use_keyring:
+            if not passphrase:
+                raise VaultLocked("A passphrase is needed to protect the vault's master key.")
+            store.kdf = {**KDF_PARAMS, "salt": _b64(os.urandom(16))}
+        master = os.urandom(32)
+        kid = store._add_master(master, passphrase)
+        index_key = os.urandom(32)
+        store.index_keys[kid] = _b64(wrap(master, index_key, store._index_aad(kid)))
+        store.current_kid = kid
+        return store, Keys(store.vault_id, kid, {kid: master}, index_key)
+
+    def _add_master(self, master: bytes, passphrase: str | None) -> str:
+        kid = secrets.token_hex(4)
+        if self.mode == "keyring":
+            keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
+        else:
+            assert passphrase is not None
+            self.masters[kid] = _b64(wrap(self._kek(passphrase), master, self._master_aad(kid)))
+        return kid
+
+    # -- unlocking ---------------------------------------------------------------------------
+    def unlock(self, passphrase_source: PassphraseSource) -> Keys:
+        passphrase = None
+        if self.mode == "passphrase":
+            passphrase = passphrase_source()
+            if not passphrase:
+                raise VaultLocked(
+                    "The vault is protected by a passphrase: set CUSTODIAN_PASSPHRASE or enter it."
+                )
+        kek = self._kek(passphrase) if passphrase is not None else None
+        masters = {kid: self._read_master(kid, kek) for kid in self.index_keys}
+        current = masters[self.current_kid]
+        try:
+            index_key = unwrap(current, _unb64(self.index_keys[self.current_kid]),
+                               self._index_aad(self.current_kid))
+        except InvalidTag as exc:
+            raise VaultLocked("The vault's index key could not be unwrapped.") from exc
+        return Keys(self.vault_id, self.current_kid, masters, index_key)
+
+    def _read_master(self, kid: str, kek: bytes | None) -> bytes:
+        if self.mode == "keyring":
+            try:
+                value = keyring.get_password(KEYRING_SERVICE, self._keyring_name(kid))
+            except Exception as exc:
+                raise VaultLocked("The OS keyring refused to give out the vault's master key.") from exc
+            if value is None:
+                raise VaultLocked("The OS keyring does not hold this vault's master key.")
+            return _unb64(value)
+        assert kek is not None
+        try:
+            return unwrap(kek, _unb64(self.masters[kid]), self._master_aad(kid))
+        except (InvalidTag, KeyError) as exc:
+            raise VaultLocked("The passphrase is wrong: the vault could not be unlocked.") from exc
+
+    # -- rotation ----------------------------------------------------------------------------
+    def begin_rotation(self, keys: Keys, passphrase: str | None) -> str:
+        """Add a new master and wrap the index key with it; the old one stays until finished."""
+        master = os.urandom(32)
+        kid = self._add_master(master, passphrase)
+        self.index_keys[kid] = _b64(wrap(master, keys.index_key, self._index_aad(kid)))
+        self.save()
+        keys.masters[kid] = master
+        return kid
+
+    def finish_rotation(self, keys: Keys, new_kid: str) -> None:
+        """Make ``new_kid`` current and forget every other master (after data keys are re-wrapped)."""
+        old = [kid for kid in self.index_keys if kid != new_kid]
+        self.current_kid = new_kid
+        keys.current_kid = new_kid
+        for kid in old:
+            self.index_keys.pop(kid, None)
+            self.masters.pop(kid, None)
+        self.save()
+        for kid in old:
+            keys.masters.pop(kid, None)
+            if self.mode == "keyring":
+                # A stale entry that cannot be deleted wraps nothing any more.
+                with contextlib.suppress(Exception):
+                    keyring.delete_password(KEYRING_SERVICE, self._keyring_name(kid))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _kek(self, passphrase: str) -> bytes:
+        kdf = self.kdf or {}
+        return hash_secret_raw(
+            passphrase.encode("utf-8"), _unb64(str(kdf["salt"])),
+            time_cost=int(kdf["time_cost"]), memory_cost=int(kdf["memory_cost"]),
+            parallelism=int(kdf["parallelism"]), hash_len=32, type=Type.ID,
+        )
+
+    def _keyring_name(self, kid: str) -> str:
+        return f"{self.vault_id}/{kid}"
+
+    def _master_aad(self, kid: str) -> bytes:
+        return f"custodian/master/{self.vault_id}/{kid}".encode()
+
+    def _index_aad(self, kid: str) -> bytes:
+        return f"custodian/index/{self.vault_id}/{kid}".encode()

@@ -1,0 +1,94 @@
+"""Sessions: a random token whose hash is kept in the index with idle and absolute deadlines.
+
+The vault checks a session against the index on every PHI access, so logging out, timing out
+or disabling the account ends access at once, in every process using the vault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlcipher3
+
+from app.errors import NotAuthenticated
+from app.security.accounts import Accounts, User
+
+INACTIVITY_SECONDS = 10 * 60
+ABSOLUTE_SECONDS = 12 * 60 * 60
+# Activity is written at most this often, so scrolling through images costs no disk writes.
+TOUCH_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Session:
+    token_hash: str
+    user: User
+    expires_at: float  # the absolute limit
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Sessions:
+    def __init__(self, conn: sqlcipher3.Connection, accounts: Accounts,
+                 inactivity: float = INACTIVITY_SECONDS, absolute: float = ABSOLUTE_SECONDS) -> None:
+        self._conn = conn
+        self._accounts = accounts
+        self.inactivity = inactivity
+        self.absolute = absolute
+
+    def open(self, user: User) -> tuple[str, Session]:
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        expires = now + self.absolute
+        self._conn.execute(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (_hash(token), user.id, now, now, expires),
+        )
+        return token, Session(_hash(token), user, expires)
+
+    def resume(self, token: str) -> Session:
+        return self._live(_hash(token), touch=True)
+
+    def check(self, session: Session) -> Session:
+        return self._live(session.token_hash, touch=True)
+
+    def end(self, session: Session) -> None:
+        self._conn.execute(
+            "UPDATE sessions SET ended_at = ? WHERE token_hash = ? AND ended_at IS NULL",
+            (time.time(), session.token_hash),
+        )
+
+    def end_user(self, user_id: int) -> None:
+        self._conn.execute(
+            "UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+            (time.time(), user_id),
+        )
+
+    def _live(self, token_hash: str, *, touch: bool) -> Session:
+        """The session if it is live; records activity (throttled) when ``touch``."""
+        row = self._conn.execute(
+            "SELECT user_id, last_seen, expires_at, ended_at FROM sessions WHERE token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+        if row is None or row[3] is not None:
+            raise NotAuthenticated("Not logged in.")
+        user_id, last_seen, expires_at, _ = row
+        now = time.time()
+        if now >= expires_at:
+            raise NotAuthenticated("The session reached its time limit: log in again.")
+        if now - last_seen >= self.inactivity:
+            raise NotAuthenticated("The session was locked after inactivity: log in again.")
+        user = self._accounts.get(user_id)
+        if user is None or user.disabled:
+            raise NotAuthenticated("This account is disabled.")
+        if touch and now - last_seen >= TOUCH_INTERVAL:
+            self._conn.execute(
+                "UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash)
+            )
+        return Session(token_hash, user, expires_at)

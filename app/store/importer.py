@@ -1,0 +1,301 @@
+"""One import run: parse, seal and durably write blobs, then index them batch by batch.
+
+Only :class:`app.store.vault.Vault` starts a run (after its permission check, under its write
+lock). The work is split so the main thread does what needs the GIL (parsing) while I/O
+threads hash, encrypt and write with the GIL released; a batch is indexed in one transaction
+only after all its blobs are on disk, so a crash at any moment leaves unindexed blobs (swept
+later) and never an index row without its blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.security.accounts import User
+from app.store.blobs import instance_aad, quarantine_aad, seal
+from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
+from app.store.records import ImportReport, Rejection
+from app.store.sources import Source
+
+if TYPE_CHECKING:
+    from app.store.vault import Vault
+
+BATCH_INSTANCES = 64
+BATCH_BYTES = 128 * 1024 * 1024
+MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024
+IO_THREADS = 4
+READ_AHEAD = 8
+LOOKUP_BATCH = 16
+QUARANTINE_CONTEXT = "quarantine"
+
+Progress = Callable[[int, int], None]
+Entry = tuple[str, Callable[[], bytes]]
+
+
+class Unreadable(Exception):
+    """A source that cannot be read at all (there is nothing to quarantine)."""
+
+
+def read_source(source: Source) -> bytes:
+    if source.problem:
+        raise Unreadable(source.problem)
+    try:
+        if source.path.stat().st_size > MAX_FILE_BYTES:
+            raise Unreadable("file is larger than 4 GiB")
+        return source.path.read_bytes()
+    except OSError as exc:
+        raise Unreadable(f"file could not be read ({exc.strerror})") from None
+
+
+def study_context(study_uid: str) -> str:
+    return f"study/{study_uid}"
+
+
+def manifest(pairs: Iterable[tuple[str, str]]) -> str:
+    """Hash over a study's (SOP Instance UID, SHA-256) pairs in UID order."""
+    h = hashlib.sha256()
+    for sop_uid, digest in sorted(pairs):
+        h.update(f"{sop_uid}:{digest}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class _Pending:
+    """One instance or quarantined file whose blob an I/O thread is writing."""
+
+    blob_id: str
+    future: Future[tuple[str, Path]]  # -> (sha256 of the plaintext, folder to fsync)
+    parsed: ParsedInstance | None = None
+    source: str = ""
+    reason: str = ""
+    size: int = 0
+
+
+@dataclass
+class _Batch:
+    folder: str = field(default_factory=lambda: secrets.token_hex(1))
+    items: list[_Pending] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)  # contexts whose DEK this batch introduces
+    nbytes: int = 0
+
+
+def _read_ahead(entries: Iterable[Entry], pool: ThreadPoolExecutor) -> Iterator[tuple[str, Future[bytes]]]:
+    """Read the next few files on threads while the current one is parsed (bounded memory)."""
+    window: deque[tuple[str, Future[bytes]]] = deque()
+    for label, read in entries:
+        window.append((label, pool.submit(read)))
+        if len(window) > READ_AHEAD:
+            yield window.popleft()
+    yield from window
+
+
+class ImportRun:
+    """Reads and parses on the calling thread; seals and writes on ``pool``; indexes each batch
+    on a committer thread while the next batch is being read."""
+
+    def __init__(self, vault: Vault, actor: User, pool: ThreadPoolExecutor) -> None:
+        self._vault = vault
+        self._actor = actor
+        self._pool = pool
+        self.report = ImportReport()
+        self._batch = _Batch()
+        self._new_keys: dict[str, bytes] = {}  # DEKs made by this run, committed with their batch
+        self._in_flight: dict[str, _Pending] = {}  # instances of this run, by SOP Instance UID
+        self._study_patient: dict[str, tuple[str, str]] = {}  # study uid -> (patient id, issuer)
+        self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
+        self._committing: Future[None] | None = None
+        # Lookups use their own connection: WAL lets it read while the committer writes.
+        self._lookup = vault._reader()
+
+    def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
+        with (contextlib.closing(self._lookup), ThreadPoolExecutor(2) as readers,
+              ThreadPoolExecutor(1) as committer):
+            for done, (label, data) in enumerate(_read_ahead(entries, readers), 1):
+                try:
+                    self._ingest(label, data.result())
+                except Unreadable as exc:
+                    self.report.rejected.append(Rejection(label, str(exc)))
+                if len(self._batch.items) >= BATCH_INSTANCES or self._batch.nbytes >= BATCH_BYTES:
+                    self._commit(committer)
+                if progress:
+                    progress(done, total)
+            self._resolve()
+            self._commit(committer)
+            if self._committing is not None:
+                self._committing.result()
+        return self.report
+
+    # ------------------------------------------------------------------ one file
+    def _ingest(self, label: str, data: bytes) -> None:
+        try:
+            parsed = parse(data)
+            self._check_patient(parsed)
+        except DicomDirectory:
+            return  # a directory record file, not an instance: the files it lists come themselves
+        except Rejected as exc:
+            self._quarantine(label, data, str(exc))
+            return
+        self._parsed.append((label, data, parsed))
+        if len(self._parsed) >= LOOKUP_BATCH or sum(len(d) for _, d, _ in self._parsed) >= BATCH_BYTES:
+            self._resolve()
+
+    def _resolve(self) -> None:
+        """Decide new / duplicate / conflict for the parsed files with one index lookup."""
+        parsed_files, self._parsed = self._parsed, []
+        if not parsed_files:
+            return
+        uids = [p.sop_uid for _, _, p in parsed_files]
+        stored = dict(self._lookup.execute(
+            f"SELECT sop_uid, sha256 FROM instances WHERE sop_uid IN ({','.join('?' * len(uids))})",
+            uids).fetchall())
+        for label, data, parsed in parsed_files:
+            pending = self._in_flight.get(parsed.sop_uid)
+            known = pending.future.result()[0] if pending else stored.get(parsed.sop_uid)
+            if known is None:
+                dek = self._data_key(study_context(parsed.study_uid))
+                # The record keeps the metadata only; the bytes go to the writer, then are dropped.
+                self._in_flight[parsed.sop_uid] = self._write(
+                    dek, instance_aad(parsed.sop_uid), data, parsed=replace(parsed, data=b""))
+            elif hashlib.sha256(data).hexdigest() == known:
+                self.report.duplicates += 1
+            else:
+                self._quarantine(label, data, "a different object with the same SOP Instance UID "
+                                 "is already stored")
+
+    def _data_key(self, context: str) -> bytes:
+        made = context in self._new_keys
+        dek = self._vault._data_key(context, self._new_keys)
+        if not made and context in self._new_keys:
+            self._batch.new_keys.append(context)
+        return dek
+
+    def _check_patient(self, parsed: ParsedInstance) -> None:
+        """Refuse an instance whose study is already cached under a different patient."""
+        owner = self._study_patient.get(parsed.study_uid)
+        if owner is None:
+            row = self._lookup.execute(
+                "SELECT p.patient_id, p.issuer FROM studies s JOIN patients p ON p.id = s.patient "
+                "WHERE s.uid = ?", (parsed.study_uid,)).fetchone()
+            owner = (row[0], row[1]) if row else (parsed.patient_id, parsed.issuer)
+            self._study_patient[parsed.study_uid] = owner
+        if owner != (parsed.patient_id, parsed.issuer):
+            raise Rejected("its study is already cached under a different Patient ID")
+
+    def _quarantine(self, source: str, data: bytes, reason: str) -> None:
+        self.report.rejected.append(Rejection(source, reason))
+        self._write(self._data_key(QUARANTINE_CONTEXT), None, data, source=source, reason=reason)
+
+    def _write(self, dek: bytes, aad: bytes | None, data: bytes, **fields: object) -> _Pending:
+        batch = self._batch
+        # A batch's blobs share one folder, so the batch costs one directory fsync.
+        blob_id = batch.folder + secrets.token_hex(15)
+        future = self._pool.submit(self._persist, blob_id, dek, aad or quarantine_aad(blob_id), data)
+        item = _Pending(blob_id, future, size=len(data), **fields)  # type: ignore[arg-type]
+        batch.items.append(item)
+        batch.nbytes += len(data)
+        return item
+
+    def _persist(self, blob_id: str, dek: bytes, aad: bytes, plaintext: bytes) -> tuple[str, Path]:
+        """On an I/O thread: hashing, AES-GCM and the durable write all release the GIL."""
+        sealed = seal(dek, plaintext, aad)
+        digest = hashlib.sha256(plaintext).hexdigest()
+        return digest, self._vault.blobs.write(blob_id, sealed)
+
+    # ------------------------------------------------------------------ one batch
+    def _commit(self, committer: ThreadPoolExecutor) -> None:
+        """Hand the batch to the committer; at most one batch waits to be indexed at a time."""
+        batch, self._batch = self._batch, _Batch()
+        if not batch.items:
+            return
+        if self._committing is not None:
+            self._committing.result()
+        self._committing = committer.submit(self._index, batch)
+
+    def _index(self, batch: _Batch) -> None:
+        """Committer thread: once every blob of the batch is durable, index them in one transaction."""
+        results = [item.future.result() for item in batch.items]
+        self._vault.blobs.sync_dirs({folder for _, folder in results})
+        vault, now = self._vault, time.time()
+        studies: dict[str, str] = {}
+        quarantined = []
+        instances = []
+        with vault._transaction():
+            conn = vault._conn
+            for context in batch.new_keys:
+                kid, wrapped = vault._keys.wrap_data_key(self._new_keys[context], context)
+                conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
+                             (context, kid, wrapped))
+            for item, (digest, _) in zip(batch.items, results, strict=True):
+                p = item.parsed
+                if p is None:
+                    quarantined.append((item.blob_id, item.source, item.reason, item.size, digest, now))
+                    continue
+                if p.study_uid not in studies:
+                    self._insert_study(p, now)
+                    studies[p.study_uid] = p.patient_id
+                conn.execute(
+                    "INSERT OR IGNORE INTO series (uid, study_uid, modality, number, description, "
+                    "body_part, frame_of_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (p.series_uid, p.study_uid, p.modality, p.series_number, p.series_description,
+                     p.body_part, p.frame_of_reference))
+                instances.append(_instance_row(p, item.blob_id, item.size, digest, now))
+            conn.executemany(INSERT_INSTANCE, instances)
+            conn.executemany("INSERT INTO quarantine (blob, source, reason, size, sha256, at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", quarantined)
+            for study_uid in studies:
+                pairs = conn.execute("SELECT sop_uid, sha256 FROM instances WHERE study_uid = ?",
+                                     (study_uid,)).fetchall()
+                conn.execute("UPDATE studies SET manifest_sha256 = ? WHERE uid = ?",
+                             (manifest(pairs), study_uid))
+            if studies:
+                vault.audit.append(AuditEvent(
+                    EventType.IMPORT, user=self._actor.name, studies=tuple(studies),
+                    patients=tuple(sorted(set(studies.values()))), detail={"instances": len(instances)}))
+            if quarantined:
+                vault.audit.append(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
+                                              user=self._actor.name, detail={"files": len(quarantined)}))
+        vault._deks.update({context: self._new_keys[context] for context in batch.new_keys})
+        self.report.imported += len(instances)
+        self.report.studies.update(studies)
+
+    def _insert_study(self, p: ParsedInstance, now: float) -> None:
+        conn = self._vault._conn
+        conn.execute(
+            "INSERT OR IGNORE INTO patients (patient_id, issuer, name, birth_date, sex) "
+            "VALUES (?, ?, ?, ?, ?)", (p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex))
+        conn.execute(
+            "INSERT OR IGNORE INTO studies (uid, patient, key_id, study_date, study_time, accession, "
+            "description, referring, imported_at) VALUES (?, "
+            "(SELECT id FROM patients WHERE patient_id = ? AND issuer = ?), "
+            "(SELECT id FROM data_keys WHERE context = ?), ?, ?, ?, ?, ?, ?)",
+            (p.study_uid, p.patient_id, p.issuer, study_context(p.study_uid), p.study_date,
+             p.study_time, p.accession, p.study_description, p.referring, now))
+
+
+INSERT_INSTANCE = (
+    "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class, number, blob, size, sha256, "
+    "transfer_syntax, rows, columns, frames, samples, bits_allocated, bits_stored, "
+    "pixel_representation, photometric, rescale_slope, rescale_intercept, window_center, "
+    "window_width, pixel_spacing, position, orientation, pixel_offset, imported_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _instance_row(p: ParsedInstance, blob_id: str, size: int, digest: str,
+                  now: float) -> tuple[object, ...]:
+    return (p.sop_uid, p.series_uid, p.study_uid, p.sop_class, p.instance_number, blob_id,
+            size, digest, p.transfer_syntax, p.rows, p.columns, p.frames, p.samples,
+            p.bits_allocated, p.bits_stored, p.pixel_representation, p.photometric,
+            p.rescale_slope, p.rescale_intercept, p.window_center, p.window_width,
+            p.pixel_spacing, p.position, p.orientation, p.pixel_offset, now)
+

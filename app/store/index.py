@@ -1,0 +1,161 @@
+"""The SQLCipher index: schema and connection setup.
+
+The whole database file (and its WAL) is encrypted page by page with the index key, so names,
+UIDs and hashes never reach the disk in plaintext.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlcipher3
+
+from app.errors import CustodianError, VaultLocked
+
+INDEX_FILE = "index.db"
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    totp_secret TEXT NOT NULL,
+    totp_last_step INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE recovery_codes (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    code_hash TEXT NOT NULL,
+    used_at REAL
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    ended_at REAL
+);
+
+CREATE TABLE data_keys (
+    id INTEGER PRIMARY KEY,
+    context TEXT NOT NULL UNIQUE,   -- 'study/<uid>' or 'quarantine'
+    kid TEXT NOT NULL,
+    wrapped BLOB NOT NULL
+);
+
+CREATE TABLE patients (
+    id INTEGER PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    birth_date TEXT NOT NULL DEFAULT '',
+    sex TEXT NOT NULL DEFAULT '',
+    UNIQUE (patient_id, issuer)
+);
+CREATE TABLE studies (
+    uid TEXT PRIMARY KEY,
+    patient INTEGER NOT NULL REFERENCES patients(id),
+    key_id INTEGER NOT NULL REFERENCES data_keys(id),
+    study_date TEXT NOT NULL DEFAULT '',
+    study_time TEXT NOT NULL DEFAULT '',
+    accession TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    referring TEXT NOT NULL DEFAULT '',
+    manifest_sha256 TEXT NOT NULL DEFAULT '',
+    imported_at REAL NOT NULL
+);
+CREATE INDEX studies_patient ON studies(patient);
+CREATE TABLE series (
+    uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(uid),
+    modality TEXT NOT NULL DEFAULT '',
+    number INTEGER,
+    description TEXT NOT NULL DEFAULT '',
+    body_part TEXT NOT NULL DEFAULT '',
+    frame_of_reference TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX series_study ON series(study_uid);
+CREATE TABLE instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL REFERENCES series(uid),
+    study_uid TEXT NOT NULL REFERENCES studies(uid),
+    sop_class TEXT NOT NULL,
+    number INTEGER,
+    blob TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    rows INTEGER,
+    columns INTEGER,
+    frames INTEGER,
+    samples INTEGER,
+    bits_allocated INTEGER,
+    bits_stored INTEGER,
+    pixel_representation INTEGER,
+    photometric TEXT,
+    rescale_slope REAL,
+    rescale_intercept REAL,
+    window_center REAL,
+    window_width REAL,
+    pixel_spacing TEXT,
+    position TEXT,
+    orientation TEXT,
+    pixel_offset INTEGER,
+    imported_at REAL NOT NULL
+);
+CREATE INDEX instances_series ON instances(series_uid);
+CREATE INDEX instances_study ON instances(study_uid);
+
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY,
+    blob TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    at REAL NOT NULL
+);
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    record TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"""
+SCHEMA_VERSION = 1
+
+
+def connect(home: Path, index_key: bytes, *, create: bool = False) -> sqlcipher3.Connection:
+    path = home / INDEX_FILE
+    if not create and not path.exists():
+        raise CustodianError("The vault's index is missing.")
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute(f"PRAGMA key = \"x'{index_key.hex()}'\"")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher3.DatabaseError as exc:
+        conn.close()
+        raise VaultLocked("The vault's index could not be opened with this key.") from exc
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a committed import or audit event survives power loss, not just a crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA secure_delete = ON")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if create:
+        conn.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    else:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise CustodianError(
+                f"The vault's index has schema version {version}; this release reads {SCHEMA_VERSION}."
+            )
+    return conn

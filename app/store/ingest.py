@@ -1,0 +1,319 @@
+"""Turning the bytes of one candidate file into an instance record, or a reason to refuse it.
+
+The parse is strict where a wrong answer would corrupt the cache (UIDs, pixel data extent) and
+lenient where DICOM in the wild is sloppy (missing Patient ID, odd text values). Reasons are
+plain sentences without PHI, safe for reports and logs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_fragments
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
+
+# Values that break their VR are read as they are instead of warned about: pydicom's warnings
+# quote the offending value, which may be PHI, into logs.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+PIXEL_DATA = 0x7FE00010
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+
+
+class Rejected(Exception):
+    """The file cannot be cached; ``str(exc)`` is the reason shown to the user."""
+
+
+class DicomDirectory(Exception):
+    """The file is a DICOMDIR: its referenced files are imported instead."""
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    data: bytes  # the Part 10 bytes that are stored (the file itself when it was Part 10)
+    sop_uid: str
+    sop_class: str
+    transfer_syntax: str
+    study_uid: str
+    series_uid: str
+    patient_id: str
+    issuer: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    study_date: str
+    study_time: str
+    accession: str
+    study_description: str
+    referring: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    body_part: str
+    frame_of_reference: str
+    instance_number: int | None
+    rows: int | None = None
+    columns: int | None = None
+    frames: int | None = None
+    samples: int | None = None
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    pixel_representation: int | None = None
+    photometric: str | None = None
+    rescale_slope: float | None = None
+    rescale_intercept: float | None = None
+    window_center: float | None = None
+    window_width: float | None = None
+    pixel_spacing: str | None = None
+    position: str | None = None
+    orientation: str | None = None
+    pixel_offset: int | None = None  # where native little-endian pixel bytes start, for fast loads
+
+
+_TEXT_DELIMITERS = {"PN": {"^", "="}}
+_NUMERIC_BINARY = {"US": 2, "SS": 2, "UL": 4, "SL": 4}
+
+
+class _Header:
+    """Reads the attributes an index row needs straight from pydicom's raw elements.
+
+    pydicom's general element conversion costs about as much as reading the whole file; for
+    the few dozen simple values indexed here, decoding the raw bytes (with pydicom's own
+    character-set decoding for text) keeps import as fast as a plain ``dcmread``.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        # The raw element mapping, nothing converted. Dataset.elements() yields the same but
+        # costs as much as the whole header parse; pydicom<4 keeps it in ``_dict``.
+        raw = getattr(ds, "_dict", None)
+        self._elements = raw if isinstance(raw, dict) else {e.tag: e for e in ds.elements()}
+        self._encodings: list[str] | None = None
+
+    def _raw(self, keyword: str) -> tuple[str, bytes, bool] | None:
+        tag = keyword_dict.get(keyword)
+        elem = self._elements.get(tag) if tag is not None else None
+        if elem is None:
+            return None
+        if not isinstance(elem, RawDataElement):  # already converted (e.g. by a rewrite)
+            value = elem.value
+            return (elem.VR, value if isinstance(value, bytes) else str(value).encode(), True)
+        vr = elem.VR or dictionary_VR(tag)
+        return (vr, elem.value or b"", elem.is_little_endian)
+
+    def _charset(self) -> list[str]:
+        if self._encodings is None:
+            try:
+                self._encodings = convert_encodings(self._ds.get("SpecificCharacterSet") or "ISO_IR 6")
+            except Exception:
+                self._encodings = ["iso8859"]
+        return self._encodings
+
+    def text(self, keyword: str) -> str:
+        raw = self._raw(keyword)
+        if raw is None:
+            return ""
+        vr, value, _ = raw
+        try:
+            if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC"):
+                text = decode_bytes(value, self._charset(), _TEXT_DELIMITERS.get(vr, set()))
+            else:
+                text = value.decode("ascii", "replace")
+        except Exception:
+            text = value.decode("latin-1")
+        return text.split("\\")[0].strip(" \0")
+
+    def int(self, keyword: str) -> int | None:
+        raw = self._raw(keyword)
+        if raw is None:
+            return None
+        vr, value, little = raw
+        size = _NUMERIC_BINARY.get(vr)
+        try:
+            if size:
+                if len(value) < size:
+                    return None
+                return int.from_bytes(value[:size], "little" if little else "big", signed=vr[0] == "S")
+            return int(float(value.decode("ascii").split("\\")[0]))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def numbers(self, keyword: str) -> list[float] | None:
+        raw = self._raw(keyword)
+        if raw is None or raw[0] not in ("DS", "IS"):
+            return None
+        try:
+            return [float(v) for v in raw[1].decode("ascii").split("\\")]
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def float(self, keyword: str) -> float | None:
+        values = self.numbers(keyword)
+        return values[0] if values else None
+
+    def floats(self, keyword: str, count: int) -> str | None:
+        values = self.numbers(keyword)
+        return json.dumps(values) if values and len(values) == count else None
+
+    def uid(self, keyword: str, label: str) -> str:
+        value = self.text(keyword)
+        if not value:
+            raise Rejected(f"missing {label}")
+        if len(value) > 64 or not _UID.match(value):
+            raise Rejected(f"invalid {label}")
+        return value
+
+
+def _looks_like_dataset(data: bytes) -> bool:
+    """A raw data set without preamble starts with a group 0002 or 0008 tag."""
+    return data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def _read(data: bytes) -> tuple[Dataset, io.BytesIO]:
+    part10 = data[128:132] == b"DICM"
+    if not part10 and not _looks_like_dataset(data):
+        raise Rejected("not a DICOM file")
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, force=not part10, defer_size=4096)
+    except (InvalidDicomError, EOFError) as exc:
+        raise Rejected("not a DICOM file" if not part10 else "truncated or malformed DICOM data") from exc
+    except Exception as exc:
+        raise Rejected("truncated or malformed DICOM data") from exc
+    if fp.tell() > len(data):
+        raise Rejected("file is truncated")
+    return ds, fp
+
+
+def _as_part10(ds: Dataset, sop_class: str, sop_uid: str) -> bytes:
+    """Wrap a bare data set (no preamble, no file meta) as a Part 10 file."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    implicit, little = ds.original_encoding
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def parse(data: bytes) -> ParsedInstance:
+    if not data:
+        raise Rejected("empty file")
+    ds, _fp = _read(data)
+    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+    h, m = _Header(ds), _Header(meta)
+    if m.text("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        raise DicomDirectory()
+    sop_uid = h.uid("SOPInstanceUID", "SOP Instance UID")
+    sop_class = h.text("SOPClassUID") or m.text("MediaStorageSOPClassUID")
+    if not sop_class:
+        raise Rejected("missing SOP Class UID")
+    study_uid = h.uid("StudyInstanceUID", "Study Instance UID")
+    series_uid = h.uid("SeriesInstanceUID", "Series Instance UID")
+    if "TransferSyntaxUID" not in meta:
+        # Not Part 10: rebuild the file with a proper header, then parse what will be stored.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                full = pydicom.dcmread(io.BytesIO(data), force=True)
+            return parse(_as_part10(full, sop_class, sop_uid))
+        except Rejected:
+            raise
+        except Exception as exc:
+            raise Rejected("truncated or malformed DICOM data") from exc
+    syntax = str(meta.TransferSyntaxUID)
+    record = dict(
+        data=data, sop_uid=sop_uid, sop_class=sop_class, transfer_syntax=syntax,
+        study_uid=study_uid, series_uid=series_uid,
+        patient_id=h.text("PatientID"), issuer=h.text("IssuerOfPatientID"),
+        patient_name=h.text("PatientName"), birth_date=h.text("PatientBirthDate"),
+        sex=h.text("PatientSex"), study_date=h.text("StudyDate"),
+        study_time=h.text("StudyTime"), accession=h.text("AccessionNumber"),
+        study_description=h.text("StudyDescription"),
+        referring=h.text("ReferringPhysicianName"), modality=h.text("Modality"),
+        series_number=h.int("SeriesNumber"), series_description=h.text("SeriesDescription"),
+        body_part=h.text("BodyPartExamined"),
+        frame_of_reference=h.text("FrameOfReferenceUID"),
+        instance_number=h.int("InstanceNumber"),
+    )
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if raw is not None:
+        record.update(_pixel_description(h, raw, data, syntax))
+    return ParsedInstance(**record)
+
+
+def _pixel_description(h: _Header, raw: object, data: bytes, syntax: str) -> dict[str, object]:
+    rows, columns = h.int("Rows"), h.int("Columns")
+    bits, samples = h.int("BitsAllocated"), h.int("SamplesPerPixel") or 1
+    photometric = h.text("PhotometricInterpretation")
+    for label, value in (("Rows", rows), ("Columns", columns), ("Bits Allocated", bits)):
+        if not value or value < 0:
+            raise Rejected(f"pixel data header is incomplete (no valid {label})")
+    if not photometric:
+        raise Rejected("pixel data header is incomplete (no Photometric Interpretation)")
+    frames = h.int("NumberOfFrames") or 1
+    if frames < 1:
+        raise Rejected("pixel data header is invalid (Number of Frames below 1)")
+    value_tell = getattr(raw, "value_tell", None)
+    length = getattr(raw, "length", None)
+    offset = None
+    if value_tell is not None and length is not None and length != 0xFFFFFFFF:
+        if value_tell + length > len(data) and syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            raise Rejected("file is truncated inside the pixel data")
+        per_pixel = 2 if photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") else samples
+        expected = (rows * columns * per_pixel * bits + 7) // 8 * frames
+        if length < expected and syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            raise Rejected("pixel data is shorter than its header describes")
+        if syntax in _NATIVE and bits in (8, 16, 32) and not getattr(raw, "value", None):
+            offset = value_tell
+    elif value_tell is not None:
+        _check_fragments(data, value_tell)
+    return dict(
+        rows=rows, columns=columns, frames=frames, samples=samples, bits_allocated=bits,
+        bits_stored=h.int("BitsStored") or bits,
+        pixel_representation=h.int("PixelRepresentation") or 0, photometric=photometric,
+        rescale_slope=h.float("RescaleSlope"), rescale_intercept=h.float("RescaleIntercept"),
+        window_center=h.float("WindowCenter"), window_width=h.float("WindowWidth"),
+        pixel_spacing=h.floats("PixelSpacing", 2),
+        position=h.floats("ImagePositionPatient", 3),
+        orientation=h.floats("ImageOrientationPatient", 6),
+        pixel_offset=offset,
+    )
+
+
+def _check_fragments(data: bytes, value_tell: int) -> None:
+    """Encapsulated pixel data must be a well-formed item sequence ending in a delimiter."""
+    buffer = io.BytesIO(data)
+    buffer.seek(value_tell)
+    try:
+        count = sum(1 for _ in generate_fragments(buffer))
+    except Exception as exc:
+        raise Rejected("compressed pixel data is damaged") from exc
+    if count < 2:  # the basic offset table item plus at least one fragment
+        raise Rejected("compressed pixel data holds no image fragment")

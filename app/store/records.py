@@ -1,0 +1,76 @@
+"""Records the vault hands out: plain dataclasses, no database handles inside."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    modalities: list[str]
+    description: str
+    series: int
+    instances: int
+    accession: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    series_uid: str
+    study_uid: str
+    modality: str
+    number: int | None
+    description: str
+    instances: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    studies: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "rejected": [asdict(r) for r in self.rejected],
+        }
+
+
+@dataclass(frozen=True)
+class Damage:
+    sop_instance_uid: str | None
+    reason: str
+    study_uid: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    instances: int = 0
+    ok: int = 0
+    damaged: list[Damage] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "instances": self.instances,
+            "ok": self.ok,
+            "damaged": [
+                {k: v for k, v in asdict(d).items() if v is not None or k == "sop_instance_uid"}
+                for d in self.damaged
+            ],
+        }

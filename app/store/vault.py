@@ -1,0 +1,486 @@
+"""The vault: the one door to everything Custodian stores.
+
+It owns the keys, the SQLCipher index, the encrypted blobs and the audit writer. Every method
+that touches PHI takes a :class:`Session`, asks :func:`app.security.roles.permits` and writes the
+audit event itself, so no caller can skip either. Writers (import, shred, key rotation) hold a
+file lock; readers in other processes keep working through SQLite's WAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import sqlcipher3
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.audit.log import AuditLog, ChainReport
+from app.errors import (
+    AuthenticationFailed,
+    BusyError,
+    CustodianError,
+    NotAuthenticated,
+    NotPermitted,
+    UsageError,
+    VaultExists,
+    VaultNotFound,
+)
+from app.imaging.pixels import FrameInfo, decode_frames
+from app.imaging.series import SeriesImages
+from app.security import passwords
+from app.security.accounts import Accounts, Enrolment, User
+from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
+from app.security.roles import Action, Role, permits
+from app.security.sessions import Session, Sessions
+from app.store import index
+from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
+from app.store.importer import (
+    IO_THREADS,
+    Entry,
+    ImportRun,
+    Progress,
+    manifest,
+    read_source,
+    study_context,
+)
+from app.store.records import (
+    Damage,
+    ImportReport,
+    SeriesSummary,
+    StudySummary,
+    VerifyReport,
+)
+from app.store.sources import iter_sources
+
+LOCK_FILE = "write.lock"
+TOKEN_FILE = "session.bin"
+
+
+class Vault:
+    def __init__(self, home: Path, keystore: KeyStore, keys: Keys, conn: object) -> None:
+        self.home = home
+        self._keystore = keystore
+        self._keys = keys
+        self._conn = conn
+        self._db = threading.RLock()
+        self._deks: dict[str, bytes] = {}
+        self.blobs = BlobStore(home)
+        self.audit = AuditLog(conn)
+        self.accounts = Accounts(conn)
+        self.sessions = Sessions(conn, self.accounts)
+
+    # ------------------------------------------------------------------ creation and opening
+    @staticmethod
+    def exists(home: Path) -> bool:
+        return (home / KEYSTORE_FILE).exists()
+
+    @classmethod
+    def create(
+        cls, home: Path, *, admin: str, password: str, passphrase: str | None,
+        use_keyring: bool | None = None,
+    ) -> tuple[Vault, Enrolment]:
+        if cls.exists(home):
+            raise VaultExists(f"A vault already exists in {home}; it was left untouched.")
+        passwords.check_rules(password)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in (index.INDEX_FILE, index.INDEX_FILE + "-wal", index.INDEX_FILE + "-shm"):
+            (home / leftover).unlink(missing_ok=True)  # from an init that was interrupted
+        if use_keyring is None:
+            use_keyring = keyring_usable()
+        keystore, keys = KeyStore.create(home, passphrase=passphrase, use_keyring=use_keyring)
+        conn = index.connect(home, keys.index_key, create=True)
+        vault = cls(home, keystore, keys, conn)
+        with vault._transaction():
+            enrolment = vault.accounts.add(admin, Role.ADMIN, password)
+            vault.audit.append(AuditEvent(EventType.VAULT_CREATED, user=admin,
+                                          detail={"key_mode": keystore.mode}))
+        keystore.save()  # the vault exists from this moment
+        return vault, enrolment
+
+    @classmethod
+    def open(cls, home: Path, passphrase_source: PassphraseSource) -> Vault:
+        if not cls.exists(home):
+            raise VaultNotFound(
+                f"There is no vault in {home}: run 'custodian init --admin NAME' to make one."
+            )
+        keystore = KeyStore.load(home)
+        keys = keystore.unlock(passphrase_source)
+        return cls(home, keystore, keys, index.connect(home, keys.index_key))
+
+    @property
+    def key_mode(self) -> str:
+        return self._keystore.mode
+
+    def close(self) -> None:
+        with self._db:
+            self._conn.close()
+        self._deks.clear()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._db:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._db:
+            return self._conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _write_lock(self, wait: float = 60.0) -> Iterator[None]:
+        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BusyError(
+                            "Another Custodian process is writing to the vault; "
+                            "try again when it has finished."
+                        ) from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)
+
+    def _reader(self) -> sqlcipher3.Connection:
+        """A second connection for lookups that must not wait behind a writing transaction."""
+        return index.connect(self.home, self._keys.index_key)
+
+    def _record(self, event: AuditEvent) -> None:
+        with self._db:
+            self.audit.append(event)
+
+    # ------------------------------------------------------------------ sessions and the gate
+    def login(self, name: str, password: str, code: str) -> tuple[str, Session]:
+        try:
+            with self._transaction():
+                user = self.accounts.authenticate(name, password, code)
+                token, session = self.sessions.open(user)
+                self.audit.append(AuditEvent(EventType.LOGIN, user=name))
+        except AuthenticationFailed:
+            self._record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name))
+            raise
+        return token, session
+
+    def resume(self, token: str | None) -> Session:
+        try:
+            if not token:
+                raise NotAuthenticated("Not logged in.")
+            with self._transaction():
+                return self.sessions.resume(token)
+        except NotAuthenticated as exc:
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE,
+                                    detail={"why": str(exc)}))
+            raise
+
+    def logout(self, session: Session) -> None:
+        with self._transaction():
+            self.sessions.end(session)
+            self.audit.append(AuditEvent(EventType.LOGOUT, user=session.user.name))
+
+    def _gate(self, session: Session, action: Action) -> User:
+        """Check that ``session`` is live and its role may do ``action``; audit a refusal."""
+        try:
+            with self._transaction():
+                user = self.sessions.check(session).user
+        except NotAuthenticated as exc:
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE,
+                                    user=session.user.name,
+                                    detail={"action": action.value, "why": str(exc)}))
+            raise
+        if not permits(user.role, action):
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
+                                    detail={"action": action.value, "why": "role"}))
+            raise NotPermitted(f"Not permitted: the {user.role.value} role may not {action.value}.")
+        return user
+
+    def whoami(self, session: Session) -> User:
+        with self._transaction():
+            return self.sessions.check(session).user
+
+    # The CLI keeps its session token between commands in a file sealed with a key derived from
+    # the index key: useless outside this vault, and never in plaintext on disk.
+    def save_token(self, token: str) -> None:
+        from app.atomicfile import write_durable
+
+        key = derive(self._keys.index_key, "custodian/session-file")
+        write_durable(self.home / TOKEN_FILE, seal(key, token.encode(), self._keys.vault_id.encode()))
+
+    def load_token(self) -> str | None:
+        try:
+            sealed = (self.home / TOKEN_FILE).read_bytes()
+            key = derive(self._keys.index_key, "custodian/session-file")
+            return unseal(key, sealed, self._keys.vault_id.encode()).decode()
+        except (OSError, BlobDamaged):
+            return None
+
+    def clear_token(self) -> None:
+        (self.home / TOKEN_FILE).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ users
+    def add_user(self, session: Session, name: str, role: Role, password: str) -> Enrolment:
+        actor = self._gate(session, Action.MANAGE_USERS)
+        with self._transaction():
+            enrolment = self.accounts.add(name, role, password)
+            self.audit.append(AuditEvent(EventType.USER_CHANGE, user=actor.name,
+                                         detail={"added": name, "role": role.value}))
+        return enrolment
+
+    def disable_user(self, session: Session, name: str) -> None:
+        actor = self._gate(session, Action.MANAGE_USERS)
+        with self._transaction():
+            user = self.accounts.disable(name)
+            self.sessions.end_user(user.id)
+            self.audit.append(AuditEvent(EventType.USER_CHANGE, user=actor.name,
+                                         detail={"disabled": name}))
+
+    def list_users(self, session: Session) -> list[User]:
+        self._gate(session, Action.MANAGE_USERS)
+        with self._db:
+            return self.accounts.list()
+
+    # ------------------------------------------------------------------ keys
+    def _data_key(self, context: str, new_keys: dict[str, bytes] | None = None) -> bytes:
+        """The DEK for a study (or the quarantine); a new one waits in ``new_keys`` to be committed."""
+        dek = self._deks.get(context) or (new_keys.get(context) if new_keys is not None else None)
+        if dek is not None:
+            return dek
+        row = self._query("SELECT kid, wrapped FROM data_keys WHERE context = ?", (context,))
+        if row:
+            dek = self._keys.unwrap_data_key(row[0][0], row[0][1], context)
+            self._deks[context] = dek
+            return dek
+        if new_keys is None:
+            raise CustodianError("The study's data key is gone (the study was shredded).")
+        dek = new_keys[context] = os.urandom(32)
+        return dek
+
+    def rotate_keys(self, session: Session, passphrase: str | None = None) -> int:
+        """New master key; re-wraps every data key and the index key, re-encrypts no image."""
+        actor = self._gate(session, Action.ROTATE_KEYS)
+        if self._keystore.mode == "passphrase" and not passphrase:
+            raise UsageError("Key rotation needs the vault passphrase.")
+        with self._write_lock():
+            new_kid = self._keystore.begin_rotation(self._keys, passphrase)
+            with self._transaction():
+                rows = self._conn.execute("SELECT id, context, kid, wrapped FROM data_keys").fetchall()
+                for key_id, context, kid, wrapped in rows:
+                    dek = self._keys.unwrap_data_key(kid, wrapped, context)
+                    new = self._keys.wrap_data_key(dek, context, kid=new_kid)
+                    self._conn.execute("UPDATE data_keys SET kid = ?, wrapped = ? WHERE id = ?",
+                                       (*new, key_id))
+                self.audit.append(AuditEvent(EventType.KEY_ROTATION, user=actor.name,
+                                             detail={"data_keys": len(rows)}))
+            self._keystore.finish_rotation(self._keys, new_kid)
+        return len(rows)
+
+    # ------------------------------------------------------------------ import
+    def import_paths(self, session: Session, paths: list[Path],
+                     progress: Progress | None = None) -> ImportReport:
+        """Files, folders (recursively) and DICOMDIRs; bad files are quarantined with a reason."""
+        actor = self._gate(session, Action.IMPORT)
+        sources = list(iter_sources(paths))
+        entries = ((str(s.path), partial(read_source, s)) for s in sources)
+        return self._import(actor, entries, len(sources), progress)
+
+    def import_bytes(self, session: Session, items: list[tuple[str, bytes]],
+                     progress: Progress | None = None) -> ImportReport:
+        """Objects already in memory (generated, received, unpacked); same rules as files."""
+        actor = self._gate(session, Action.IMPORT)
+        entries = ((label, partial(bytes, data)) for label, data in items)
+        return self._import(actor, entries, len(items), progress)
+
+    def _import(self, actor: User, entries: Iterator[Entry], total: int,
+                progress: Progress | None) -> ImportReport:
+        with self._write_lock(), ThreadPoolExecutor(IO_THREADS) as pool:
+            self._sweep()
+            return ImportRun(self, actor, pool).run(entries, total, progress)
+
+    def _sweep(self) -> int:
+        """Remove blobs left by an interrupted import (they were never indexed); needs the lock."""
+        rows = self._query("SELECT blob FROM instances UNION ALL SELECT blob FROM quarantine")
+        return self.blobs.sweep({r[0] for r in rows})
+
+    # ------------------------------------------------------------------ reading
+    def studies(self, session: Session, patient_id: str | None = None) -> list[StudySummary]:
+        user = self._gate(session, Action.LIST_STUDIES)
+        sql = (
+            "SELECT s.uid, p.patient_id, p.name, s.study_date, s.description, s.accession, "
+            "(SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid = s.uid), "
+            "(SELECT count(*) FROM series WHERE study_uid = s.uid), "
+            "(SELECT count(*) FROM instances WHERE study_uid = s.uid) "
+            "FROM studies s JOIN patients p ON p.id = s.patient"
+        )
+        params: tuple[object, ...] = ()
+        if patient_id is not None:
+            sql += " WHERE p.patient_id = ?"
+            params = (patient_id,)
+        rows = self._query(sql + " ORDER BY s.study_date DESC, s.study_time DESC", params)
+        result = [
+            StudySummary(uid, pid, name, date, sorted(filter(None, (mods or "").split(","))),
+                         desc, nseries, ninst, accession)
+            for uid, pid, name, date, desc, accession, mods, nseries, ninst in rows
+        ]
+        self._record(AuditEvent(EventType.STUDY_LIST, user=user.name,
+                                patients=tuple(sorted({s.patient_id for s in result})),
+                                detail={"studies": len(result)}))
+        return result
+
+    def series(self, session: Session, study_uid: str) -> list[SeriesSummary]:
+        self._gate(session, Action.LIST_STUDIES)
+        rows = self._query(
+            "SELECT se.uid, se.modality, se.number, se.description, count(i.sop_uid) FROM series se "
+            "LEFT JOIN instances i ON i.series_uid = se.uid WHERE se.study_uid = ? "
+            "GROUP BY se.uid ORDER BY se.number, se.uid", (study_uid,))
+        return [SeriesSummary(uid, study_uid, mod, num, desc, n) for uid, mod, num, desc, n in rows]
+
+    def open_series(self, session: Session, series_uid: str) -> SeriesImages:
+        """The images of one series, in slice order; opening them is one audited access."""
+        user = self._gate(session, Action.VIEW_IMAGES)
+        rows = self._query(
+            "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
+            "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
+            "i.photometric, i.rescale_slope, i.rescale_intercept, i.window_center, i.window_width, "
+            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number "
+            "FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL", (series_uid,))
+        if not rows:
+            raise CustodianError("This series has no images in the cache.")
+        infos = [FrameInfo.from_row(row) for row in rows]
+        study_uid = infos[0].study_uid
+        patient = self._query("SELECT p.patient_id FROM studies s JOIN patients p "
+                              "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
+        self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
+                                patients=tuple(r[0] for r in patient),
+                                detail={"series": series_uid, "instances": len(infos)}))
+        return SeriesImages(infos, lambda info: self._frames(session, info))
+
+    def _frames(self, session: Session, info: FrameInfo) -> np.ndarray:
+        with self._db:
+            self.sessions.check(session)  # reading images counts as activity
+        return decode_frames(info, self._plaintext(info.sop_uid, info.study_uid, info.blob_id))
+
+    def _plaintext(self, sop_uid: str, study_uid: str, blob_id: str) -> bytes:
+        return unseal(self._data_key(study_context(study_uid)), self.blobs.read(blob_id),
+                      instance_aad(sop_uid))
+
+    def read_instance(self, session: Session, sop_uid: str) -> bytes:
+        """The stored Part 10 bytes of one instance (for sending and export)."""
+        user = self._gate(session, Action.VIEW_IMAGES)
+        row = self._query("SELECT study_uid, blob FROM instances WHERE sop_uid = ?", (sop_uid,))
+        if not row:
+            raise CustodianError("This instance is not in the cache.")
+        study_uid, blob_id = row[0]
+        self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
+                                detail={"instances": 1}))
+        return self._plaintext(sop_uid, study_uid, blob_id)
+
+    # ------------------------------------------------------------------ integrity
+    def verify(self, session: Session, progress: Progress | None = None) -> VerifyReport:
+        user = self._gate(session, Action.VERIFY)
+        rows = self._query("SELECT sop_uid, study_uid, blob, sha256 FROM instances "
+                           "ORDER BY study_uid, sop_uid")
+        report = VerifyReport(instances=len(rows))
+
+        def check(row: tuple[object, ...]) -> Damage | None:
+            sop_uid, study_uid, blob_id, expected = row
+            try:
+                plain = self._plaintext(sop_uid, study_uid, blob_id)
+            except BlobDamaged as exc:
+                return Damage(sop_uid, str(exc))
+            except CustodianError as exc:
+                return Damage(sop_uid, str(exc))
+            if hashlib.sha256(plain).hexdigest() != expected:
+                return Damage(sop_uid, "content does not match its recorded SHA-256")
+            return None
+
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            for done, damage in enumerate(pool.map(check, rows), 1):
+                if damage:
+                    report.damaged.append(damage)
+                if progress:
+                    progress(done, len(rows))
+        report.ok = report.instances - len(report.damaged)
+        for study_uid, recorded in self._query("SELECT uid, manifest_sha256 FROM studies"):
+            pairs = self._query("SELECT sop_uid, sha256 FROM instances WHERE study_uid = ?",
+                                (study_uid,))
+            if manifest(pairs) != recorded:
+                report.damaged.append(Damage(None, "study manifest does not match its instances",
+                                             study_uid=study_uid))
+        self._record(AuditEvent(
+            EventType.VERIFY, Outcome.SUCCESS if not report.damaged else Outcome.SERIOUS_FAILURE,
+            user=user.name, detail={"instances": report.instances, "damaged": len(report.damaged)}))
+        return report
+
+    def shred(self, session: Session, study_uid: str, reason: str) -> int:
+        """Destroy a study irrecoverably: its data key goes, then its blobs and index rows."""
+        user = self._gate(session, Action.SHRED)
+        if not reason.strip():
+            raise UsageError("Shredding needs a stated reason (--reason).")
+        with self._write_lock():
+            blobs = [r[0] for r in self._query("SELECT blob FROM instances WHERE study_uid = ?",
+                                               (study_uid,))]
+            with self._transaction():
+                conn = self._conn
+                row = conn.execute("SELECT patient FROM studies WHERE uid = ?",
+                                   (study_uid,)).fetchone()
+                if row is None:
+                    raise CustodianError("This study is not in the cache.")
+                pid = conn.execute("SELECT patient_id FROM patients WHERE id = ?", row).fetchone()
+                conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
+                conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
+                conn.execute("DELETE FROM studies WHERE uid = ?", (study_uid,))
+                conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))
+                conn.execute("DELETE FROM patients WHERE id = ? AND NOT EXISTS "
+                             "(SELECT 1 FROM studies WHERE patient = ?)", (row[0], row[0]))
+                self.audit.append(AuditEvent(EventType.SHRED, user=user.name, studies=(study_uid,),
+                                             patients=(pid[0],) if pid else (),
+                                             detail={"reason": reason, "instances": len(blobs)}))
+            self._deks.pop(study_context(study_uid), None)
+            with self._db:
+                # Old page images holding the data key must not linger in the WAL.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for blob_id in blobs:
+                self.blobs.delete(blob_id)
+        return len(blobs)
+
+    def quarantined(self, session: Session) -> list[dict[str, object]]:
+        self._gate(session, Action.IMPORT)
+        rows = self._query("SELECT id, source, reason, size, at FROM quarantine ORDER BY id")
+        return [dict(zip(("id", "source", "reason", "size", "at"), r, strict=True)) for r in rows]
+
+    # ------------------------------------------------------------------ audit
+    def audit_verify(self, session: Session) -> ChainReport:
+        user = self._gate(session, Action.AUDIT_VERIFY)
+        with self._db:
+            report = self.audit.verify()
+        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
+                                detail={"verify": report.ok}))
+        return report
+
+    def record_start(self, detail: dict[str, object]) -> None:
+        self._record(AuditEvent(EventType.APPLICATION_START, detail=detail))

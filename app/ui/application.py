@@ -1,0 +1,80 @@
+"""``custodian gui``: the Qt application around the main window, and the screenshot mode."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication, QDialog
+
+from app.errors import CustodianError, UsageError
+from app.security.sessions import Session
+from app.store.vault import Vault
+from app.ui.login_dialog import LoginDialog
+from app.ui.main_window import MainWindow
+from app.ui.theme import apply_dark_theme
+from app.ui.viewport_grid import LAYOUTS
+
+SCREENSHOT_SIZE = (1280, 800)
+
+
+def _application(*, offscreen: bool) -> QApplication:
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        return existing
+    argv = [sys.argv[0] if sys.argv else "custodian"]
+    if offscreen:  # a screenshot needs no display, and must not flash a window on one
+        argv += ["-platform", "offscreen"]
+    app = QApplication(argv)
+    app.setApplicationName("Custodian")
+    return app
+
+
+def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = None,
+            layout: str = "1x1", screenshot: Path | None = None,
+            demo_codes: Callable[[], dict[str, str]] | None = None) -> int:
+    """Run the viewer and return the exit code: 0 done, 1 login cancelled or screenshot failed.
+
+    Without ``session`` the reader logs in first, and that session is ended when the viewer
+    closes. ``demo_codes`` (throw-away demo homes only) feeds the login dialog's code hint.
+    """
+    if layout not in LAYOUTS:
+        raise UsageError(f"Unknown layout '{layout}'; choose one of: {', '.join(LAYOUTS)}.")
+    # Offscreen only when nobody has to type a password into the login dialog.
+    app = _application(offscreen=screenshot is not None and session is not None)
+    apply_dark_theme(app)
+    own_session = session is None
+    if session is None:
+        dialog = LoginDialog(vault, demo_codes=demo_codes)
+        if dialog.exec() != QDialog.DialogCode.Accepted or dialog.session is None:
+            return 1
+        session = dialog.session
+    try:
+        window = MainWindow(vault, session, layout=layout, quiet=screenshot is not None)
+        window.refresh()
+        if open_study:
+            window.open_study(open_study)
+        if screenshot is not None:
+            return _screenshot(app, window, screenshot)
+        window.showMaximized()
+        return app.exec()
+    finally:
+        if own_session:
+            try:
+                vault.logout(session)
+            except CustodianError as exc:
+                print(exc, file=sys.stderr)
+
+
+def _screenshot(app: QApplication, window: MainWindow, path: Path) -> int:
+    """Paint the fully loaded window once and save it as PNG; problems go to stderr."""
+    window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    app.processEvents()  # lay out and paint before grabbing
+    saved = window.grab().save(str(path), "PNG")
+    window.close()
+    problems = [*window.errors, *([] if saved else [f"The screenshot could not be written to {path}."])]
+    for message in problems:
+        print(message, file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,265 @@
+"""The study list and, below it, the series of the selected study.
+
+The tables only display the summaries the vault hands out and report the reader's choices as
+UIDs; the main window does the vault calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLineEdit,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.store.records import SeriesSummary, StudySummary
+
+SORT_ROLE = Qt.ItemDataRole.UserRole
+UID_ROLE = Qt.ItemDataRole.UserRole + 1
+ROW_HEIGHT = 24
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+def person_name(value: str) -> str:
+    """DICOM PN 'Family^Given^Middle^Prefix^Suffix' the way readers write it: 'Family, Given'."""
+    family, given, middle, prefix, suffix = ([*value.split("=")[0].split("^"), "", "", "", ""])[:5]
+    rest = " ".join(part for part in (prefix, given, middle, suffix) if part)
+    return f"{family}, {rest}" if family and rest else family or rest
+
+
+def iso_date(value: str) -> str:
+    """DICOM DA 'YYYYMMDD' as an unambiguous 'YYYY-MM-DD'; anything else as stored."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    text: Callable[[Any], str]
+    key: Callable[[Any], object]
+    tip: str = ""
+    numeric: bool = False
+    stretch: bool = False  # takes the width left over, so the table never scrolls sideways
+
+
+class RecordTableModel(QAbstractTableModel):
+    """Read-only rows of frozen vault records; each column gives display text and a sort key."""
+
+    columns: Sequence[Column] = ()
+
+    def __init__(self, uid: Callable[[Any], str], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._uid = uid
+        self._records: list[Any] = []
+
+    def set_records(self, records: Sequence[Any]) -> None:
+        self.beginResetModel()
+        self._records = list(records)
+        self.endResetModel()
+
+    def row_of(self, uid: str) -> int | None:
+        return next((row for row, r in enumerate(self._records) if self._uid(r) == uid), None)
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else len(self._records)
+
+    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.columns)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid():
+            return None
+        record, column = self._records[index.row()], self.columns[index.column()]
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return column.text(record)
+        if role == SORT_ROLE:
+            return column.key(record)
+        if role == UID_ROLE:
+            return self._uid(record)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column.numeric:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.columns[section].title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.columns[section].tip or None
+        return None
+
+
+class StudyTableModel(RecordTableModel):
+    # Short headers keep the list narrow beside the images; the tooltips say them in full.
+    columns = (
+        Column("Patient", lambda s: person_name(s.patient_name),
+               lambda s: person_name(s.patient_name).casefold(), "Patient name"),
+        Column("ID", lambda s: s.patient_id, lambda s: s.patient_id, "Patient ID"),
+        Column("Date", lambda s: iso_date(s.study_date), lambda s: s.study_date, "Study date"),
+        Column("Mod.", lambda s: ", ".join(s.modalities), lambda s: ", ".join(s.modalities),
+               "Modalities in the study"),
+        Column("Description", lambda s: s.description, lambda s: s.description.casefold(),
+               "Study description", stretch=True),
+        Column("Images", lambda s: str(s.instances), lambda s: s.instances,
+               "Instances (stored images) in the study", numeric=True),
+    )
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(lambda s: s.study_uid, parent)
+
+
+class SeriesTableModel(RecordTableModel):
+    columns = (
+        Column("#", lambda s: "" if s.number is None else str(s.number), lambda s: s.number or 0,
+               "Series number", numeric=True),
+        Column("Mod.", lambda s: s.modality, lambda s: s.modality, "Modality"),
+        Column("Description", lambda s: s.description, lambda s: s.description, "Series description",
+               stretch=True),
+        Column("Images", lambda s: str(s.instances), lambda s: s.instances,
+               "Instances (stored images) in the series", numeric=True),
+    )
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(lambda s: s.series_uid, parent)
+
+
+def _table(model: QAbstractTableModel, columns: Sequence[Column], tip: str) -> QTableView:
+    table = QTableView()
+    table.setModel(model)
+    table.setToolTip(tip)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setAlternatingRowColors(True)
+    table.setShowGrid(False)
+    table.setWordWrap(False)
+    table.verticalHeader().hide()
+    table.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
+    header = table.horizontalHeader()
+    header.setHighlightSections(False)
+    header.setStretchLastSection(False)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    for section, column in enumerate(columns):
+        if column.stretch:
+            header.setSectionResizeMode(section, QHeaderView.ResizeMode.Stretch)
+    return table
+
+
+class StudyBrowser(QWidget):
+    """Filterable, sortable study table above the series table of the current study."""
+
+    studySelected = Signal(str)
+    studyOpened = Signal(str)
+    seriesSelected = Signal(str)
+    seriesOpened = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter studies")
+        self.filter_edit.setToolTip("Show only studies whose name, ID, date, modality or description "
+                                    "contains this text")
+        self.filter_edit.setClearButtonEnabled(True)
+
+        self.study_model = StudyTableModel(self)
+        self._proxy = QSortFilterProxyModel(self)
+        self._proxy.setSourceModel(self.study_model)
+        self._proxy.setSortRole(SORT_ROLE)
+        self._proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._proxy.setFilterKeyColumn(-1)
+        self.study_table = _table(self._proxy, StudyTableModel.columns,
+                                  "Studies in the local cache: select to list the series, "
+                                  "double-click or Enter to open")
+        self.study_table.setSortingEnabled(True)
+        self.study_table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
+
+        self.series_model = SeriesTableModel(self)
+        self.series_table = _table(self.series_model, SeriesTableModel.columns,
+                                   "Series of the selected study: select or double-click to show "
+                                   "in the active viewport")
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.study_table)
+        splitter.addWidget(self.series_table)
+        splitter.setChildrenCollapsible(False)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 0, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self.filter_edit)
+        layout.addWidget(splitter)
+
+        self.filter_edit.textChanged.connect(self._proxy.setFilterFixedString)
+        self.study_table.selectionModel().currentRowChanged.connect(self._study_current)
+        self.study_table.activated.connect(lambda index: self.studyOpened.emit(index.data(UID_ROLE)))
+        self.series_table.selectionModel().currentRowChanged.connect(self._series_current)
+        self.series_table.activated.connect(lambda index: self.seriesOpened.emit(index.data(UID_ROLE)))
+
+    def current_study_uid(self) -> str | None:
+        index = self.study_table.currentIndex()
+        return index.data(UID_ROLE) if index.isValid() else None
+
+    def set_studies(self, studies: Sequence[StudySummary]) -> None:
+        self.study_model.set_records(studies)
+        self.study_table.resizeColumnsToContents()
+
+    def set_series(self, series: Sequence[SeriesSummary]) -> None:
+        self.series_model.set_records(series)
+        self.series_table.resizeColumnsToContents()
+
+    def select_study(self, study_uid: str) -> bool:
+        """Make ``study_uid`` the current study (clearing a filter that hides it)."""
+        row = self.study_model.row_of(study_uid)
+        if row is None:
+            return False
+        index = self._proxy.mapFromSource(self.study_model.index(row, 0))
+        if not index.isValid():
+            self.filter_edit.clear()
+            index = self._proxy.mapFromSource(self.study_model.index(row, 0))
+        self._make_current(self.study_table, index)
+        return True
+
+    def select_series(self, series_uid: str | None) -> None:
+        """Mark the series a viewport shows; a series of another study clears the mark."""
+        row = None if series_uid is None else self.series_model.row_of(series_uid)
+        if row is None:
+            self.series_table.selectionModel().clear()
+        else:
+            self._make_current(self.series_table, self.series_model.index(row, 0))
+
+    @staticmethod
+    def _make_current(table: QTableView, index: QModelIndex) -> None:
+        flags = (QItemSelectionModel.SelectionFlag.ClearAndSelect
+                 | QItemSelectionModel.SelectionFlag.Rows)
+        table.selectionModel().setCurrentIndex(index, flags)
+        table.scrollTo(index)
+
+    def _study_current(self, current: QModelIndex, previous: QModelIndex) -> None:
+        if current.isValid():
+            self.studySelected.emit(current.data(UID_ROLE))
+
+    def _series_current(self, current: QModelIndex, previous: QModelIndex) -> None:
+        if current.isValid():
+            self.seriesSelected.emit(current.data(UID_ROLE))

@@ -1,0 +1,115 @@
+"""The viewport grid: 1×1, 1×2 or 2×2 image views, one of them active.
+
+Each cell remembers which series and patient it shows, so the window can hang series into the
+right cell and never leave another patient's images next to the ones just opened.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtWidgets import QGridLayout, QVBoxLayout, QWidget
+
+from app.imaging.series import SeriesImages
+from app.ui.image_view import ImageView
+
+LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
+ACTIVE_FRAME = QColor(61, 142, 230)
+GRID_GAP = QColor(24, 25, 27)
+
+
+class Viewport(QWidget):
+    """An :class:`ImageView` in a one-pixel frame that lights up while the cell is active."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = ImageView(self)
+        self.series_uid: str | None = None
+        self.patient_id: str | None = None
+        self._highlight = False
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(1, 1, 1, 1)
+        layout.addWidget(self.view)
+        self.view.failed.connect(self._forget)
+
+    def show_series(self, series_uid: str, patient_id: str | None, images: SeriesImages) -> None:
+        self.series_uid, self.patient_id = series_uid, patient_id
+        self.view.set_series(images)
+
+    def clear(self) -> None:
+        self.series_uid = self.patient_id = None
+        self.view.set_series(None)
+
+    def set_highlight(self, on: bool) -> None:
+        self._highlight = on
+        self.update()
+
+    def _forget(self) -> None:
+        self.series_uid = self.patient_id = None
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        QPainter(self).fillRect(self.rect(), ACTIVE_FRAME if self._highlight else Qt.GlobalColor.black)
+
+
+class ViewportGrid(QWidget):
+    """Four viewports, of which the layout shows the first one, two or four."""
+
+    activeChanged = Signal(object)  # Viewport
+    failed = Signal(str)
+
+    def __init__(self, layout: str = "1x1", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewports = [Viewport(self) for _ in range(4)]
+        self._active = self.viewports[0]
+        self._layout_name = ""
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(2)
+        for viewport in self.viewports:
+            viewport.view.activated.connect(partial(self.set_active, viewport))
+            viewport.view.failed.connect(self.failed.emit)
+        self.set_layout(layout)
+
+    @property
+    def layout_name(self) -> str:
+        return self._layout_name
+
+    @property
+    def active(self) -> Viewport:
+        return self._active
+
+    def visible_viewports(self) -> list[Viewport]:
+        rows, cols = LAYOUTS[self._layout_name]
+        return self.viewports[: rows * cols]
+
+    def set_layout(self, name: str) -> None:
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown layout {name!r}")
+        self._layout_name = name
+        rows, cols = LAYOUTS[name]
+        for i, viewport in enumerate(self.viewports):
+            self._grid.removeWidget(viewport)
+            if i < rows * cols:
+                self._grid.addWidget(viewport, i // cols, i % cols)
+                viewport.show()
+            else:
+                viewport.hide()
+        for i in range(2):
+            self._grid.setRowStretch(i, 1 if i < rows else 0)
+            self._grid.setColumnStretch(i, 1 if i < cols else 0)
+        visible = self.visible_viewports()
+        self.set_active(self._active if self._active in visible else visible[0])
+
+    def set_active(self, viewport: Viewport) -> None:
+        changed = viewport is not self._active
+        self._active = viewport
+        several = len(self.visible_viewports()) > 1
+        for each in self.viewports:
+            each.set_highlight(several and each is viewport)
+        if changed:
+            self.activeChanged.emit(viewport)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        QPainter(self).fillRect(self.rect(), GRID_GAP)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up Custodian in ./.venv (idempotent). As root on Debian/Ubuntu it also installs the
+# system packages the test suite uses as real peers (DCMTK, Orthanc, rsyslog-gnutls, 7-Zip,
+# xorriso, Xvfb with Mesa) and the libraries Qt needs to run offscreen.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+    dcmtk orthanc rsyslog-gnutls p7zip-full xorriso xvfb libgl1-mesa-dri libegl1 libxkbcommon0
+    libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libfontconfig1
+    libdbus-1-3 fonts-dejavu-core
+)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=()
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing system packages: ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # Orthanc is started by the tests on their own ports; the packaged service is not needed.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.custodian-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing Custodian and its Python packages into .venv" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e ".[test]"; } >.venv/pip.log 2>&1; then
+        tail -n 30 .venv/pip.log >&2
+        echo "setup: pip failed; the full log is in .venv/pip.log" >&2
+        exit 1
+    fi
+    touch "$stamp"
+fi

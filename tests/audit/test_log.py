@@ -1,0 +1,67 @@
+"""The hash chain finds every kind of tampering and names the first bad sequence number."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.audit.events import AuditEvent, EventType
+from tests.conftest import VaultEnv
+
+
+@pytest.fixture
+def chain(env: VaultEnv) -> VaultEnv:
+    for i in range(10):
+        env.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad", detail={"n": i}))
+    return env
+
+
+def _sql(env: VaultEnv, sql: str, *params: object) -> None:
+    with env.vault._transaction():
+        env.vault._conn.execute(sql, params)
+
+
+def _seqs(env: VaultEnv) -> list[int]:
+    return [s for (s,) in env.vault._query("SELECT seq FROM audit ORDER BY seq")]
+
+
+def test_intact_chain(chain: VaultEnv) -> None:
+    report = chain.vault.audit.verify()
+    assert report.ok and report.first_bad_seq is None and report.events == len(_seqs(chain))
+
+
+def test_edited_record(chain: VaultEnv) -> None:
+    seq = _seqs(chain)[7]
+    record = json.loads(chain.vault._query("SELECT record FROM audit WHERE seq = ?", (seq,))[0][0])
+    record["user"] = "someone-else"
+    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", json.dumps(record), seq)
+    assert chain.vault.audit.verify().first_bad_seq == seq
+
+
+def test_deleted_record(chain: VaultEnv) -> None:
+    seq = _seqs(chain)[5]
+    _sql(chain, "DELETE FROM audit WHERE seq = ?", seq)
+    assert chain.vault.audit.verify().first_bad_seq == seq
+
+
+def test_reordered_records(chain: VaultEnv) -> None:
+    a, b = _seqs(chain)[3:5]
+    rows = {s: r for s, r in chain.vault._query("SELECT seq, record FROM audit WHERE seq IN (?, ?)", (a, b))}
+    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[b], a)
+    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[a], b)
+    assert chain.vault.audit.verify().first_bad_seq == a
+
+
+def test_inserted_record(chain: VaultEnv) -> None:
+    seq = _seqs(chain)[-1]
+    prev = chain.vault._query("SELECT hash FROM audit WHERE seq = ?", (seq,))[0][0]
+    _sql(chain, "INSERT INTO audit (seq, at, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+         seq + 1, "2026-01-01T00:00:00+00:00", "{}", prev, "0" * 64)
+    assert chain.vault.audit.verify().first_bad_seq == seq + 1
+
+
+def test_rewritten_hash_breaks_the_next_record(chain: VaultEnv) -> None:
+    seq = _seqs(chain)[2]
+    _sql(chain, "UPDATE audit SET hash = ? WHERE seq = ?", "f" * 64, seq)
+    assert chain.vault.audit.verify().first_bad_seq == seq

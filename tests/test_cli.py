@@ -1,0 +1,113 @@
+"""The CLI as scripts use it: exit codes, JSON on stdout, plain errors on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Cli, CliUsers, write_study
+
+
+def _no_traceback(result: object) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+def test_full_cli_workflow(cli_users: CliUsers, tmp_path: Path) -> None:
+    cli = cli_users.cli
+    write_study(tmp_path / "in", slices=4, size=32)
+    (tmp_path / "in" / "notes.txt").write_text("not dicom")
+    assert cli_users.login("tech").returncode == 0
+    assert cli.json("whoami") == {"user": "tech", "role": "technologist"}
+
+    result = cli("--json", "import", str(tmp_path / "in"))
+    assert result.returncode == 5, result.stderr
+    report = json.loads(result.stdout)
+    assert report["imported"] == 4 and report["duplicates"] == 0
+    assert report["rejected"] == [{"path": str(tmp_path / "in" / "notes.txt"), "reason": "not a DICOM file"}]
+
+    again = cli("--json", "import", str(tmp_path / "in" / "IM00000.dcm"))
+    assert again.returncode == 0 and json.loads(again.stdout)["duplicates"] == 1
+
+    studies = cli.json("studies")
+    assert len(studies) == 1
+    assert set(studies[0]) >= {"study_uid", "patient_id", "patient_name", "study_date", "modalities",
+                               "description", "series", "instances"}
+    assert studies[0]["instances"] == 4 and studies[0]["modalities"] == ["CT"]
+    assert cli.json("studies", "--patient", "nobody") == []
+
+    verify = cli("--json", "verify")
+    assert verify.returncode == 0
+    assert json.loads(verify.stdout) == {"instances": 4, "ok": 4, "damaged": []}
+
+    blob = max((p for p in (cli.home / "blobs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    damaged = cli("--json", "verify")
+    assert damaged.returncode == 4
+    assert len(json.loads(damaged.stdout)["damaged"]) == 1
+
+    assert cli("logout").returncode == 0
+    refused = cli("studies")
+    assert refused.returncode == 3 and "Not logged in" in refused.stderr
+    _no_traceback(refused)
+
+
+def test_wrong_credentials_are_plain_refusals(cli_users: CliUsers) -> None:
+    cli = cli_users.cli
+    wrong_code = cli("login", extra_env={"CUSTODIAN_USER": "rad", "CUSTODIAN_TOTP": "000000",
+                                         "CUSTODIAN_PASSWORD": "rad-password-for-tests"})
+    unknown = cli("login", extra_env={"CUSTODIAN_USER": "nobody", "CUSTODIAN_TOTP": "123456",
+                                      "CUSTODIAN_PASSWORD": "whatever-password"})
+    for result in (wrong_code, unknown):
+        assert result.returncode == 3
+        assert result.stderr.strip() == (
+            "custodian: Login failed: the user name, password or code is not correct.")
+        _no_traceback(result)
+    wrong_pass = cli("whoami", extra_env={"CUSTODIAN_PASSPHRASE": "wrong"})
+    assert wrong_pass.returncode == 3
+    assert "passphrase is wrong" in wrong_pass.stderr
+    _no_traceback(wrong_pass)
+
+
+def test_permissions_exit_3(cli_users: CliUsers) -> None:
+    cli = cli_users.cli
+    assert cli_users.login("rad").returncode == 0
+    refused = cli("user", "add", "eve", "--role", "admin", extra_env={"CUSTODIAN_PASSWORD": "x" * 14})
+    assert refused.returncode == 3 and "may not manage users" in refused.stderr
+    assert cli("--json", "audit", "verify").returncode == 3
+
+
+def test_admin_commands(cli_users: CliUsers) -> None:
+    cli = cli_users.cli
+    assert cli_users.login("admin").returncode == 0
+    users = cli.json("user", "list")
+    assert {u["user"]: u["role"] for u in users} == {"admin": "admin", "rad": "radiologist",
+                                                     "tech": "technologist"}
+    short = cli("user", "add", "shorty", "--role", "radiologist", extra_env={"CUSTODIAN_PASSWORD": "short"})
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    bad_role = cli("user", "add", "x", "--role", "wizard", extra_env={"CUSTODIAN_PASSWORD": "x" * 14})
+    assert bad_role.returncode == 2 and "Unknown role" in bad_role.stderr
+    assert cli.json("user", "disable", "tech") == {"user": "tech", "disabled": True}
+    assert cli.json("key", "rotate") == {"rewrapped": 0}
+    chain = cli.json("audit", "verify")
+    assert chain["ok"] is True and chain["first_bad_seq"] is None and chain["events"] > 5
+    assert cli_users.login("tech").returncode == 3  # disabled
+
+
+def test_init_refuses_existing_and_usage_errors(cli: Cli) -> None:
+    env = {"CUSTODIAN_PASSWORD": "first-admin-password"}
+    first = cli("--json", "init", "--admin", "boss", "--key-storage", "passphrase", extra_env=env)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["totp_uri"].startswith("otpauth://totp/") and len(doc["recovery_codes"]) == 10
+    second = cli("init", "--admin", "other", extra_env=env)
+    assert second.returncode == 1 and "already exists" in second.stderr
+    assert cli("no-such-command").returncode == 2
+    assert cli("studies").returncode == 3
+
+
+def test_missing_vault_is_explained(cli: Cli) -> None:
+    result = cli("studies")
+    assert result.returncode == 1 and "custodian init" in result.stderr
+    _no_traceback(result)

@@ -1,0 +1,71 @@
+"""The login dialog against the real vault: refusals show the plain message, success a session."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog
+from pytestqt.qtbot import QtBot
+
+from app.security import totp
+from app.security.accounts import LOGIN_FAILED
+from app.store.vault import Vault
+from app.ui.login_dialog import LoginDialog
+
+
+def unused_code(secret: str) -> str:
+    """A well-formed code that matches none of the steps the vault accepts (now, ±30 s)."""
+    now = time.time()
+    valid = {totp.current_code(secret, now + drift) for drift in (-totp.STEP, 0, totp.STEP)}
+    return next(code for code in (f"{n:06d}" for n in itertools.count(123456, 7919)) if code not in valid)
+
+
+def fill(qtbot: QtBot, dialog: LoginDialog, name: str, password: str, code: str) -> None:
+    for edit, text in ((dialog.user_edit, name), (dialog.password_edit, password), (dialog.code_edit, code)):
+        edit.clear()
+        qtbot.keyClicks(edit, text)
+
+
+def test_wrong_code_is_refused_with_the_plain_message_then_a_right_one_logs_in(
+        qtbot: QtBot, vault: Vault, fresh_user: tuple[str, str, str]):
+    name, password, secret = fresh_user
+    dialog = LoginDialog(vault)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.login_button.isEnabled(), "nothing to send yet"
+
+    fill(qtbot, dialog, name, password, unused_code(secret))
+    qtbot.mouseClick(dialog.login_button, Qt.MouseButton.LeftButton)
+
+    assert dialog.isVisible() and dialog.session is None
+    assert dialog.error_label.isVisible()
+    assert dialog.error_label.text() == LOGIN_FAILED
+    assert "Traceback" not in dialog.error_label.text()
+    assert dialog.code_edit.text() == "", "a refused code is cleared for the next one"
+
+    qtbot.keyClicks(dialog.code_edit, totp.current_code(secret))
+    qtbot.keyClick(dialog.code_edit, Qt.Key.Key_Return)
+
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert dialog.session is not None and dialog.session.user.name == name
+    assert vault.whoami(dialog.session).name == name
+    assert dialog.password_edit.text() == "", "the password does not linger in the widget"
+
+
+def test_demo_codes_are_shown_and_kept_current(qtbot: QtBot, vault: Vault):
+    calls = itertools.count(1)
+    dialog = LoginDialog(vault, demo_codes=lambda: {"rad": f"{next(calls):06d}", "admin": "424242"})
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.demo_label.isVisible()
+    assert dialog.demo_label.text() == "Demo vault — current codes: admin 424242 · rad 000001"
+    qtbot.waitUntil(lambda: "rad 000002" in dialog.demo_label.text(), timeout=2500)
+
+
+def test_no_demo_hint_for_real_vaults(qtbot: QtBot, vault: Vault):
+    dialog = LoginDialog(vault)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.demo_label.isVisible()
