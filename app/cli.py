@@ -281,6 +281,9 @@ def cmd_audit_verify(args: argparse.Namespace, out: Output) -> int:
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     if args.screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    elif not _has_display():
+        raise CustodianError("No display is available here: run the workstation on a desktop, "
+                             "or render it with --screenshot FILE.")
     from app.ui.application import run_gui
 
     vault = open_vault(args)

@@ -111,3 +111,25 @@ def test_missing_vault_is_explained(cli: Cli) -> None:
     result = cli("studies")
     assert result.returncode == 1 and "custodian init" in result.stderr
     _no_traceback(result)
+
+
+def test_gui_without_a_display_says_so(cli_users: CliUsers, tmp_path: Path) -> None:
+    hidden = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    env = {k: v for k, v in cli_users.cli.env.items() if k not in hidden}
+    cli = Cli(cli_users.cli.home, env)
+    result = cli("gui")
+    assert result.returncode == 1 and "No display" in result.stderr
+    _no_traceback(result)
+
+
+def test_gui_screenshot_of_a_logged_in_session(cli_users: CliUsers, tmp_path: Path) -> None:
+    cli = cli_users.cli
+    write_study(tmp_path / "in", slices=3, size=32)
+    assert cli_users.login("rad").returncode == 0
+    assert cli("import", str(tmp_path / "in")).returncode == 0
+    study = cli.json("studies")[0]["study_uid"]
+    shot = tmp_path / "shot.png"
+    result = cli("gui", "--open", study, "--layout", "2x2", "--screenshot", str(shot))
+    assert result.returncode == 0, result.stderr
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert cli("gui", "--open", "1.2.3.4", "--screenshot", str(shot)).returncode == 1

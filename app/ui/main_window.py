@@ -14,6 +14,7 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QToolBar, QWidget
 
 from app.errors import CustodianError
+from app.imaging.hanging import relevant_prior
 from app.security.sessions import Session
 from app.store.records import SeriesSummary, StudySummary
 from app.store.vault import Vault
@@ -134,7 +135,8 @@ class MainWindow(QMainWindow):
                                      STATUS_SECONDS * 1000)
 
     def open_study(self, study_uid: str) -> bool:
-        """Select the study and hang its series, in order, into the visible viewports."""
+        """Select the study and hang its series, in order, into the visible viewports; viewports
+        left over show the most relevant prior of the same patient."""
         if not self.browser.select_study(study_uid):
             self.show_error("This study is not in the study list.")
             return False
@@ -142,21 +144,28 @@ class MainWindow(QMainWindow):
         if self._listed_study != study_uid:
             return False  # listing its series failed and was reported
         viewports = self.grid.visible_viewports()
-        for viewport, series in zip(viewports, self._series, strict=False):
-            self.load_series(series.series_uid, viewport)
-        for viewport in viewports[len(self._series):]:
+        hung = list(zip(viewports, self._series, strict=False))
+        spare = viewports[len(hung):]
+        prior = relevant_prior(self._studies[study_uid], self._studies.values()) if spare else None
+        if prior is not None:
+            prior_series = self._ask(self._vault.series, self._session, prior.study_uid) or []
+            hung += list(zip(spare, prior_series, strict=False))
+        for viewport, series in hung:
+            self.load_series(series.series_uid, viewport, series)
+        for viewport in viewports[len(hung):]:
             viewport.clear()
         self.grid.set_active(viewports[0])
         viewports[0].view.setFocus()
         self.browser.select_series(viewports[0].series_uid)
         return True
 
-    def load_series(self, series_uid: str, viewport: Viewport | None = None) -> bool:
+    def load_series(self, series_uid: str, viewport: Viewport | None = None,
+                    summary: SeriesSummary | None = None) -> bool:
         """Show a series in ``viewport`` (the active one by default)."""
         images = self._ask(self._vault.open_series, self._session, series_uid)
         if images is None:
             return False
-        summary = next((s for s in self._series if s.series_uid == series_uid), None)
+        summary = summary or next((s for s in self._series if s.series_uid == series_uid), None)
         study = self._studies.get(summary.study_uid) if summary else None
         patient_id = study.patient_id if study else None
         target = viewport or self.grid.active

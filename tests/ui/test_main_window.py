@@ -175,3 +175,28 @@ def test_another_patients_images_never_stay_beside_a_new_one(qtbot: QtBot, vault
     assert right.series_uid == other[0].SeriesInstanceUID and right.view.series is not None
     assert left.series_uid is None and left.view.series is None
     assert "showing another patient" in window.statusBar().currentMessage()
+
+
+def test_open_study_hangs_the_relevant_prior_beside_it(qtbot: QtBot, vault: Vault, session: Session,
+                                                      grab_pixels: Callable[[QWidget], np.ndarray]):
+    patient = Patient("P7", "Prior^Paula")
+    current = ct_study(patient, slices=3, size=32, date="20260315")
+    prior = ct_study(patient, slices=3, size=32, date="20250302", description="CT CHEST PRIOR")
+    older = ct_study(patient, slices=3, size=32, date="20230101", description="CT CHEST OLD")
+    items = [(f"p7-{i}", to_bytes(ds)) for i, ds in enumerate(current + prior + older)]
+    assert vault.import_bytes(session, items).imported == 9
+    window = MainWindow(vault, session, layout="1x2")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    window.refresh()
+
+    assert window.open_study(current[0].StudyInstanceUID)
+
+    left, right = window.grid.visible_viewports()
+    assert left.series_uid == current[0].SeriesInstanceUID
+    assert right.series_uid == prior[0].SeriesInstanceUID
+    rect = right.view.image_rect()
+    shown = grab_pixels(right.view)[rect.top(): rect.bottom() + 1, rect.left(): rect.right() + 1]
+    assert len(np.unique(shown)) >= 3
+    assert window.grid.active is left and window.errors == []
