@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,8 +167,75 @@ def cmd_logout(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_whoami(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        user = vault.whoami(current_session(vault))
-    out.emit({"user": user.name, "role": user.role.value}, f"{user.name} ({user.role.value})")
+        session = vault.whoami(current_session(vault))
+    user = session.user
+    out.emit({"user": user.name, "role": user.role.value, "needs_enrolment": session.needs_enrolment},
+             f"{user.name} ({user.role.value})"
+             + (" — set up the authenticator again: custodian enrol" if session.needs_enrolment else ""))
+    return EXIT_OK
+
+
+def cmd_enrol(args: argparse.Namespace, out: Output) -> int:
+    """Set up a new authenticator entry (after a recovery-code login, or a lost phone)."""
+    if not _interactive():
+        raise UsageError("Setting up an authenticator needs a person at the keyboard: run it in a terminal.")
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        enrolment = vault.begin_reenrolment(session)
+        print(f"Add this entry to your authenticator app:\n  {enrolment.totp_uri}")
+        code = input("Code shown by the app for the new entry: ").strip()
+        vault.finish_reenrolment(session, enrolment, code)
+    out.emit({"user": enrolment.user.name, "recovery_codes": enrolment.recovery_codes},
+             "Authenticator set up. New recovery codes (each works once; the old ones no longer do):\n  "
+             + "\n  ".join(enrolment.recovery_codes))
+    return EXIT_OK
+
+
+def cmd_passwd(args: argparse.Namespace, out: Output) -> int:
+    old = _secret("CUSTODIAN_PASSWORD", "Current password: ")
+    new = _secret("CUSTODIAN_NEW_PASSWORD", "New password: ", confirm=True)
+    if not (old and new):
+        raise UsageError("Give the current and the new password (CUSTODIAN_PASSWORD and "
+                         "CUSTODIAN_NEW_PASSWORD, or the prompts).")
+    with open_vault(args) as vault:
+        vault.change_password(current_session(vault), old, new)
+    out.emit({"password_changed": True}, "Password changed.")
+    return EXIT_OK
+
+
+def cmd_policy_show(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        current_session(vault)
+        policy = asdict(vault.policy)
+    out.emit(policy, lambda: "\n".join(f"{k.replace('_', ' ')}: {v}" for k, v in policy.items()))
+    return EXIT_OK
+
+
+def cmd_policy_set(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        policy = asdict(vault.set_policy(current_session(vault), args.name, args.value))
+    out.emit(policy, f"Site policy: {args.name} is now {policy[args.name]}.")
+    return EXIT_OK
+
+
+def cmd_restrict(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        vault.restrict_patient(current_session(vault), args.patient_id, not args.lift, args.issuer)
+    state = "lifted" if args.lift else "in force"
+    out.emit({"patient_id": args.patient_id, "restricted": not args.lift},
+             f"Restriction {state} for that patient.")
+    return EXIT_OK
+
+
+def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
+    code = _plain("CUSTODIAN_TOTP", "Authenticator code: ")
+    if not code:
+        raise UsageError("Break-glass needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
+    with open_vault(args) as vault:
+        until = vault.break_glass(current_session(vault), args.study_uid, args.reason, code)
+    expires = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
+    out.emit({"study_uid": args.study_uid, "expires_at": expires},
+             f"Emergency access granted until {expires}. It is recorded and the privacy officer is alerted.")
     return EXIT_OK
 
 
@@ -387,6 +455,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True)
     add("verify", cmd_audit_verify, "check the audit trail's hash chain", audit)
+
+    add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
+    add("passwd", cmd_passwd, "change your password")
+    policy = sub.add_parser("policy", help="the site's security policy").add_subparsers(
+        dest="policy_command", required=True)
+    add("show", cmd_policy_show, "show the site policy", policy)
+    p = add("set", cmd_policy_set, "change one site policy setting (admin)", policy)
+    p.add_argument("name")
+    p.add_argument("value")
+    patient = sub.add_parser("patient", help="patient records").add_subparsers(
+        dest="patient_command", required=True)
+    p = add("restrict", cmd_restrict, "restrict a patient (VIP): images only through break-glass", patient)
+    p.add_argument("patient_id", metavar="PATIENT_ID")
+    p.add_argument("--issuer", default="", help="Issuer of Patient ID, when the ID needs one")
+    p.add_argument("--lift", action="store_true", help="lift the restriction")
+    p = add("break-glass", cmd_break_glass, "emergency access to a restricted study (audited, alerted)")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--reason", required=True)
 
     p = add("gui", cmd_gui, "open the workstation")
     p.add_argument("--open", metavar="STUDY_UID")

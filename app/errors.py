@@ -25,6 +25,10 @@ class NotPermitted(CustodianError):
     exit_code = 3
 
 
+class EnrolmentRequired(NotPermitted):
+    """A session opened with a recovery code may do nothing until the authenticator is set up."""
+
+
 class AuthenticationFailed(CustodianError):
     exit_code = 3
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Cli, CliUsers, write_study
+from app.security.accounts import LOGIN_FAILED
+from tests.conftest import Cli, CliUsers, password_for, write_study
 
 
 def _no_traceback(result: object) -> None:
@@ -17,7 +18,7 @@ def test_full_cli_workflow(cli_users: CliUsers, tmp_path: Path) -> None:
     write_study(tmp_path / "in", slices=4, size=32)
     (tmp_path / "in" / "notes.txt").write_text("not dicom")
     assert cli_users.login("tech").returncode == 0
-    assert cli.json("whoami") == {"user": "tech", "role": "technologist"}
+    assert cli.json("whoami") == {"user": "tech", "role": "technologist", "needs_enrolment": False}
 
     result = cli("--json", "import", str(tmp_path / "in"))
     assert result.returncode == 5, result.stderr
@@ -56,13 +57,12 @@ def test_full_cli_workflow(cli_users: CliUsers, tmp_path: Path) -> None:
 def test_wrong_credentials_are_plain_refusals(cli_users: CliUsers) -> None:
     cli = cli_users.cli
     wrong_code = cli("login", extra_env={"CUSTODIAN_USER": "rad", "CUSTODIAN_TOTP": "000000",
-                                         "CUSTODIAN_PASSWORD": "rad-password-for-tests"})
+                                         "CUSTODIAN_PASSWORD": password_for("rad")})
     unknown = cli("login", extra_env={"CUSTODIAN_USER": "nobody", "CUSTODIAN_TOTP": "123456",
                                       "CUSTODIAN_PASSWORD": "whatever-password"})
     for result in (wrong_code, unknown):
         assert result.returncode == 3
-        assert result.stderr.strip() == (
-            "custodian: Login failed: the user name, password or code is not correct.")
+        assert result.stderr.strip() == f"custodian: {LOGIN_FAILED}"
         _no_traceback(result)
     wrong_pass = cli("whoami", extra_env={"CUSTODIAN_PASSPHRASE": "wrong"})
     assert wrong_pass.returncode == 3
@@ -125,8 +125,9 @@ def test_gui_without_a_display_says_so(cli_users: CliUsers, tmp_path: Path) -> N
 def test_gui_screenshot_of_a_logged_in_session(cli_users: CliUsers, tmp_path: Path) -> None:
     cli = cli_users.cli
     write_study(tmp_path / "in", slices=3, size=32)
-    assert cli_users.login("rad").returncode == 0
+    assert cli_users.login("tech").returncode == 0
     assert cli("import", str(tmp_path / "in")).returncode == 0
+    assert cli_users.login("rad").returncode == 0
     study = cli.json("studies")[0]["study_uid"]
     shot = tmp_path / "shot.png"
     result = cli("gui", "--open", study, "--layout", "2x2", "--screenshot", str(shot))

@@ -34,6 +34,11 @@ class EventType(StrEnum):
     SHRED = "shred"
     KEY_ROTATION = "key-rotation"
     USER_CHANGE = "user-security-attributes-changed"
+    ENROLMENT = "mfa-enrolment"
+    BREAK_GLASS = "emergency-override"
+    SECURITY_ALERT = "security-alert"
+    POLICY_CHANGE = "security-configuration"
+    PATIENT_RESTRICTION = "patient-restriction"
     AUDIT_READ = "audit-log-used"
 
 

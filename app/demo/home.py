@@ -52,26 +52,26 @@ class DemoHome:
         return "\n".join(lines)
 
 
+# name, role, password (memorable, and passing the rules: no user name inside)
 _DEMO_USERS = [
-    ("admin", Role.ADMIN),
-    ("rad", Role.RADIOLOGIST),
-    ("tech", Role.TECHNOLOGIST),
-    ("film", Role.LIBRARIAN),
-    ("privacy", Role.PRIVACY_OFFICER),
+    ("admin", Role.ADMIN, "demo orange pass"),
+    ("rad", Role.RADIOLOGIST, "demo violet pass"),
+    ("tech", Role.TECHNOLOGIST, "demo silver pass"),
+    ("film", Role.LIBRARIAN, "demo copper pass"),
+    ("privacy", Role.PRIVACY_OFFICER, "demo indigo pass"),
 ]
 
 
 def make_demo_home(home: Path | None = None) -> DemoHome:
     home = home or Path(tempfile.mkdtemp(prefix="custodian-demo-")) / "home"
     demo = DemoHome(home, secrets.token_urlsafe(12))
-    admin_password = "demo-admin-password"
+    admin_password = _DEMO_USERS[0][2]
     vault, enrolment = Vault.create(home, admin="admin", password=admin_password,
                                     passphrase=demo.passphrase, use_keyring=False)
     with vault:
         demo.users.append(DemoUser("admin", Role.ADMIN, admin_password, enrolment.totp_secret))
         _, admin = vault.login("admin", admin_password, totp.current_code(enrolment.totp_secret))
-        for name, role in _DEMO_USERS[1:]:
-            password = f"demo-{name}-password"
+        for name, role, password in _DEMO_USERS[1:]:
             added = vault.add_user(admin, name, role, password)
             demo.users.append(DemoUser(name, role, password, added.totp_secret))
         vault.logout(admin)

@@ -1,7 +1,8 @@
-"""User accounts: Argon2id password hashes, TOTP secrets, one-time recovery codes.
+"""User accounts: Argon2id password hashes, TOTP secrets, one-time recovery codes, lockout.
 
 All of it lives in the encrypted index. Every failed login gets the same message whether the
-user is unknown, the password wrong or the code wrong, so the message reveals nothing.
+user is unknown, the password wrong, the code wrong or the account locked, so the message
+reveals nothing; the audit trail records which it was.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import sqlcipher3
 
 from app.errors import AuthenticationFailed, CustodianError, UsageError
 from app.security import passwords, totp
+from app.security.policy import SitePolicy
 from app.security.roles import Role
 
-LOGIN_FAILED = "Login failed: the user name, password or code is not correct."
+LOGIN_FAILED = ("Login failed: the user name, password or code is not correct "
+                "(repeated failures lock the account for a while).")
 RECOVERY_CODES = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -30,16 +33,28 @@ class User:
     name: str
     role: Role
     disabled: bool
+    enrolled: bool = True
 
 
 @dataclass(frozen=True)
 class Enrolment:
-    """What a new account's owner needs once: the TOTP URI and the recovery codes."""
+    """What the owner of a new or re-enrolled account needs once: TOTP secret and recovery codes.
+
+    Until it is confirmed with a code from the authenticator it exists in memory only.
+    """
 
     user: User
     totp_secret: str
     totp_uri: str
     recovery_codes: list[str]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A successful first factor and second factor; ``recovery`` when a recovery code was used."""
+
+    user: User
+    recovery: bool
 
 
 def _new_recovery_code() -> str:
@@ -60,66 +75,36 @@ class Accounts:
     def __init__(self, conn: sqlcipher3.Connection) -> None:
         self._conn = conn
 
+    # ------------------------------------------------------------------ administration
     def add(self, name: str, role: Role, password: str) -> Enrolment:
         if not _NAME.match(name):
             raise UsageError(
                 "A user name is 1–64 letters, digits, dots, dashes or underscores, "
                 "starting with a letter or digit."
             )
-        passwords.check_rules(password)
-        secret = totp.new_secret()
-        codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
+        passwords.check_rules(password, name)
         try:
             cur = self._conn.execute(
                 "INSERT INTO users (name, role, password_hash, totp_secret, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, role.value, passwords.hash_password(password), secret, time.time()),
+                "VALUES (?, ?, ?, '', ?)",
+                (name, role.value, passwords.hash_password(password), time.time()),
             )
         except sqlcipher3.IntegrityError:
             raise UsageError(f"A user named '{name}' already exists.") from None
-        user_id = cur.lastrowid
-        self._conn.executemany(
-            "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)",
-            [(user_id, _recovery_hash(c)) for c in codes],
-        )
-        user = User(user_id, name, role, False)
-        return Enrolment(user, secret, totp.provisioning_uri(secret, name), codes)
-
-    def authenticate(self, name: str, password: str, code: str) -> User:
-        """Check password and second factor; raises :class:`AuthenticationFailed` on any failure."""
-        row = self._conn.execute(
-            "SELECT id, role, password_hash, totp_secret, totp_last_step, disabled "
-            "FROM users WHERE name = ?",
-            (name,),
-        ).fetchone()
-        ok = passwords.verify_password(row[2] if row else None, password)
-        if not ok or row is None or row[5]:
-            raise AuthenticationFailed(LOGIN_FAILED)
-        user_id, role, _, secret, last_step, _ = row
-        if _is_recovery_code(code):
-            used = self._conn.execute(
-                "UPDATE recovery_codes SET used_at = ? "
-                "WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
-                (time.time(), user_id, _recovery_hash(code)),
-            ).rowcount
-            if used != 1:
-                raise AuthenticationFailed(LOGIN_FAILED)
-        else:
-            step = totp.matching_step(secret, code, last_step)
-            if step is None:
-                raise AuthenticationFailed(LOGIN_FAILED)
-            self._conn.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, user_id))
-        return User(user_id, name, Role(role), False)
+        user = User(cur.lastrowid, name, role, False, enrolled=False)
+        enrolment = self.new_enrolment(user)
+        self.confirm_enrolment(enrolment, code=None)
+        return enrolment
 
     def get(self, user_id: int) -> User | None:
         row = self._conn.execute(
-            "SELECT id, name, role, disabled FROM users WHERE id = ?", (user_id,)
+            "SELECT id, name, role, disabled, enrolled FROM users WHERE id = ?", (user_id,)
         ).fetchone()
-        return User(row[0], row[1], Role(row[2]), bool(row[3])) if row else None
+        return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4])) if row else None
 
     def list(self) -> list[User]:
-        rows = self._conn.execute("SELECT id, name, role, disabled FROM users ORDER BY name")
-        return [User(r[0], r[1], Role(r[2]), bool(r[3])) for r in rows]
+        rows = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users ORDER BY name")
+        return [User(r[0], r[1], Role(r[2]), bool(r[3]), bool(r[4])) for r in rows]
 
     def disable(self, name: str) -> User:
         cur = self._conn.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,))
@@ -127,3 +112,85 @@ class Accounts:
             raise CustodianError(f"There is no user named '{name}'.")
         row = self._conn.execute("SELECT id, role FROM users WHERE name = ?", (name,)).fetchone()
         return User(row[0], name, Role(row[1]), True)
+
+    def set_password(self, user: User, password: str) -> None:
+        passwords.check_rules(password, user.name)
+        self._conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                           (passwords.hash_password(password), user.id))
+
+    # ------------------------------------------------------------------ enrolment
+    @staticmethod
+    def new_enrolment(user: User) -> Enrolment:
+        secret = totp.new_secret()
+        codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
+        return Enrolment(user, secret, totp.provisioning_uri(secret, user.name), codes)
+
+    def confirm_enrolment(self, enrolment: Enrolment, code: str | None) -> None:
+        """Store a new secret and recovery codes; with ``code``, only if the authenticator agrees.
+
+        Confirming with a code marks the account enrolled and spends that code's time step.
+        """
+        step = 0
+        if code is not None:
+            step = totp.matching_step(enrolment.totp_secret, code, 0) or 0
+            if not step:
+                raise AuthenticationFailed("That code does not match the new authenticator entry; "
+                                           "check the phone's clock and try the next code.")
+        self._conn.execute(
+            "UPDATE users SET totp_secret = ?, totp_last_step = ?, enrolled = ? WHERE id = ?",
+            (enrolment.totp_secret, step, 1 if code is not None else 0, enrolment.user.id))
+        self._conn.execute("DELETE FROM recovery_codes WHERE user_id = ?", (enrolment.user.id,))
+        self._conn.executemany(
+            "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)",
+            [(enrolment.user.id, _recovery_hash(c)) for c in enrolment.recovery_codes],
+        )
+
+    # ------------------------------------------------------------------ authentication
+    def check_password(self, name: str, password: str) -> User:
+        """First factor only, with lockout; raises :class:`AuthenticationFailed`."""
+        row = self._conn.execute(
+            "SELECT id, role, password_hash, disabled, locked_until, enrolled FROM users WHERE name = ?",
+            (name,),
+        ).fetchone()
+        ok = passwords.verify_password(row[2] if row else None, password)
+        if row is None or row[3] or row[4] > time.time() or not ok:
+            raise AuthenticationFailed(LOGIN_FAILED)
+        return User(row[0], name, Role(row[1]), False, bool(row[5]))
+
+    def authenticate(self, name: str, password: str, code: str) -> Verified:
+        """Password and second factor (TOTP, or a one-time recovery code)."""
+        user = self.check_password(name, password)
+        if _is_recovery_code(code):
+            used = self._conn.execute(
+                "UPDATE recovery_codes SET used_at = ? "
+                "WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
+                (time.time(), user.id, _recovery_hash(code)),
+            ).rowcount
+            if used != 1:
+                raise AuthenticationFailed(LOGIN_FAILED)
+            return Verified(user, recovery=True)
+        self.check_code(user, code, LOGIN_FAILED)
+        self._conn.execute("UPDATE users SET failed_count = 0, enrolled = 1 WHERE id = ?", (user.id,))
+        return Verified(user, recovery=False)
+
+    def check_code(self, user: User, code: str, failure: str) -> None:
+        """A current TOTP code, never one already used (replay); spends its time step."""
+        secret, last_step = self._conn.execute(
+            "SELECT totp_secret, totp_last_step FROM users WHERE id = ?", (user.id,)).fetchone()
+        step = totp.matching_step(secret, code, last_step) if secret else None
+        if step is None:
+            raise AuthenticationFailed(failure)
+        self._conn.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, user.id))
+
+    def record_failure(self, name: str, policy: SitePolicy) -> bool:
+        """Count a failed attempt; returns True when this one locked the account."""
+        row = self._conn.execute("SELECT id, failed_count FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return False
+        failures = row[1] + 1
+        if failures >= policy.lockout_failures:
+            self._conn.execute("UPDATE users SET failed_count = 0, locked_until = ? WHERE id = ?",
+                               (time.time() + policy.lockout_seconds, row[0]))
+            return True
+        self._conn.execute("UPDATE users SET failed_count = ? WHERE id = ?", (failures, row[0]))
+        return False

@@ -1,7 +1,8 @@
-"""The one table that decides who may do what.
+"""The one table that decides who may do what, and which demographics each role may see.
 
-Every CLI command and GUI action names an :class:`Action`; :func:`permits` is the only place
-that answers. The identity issue extends the matrix (break-glass, minimum-necessary fields).
+Every CLI command and GUI action names an :class:`Action`; :func:`permits` is the only place that
+answers. :data:`VISIBLE_FIELDS` is the minimum-necessary policy: the vault blanks every other
+demographic field before a record leaves it, so hidden values never reach a UI model.
 """
 
 from __future__ import annotations
@@ -20,32 +21,66 @@ class Role(StrEnum):
 class Action(StrEnum):
     LIST_STUDIES = "list studies"
     VIEW_IMAGES = "view images"
+    MEASURE = "save measurements"
+    BREAK_GLASS = "open a restricted study in an emergency"
     IMPORT = "import"
+    SEND = "send studies"
+    QUERY = "query the PACS"
+    RETRIEVE = "retrieve from the PACS"
+    EXPORT = "export media"
+    DISCLOSURES = "account for disclosures"
+    RESTRICT_PATIENT = "restrict a patient"
     VERIFY = "verify the vault"
     SHRED = "shred a study"
-    ROTATE_KEYS = "rotate keys"
-    MANAGE_USERS = "manage users"
-    AUDIT_VERIFY = "verify the audit trail"
     AUDIT_READ = "read the audit trail"
+    AUDIT_VERIFY = "verify the audit trail"
+    MANAGE_USERS = "manage users"
+    MANAGE_NODES = "manage PACS nodes"
+    SITE_POLICY = "change the site policy"
+    ROTATE_KEYS = "rotate keys"
 
 
-_CLINICAL = {Action.LIST_STUDIES, Action.VIEW_IMAGES}
+class Field(StrEnum):
+    """Demographic fields of the minimum-necessary policy."""
 
+    PATIENT_NAME = "patient name"
+    PATIENT_ID = "patient ID"
+    BIRTH_DATE = "birth date"
+    SEX = "sex"
+    ACCESSION = "accession number"
+    REFERRING = "referring physician"
+
+
+A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
-    Role.RADIOLOGIST: frozenset(_CLINICAL | {Action.IMPORT}),
-    Role.TECHNOLOGIST: frozenset(_CLINICAL | {Action.IMPORT, Action.VERIFY}),
-    Role.LIBRARIAN: frozenset({Action.LIST_STUDIES, Action.IMPORT}),
-    Role.PRIVACY_OFFICER: frozenset(
-        {Action.AUDIT_VERIFY, Action.AUDIT_READ, Action.SHRED, Action.VERIFY}
-    ),
-    Role.ADMIN: frozenset(
-        {Action.MANAGE_USERS, Action.ROTATE_KEYS, Action.VERIFY, Action.AUDIT_VERIFY, Action.SHRED}
-    ),
+    Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
+                                 A.RETRIEVE}),
+    Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY,
+                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS}),
+    Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES}),
+    Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES,
+                                     A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
+    Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY,
+                           A.AUDIT_VERIFY}),
 }
 
+VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {
+    Role.RADIOLOGIST: frozenset(Field),
+    # Technologists and librarians match patients (and requesters) on these and nothing more.
+    Role.TECHNOLOGIST: frozenset({Field.PATIENT_NAME, Field.PATIENT_ID, Field.BIRTH_DATE, Field.SEX,
+                                  Field.ACCESSION}),
+    Role.LIBRARIAN: frozenset({Field.PATIENT_NAME, Field.PATIENT_ID, Field.BIRTH_DATE,
+                               Field.ACCESSION}),
+    Role.PRIVACY_OFFICER: frozenset({Field.PATIENT_NAME, Field.PATIENT_ID}),
+    Role.ADMIN: frozenset(),
+}
 
 def permits(role: Role, action: Action) -> bool:
     return action in PERMISSIONS.get(role, frozenset())
+
+
+def sees(role: Role, field: Field) -> bool:
+    return field in VISIBLE_FIELDS.get(role, frozenset())
 
 
 def parse_role(text: str) -> Role:

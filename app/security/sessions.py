@@ -1,7 +1,8 @@
 """Sessions: a random token whose hash is kept in the index with idle and absolute deadlines.
 
 The vault checks a session against the index on every PHI access, so logging out, timing out
-or disabling the account ends access at once, in every process using the vault.
+or disabling the account ends access at once, in every process using the vault. The idle limit
+is the site's, or the user's own when that is shorter.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import sqlcipher3
 
 from app.errors import NotAuthenticated
 from app.security.accounts import Accounts, User
+from app.security.policy import SitePolicy
 
-INACTIVITY_SECONDS = 10 * 60
-ABSOLUTE_SECONDS = 12 * 60 * 60
 # Activity is written at most this often, so scrolling through images costs no disk writes.
 TOUCH_INTERVAL = 5.0
 
@@ -27,6 +27,7 @@ class Session:
     token_hash: str
     user: User
     expires_at: float  # the absolute limit
+    needs_enrolment: bool = False  # opened with a recovery code: set up the authenticator first
 
 
 def _hash(token: str) -> str:
@@ -34,28 +35,49 @@ def _hash(token: str) -> str:
 
 
 class Sessions:
-    def __init__(self, conn: sqlcipher3.Connection, accounts: Accounts,
-                 inactivity: float = INACTIVITY_SECONDS, absolute: float = ABSOLUTE_SECONDS) -> None:
+    def __init__(self, conn: sqlcipher3.Connection, accounts: Accounts, policy: SitePolicy) -> None:
         self._conn = conn
         self._accounts = accounts
-        self.inactivity = inactivity
-        self.absolute = absolute
+        self.policy = policy
 
-    def open(self, user: User) -> tuple[str, Session]:
+    def open(self, user: User, *, needs_enrolment: bool = False) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
         now = time.time()
-        expires = now + self.absolute
+        expires = now + self.policy.absolute_seconds
         self._conn.execute(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (_hash(token), user.id, now, now, expires),
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, "
+            "needs_enrolment) VALUES (?, ?, ?, ?, ?, ?)",
+            (_hash(token), user.id, now, now, expires, int(needs_enrolment)),
         )
-        return token, Session(_hash(token), user, expires)
+        return token, Session(_hash(token), user, expires, needs_enrolment)
 
     def resume(self, token: str) -> Session:
         return self._live(_hash(token), touch=True)
 
     def check(self, session: Session) -> Session:
+        return self._live(session.token_hash, touch=True)
+
+    def inactivity_limit(self, user: User) -> float:
+        row = self._conn.execute("SELECT inactivity_seconds FROM users WHERE id = ?", (user.id,)).fetchone()
+        own = row[0] if row and row[0] else None
+        return min(self.policy.inactivity_seconds, own or self.policy.inactivity_seconds)
+
+    def revive(self, session: Session) -> Session:
+        """After the user proved it is still them (lock screen): idle time starts again.
+
+        Ended sessions, disabled accounts and the absolute limit are not revived.
+        """
+        row = self._conn.execute("SELECT ended_at, expires_at FROM sessions WHERE token_hash = ?",
+                                 (session.token_hash,)).fetchone()
+        if row is None or row[0] is not None or time.time() >= row[1]:
+            raise NotAuthenticated("The session has ended: log in again.")
+        self._conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?",
+                           (time.time(), session.token_hash))
+        return self._live(session.token_hash, touch=False)
+
+    def enrolled(self, session: Session) -> Session:
+        self._conn.execute("UPDATE sessions SET needs_enrolment = 0 WHERE token_hash = ?",
+                           (session.token_hash,))
         return self._live(session.token_hash, touch=True)
 
     def end(self, session: Session) -> None:
@@ -73,22 +95,23 @@ class Sessions:
     def _live(self, token_hash: str, *, touch: bool) -> Session:
         """The session if it is live; records activity (throttled) when ``touch``."""
         row = self._conn.execute(
-            "SELECT user_id, last_seen, expires_at, ended_at FROM sessions WHERE token_hash = ?",
+            "SELECT user_id, last_seen, expires_at, ended_at, needs_enrolment FROM sessions "
+            "WHERE token_hash = ?",
             (token_hash,),
         ).fetchone()
         if row is None or row[3] is not None:
             raise NotAuthenticated("Not logged in.")
-        user_id, last_seen, expires_at, _ = row
+        user_id, last_seen, expires_at, _, needs_enrolment = row
         now = time.time()
         if now >= expires_at:
             raise NotAuthenticated("The session reached its time limit: log in again.")
-        if now - last_seen >= self.inactivity:
-            raise NotAuthenticated("The session was locked after inactivity: log in again.")
         user = self._accounts.get(user_id)
         if user is None or user.disabled:
             raise NotAuthenticated("This account is disabled.")
+        if now - last_seen >= self.inactivity_limit(user):
+            raise NotAuthenticated("The session was locked after inactivity: log in again.")
         if touch and now - last_seen >= TOUCH_INTERVAL:
             self._conn.execute(
                 "UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash)
             )
-        return Session(token_hash, user, expires_at)
+        return Session(token_hash, user, expires_at, bool(needs_enrolment))

@@ -129,7 +129,26 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 """
-SCHEMA_VERSION = 1
+# Each step moves the schema up one version; a new index runs them all after SCHEMA.
+MIGRATIONS: dict[int, str] = {
+    2: """
+    ALTER TABLE users ADD COLUMN failed_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN locked_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN enrolled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN inactivity_seconds INTEGER;
+    ALTER TABLE sessions ADD COLUMN needs_enrolment INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE patients ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE break_glass (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        patient INTEGER NOT NULL REFERENCES patients(id),
+        reason TEXT NOT NULL,
+        granted_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def connect(home: Path, index_key: bytes, *, create: bool = False) -> sqlcipher3.Connection:
@@ -150,12 +169,13 @@ def connect(home: Path, index_key: bytes, *, create: bool = False) -> sqlcipher3
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 30000")
     if create:
-        conn.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-    else:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            conn.close()
-            raise CustodianError(
-                f"The vault's index has schema version {version}; this release reads {SCHEMA_VERSION}."
-            )
+        conn.executescript("BEGIN;" + SCHEMA + "PRAGMA user_version = 1; COMMIT;")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise CustodianError(
+            f"The vault's index has schema version {version}; this release reads up to {SCHEMA_VERSION}."
+        )
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
     return conn

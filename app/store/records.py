@@ -7,18 +7,24 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class StudySummary:
+    """One study as a role may see it: demographics the role may not see are None."""
+
     study_uid: str
-    patient_id: str
-    patient_name: str
+    patient_key: int  # the index's own patient number: tells "same patient" without demographics
+    patient_id: str | None
+    patient_name: str | None
     study_date: str
     modalities: list[str]
     description: str
     series: int
     instances: int
-    accession: str = ""
+    accession: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    restricted: bool = False  # a restricted (VIP) patient: demographics hidden, images need break-glass
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "patient_key"}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from app.errors import (
     AuthenticationFailed,
     BusyError,
     CustodianError,
+    EnrolmentRequired,
     NotAuthenticated,
     NotPermitted,
     UsageError,
@@ -37,9 +39,10 @@ from app.errors import (
 from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.security import passwords
-from app.security.accounts import Accounts, Enrolment, User
+from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
-from app.security.roles import Action, Role, permits
+from app.security.policy import SitePolicy
+from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session, Sessions
 from app.store import index
 from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
@@ -66,7 +69,7 @@ TOKEN_FILE = "session.bin"
 
 
 class Vault:
-    def __init__(self, home: Path, keystore: KeyStore, keys: Keys, conn: object) -> None:
+    def __init__(self, home: Path, keystore: KeyStore, keys: Keys, conn: sqlcipher3.Connection) -> None:
         self.home = home
         self._keystore = keystore
         self._keys = keys
@@ -76,7 +79,7 @@ class Vault:
         self.blobs = BlobStore(home)
         self.audit = AuditLog(conn)
         self.accounts = Accounts(conn)
-        self.sessions = Sessions(conn, self.accounts)
+        self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
 
     # ------------------------------------------------------------------ creation and opening
     @staticmethod
@@ -90,7 +93,7 @@ class Vault:
     ) -> tuple[Vault, Enrolment]:
         if cls.exists(home):
             raise VaultExists(f"A vault already exists in {home}; it was left untouched.")
-        passwords.check_rules(password)
+        passwords.check_rules(password, admin)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in (index.INDEX_FILE, index.INDEX_FILE + "-wal", index.INDEX_FILE + "-shm"):
             (home / leftover).unlink(missing_ok=True)  # from an init that was interrupted
@@ -176,16 +179,113 @@ class Vault:
             self.audit.append(event)
 
     # ------------------------------------------------------------------ sessions and the gate
+    @property
+    def policy(self) -> SitePolicy:
+        return self.sessions.policy
+
     def login(self, name: str, password: str, code: str) -> tuple[str, Session]:
+        """Password and authenticator code (or a recovery code, which forces re-enrolment)."""
         try:
             with self._transaction():
-                user = self.accounts.authenticate(name, password, code)
-                token, session = self.sessions.open(user)
-                self.audit.append(AuditEvent(EventType.LOGIN, user=name))
+                verified = self.accounts.authenticate(name, password, code)
+                token, session = self.sessions.open(verified.user, needs_enrolment=verified.recovery)
+                self.audit.append(AuditEvent(EventType.LOGIN, user=name,
+                                             detail={"recovery_code": verified.recovery}))
         except AuthenticationFailed:
-            self._record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name))
+            self._login_failed(name)
             raise
         return token, session
+
+    def _login_failed(self, name: str, **detail: object) -> None:
+        with self._transaction():
+            locked = self.accounts.record_failure(name, self.policy)
+            self.audit.append(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name, detail=detail))
+            if locked:
+                self.audit.append(AuditEvent(
+                    EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, user=name,
+                    detail={"alert": "account locked after repeated login failures",
+                            "minutes": self.policy.lockout_seconds // 60}))
+
+    def begin_first_enrolment(self, name: str, password: str) -> Enrolment:
+        """First login of a new account: a fresh authenticator secret, not yet stored."""
+        try:
+            with self._db:
+                user = self.accounts.check_password(name, password)
+        except AuthenticationFailed:
+            self._login_failed(name, enrolment=True)
+            raise
+        if user.enrolled:
+            raise CustodianError("This account already has an authenticator: log in with its code.")
+        return self.accounts.new_enrolment(user)
+
+    def finish_first_enrolment(self, enrolment: Enrolment, code: str) -> tuple[str, Session]:
+        with self._transaction():
+            user = self.accounts.get(enrolment.user.id)
+            if user is None or user.disabled or user.enrolled:
+                raise AuthenticationFailed(LOGIN_FAILED)
+            self.accounts.confirm_enrolment(enrolment, code)
+            token, session = self.sessions.open(replace(user, enrolled=True))
+            self.audit.append(AuditEvent(EventType.ENROLMENT, user=user.name, detail={"first": True}))
+            self.audit.append(AuditEvent(EventType.LOGIN, user=user.name))
+        return token, session
+
+    def begin_reenrolment(self, session: Session) -> Enrolment:
+        """A new authenticator secret and recovery codes for the session's own user."""
+        with self._transaction():
+            user = self.sessions.check(session).user
+        return self.accounts.new_enrolment(user)
+
+    def finish_reenrolment(self, session: Session, enrolment: Enrolment, code: str) -> Session:
+        with self._transaction():
+            user = self.sessions.check(session).user
+            if enrolment.user.id != user.id:
+                raise NotPermitted("An authenticator can only be set up for your own account.")
+            self.accounts.confirm_enrolment(enrolment, code)
+            session = self.sessions.enrolled(session)
+            self.audit.append(AuditEvent(EventType.ENROLMENT, user=user.name, detail={"first": False}))
+        return session
+
+    def change_password(self, session: Session, old: str, new: str) -> None:
+        with self._transaction():
+            user = self.sessions.check(session).user
+        try:
+            with self._transaction():
+                self.accounts.check_password(user.name, old)
+                self.accounts.set_password(user, new)
+                self.audit.append(AuditEvent(EventType.USER_CHANGE, user=user.name,
+                                             detail={"password_changed": user.name}))
+        except AuthenticationFailed:
+            self._login_failed(user.name, password_change=True)
+            raise AuthenticationFailed("The current password is not correct.") from None
+
+    def unlock(self, session: Session, password: str, code: str) -> Session:
+        """The lock screen: the same user proves it is them and the session goes on as it was."""
+        try:
+            with self._transaction():
+                verified = self.accounts.authenticate(session.user.name, password, code)
+                if verified.user.id != session.user.id:
+                    raise AuthenticationFailed(LOGIN_FAILED)
+                live = self.sessions.revive(session)
+                self.audit.append(AuditEvent(EventType.LOGIN, user=session.user.name,
+                                             detail={"unlock": True}))
+        except AuthenticationFailed:
+            self._login_failed(session.user.name, unlock=True)
+            raise
+        return live
+
+    def step_up(self, session: Session, code: str) -> None:
+        """Re-authentication with the authenticator before export and break-glass."""
+        with self._transaction():
+            user = self.sessions.check(session).user
+            try:
+                self.accounts.check_code(user, code, "The authenticator code is not correct.")
+            except AuthenticationFailed:
+                pass
+            else:
+                self.audit.append(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
+                return
+        self._login_failed(user.name, step_up=True)
+        raise AuthenticationFailed("The authenticator code is not correct.")
 
     def resume(self, token: str | None) -> Session:
         try:
@@ -207,21 +307,48 @@ class Vault:
         """Check that ``session`` is live and its role may do ``action``; audit a refusal."""
         try:
             with self._transaction():
-                user = self.sessions.check(session).user
+                live = self.sessions.check(session)
         except NotAuthenticated as exc:
             self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE,
                                     user=session.user.name,
                                     detail={"action": action.value, "why": str(exc)}))
             raise
+        user = live.user
+        if live.needs_enrolment:
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
+                                    detail={"action": action.value, "why": "re-enrolment pending"}))
+            raise EnrolmentRequired("You logged in with a recovery code: set up your authenticator "
+                                    "again before continuing.")
         if not permits(user.role, action):
             self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
                                     detail={"action": action.value, "why": "role"}))
             raise NotPermitted(f"Not permitted: the {user.role.value} role may not {action.value}.")
         return user
 
-    def whoami(self, session: Session) -> User:
+    def whoami(self, session: Session) -> Session:
         with self._transaction():
-            return self.sessions.check(session).user
+            return self.sessions.check(session)
+
+    # ------------------------------------------------------------------ site policy
+    def set_policy(self, session: Session, name: str, value: str) -> SitePolicy:
+        actor = self._gate(session, Action.SITE_POLICY)
+        with self._transaction():
+            policy = self.policy.with_setting(name, value)
+            policy.save(self._conn)
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name,
+                                         detail={"setting": name, "value": value}))
+        self.sessions.policy = policy
+        return policy
+
+    def set_own_inactivity(self, session: Session, seconds: int | None) -> float:
+        """A user may lock sooner than the site requires, never later."""
+        with self._transaction():
+            user = self.sessions.check(session).user
+            if seconds is not None and not 30 <= seconds <= self.policy.inactivity_seconds:
+                raise UsageError(f"Choose from 30 to {self.policy.inactivity_seconds} seconds "
+                                 "(the site's limit).")
+            self._conn.execute("UPDATE users SET inactivity_seconds = ? WHERE id = ?", (seconds, user.id))
+            return self.sessions.inactivity_limit(user)
 
     # The CLI keeps its session token between commands in a file sealed with a key derived from
     # the index key: useless outside this vault, and never in plaintext on disk.
@@ -328,9 +455,11 @@ class Vault:
 
     # ------------------------------------------------------------------ reading
     def studies(self, session: Session, patient_id: str | None = None) -> list[StudySummary]:
+        """The cached studies, with only the demographics the role may see (minimum necessary)."""
         user = self._gate(session, Action.LIST_STUDIES)
         sql = (
-            "SELECT s.uid, p.patient_id, p.name, s.study_date, s.description, s.accession, "
+            "SELECT s.uid, p.id, p.patient_id, p.name, s.study_date, s.description, s.accession, "
+            "p.birth_date, p.sex, p.restricted, "
             "(SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid = s.uid), "
             "(SELECT count(*) FROM series WHERE study_uid = s.uid), "
             "(SELECT count(*) FROM instances WHERE study_uid = s.uid) "
@@ -338,18 +467,82 @@ class Vault:
         )
         params: tuple[object, ...] = ()
         if patient_id is not None:
-            sql += " WHERE p.patient_id = ?"
+            sql += " WHERE p.patient_id = ? AND p.restricted = 0"
             params = (patient_id,)
         rows = self._query(sql + " ORDER BY s.study_date DESC, s.study_time DESC", params)
-        result = [
-            StudySummary(uid, pid, name, date, sorted(filter(None, (mods or "").split(","))),
-                         desc, nseries, ninst, accession)
-            for uid, pid, name, date, desc, accession, mods, nseries, ninst in rows
-        ]
+        granted = self._break_glass_patients(user)
+        result = []
+        for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, mods, nseries,
+             ninst) in rows:
+            shown = set(VISIBLE_FIELDS[user.role]) if not restricted or key in granted else set()
+            result.append(StudySummary(
+                uid, key, pid if Field.PATIENT_ID in shown else None,
+                name if Field.PATIENT_NAME in shown else None, date,
+                sorted(filter(None, (mods or "").split(","))), desc, nseries, ninst,
+                accession if Field.ACCESSION in shown else None,
+                birth if Field.BIRTH_DATE in shown else None, sex if Field.SEX in shown else None,
+                bool(restricted)))
         self._record(AuditEvent(EventType.STUDY_LIST, user=user.name,
-                                patients=tuple(sorted({s.patient_id for s in result})),
+                                patients=tuple(sorted({s.patient_id for s in result if s.patient_id})),
                                 detail={"studies": len(result)}))
         return result
+
+    def _break_glass_patients(self, user: User) -> set[int]:
+        rows = self._query("SELECT patient FROM break_glass WHERE user_id = ? AND expires_at > ?",
+                           (user.id, time.time()))
+        return {r[0] for r in rows}
+
+    def _check_restriction(self, user: User, study_uid: str) -> tuple[str, ...]:
+        """Refuse a restricted patient's images without a live break-glass grant; the patient IDs."""
+        row = self._query("SELECT p.id, p.patient_id, p.restricted FROM studies s JOIN patients p "
+                          "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
+        if not row:
+            return ()
+        key, pid, restricted = row[0]
+        if restricted and key not in self._break_glass_patients(user):
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
+                                    studies=(study_uid,), patients=(pid,),
+                                    detail={"why": "restricted patient"}))
+            raise NotPermitted("This patient's record is restricted. In an emergency use break-glass: "
+                               "state the reason and confirm with your authenticator code.")
+        return (pid,)
+
+    def restrict_patient(self, session: Session, patient_id: str, restricted: bool = True,
+                         issuer: str = "") -> None:
+        """Mark a patient as restricted (VIP, staff, legal hold): images only through break-glass."""
+        actor = self._gate(session, Action.RESTRICT_PATIENT)
+        with self._transaction():
+            changed = self._conn.execute(
+                "UPDATE patients SET restricted = ? WHERE patient_id = ? AND issuer = ?",
+                (int(restricted), patient_id, issuer)).rowcount
+            if not changed:
+                raise CustodianError("No cached patient has this Patient ID.")
+            self.audit.append(AuditEvent(EventType.PATIENT_RESTRICTION, user=actor.name,
+                                         patients=(patient_id,), detail={"restricted": restricted}))
+
+    def break_glass(self, session: Session, study_uid: str, reason: str, code: str) -> float:
+        """Emergency access to a restricted patient for a bounded time; alerts the privacy officer."""
+        user = self._gate(session, Action.BREAK_GLASS)
+        if len(reason.strip()) < 10:
+            raise UsageError("State the emergency reason in a few words (at least 10 characters).")
+        row = self._query("SELECT p.id, p.patient_id FROM studies s JOIN patients p ON p.id = s.patient "
+                          "WHERE s.uid = ?", (study_uid,))
+        if not row:
+            raise CustodianError("This study is not in the cache.")
+        self.step_up(session, code)
+        key, pid = row[0]
+        now = time.time()
+        expires = now + self.policy.break_glass_seconds
+        with self._transaction():
+            self._conn.execute("INSERT INTO break_glass (user_id, patient, reason, granted_at, expires_at) "
+                               "VALUES (?, ?, ?, ?, ?)", (user.id, key, reason.strip(), now, expires))
+            self.audit.append(AuditEvent(EventType.BREAK_GLASS, Outcome.SUCCESS, user=user.name,
+                                         studies=(study_uid,), patients=(pid,),
+                                         detail={"reason": reason.strip(), "until": expires}))
+            self.audit.append(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE,
+                                         user=user.name, studies=(study_uid,), patients=(pid,),
+                                         detail={"alert": "break-glass access", "reason": reason.strip()}))
+        return expires
 
     def series(self, session: Session, study_uid: str) -> list[SeriesSummary]:
         self._gate(session, Action.LIST_STUDIES)
@@ -372,10 +565,9 @@ class Vault:
             raise CustodianError("This series has no images in the cache.")
         infos = [FrameInfo.from_row(row) for row in rows]
         study_uid = infos[0].study_uid
-        patient = self._query("SELECT p.patient_id FROM studies s JOIN patients p "
-                              "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
+        patients = self._check_restriction(user, study_uid)
         self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
-                                patients=tuple(r[0] for r in patient),
+                                patients=patients,
                                 detail={"series": series_uid, "instances": len(infos)}))
         return SeriesImages(infos, lambda info: self._frames(session, info))
 
@@ -395,8 +587,9 @@ class Vault:
         if not row:
             raise CustodianError("This instance is not in the cache.")
         study_uid, blob_id = row[0]
+        patients = self._check_restriction(user, study_uid)
         self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
-                                detail={"instances": 1}))
+                                patients=patients, detail={"instances": 1}))
         return self._plaintext(sop_uid, study_uid, blob_id)
 
     # ------------------------------------------------------------------ integrity

@@ -5,7 +5,7 @@ from app.store.records import StudySummary
 
 
 def study(uid: str, pid: str, date: str, *mods: str) -> StudySummary:
-    return StudySummary(uid, pid, "X^Y", date, list(mods), "", 1, 1)
+    return StudySummary(uid, hash(pid), pid, "X^Y", date, list(mods), "", 1, 1)
 
 
 def test_prefers_the_latest_earlier_study_sharing_a_modality() -> None:

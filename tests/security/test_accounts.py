@@ -10,7 +10,7 @@ from app.errors import AuthenticationFailed, UsageError
 from app.security import totp
 from app.security.accounts import LOGIN_FAILED
 from app.security.roles import Role
-from tests.conftest import VaultEnv
+from tests.conftest import VaultEnv, password_for
 
 
 def test_password_rules(env: VaultEnv) -> None:
@@ -26,36 +26,36 @@ def test_password_rules(env: VaultEnv) -> None:
 
 def test_totp_window_and_replay(env: VaultEnv) -> None:
     admin = env.login("admin")
-    enrolment = env.vault.add_user(admin, "doc", Role.RADIOLOGIST, "doctor-password-1")
+    enrolment = env.vault.add_user(admin, "doc", Role.RADIOLOGIST, "a long secret phrase 1")
     now = time.time()
     stale = totp.current_code(enrolment.totp_secret, at=now - 95)
     with pytest.raises(AuthenticationFailed):
-        env.vault.login("doc", "doctor-password-1", stale)
+        env.vault.login("doc", "a long secret phrase 1", stale)
     code = totp.current_code(enrolment.totp_secret, at=now)
-    env.vault.login("doc", "doctor-password-1", code)
+    env.vault.login("doc", "a long secret phrase 1", code)
     with pytest.raises(AuthenticationFailed, match="not correct"):
-        env.vault.login("doc", "doctor-password-1", code)  # replay
+        env.vault.login("doc", "a long secret phrase 1", code)  # replay
     earlier = totp.current_code(enrolment.totp_secret, at=now - 30)
     with pytest.raises(AuthenticationFailed):
-        env.vault.login("doc", "doctor-password-1", earlier)  # older than one already used
-    env.vault.login("doc", "doctor-password-1", totp.current_code(enrolment.totp_secret, at=now + 30))
+        env.vault.login("doc", "a long secret phrase 1", earlier)  # older than one already used
+    env.vault.login("doc", "a long secret phrase 1", totp.current_code(enrolment.totp_secret, at=now + 30))
 
 
 def test_recovery_code_works_once(env: VaultEnv) -> None:
-    enrolment = env.vault.add_user(env.login("admin"), "doc", Role.RADIOLOGIST, "doctor-password-1")
+    enrolment = env.vault.add_user(env.login("admin"), "doc", Role.RADIOLOGIST, "a long secret phrase 1")
     code = enrolment.recovery_codes[0]
     assert len(set(enrolment.recovery_codes)) == 10
-    env.vault.login("doc", "doctor-password-1", code.upper())
+    env.vault.login("doc", "a long secret phrase 1", code.upper())
     with pytest.raises(AuthenticationFailed):
-        env.vault.login("doc", "doctor-password-1", code)
+        env.vault.login("doc", "a long secret phrase 1", code)
 
 
 def test_same_message_for_every_failure(env: VaultEnv) -> None:
     messages = set()
     for name, password, code in [("nobody", "whatever-password", "123456"),
                                  ("rad", "wrong-password-here", "123456"),
-                                 ("rad", "rad-password-for-tests", "000000"),
-                                 ("rad", "rad-password-for-tests", "not-a-code")]:
+                                 ("rad", password_for("rad"), "000000"),
+                                 ("rad", password_for("rad"), "not-a-code")]:
         with pytest.raises(AuthenticationFailed) as exc:
             env.vault.login(name, password, code)
         messages.add(str(exc.value))

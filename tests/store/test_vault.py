@@ -11,7 +11,14 @@ import pydicom
 import pytest
 
 from app.demo.studies import Patient, to_bytes
-from app.errors import CustodianError, NotAuthenticated, NotPermitted, VaultExists, VaultLocked
+from app.errors import (
+    CustodianError,
+    NotAuthenticated,
+    NotPermitted,
+    UsageError,
+    VaultExists,
+    VaultLocked,
+)
 from app.security.roles import Role
 from app.store.blobs import BlobDamaged, instance_aad, unseal
 from app.store.vault import Vault
@@ -27,8 +34,7 @@ def _all_bytes(home: Path) -> list[tuple[Path, bytes]]:
 def test_nothing_readable_on_disk(env: VaultEnv, tmp_path: Path) -> None:
     """No plaintext DICOM, patient name, UID or pixel bytes in any file of the home."""
     files = write_study(tmp_path / "in", Patient("PID-778899", NAME), slices=5, size=64)
-    rad = env.login("rad")
-    report = env.vault.import_paths(rad, [tmp_path / "in", tmp_path / "junk.txt"])
+    report = env.vault.import_paths(env.login("tech"), [tmp_path / "in", tmp_path / "junk.txt"])
     assert report.imported == 5
     ds = pydicom.dcmread(files[0])
     needles = [NAME.encode(), b"Zyxwvutson", b"PID-778899", b"DICM",
@@ -118,10 +124,11 @@ def test_shred_destroys_the_key(env: VaultEnv) -> None:
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     row = env.vault._query("SELECT blob FROM instances WHERE sop_uid = ?", (ds.SOPInstanceUID,))
     sealed = env.vault.blobs.path(row[0][0]).read_bytes()  # a copy an attacker kept
-    admin = env.login("admin")
+    env.add("privacy", Role.PRIVACY_OFFICER)
+    officer = env.login("privacy")
     with pytest.raises(CustodianError, match="reason"):
-        env.vault.shred(admin, ds.StudyInstanceUID, "  ")
-    assert env.vault.shred(admin, ds.StudyInstanceUID, "patient request, ticket 42") == 3
+        env.vault.shred(officer, ds.StudyInstanceUID, "  ")
+    assert env.vault.shred(officer, ds.StudyInstanceUID, "patient request, ticket 42") == 3
     assert [s.patient_id for s in env.vault.studies(env.login("rad"))] == ["PID-2"]
     assert not env.vault.blobs.path(row[0][0]).exists()
     # No data key left in the vault opens the copy.
@@ -190,18 +197,54 @@ def test_gate_enforces_roles_and_audits(env: VaultEnv) -> None:
     assert {r["detail"]["action"] for r in refused} == {"list studies", "import", "manage users"}
 
 
+def _idle(env: VaultEnv, session: object, seconds: float) -> None:
+    """Make a session look as if its user walked away ``seconds`` ago."""
+    with env.vault._transaction():
+        env.vault._conn.execute("UPDATE sessions SET last_seen = last_seen - ? WHERE token_hash = ?",
+                                (seconds, session.token_hash))
+
+
 def test_inactivity_and_disable_end_sessions(env: VaultEnv) -> None:
     rad = env.login("rad")
-    env.vault.sessions.inactivity = 0.2
-    time.sleep(0.3)
+    _idle(env, rad, 9 * 60)
+    env.vault.studies(rad)  # 9 minutes idle: still fine under the default 10
+    _idle(env, rad, 10 * 60 + 1)
     with pytest.raises(NotAuthenticated, match="inactivity"):
         env.vault.studies(rad)
-    env.vault.sessions.inactivity = 600
     tech = env.login("tech")
     env.vault.studies(tech)
     env.vault.disable_user(env.login("admin"), "tech")
     with pytest.raises(NotAuthenticated):
         env.vault.studies(tech)
+
+
+def test_site_and_user_can_only_shorten_the_idle_limit(env: VaultEnv) -> None:
+    admin = env.login("admin")
+    with pytest.raises(UsageError, match="from 30 to 600"):
+        env.vault.set_policy(admin, "inactivity_seconds", "900")
+    env.vault.set_policy(admin, "inactivity_seconds", "300")
+    rad = env.login("rad")
+    _idle(env, rad, 301)
+    with pytest.raises(NotAuthenticated, match="inactivity"):
+        env.vault.studies(rad)
+    rad = env.login("rad", fresh=True)
+    with pytest.raises(UsageError):
+        env.vault.set_own_inactivity(rad, 600)  # longer than the site allows
+    assert env.vault.set_own_inactivity(rad, 60) == 60
+    _idle(env, rad, 61)
+    with pytest.raises(NotAuthenticated):
+        env.vault.studies(rad)
+    changes = [r for r in env.vault.audit.records() if r["type"] == "security-configuration"]
+    assert changes[0]["detail"] == {"setting": "inactivity_seconds", "value": "300"}
+
+
+def test_absolute_limit_forces_a_new_login(env: VaultEnv) -> None:
+    rad = env.login("rad")
+    with env.vault._transaction():
+        env.vault._conn.execute("UPDATE sessions SET expires_at = ? WHERE token_hash = ?",
+                                (time.time() - 1, rad.token_hash))
+    with pytest.raises(NotAuthenticated, match="time limit"):
+        env.vault.studies(rad)
 
 
 def test_reading_needs_a_live_session_per_frame(env: VaultEnv) -> None:

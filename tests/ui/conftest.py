@@ -25,12 +25,14 @@ from app.security import totp
 from app.security.accounts import Enrolment
 from app.security.roles import Role
 from app.security.sessions import Session
+from app.store.records import ImportReport
 from app.store.vault import Vault
 
 ADMIN_PASSWORD = "correct horse battery staple"
-USER_PASSWORD = "radiologist pass phrase 1"
+USER_PASSWORD = "reading room pass phrase 1"
 PATIENT = Patient("P1", "Doe^Jane")
 _READERS = itertools.count(1)
+Importer = Callable[[list[tuple[str, bytes]]], ImportReport]
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +70,18 @@ def session(vault: Vault, radiologist: Enrolment) -> Session:
 
 
 @pytest.fixture(scope="session")
-def ct_datasets(vault: Vault, session: Session) -> list[Dataset]:
+def importer(vault: Vault, admin_session: Session) -> Importer:
+    """Imports as a technologist: radiologists read, technologists load studies."""
+    tech = vault.add_user(admin_session, "tech", Role.TECHNOLOGIST, USER_PASSWORD)
+    _, tech_session = vault.login("tech", USER_PASSWORD, totp.current_code(tech.totp_secret))
+    return lambda items: vault.import_bytes(tech_session, items)
+
+
+@pytest.fixture(scope="session")
+def ct_datasets(importer: Importer) -> list[Dataset]:
     """A 10-slice 64×64 CT (stored int16, intercept -1024, window 40/400), imported."""
     datasets = ct_study(PATIENT, slices=10, size=64)
-    report = vault.import_bytes(session, [(f"ct{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+    report = importer([(f"ct{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
     assert report.imported == len(datasets) and not report.rejected
     return datasets
 

@@ -22,6 +22,7 @@ from app.security import totp
 from app.security.sessions import Session
 from app.store.vault import Vault
 from app.ui.image_view import DRAG_PIXELS_PER_WIDTH, ImageView
+from tests.ui.conftest import Importer
 
 ZOOM = 4
 SIZE = 64
@@ -181,7 +182,7 @@ def test_narrow_windows_never_go_below_one(qtbot: QtBot, view: ImageView, ct_ser
 
 
 def test_monochrome1_renders_inverted(view: ImageView, vault: Vault, session: Session,
-                                      ct_datasets: list[Dataset], grab_pixels: Grab):
+                                      ct_datasets: list[Dataset], grab_pixels: Grab, importer: Importer):
     study_uid, series_uid = generate_uid(), generate_uid()
     inverted = []
     for original in ct_datasets:
@@ -190,7 +191,7 @@ def test_monochrome1_renders_inverted(view: ImageView, vault: Vault, session: Se
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.PhotometricInterpretation = "MONOCHROME1"
         inverted.append(ds)
-    vault.import_bytes(session, [(f"m1-{i}", to_bytes(ds)) for i, ds in enumerate(inverted)])
+    importer([(f"m1-{i}", to_bytes(ds)) for i, ds in enumerate(inverted)])
 
     series = vault.open_series(session, series_uid)
     view.set_series(series)
@@ -201,10 +202,10 @@ def test_monochrome1_renders_inverted(view: ImageView, vault: Vault, session: Se
 
 
 def test_pixel_spacing_sets_the_displayed_aspect(view: ImageView, vault: Vault, session: Session,
-                                                 grab_pixels: Grab):
+                                                 grab_pixels: Grab, importer: Importer):
     (ds,) = ct_study(Patient("P2", "Roe^Richard"), slices=1, size=SIZE)
     ds.PixelSpacing = [0.5, 1.0]  # rows 0.5 mm apart, columns 1 mm: pixels twice as wide as high
-    vault.import_bytes(session, [("anisotropic", to_bytes(ds))])
+    importer([("anisotropic", to_bytes(ds))])
 
     view.set_series(vault.open_series(session, ds.SeriesInstanceUID))
 

@@ -50,7 +50,7 @@ def test_wrong_code_is_refused_with_the_plain_message_then_a_right_one_logs_in(
 
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.session is not None and dialog.session.user.name == name
-    assert vault.whoami(dialog.session).name == name
+    assert vault.whoami(dialog.session).user.name == name
     assert dialog.password_edit.text() == "", "the password does not linger in the widget"
 
 

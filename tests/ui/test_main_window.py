@@ -19,6 +19,7 @@ from app.store.vault import Vault
 from app.ui import run_gui
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
+from tests.ui.conftest import Importer
 
 PATIENT_NAME_PARTS = ("Doe", "Jane")
 
@@ -158,9 +159,9 @@ def test_screenshot_reports_a_study_that_is_not_there(tmp_path: Path, vault: Vau
 
 
 def test_another_patients_images_never_stay_beside_a_new_one(qtbot: QtBot, vault: Vault, session: Session,
-                                                             ct_datasets: list[Dataset]):
+                                                             ct_datasets: list[Dataset], importer: Importer):
     other = ct_study(Patient("P3", "Poe^Edgar"), slices=2, size=32)
-    vault.import_bytes(session, [(f"p3-{i}", to_bytes(ds)) for i, ds in enumerate(other)])
+    importer([(f"p3-{i}", to_bytes(ds)) for i, ds in enumerate(other)])
     window = MainWindow(vault, session, layout="1x2")
     qtbot.addWidget(window)
     window.refresh()
@@ -178,13 +179,14 @@ def test_another_patients_images_never_stay_beside_a_new_one(qtbot: QtBot, vault
 
 
 def test_open_study_hangs_the_relevant_prior_beside_it(qtbot: QtBot, vault: Vault, session: Session,
-                                                      grab_pixels: Callable[[QWidget], np.ndarray]):
+                                                      grab_pixels: Callable[[QWidget], np.ndarray],
+                                                      importer: Importer):
     patient = Patient("P7", "Prior^Paula")
     current = ct_study(patient, slices=3, size=32, date="20260315")
     prior = ct_study(patient, slices=3, size=32, date="20250302", description="CT CHEST PRIOR")
     older = ct_study(patient, slices=3, size=32, date="20230101", description="CT CHEST OLD")
     items = [(f"p7-{i}", to_bytes(ds)) for i, ds in enumerate(current + prior + older)]
-    assert vault.import_bytes(session, items).imported == 9
+    assert importer(items).imported == 9
     window = MainWindow(vault, session, layout="1x2")
     qtbot.addWidget(window)
     window.show()

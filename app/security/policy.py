@@ -1,0 +1,58 @@
+"""The site's security policy: timeouts, lockout and break-glass limits.
+
+Kept in the vault (the packaging issue adds the signed, managed policy file on top). A user's own
+setting can only make a limit stricter, never looser.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import sqlcipher3
+
+from app.errors import UsageError
+
+_KEY = "site_policy"
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    inactivity_seconds: int = 10 * 60
+    absolute_seconds: int = 12 * 60 * 60
+    lockout_failures: int = 5
+    lockout_seconds: int = 15 * 60
+    break_glass_seconds: int = 60 * 60
+
+    def __post_init__(self) -> None:
+        limits = {
+            "inactivity_seconds": (30, 10 * 60),  # the site may shorten the 10 minutes, not lengthen
+            "absolute_seconds": (5 * 60, 12 * 60 * 60),
+            "lockout_failures": (3, 20),
+            "lockout_seconds": (60, 24 * 60 * 60),
+            "break_glass_seconds": (5 * 60, 4 * 60 * 60),
+        }
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise UsageError(f"Site policy: {name.replace('_', ' ')} must be a whole number "
+                                 f"from {low} to {high}, not {value!r}.")
+
+    @classmethod
+    def load(cls, conn: sqlcipher3.Connection) -> SitePolicy:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (_KEY,)).fetchone()
+        return cls(**json.loads(row[0])) if row else cls()
+
+    def save(self, conn: sqlcipher3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     (_KEY, json.dumps(asdict(self), sort_keys=True)))
+
+    def with_setting(self, name: str, value: str) -> SitePolicy:
+        names = {f.name for f in fields(self)}
+        if name not in names:
+            raise UsageError(f"Unknown site policy setting '{name}'; settings: {', '.join(sorted(names))}.")
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"Site policy: {name} takes a whole number, not '{value}'.") from None
+        return SitePolicy(**{**asdict(self), name: number})
