@@ -346,6 +346,15 @@ def cmd_audit_verify(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if report.ok else 4
 
 
+def cmd_audit_show(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        records = vault.audit_show(current_session(vault), args.limit)
+    out.emit(records, lambda: _table(
+        [[str(r["seq"]), str(r["at"])[:19], str(r["type"]), str(r["outcome"]), str(r["user"] or "")]
+         for r in records], ["Seq", "UTC", "Event", "Outcome", "User"]))
+    return EXIT_OK
+
+
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     if args.screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -455,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True)
     add("verify", cmd_audit_verify, "check the audit trail's hash chain", audit)
+    p = add("show", cmd_audit_show, "list the newest audit records", audit)
+    p.add_argument("--limit", type=int, default=100)
 
     add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
     add("passwd", cmd_passwd, "change your password")

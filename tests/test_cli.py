@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from app.security.accounts import LOGIN_FAILED
-from tests.conftest import Cli, CliUsers, password_for, write_study
+from tests.conftest import Cli, CliUsers, Codes, password_for, write_study
 
 
 def _no_traceback(result: object) -> None:
@@ -134,3 +134,41 @@ def test_gui_screenshot_of_a_logged_in_session(cli_users: CliUsers, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert shot.read_bytes().startswith(b"\x89PNG")
     assert cli("gui", "--open", "1.2.3.4", "--screenshot", str(shot)).returncode == 1
+
+
+def test_identity_commands(cli_users: CliUsers, tmp_path: Path) -> None:
+    cli = cli_users.cli
+    assert cli_users.login("admin").returncode == 0
+    assert cli.json("policy", "set", "inactivity_seconds", "300")["inactivity_seconds"] == 300
+    too_long = cli("policy", "set", "inactivity_seconds", "3600")
+    assert too_long.returncode == 2 and "from 30 to 600" in too_long.stderr
+    added = cli.json("user", "add", "officer", "--role", "privacy-officer",
+                     extra_env={"CUSTODIAN_PASSWORD": password_for("officer")})
+    cli_users.codes["officer"] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    cli_users.passwords["officer"] = password_for("officer")
+
+    write_study(tmp_path / "in", slices=2, size=16)
+    assert cli_users.login("tech").returncode == 0
+    assert cli("import", str(tmp_path / "in")).returncode == 0
+    study = cli.json("studies")[0]["study_uid"]
+
+    assert cli_users.login("officer").returncode == 0
+    assert cli.json("patient", "restrict", "PID-0001") == {"patient_id": "PID-0001", "restricted": True}
+    assert cli("studies").returncode == 3  # the privacy officer does not browse studies
+
+    assert cli_users.login("rad").returncode == 0
+    listed = cli.json("studies")[0]
+    assert listed["restricted"] is True and listed["patient_name"] is None
+    short = cli("break-glass", study, "--reason", "now", extra_env={"CUSTODIAN_TOTP": "000000"})
+    assert short.returncode == 2 and "reason" in short.stderr
+    granted = cli.json("break-glass", study, "--reason", "stroke alert, patient unconscious",
+                       extra_env={"CUSTODIAN_TOTP": cli_users.codes["rad"].next()})
+    assert granted["study_uid"] == study and granted["expires_at"]
+    assert cli.json("studies")[0]["patient_name"] == "Testperson^Quentin"
+
+    assert cli_users.login("officer").returncode == 0
+    events = [r["type"] for r in cli.json("audit", "show", "--limit", "40")]
+    assert "emergency-override" in events and "security-alert" in events
+    weak = cli("passwd", extra_env={"CUSTODIAN_PASSWORD": password_for("officer"),
+                                    "CUSTODIAN_NEW_PASSWORD": "password1234"})
+    assert weak.returncode == 2 and "common or breached" in weak.stderr

@@ -62,15 +62,17 @@ class Sessions:
         own = row[0] if row and row[0] else None
         return min(self.policy.inactivity_seconds, own or self.policy.inactivity_seconds)
 
-    def revive(self, session: Session) -> Session:
-        """After the user proved it is still them (lock screen): idle time starts again.
-
-        Ended sessions, disabled accounts and the absolute limit are not revived.
-        """
+    def revivable(self, session: Session) -> None:
+        """Ended sessions, disabled accounts and the absolute limit cannot be unlocked."""
         row = self._conn.execute("SELECT ended_at, expires_at FROM sessions WHERE token_hash = ?",
                                  (session.token_hash,)).fetchone()
-        if row is None or row[0] is not None or time.time() >= row[1]:
+        user = self._accounts.get(session.user.id)
+        if row is None or row[0] is not None or time.time() >= row[1] or user is None or user.disabled:
             raise NotAuthenticated("The session has ended: log in again.")
+
+    def revive(self, session: Session) -> Session:
+        """After the user proved it is still them (lock screen): idle time starts again."""
+        self.revivable(session)
         self._conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?",
                            (time.time(), session.token_hash))
         return self._live(session.token_hash, touch=False)

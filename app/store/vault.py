@@ -260,6 +260,8 @@ class Vault:
 
     def unlock(self, session: Session, password: str, code: str) -> Session:
         """The lock screen: the same user proves it is them and the session goes on as it was."""
+        with self._db:
+            self.sessions.revivable(session)  # an ended session needs a new login, not an unlock
         try:
             with self._transaction():
                 verified = self.accounts.authenticate(session.user.name, password, code)
@@ -675,5 +677,10 @@ class Vault:
                                 detail={"verify": report.ok}))
         return report
 
-    def record_start(self, detail: dict[str, object]) -> None:
-        self._record(AuditEvent(EventType.APPLICATION_START, detail=detail))
+    def audit_show(self, session: Session, limit: int = 100) -> list[dict[str, object]]:
+        """The newest audit records; reading the trail is itself recorded."""
+        user = self._gate(session, Action.AUDIT_READ)
+        with self._db:
+            records = self.audit.records(limit)
+        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name, detail={"records": len(records)}))
+        return records

@@ -25,25 +25,27 @@ def _blob_files(home: Path) -> int:
 
 
 def test_import_killed_at_random_moments(cli_users: CliUsers, tmp_path: Path) -> None:
-    runs, slices = 7, 300
+    runs, slices = 6, 300
     folders = [tmp_path / f"in{i}" for i in range(runs)]
     for i, folder in enumerate(folders):
         write_study(folder, Patient(f"PID-K{i}", "Killed^Import"), slices=slices, size=128)
     assert cli_users.login("tech").returncode == 0
-    # The first run completes and tells how long a whole import takes on this machine.
-    start = time.monotonic()
-    _start_import(cli_users, folders[0]).wait()
-    whole = time.monotonic() - start
+    watcher = Vault.open(cli_users.cli.home, lambda: PASSPHRASE)
     rng = random.Random(1234)
     seen = []
-    for folder in folders[1:]:
+    for folder in folders:
+        before = watcher._query("SELECT count(*) FROM instances")[0][0]
         proc = _start_import(cli_users, folder)
-        time.sleep(rng.uniform(0.3, 1.0) * whole)
+        # Kill once the import has visibly started, then a random moment later (often mid-batch).
+        while proc.poll() is None and watcher._query("SELECT count(*) FROM instances")[0][0] == before:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.15))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         verify = cli_users.cli.json("verify")
         assert verify["damaged"] == [], verify
         seen.append(verify["instances"])
+    watcher.close()
     assert any(n % slices for n in seen), seen  # at least one kill landed mid-import
     final = cli_users.cli.json("import", *map(str, folders))
     assert final["rejected"] == []
