@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,20 +75,17 @@ class Output:
         print(message, file=sys.stderr)
 
 
-def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar on stderr when a person is watching; nothing in scripts."""
     if not sys.stderr.isatty():
-        return None, lambda: None
+        yield None
+        return
     from rich.progress import Progress
 
-    bar = Progress(transient=True)
-    task = bar.add_task(label, total=None)
-    bar.start()
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    return update, bar.stop
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -148,6 +145,10 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
                          "CUSTODIAN_PASSWORD, CUSTODIAN_TOTP or the prompts).")
     with open_vault(args) as vault:
         token, session = vault.login(user, password, code)
+        previous = vault.load_token()
+        if previous:  # one person at a time on this workstation: the login ends the last session
+            with contextlib.suppress(NotAuthenticated):
+                vault.logout(vault.resume(previous))
         vault.save_token(token)
     expires = datetime.fromtimestamp(session.expires_at, UTC).isoformat(timespec="seconds")
     out.emit({"user": session.user.name, "role": session.user.role.value, "expires_at": expires},
@@ -240,13 +241,9 @@ def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
-    with open_vault(args) as vault:
-        session = current_session(vault)
-        update, stop = _progress("Importing")
-        try:
-            report = vault.import_paths(session, [Path(p) for p in args.paths], update)
-        finally:
-            stop()
+    with open_vault(args) as vault, _progress("Importing") as update:
+        report = vault.import_paths(current_session(vault), [Path(p) for p in args.paths], update)
+
     def text() -> str:
         lines = [f"Imported {report.imported} instance(s) into {len(report.studies)} study(ies); "
                  f"{report.duplicates} already cached; {len(report.rejected)} rejected."]
@@ -263,8 +260,9 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
 def cmd_studies(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         studies = vault.studies(current_session(vault), args.patient)
-    rows = [[s.patient_name, s.patient_id, s.study_date, ",".join(s.modalities), s.description,
-             str(s.series), str(s.instances), s.study_uid] for s in studies]
+    hidden = "—"  # a field this role may not see, or a restricted patient
+    rows = [[s.patient_name or hidden, s.patient_id or hidden, s.study_date, ",".join(s.modalities),
+             s.description, str(s.series), str(s.instances), s.study_uid] for s in studies]
     out.emit([s.as_dict() for s in studies], lambda: _table(
         rows, ["Patient", "ID", "Date", "Mod", "Description", "Ser", "Img", "Study UID"])
         if rows else "No studies in the cache.")
@@ -272,13 +270,9 @@ def cmd_studies(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    with open_vault(args) as vault:
-        session = current_session(vault)
-        update, stop = _progress("Verifying")
-        try:
-            report = vault.verify(session, update)
-        finally:
-            stop()
+    with open_vault(args) as vault, _progress("Verifying") as update:
+        report = vault.verify(current_session(vault), update)
+
     def text() -> str:
         lines = [f"Checked {report.instances} instance(s): {report.ok} intact, "
                  f"{len(report.damaged)} problem(s)."]

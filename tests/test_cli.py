@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from app.errors import NotAuthenticated
 from app.security.accounts import LOGIN_FAILED
 from tests.conftest import Cli, CliUsers, Codes, password_for, write_study
 
@@ -172,3 +175,18 @@ def test_identity_commands(cli_users: CliUsers, tmp_path: Path) -> None:
     weak = cli("passwd", extra_env={"CUSTODIAN_PASSWORD": password_for("officer"),
                                     "CUSTODIAN_NEW_PASSWORD": "password1234"})
     assert weak.returncode == 2 and "common or breached" in weak.stderr
+
+
+def test_a_new_login_ends_the_previous_session(cli_users: CliUsers) -> None:
+    from app.store.vault import Vault
+    from tests.conftest import PASSPHRASE
+
+    cli = cli_users.cli
+    assert cli_users.login("rad").returncode == 0
+    with Vault.open(cli.home, lambda: PASSPHRASE) as vault:
+        first = vault.load_token()
+    assert cli_users.login("tech").returncode == 0
+    with Vault.open(cli.home, lambda: PASSPHRASE) as vault:
+        with pytest.raises(NotAuthenticated):
+            vault.resume(first)
+        assert vault.whoami(vault.resume(vault.load_token())).user.name == "tech"

@@ -45,6 +45,17 @@ def _base(patient: Patient, study_uid: str, sop_class: str, modality: str, date:
     return ds
 
 
+def _series_member(ds: Dataset, series_uid: str, frame_uid: str, number: int, description: str,
+                   body_part: str) -> None:
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = number
+    ds.SeriesDescription = description
+    ds.FrameOfReferenceUID = frame_uid
+    ds.BodyPartExamined = body_part
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
 def _image(ds: Dataset, pixels: np.ndarray, index: int, z: float, spacing: float) -> None:
     ds.InstanceNumber = index + 1
     ds.ImagePositionPatient = [-pixels.shape[1] * spacing / 2, -pixels.shape[0] * spacing / 2, z]
@@ -78,13 +89,7 @@ def ct_study(patient: Patient, *, slices: int = 40, size: int = 256, date: str =
     result = []
     for i in range(slices):
         ds = _base(patient, study_uid, CTImageStorage, "CT", date, description)
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = "Axial 2.5 mm"
-        ds.FrameOfReferenceUID = frame_uid
-        ds.BodyPartExamined = "CHEST"
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        _series_member(ds, series_uid, frame_uid, 1, "Axial 2.5 mm", "CHEST")
         ds.SliceThickness = 2.5
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
@@ -102,13 +107,7 @@ def mr_study(patient: Patient, *, slices: int = 20, size: int = 192, date: str =
     result = []
     for i in range(slices):
         ds = _base(patient, study_uid, MRImageStorage, "MR", date, description)
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 3
-        ds.SeriesDescription = "T1 axial"
-        ds.FrameOfReferenceUID = frame_uid
-        ds.BodyPartExamined = "HEAD"
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        _series_member(ds, series_uid, frame_uid, 3, "T1 axial", "HEAD")
         r = np.hypot((yy - size / 2) / 0.8, xx - size / 2)
         head = np.where(r < size * 0.42, 600 + 200 * np.cos(r / 9 + i / 5), 0)
         ds.WindowCenter = 500
