@@ -488,8 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_core_dumps() -> None:
+    """A core dump would put decrypted images and keys in a plaintext file."""
+    try:
+        import resource
+    except ImportError:  # Windows writes no core files unless configured to
+        return
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # everything Custodian writes is for this OS user only
+    _no_core_dumps()
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(args.json)
