@@ -92,7 +92,7 @@ def test_admin_commands(cli_users: CliUsers) -> None:
     bad_role = cli("user", "add", "x", "--role", "wizard", extra_env={"CUSTODIAN_PASSWORD": "x" * 14})
     assert bad_role.returncode == 2 and "Unknown role" in bad_role.stderr
     assert cli.json("user", "disable", "tech") == {"user": "tech", "disabled": True}
-    assert cli.json("key", "rotate") == {"rewrapped": 0}
+    assert cli.json("key", "rotate") == {"rewrapped": 1}  # the audit signing key
     chain = cli.json("audit", "verify")
     assert chain["ok"] is True and chain["first_bad_seq"] is None and chain["events"] > 5
     assert cli_users.login("tech").returncode == 3  # disabled

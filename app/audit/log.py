@@ -1,9 +1,11 @@
-"""The hash-chained audit log inside the encrypted index.
+"""The hash-chained audit log inside the encrypted index, with signed checkpoints.
 
-Each record's hash covers the previous record's hash, its sequence number, time and content, so
-an edited, deleted, reordered or inserted record breaks the chain at a known sequence number.
-Writing happens inside the caller's transaction where there is one, so an action and its audit
-record are committed together or not at all.
+Each record holds its sequence number, UTC time, the structured event and its DICOM PS3.15
+audit message; its hash covers the previous record's hash and all of that, so an edited,
+deleted, reordered or inserted record breaks the chain at a known sequence number. Every
+``CHECKPOINT_EVERY`` records the head is signed with the workstation's Ed25519 key, so cutting
+off the tail (which leaves an intact, shorter chain) is found too. Writing happens inside the
+caller's transaction where there is one: an action and its record commit together or not at all.
 """
 
 from __future__ import annotations
@@ -14,17 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlcipher3
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
 
 GENESIS = "0" * 64
+CHECKPOINT_EVERY = 100
 
 
-def _digest(prev_hash: str, seq: int, at: str, record: str) -> str:
+def _digest(prev_hash: str, seq: int, at: str, record: str, message: str) -> str:
     h = hashlib.sha256()
     h.update(f"{prev_hash}\n{seq}\n{at}\n".encode())
     h.update(record.encode())
+    if message:  # records written before messages were kept have none
+        h.update(b"\n" + message.encode())
     return h.hexdigest()
+
+
+def _checkpoint_payload(seq: int, head_hash: str, at: str) -> bytes:
+    return f"custodian-audit-checkpoint\n{seq}\n{head_hash}\n{at}".encode()
 
 
 @dataclass(frozen=True)
@@ -32,11 +44,13 @@ class ChainReport:
     events: int
     ok: bool
     first_bad_seq: int | None
+    checkpoints: int = 0
 
 
 class AuditLog:
-    def __init__(self, conn: sqlcipher3.Connection) -> None:
+    def __init__(self, conn: sqlcipher3.Connection, signing_key: Ed25519PrivateKey | None = None) -> None:
         self._conn = conn
+        self.signing_key = signing_key
 
     def append(self, event: AuditEvent) -> int:
         conn = self._conn
@@ -48,10 +62,14 @@ class AuditLog:
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
             at = datetime.now(UTC).isoformat(timespec="microseconds")
             record = json.dumps(event.as_record(), sort_keys=True, separators=(",", ":"))
+            message = to_xml(event, at)
+            digest = _digest(prev, seq, at, record, message)
             conn.execute(
-                "INSERT INTO audit (seq, at, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
-                (seq, at, record, prev, _digest(prev, seq, at, record)),
+                "INSERT INTO audit (seq, at, record, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, at, record, message, prev, digest),
             )
+            if seq % CHECKPOINT_EVERY == 0:
+                self._checkpoint(seq, digest, at)
             if own:
                 conn.execute("COMMIT")
         except BaseException:
@@ -60,17 +78,56 @@ class AuditLog:
             raise
         return seq
 
+    def _checkpoint(self, seq: int, head_hash: str, at: str) -> None:
+        if self.signing_key is None:
+            return
+        signature = self.signing_key.sign(_checkpoint_payload(seq, head_hash, at))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, at, signature) VALUES (?, ?, ?, ?)",
+            (seq, head_hash, at, signature))
+
+    def checkpoint(self) -> int | None:
+        """Sign the current head now (before a sync or a report); returns its sequence number."""
+        row = self._conn.execute("SELECT seq, hash, at FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        self._checkpoint(*row)
+        return row[0]
+
     def verify(self) -> ChainReport:
         prev, expected_seq, count = GENESIS, 1, 0
-        rows = self._conn.execute("SELECT seq, at, record, prev_hash, hash FROM audit ORDER BY seq")
-        for seq, at, record, prev_hash, digest in rows:
+        hashes: dict[int, str] = {}
+        rows = self._conn.execute(
+            "SELECT seq, at, record, message, prev_hash, hash FROM audit ORDER BY seq")
+        for seq, at, record, message, prev_hash, digest in rows:
             count += 1
-            if seq != expected_seq or prev_hash != prev or digest != _digest(prev, seq, at, record):
+            if (seq != expected_seq or prev_hash != prev
+                    or digest != _digest(prev, seq, at, record, message)):
                 return ChainReport(count, False, expected_seq if seq > expected_seq else seq)
+            hashes[seq] = digest
             prev, expected_seq = digest, seq + 1
-        return ChainReport(count, True, None)
+        checkpoints = self._conn.execute(
+            "SELECT seq, head_hash, at, signature FROM audit_checkpoints ORDER BY seq").fetchall()
+        public = self.signing_key.public_key() if self.signing_key else None
+        for seq, head_hash, at, signature in checkpoints:
+            try:
+                if public is None:
+                    raise InvalidSignature
+                public.verify(signature, _checkpoint_payload(seq, head_hash, at))
+            except InvalidSignature:
+                return ChainReport(count, False, seq, len(checkpoints))
+            if seq not in hashes:  # a signed head that is no longer there: the tail was cut
+                return ChainReport(count, False, expected_seq, len(checkpoints))
+            if hashes[seq] != head_hash:
+                return ChainReport(count, False, seq, len(checkpoints))
+        return ChainReport(count, True, None, len(checkpoints))
 
     def records(self, limit: int | None = None) -> list[dict[str, object]]:
         sql = "SELECT seq, at, record FROM audit ORDER BY seq DESC"
         rows = self._conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return [{"seq": s, "at": a, **json.loads(r)} for s, a, r in rows]
+
+    def messages(self, limit: int | None = None) -> list[tuple[int, str]]:
+        sql = "SELECT seq, message FROM audit ORDER BY seq DESC"
+        rows = self._conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return list(rows)

@@ -147,6 +147,15 @@ MIGRATIONS: dict[int, str] = {
         expires_at REAL NOT NULL
     );
     """,
+    3: """
+    ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT '';
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        head_hash TEXT NOT NULL,
+        at TEXT NOT NULL,
+        signature BLOB NOT NULL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import sqlcipher3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
@@ -64,6 +65,7 @@ from app.store.records import (
 )
 from app.store.sources import iter_sources
 
+AUDIT_SIGNING_CONTEXT = "audit-signing"
 LOCK_FILE = "write.lock"
 TOKEN_FILE = "session.bin"
 
@@ -78,8 +80,21 @@ class Vault:
         self._deks: dict[str, bytes] = {}
         self.blobs = BlobStore(home)
         self.audit = AuditLog(conn)
+        self.audit.signing_key = self._audit_signing_key()
         self.accounts = Accounts(conn)
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
+
+    def _audit_signing_key(self) -> Ed25519PrivateKey:
+        """The workstation's Ed25519 key for audit checkpoints, kept like a data key (wrapped)."""
+        new: dict[str, bytes] = {}
+        seed = self._data_key(AUDIT_SIGNING_CONTEXT, new)
+        if new:
+            kid, wrapped = self._keys.wrap_data_key(seed, AUDIT_SIGNING_CONTEXT)
+            with self._transaction():
+                self._conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
+                                   (AUDIT_SIGNING_CONTEXT, kid, wrapped))
+            self._deks[AUDIT_SIGNING_CONTEXT] = seed
+        return Ed25519PrivateKey.from_private_bytes(seed)
 
     # ------------------------------------------------------------------ creation and opening
     @staticmethod
@@ -673,6 +688,9 @@ class Vault:
         user = self._gate(session, Action.AUDIT_VERIFY)
         with self._db:
             report = self.audit.verify()
+            if report.ok:
+                with self._transaction():
+                    self.audit.checkpoint()  # what was verified is now signed
         self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
                                 detail={"verify": report.ok}))
         return report

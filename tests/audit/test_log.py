@@ -65,3 +65,26 @@ def test_rewritten_hash_breaks_the_next_record(chain: VaultEnv) -> None:
     seq = _seqs(chain)[2]
     _sql(chain, "UPDATE audit SET hash = ? WHERE seq = ?", "f" * 64, seq)
     assert chain.vault.audit.verify().first_bad_seq == seq
+
+
+def test_cut_tail_is_found_by_the_signed_checkpoint(chain: VaultEnv) -> None:
+    head = chain.vault.audit.checkpoint()
+    assert chain.vault.audit.verify().ok
+    _sql(chain, "DELETE FROM audit WHERE seq >= ?", head - 2)  # an intact but shorter chain
+    report = chain.vault.audit.verify()
+    assert not report.ok and report.first_bad_seq == head - 2
+
+
+def test_forged_checkpoint_signature_is_found(chain: VaultEnv) -> None:
+    head = chain.vault.audit.checkpoint()
+    _sql(chain, "UPDATE audit_checkpoints SET signature = ? WHERE seq = ?", b"\0" * 64, head)
+    assert chain.vault.audit.verify().first_bad_seq == head
+
+
+def test_checkpoints_are_made_as_the_trail_grows(chain: VaultEnv) -> None:
+    from app.audit.log import CHECKPOINT_EVERY
+
+    while chain.vault._query("SELECT max(seq) FROM audit")[0][0] < CHECKPOINT_EVERY:
+        chain.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad"))
+    report = chain.vault.audit.verify()
+    assert report.ok and report.checkpoints >= 1

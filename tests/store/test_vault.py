@@ -149,7 +149,7 @@ def test_key_rotation_rewraps_without_reencrypting(env: VaultEnv) -> None:
     blob_files = {p: p.read_bytes() for p in (env.home / "blobs").rglob("*") if p.is_file()}
     keystore_before = (env.home / "keystore.json").read_text()
     old_kid = env.vault._keys.current_kid
-    assert env.vault.rotate_keys(env.login("admin"), PASSPHRASE) == 1
+    assert env.vault.rotate_keys(env.login("admin"), PASSPHRASE) == 2  # the study key, the audit key
     assert env.vault._keys.current_kid != old_kid
     assert (env.home / "keystore.json").read_text() != keystore_before
     assert old_kid not in (env.home / "keystore.json").read_text()
