@@ -357,6 +357,11 @@ class Vault:
         self.sessions.policy = policy
         return policy
 
+    def inactivity_limit(self, user: User) -> float:
+        """Seconds of inactivity after which this user's screen locks (site or own, the shorter)."""
+        with self._db:
+            return self.sessions.inactivity_limit(user)
+
     def set_own_inactivity(self, session: Session, seconds: int | None) -> float:
         """A user may lock sooner than the site requires, never later."""
         with self._transaction():

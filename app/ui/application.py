@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QDialog
 from app.errors import CustodianError, UsageError
 from app.security.sessions import Session
 from app.store.vault import Vault
+from app.ui.enrolment_dialog import required_reenrolment
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
@@ -37,7 +38,8 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
     """Run the viewer and return the exit code: 0 done, 1 login cancelled or screenshot failed.
 
     Without ``session`` the reader logs in first, and that session is ended when the viewer
-    closes. ``demo_codes`` (throw-away demo homes only) feeds the login dialog's code hint.
+    closes; so is any session started in the viewer (switch user). ``demo_codes`` (throw-away
+    demo homes only) feeds the login dialog's code hint.
     """
     if layout not in LAYOUTS:
         raise UsageError(f"Unknown layout '{layout}'; choose one of: {', '.join(LAYOUTS)}.")
@@ -50,8 +52,14 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.session is None:
             return 1
         session = dialog.session
+    elif screenshot is None:
+        session = required_reenrolment(vault, session)  # a recovery-code login from the command line
+        if session is None:
+            return 1
+    window: MainWindow | None = None
     try:
-        window = MainWindow(vault, session, layout=layout, quiet=screenshot is not None)
+        window = MainWindow(vault, session, layout=layout, quiet=screenshot is not None,
+                            demo_codes=demo_codes)
         window.refresh()
         if open_study:
             window.open_study(open_study)
@@ -60,9 +68,10 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
         window.showMaximized()
         return app.exec()
     finally:
-        if own_session:
+        current = window.session if window is not None else session
+        if current is not None and (own_session or current is not session):
             try:
-                vault.logout(session)
+                vault.logout(current)
             except CustodianError as exc:
                 print(exc, file=sys.stderr)
 

@@ -87,6 +87,11 @@ class ImageView(QWidget):
         """The VOI window in use; None for colour images and when nothing is shown."""
         return self._window
 
+    @property
+    def chosen_window(self) -> Window | None:
+        """The window the reader set (kept across slices); None while the series default applies."""
+        return self._window if self._window_chosen else None
+
     def set_series(self, series: SeriesImages | None) -> None:
         self._series = series if series is not None and len(series) else None
         self._index = 0

@@ -2,51 +2,97 @@
 
 Every vault call goes through :meth:`MainWindow._ask`, which turns a ``CustodianError`` into its
 plain message for the reader; the window itself never touches files or the database.
+
+Automatic logoff (HIPAA 164.312(a)(2)(iii)): after the idle limit without input, or on Ctrl+L,
+the window locks. Every patient detail and pixel is dropped at once, only identifiers of what was
+open are kept (layout, which series where, slice, window), and the lock screen asks the same user
+back in; unlocking reads it all again through the vault. Logging in as someone else ends the
+locked session and starts with an empty window.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QToolBar, QWidget
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
+from PySide6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QToolBar,
+    QToolTip,
+    QWidget,
+)
 
-from app.errors import CustodianError
+from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
 from app.imaging.hanging import relevant_prior
+from app.imaging.series import SeriesImages
+from app.security.accounts import User
+from app.security.roles import Action, permits
 from app.security.sessions import Session
 from app.store.records import SeriesSummary, StudySummary
 from app.store.vault import Vault
+from app.ui.account_dialogs import ChangePasswordDialog
+from app.ui.admin_users import AdminUsersDialog
+from app.ui.break_glass_dialog import BreakGlassDialog
+from app.ui.clipboard_guard import ClipboardGuard
+from app.ui.enrolment_dialog import reenrol
+from app.ui.idle_watch import IdleWatch
 from app.ui.image_view import CONTROLS_HELP
+from app.ui.lock_screen import LockScreen
+from app.ui.login_dialog import LoginDialog
 from app.ui.study_list import StudyBrowser, iso_date
-from app.ui.viewport_grid import Viewport, ViewportGrid
+from app.ui.user_menu import UserMenu
+from app.ui.viewport_grid import GridState, Viewport, ViewportGrid
 
 T = TypeVar("T")
 
 LAYOUT_SHORTCUTS = {"1x1": "Ctrl+1", "1x2": "Ctrl+2", "2x2": "Ctrl+4"}
 STATUS_SECONDS = 8
+LOCKED_TITLE = "Custodian — locked"
 
 
 def _count(count: int, singular: str, plural: str | None = None) -> str:
     return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
+@dataclass(frozen=True)
+class LockedWork:
+    """What was open when the window locked: identifiers to read it back with, nothing shown."""
+
+    study_uid: str | None
+    filter_text: str
+    grid: GridState
+
+
 class MainWindow(QMainWindow):
-    """The reading window of one session; the title names the user, never a patient."""
+    """The reading window; the title names the user, never a patient.
+
+    ``idle_limit`` (seconds) overrides the vault's inactivity limit for whoever is logged in.
+    """
 
     def __init__(self, vault: Vault, session: Session, *, layout: str = "1x1", quiet: bool = False,
+                 idle_limit: float | None = None, demo_codes: Callable[[], dict[str, str]] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._vault = vault
-        self._session = session
+        self._session: Session | None = session
         self._quiet = quiet  # no modal boxes (screenshots): errors are only collected
+        self._idle_limit = idle_limit
+        self._demo_codes = demo_codes
         self.errors: list[str] = []
         self._studies: dict[str, StudySummary] = {}
         self._series: list[SeriesSummary] = []
         self._listed_study: str | None = None
+        self._locked_work: LockedWork | None = None
 
-        self.setWindowTitle(f"Custodian — {session.user.name} ({session.user.role.value})")
         self.browser = StudyBrowser()
         self.grid = ViewportGrid(layout)
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -55,13 +101,22 @@ class MainWindow(QMainWindow):
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([480, 800])
-        self.setCentralWidget(splitter)
+        splitter.setSizes([560, 720])
+        self.lock_screen = LockScreen(vault)
+        self._pages = QStackedWidget()
+        self._workspace = splitter
+        self._pages.addWidget(splitter)
+        self._pages.addWidget(self.lock_screen)
+        self.setCentralWidget(self._pages)
         self.resize(1280, 800)
 
+        self.user_menu = UserMenu(self)
         self.layout_actions = self._build_actions()
         self.layout_actions[layout].setChecked(True)
         self.statusBar().setSizeGripEnabled(False)
+        self.idle_watch = IdleWatch(self._limit_for(session.user), self)
+        self._clipboard = ClipboardGuard(self)
+        self._begin(session)
 
         self.browser.studySelected.connect(self._list_series)
         self.browser.studyOpened.connect(self.open_study)
@@ -69,6 +124,11 @@ class MainWindow(QMainWindow):
         self.browser.seriesOpened.connect(self._series_chosen)
         self.grid.activeChanged.connect(self._viewport_activated)
         self.grid.failed.connect(self.show_error)
+        self.idle_watch.idle.connect(self.lock)
+        self.idle_watch.active.connect(self._keep_alive)
+        self.lock_screen.unlocked.connect(self._unlocked)
+        self.lock_screen.ended.connect(self._session_ended)
+        self.lock_screen.loginRequested.connect(self.log_in_again)
 
     # ------------------------------------------------------------------ actions
     def _build_actions(self) -> dict[str, QAction]:
@@ -93,6 +153,14 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, name=name: self.set_layout(name))
             layouts[name] = action
 
+        menu = self.user_menu
+        menu.lock_action.triggered.connect(lambda: self.lock())
+        menu.switch_action.triggered.connect(self.switch_user)
+        menu.logout_action.triggered.connect(self.log_out)
+        menu.password_action.triggered.connect(self.change_password)
+        menu.reenrol_action.triggered.connect(self.set_up_authenticator)
+        menu.users_action.triggered.connect(self.manage_users)
+
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(refresh)
         file_menu.addSeparator()
@@ -101,9 +169,10 @@ class MainWindow(QMainWindow):
         layout_menu = view_menu.addMenu("&Layout")
         layout_menu.addActions(list(layouts.values()))
         view_menu.addAction(reset)
+        self.menuBar().addMenu(menu)
         self.menuBar().addMenu("&Help").addAction(controls)
 
-        toolbar = QToolBar("Viewer")
+        self._toolbar = toolbar = QToolBar("Viewer")
         toolbar.setObjectName("viewer-toolbar")
         toolbar.setMovable(False)
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
@@ -115,11 +184,34 @@ class MainWindow(QMainWindow):
         self.addToolBar(toolbar)
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
+        # Off while locked: no shortcut may reach the work behind the lock screen.
+        self._work_actions = [refresh, reset, controls, *layouts.values(), *menu.actions()]
         return layouts
 
     # ------------------------------------------------------------------ public API
+    @property
+    def session(self) -> Session | None:
+        """The session the window works in; None once it was logged out or found ended."""
+        return self._session
+
+    @property
+    def locked(self) -> bool:
+        return self._pages.currentWidget() is self.lock_screen
+
+    @property
+    def idle_limit(self) -> float:
+        return self.idle_watch.limit
+
+    @idle_limit.setter
+    def idle_limit(self, seconds: float) -> None:
+        self._idle_limit = seconds
+        self.idle_watch.limit = seconds
+
     def refresh(self) -> None:
         """Reload the study list, keeping the current study selected when it is still there."""
+        if self._session is not None and not permits(self._session.user.role, Action.LIST_STUDIES):
+            self.statusBar().showMessage(f"The {self._session.user.role.value} role has no study list.")
+            return
         studies = self._ask(self._vault.studies, self._session)
         if studies is None:
             return
@@ -143,15 +235,18 @@ class MainWindow(QMainWindow):
         self._list_series(study_uid)  # already done by the selection unless that failed before
         if self._listed_study != study_uid:
             return False  # listing its series failed and was reported
+        study = self._studies[study_uid]
         viewports = self.grid.visible_viewports()
         hung = list(zip(viewports, self._series, strict=False))
         spare = viewports[len(hung):]
-        prior = relevant_prior(self._studies[study_uid], self._studies.values()) if spare else None
+        prior = relevant_prior(study, self._studies.values()) if spare else None
         if prior is not None:
             prior_series = self._ask(self._vault.series, self._session, prior.study_uid) or []
             hung += list(zip(spare, prior_series, strict=False))
         for viewport, series in hung:
-            self.load_series(series.series_uid, viewport, series)
+            shown = self.load_series(series.series_uid, viewport, series)
+            if not shown and (study.restricted or self.locked):
+                return False  # access refused (no break-glass), or locked meanwhile: hang nothing more
         for viewport in viewports[len(hung):]:
             viewport.clear()
         self.grid.set_active(viewports[0])
@@ -162,26 +257,17 @@ class MainWindow(QMainWindow):
     def load_series(self, series_uid: str, viewport: Viewport | None = None,
                     summary: SeriesSummary | None = None) -> bool:
         """Show a series in ``viewport`` (the active one by default)."""
-        images = self._ask(self._vault.open_series, self._session, series_uid)
-        if images is None:
-            return False
         summary = summary or next((s for s in self._series if s.series_uid == series_uid), None)
-        study = self._studies.get(summary.study_uid) if summary else None
-        patient_id = study.patient_id if study else None
         target = viewport or self.grid.active
-        target.show_series(series_uid, patient_id, images)
-        if target.series_uid is None:
-            return False  # its first image could not be shown; the view reported why
-        others = [v for v in self.grid.viewports
-                  if v is not target and v.series_uid and v.patient_id != patient_id]
-        for other in others:  # never leave another patient's images beside this one
-            other.clear()
+        cleared = self._hang(target, series_uid, summary.study_uid if summary else None)
+        if cleared is None:
+            return False
         if summary is not None:
             parts = [f"Series {summary.number}" if summary.number is not None else "Series",
-                     summary.modality, summary.description, _count(len(images), "image")]
+                     summary.modality, summary.description, _count(len(target.view.series or ()), "image")]
             message = " · ".join(p for p in parts if p)
-            if others:
-                message += f" — cleared {_count(len(others), 'viewport')} showing another patient"
+            if cleared:
+                message += f" — cleared {_count(cleared, 'viewport')} showing another patient"
             self.statusBar().showMessage(message, STATUS_SECONDS * 1000)
         return True
 
@@ -191,17 +277,217 @@ class MainWindow(QMainWindow):
 
     def show_error(self, message: str) -> None:
         self.errors.append(message)
+        if self.locked:
+            return  # nothing but the lock screen while locked
         self.statusBar().showMessage(message, STATUS_SECONDS * 1000)
         if not self._quiet:
             QMessageBox.warning(self, "Custodian", message)
 
+    # ------------------------------------------------------------------ lock and sessions
+    def lock(self, notice: str = "") -> None:
+        """Hide every patient detail at once; the lock screen asks the same user back in."""
+        if self._session is None or self.locked:
+            return
+        self._locked_work = self._blank()
+        self.lock_screen.lock(self._session, notice)
+
+    def switch_user(self) -> None:
+        """Lock, then let someone else log in (which ends this session)."""
+        self.lock()
+        self.log_in_again()
+
+    def log_out(self) -> None:
+        """End the session; the login dialog offers the next one, or the window closes."""
+        if self._session is None:
+            return
+        self._blank()
+        self._end_session()
+        self.lock_screen.end("You have logged out.")
+        if not self.log_in_again():
+            self.close()
+
+    def log_in_again(self) -> bool:
+        """A login from the lock screen: the locked session (if any) ends, the new one starts empty."""
+        dialog = LoginDialog(self._vault, demo_codes=self._demo_codes, parent=self)
+        if not dialog.exec() or dialog.session is None:
+            return False
+        self._end_session()
+        self._locked_work = None
+        self._begin(dialog.session)
+        self._show_workspace()
+        self.refresh()
+        return True
+
+    def change_password(self) -> None:
+        if self._session is not None and ChangePasswordDialog(self._vault, self._session, self).exec():
+            self.statusBar().showMessage("Your password was changed.", STATUS_SECONDS * 1000)
+
+    def set_up_authenticator(self) -> None:
+        session = self._ask(reenrol, self._vault, self._session, self)
+        if session is not None:
+            self._session = session
+            self.statusBar().showMessage("Your new authenticator is set up; the old one and its recovery "
+                                         "codes no longer work.", STATUS_SECONDS * 1000)
+
+    def manage_users(self) -> None:
+        if self._session is not None:
+            AdminUsersDialog(self._vault, self._session, self).exec()
+
+    def _begin(self, session: Session) -> None:
+        self._session = session
+        self.user_menu.set_user(session.user)
+        self.idle_watch.limit = self._limit_for(session.user)
+        self.setWindowTitle(self._title())
+
+    def _limit_for(self, user: User) -> float:
+        if self._idle_limit is not None:
+            return self._idle_limit
+        return self._vault.inactivity_limit(user)
+
+    def _title(self) -> str:
+        user = self._session.user if self._session else None
+        return f"Custodian — {user.name} ({user.role.value})" if user else LOCKED_TITLE
+
+    def _blank(self) -> LockedWork:
+        """Drop everything that shows a patient and switch to the lock screen; returns what was open."""
+        for dialog in self.findChildren(QDialog):
+            if dialog.isVisible():
+                dialog.reject()  # a dialog's own exec() returns as cancelled
+        popup = QApplication.activePopupWidget()
+        while popup is not None and popup.close():  # an open menu
+            popup = QApplication.activePopupWidget()
+        QToolTip.hideText()  # a table cell's tooltip repeats the patient's name
+        work = LockedWork(self.browser.current_study_uid(), self.browser.filter_edit.text(),
+                          self.grid.blank())
+        self.browser.clear()
+        self._studies, self._series, self._listed_study = {}, [], None
+        self._clipboard.clear()
+        self.statusBar().clearMessage()
+        self.idle_watch.stop()
+        self._set_workspace(False)
+        self.setWindowTitle(LOCKED_TITLE)
+        return work
+
+    def _show_workspace(self) -> None:
+        self._set_workspace(True)
+        self.setWindowTitle(self._title())
+        self.idle_watch.start()
+
+    def _set_workspace(self, shown: bool) -> None:
+        self._pages.setCurrentWidget(self._workspace if shown else self.lock_screen)
+        self.menuBar().setVisible(shown)
+        self._toolbar.setVisible(shown)
+        for action in self._work_actions:
+            action.setEnabled(shown)
+
+    def _unlocked(self, session: Session) -> None:
+        self._session = session
+        work, self._locked_work = self._locked_work, None
+        self._show_workspace()
+        self.refresh()
+        if work is not None:
+            self._resume(work)
+
+    def _resume(self, work: LockedWork) -> None:
+        """Read the locked work back through the vault: same layout, series, slices and windows."""
+        self.browser.filter_edit.setText(work.filter_text)
+        if work.study_uid is not None:
+            self.browser.select_study(work.study_uid)
+        self.set_layout(work.grid.layout)
+        for viewport, view in zip(self.grid.viewports, work.grid.views, strict=True):
+            if view is not None and self._hang(viewport, view.series_uid, view.study_uid) is not None:
+                viewport.view.set_index(view.index)
+                if view.window is not None:
+                    viewport.view.set_window(view.window)
+        active = self.grid.viewports[work.grid.active]
+        self.grid.set_active(active)
+        active.view.setFocus()
+        self.browser.select_series(active.series_uid)
+
+    def _session_ended(self) -> None:
+        self._session = None
+        self._locked_work = None
+
+    def _end_session(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(CustodianError):  # it may have ended already
+                self._vault.logout(self._session)
+        self._session = None
+
+    def _keep_alive(self) -> None:
+        """The reader is at work: keep the vault's idle clock in step with the window's."""
+        if self._session is None or self.locked:
+            return
+        try:
+            self._vault.whoami(self._session)
+        except NotAuthenticated as exc:
+            self.lock(str(exc))
+
     # ------------------------------------------------------------------ plumbing
-    def _ask(self, call: Callable[..., T], *args: object) -> T | None:
+    def _ask(self, call: Callable[..., T], *args: object,
+             passing: tuple[type[CustodianError], ...] = ()) -> T | None:
+        """``call(*args)``, or None after showing why not; ``passing`` errors go to the caller.
+
+        A session the vault no longer accepts locks the window: the lock screen sorts out
+        whether it can be unlocked.
+        """
+        if self._session is None or self.locked:
+            return None
         try:
             return call(*args)
+        except passing:
+            raise
+        except NotAuthenticated as exc:
+            if self._quiet:
+                self.show_error(str(exc))
+            else:
+                self.lock(str(exc))
+            return None
         except CustodianError as exc:
             self.show_error(str(exc))
             return None
+
+    def _hang(self, viewport: Viewport, series_uid: str, study_uid: str | None) -> int | None:
+        """Show a series in ``viewport`` and clear viewports of other patients; how many, or None."""
+        study = self._studies.get(study_uid) if study_uid else None
+        images = self._open_series(series_uid, study)
+        if images is None:
+            return None
+        key = study.patient_key if study else None
+        viewport.show_series(series_uid, study_uid, key, images)
+        if viewport.series_uid is None:
+            return None  # its first image could not be shown; the view reported why
+        others = [v for v in self.grid.viewports
+                  if v is not viewport and v.series_uid and v.patient_key != key]
+        for other in others:  # never leave another patient's images beside this one
+            other.clear()
+        return len(others)
+
+    def _open_series(self, series_uid: str, study: StudySummary | None) -> SeriesImages | None:
+        """The series' images; a restricted patient's refusal offers break-glass first."""
+        try:
+            return self._ask(self._vault.open_series, self._session, series_uid, passing=(NotPermitted,))
+        except NotPermitted as exc:
+            if study is None or not self._may_break_glass(study, exc):
+                self.show_error(str(exc))
+                return None
+            if not self._break_glass(study, str(exc)):
+                return None
+        return self._ask(self._vault.open_series, self._session, series_uid)
+
+    def _may_break_glass(self, study: StudySummary, refusal: NotPermitted) -> bool:
+        return (study.restricted and not self._quiet and self._session is not None
+                and not isinstance(refusal, EnrolmentRequired)
+                and permits(self._session.user.role, Action.BREAK_GLASS))
+
+    def _break_glass(self, study: StudySummary, refusal: str) -> bool:
+        if self._session is None:
+            return False
+        dialog = BreakGlassDialog(self._vault, self._session, study.study_uid, refusal, self)
+        if not dialog.exec():
+            return False
+        self.refresh()  # the grant shows this patient's details to the reader
+        return not self.locked
 
     def _list_series(self, study_uid: str) -> None:
         if study_uid == self._listed_study:
@@ -226,8 +512,13 @@ class MainWindow(QMainWindow):
     def _show_controls(self) -> None:
         QMessageBox.information(self, "Viewer controls", "\n".join(CONTROLS_HELP))
 
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._session is not None and not self.locked and not self.idle_watch.running:
+            self.idle_watch.start()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.idle_watch.stop()
         for viewport in self.grid.viewports:  # drop decoded pixels as soon as the window goes
             viewport.clear()
         super().closeEvent(event)
-

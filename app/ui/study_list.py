@@ -1,7 +1,8 @@
 """The study list and, below it, the series of the selected study.
 
 The tables only display the summaries the vault hands out and report the reader's choices as
-UIDs; the main window does the vault calls.
+UIDs; the main window does the vault calls. A demographic the role may not see arrives as None
+and shows as a dash; a restricted patient's hidden name shows as "Restricted patient".
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from app.store.records import SeriesSummary, StudySummary
 SORT_ROLE = Qt.ItemDataRole.UserRole
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_HEIGHT = 24
+HIDDEN = "—"
+RESTRICTED = "Restricted patient"
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -49,6 +52,16 @@ def person_name(value: str) -> str:
 def iso_date(value: str) -> str:
     """DICOM DA 'YYYYMMDD' as an unambiguous 'YYYY-MM-DD'; anything else as stored."""
     return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
+
+
+def shown(value: str | None, text: Callable[[str], str] = str) -> str:
+    return HIDDEN if value is None else text(value)
+
+
+def patient_text(study: StudySummary) -> str:
+    if study.patient_name is None and study.restricted:
+        return RESTRICTED
+    return shown(study.patient_name, person_name)
 
 
 @dataclass(frozen=True)
@@ -113,9 +126,10 @@ class RecordTableModel(QAbstractTableModel):
 class StudyTableModel(RecordTableModel):
     # Short headers keep the list narrow beside the images; the tooltips say them in full.
     columns = (
-        Column("Patient", lambda s: person_name(s.patient_name),
-               lambda s: person_name(s.patient_name).casefold(), "Patient name"),
-        Column("ID", lambda s: s.patient_id, lambda s: s.patient_id, "Patient ID"),
+        Column("Patient", patient_text, lambda s: patient_text(s).casefold(), "Patient name"),
+        Column("ID", lambda s: shown(s.patient_id), lambda s: s.patient_id or "", "Patient ID"),
+        Column("Born", lambda s: shown(s.birth_date, iso_date), lambda s: s.birth_date or "",
+               "Patient's birth date"),
         Column("Date", lambda s: iso_date(s.study_date), lambda s: s.study_date, "Study date"),
         Column("Mod.", lambda s: ", ".join(s.modalities), lambda s: ", ".join(s.modalities),
                "Modalities in the study"),
@@ -144,7 +158,7 @@ class SeriesTableModel(RecordTableModel):
         super().__init__(lambda s: s.series_uid, parent)
 
 
-def _table(model: QAbstractTableModel, columns: Sequence[Column], tip: str) -> QTableView:
+def record_table(model: QAbstractTableModel, columns: Sequence[Column], tip: str) -> QTableView:
     table = QTableView()
     table.setModel(model)
     table.setToolTip(tip)
@@ -178,8 +192,8 @@ class StudyBrowser(QWidget):
         super().__init__(parent)
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter studies")
-        self.filter_edit.setToolTip("Show only studies whose name, ID, date, modality or description "
-                                    "contains this text")
+        self.filter_edit.setToolTip("Show only studies whose name, ID, birth date, date, modality or "
+                                    "description contains this text")
         self.filter_edit.setClearButtonEnabled(True)
 
         self.study_model = StudyTableModel(self)
@@ -188,14 +202,15 @@ class StudyBrowser(QWidget):
         self._proxy.setSortRole(SORT_ROLE)
         self._proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self._proxy.setFilterKeyColumn(-1)
-        self.study_table = _table(self._proxy, StudyTableModel.columns,
+        self.study_table = record_table(self._proxy, StudyTableModel.columns,
                                   "Studies in the local cache: select to list the series, "
                                   "double-click or Enter to open")
         self.study_table.setSortingEnabled(True)
-        self.study_table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
+        date_column = [column.title for column in StudyTableModel.columns].index("Date")
+        self.study_table.sortByColumn(date_column, Qt.SortOrder.DescendingOrder)
 
         self.series_model = SeriesTableModel(self)
-        self.series_table = _table(self.series_model, SeriesTableModel.columns,
+        self.series_table = record_table(self.series_model, SeriesTableModel.columns,
                                    "Series of the selected study: select or double-click to show "
                                    "in the active viewport")
 
@@ -220,6 +235,12 @@ class StudyBrowser(QWidget):
     def current_study_uid(self) -> str | None:
         index = self.study_table.currentIndex()
         return index.data(UID_ROLE) if index.isValid() else None
+
+    def clear(self) -> None:
+        """Empty both tables and the filter."""
+        self.filter_edit.clear()
+        self.set_studies([])
+        self.set_series([])
 
     def set_studies(self, studies: Sequence[StudySummary]) -> None:
         self.study_model.set_records(studies)

@@ -49,6 +49,20 @@ QToolButton { padding: 3px 8px; border: 1px solid transparent; border-radius: 3p
 QToolButton:hover { background: #3a3d41; border-color: #4a4e54; }
 QToolButton:checked { background: #34475e; border-color: #3d8ee6; }
 QStatusBar { background: #232528; color: #b9bcc1; border-top: 1px solid #1c1d20; }
+QPushButton {
+    background: #393c41; border: 1px solid #4a4e54; border-radius: 3px; padding: 5px 14px; min-width: 64px;
+}
+QPushButton:hover { background: #42464b; }
+QPushButton:pressed { background: #2f3236; }
+QPushButton:default { background: #2c5d94; border-color: #3d8ee6; color: #eef0f2; }
+QPushButton:default:hover { background: #346aa6; }
+QPushButton:disabled { background: #303236; border-color: #3a3d41; color: #6c7076; }
+QPushButton[link="true"] {
+    background: transparent; border: none; color: #6ea8fe; padding: 2px 0px; text-align: left; min-width: 0px;
+}
+QPushButton[link="true"]:hover { text-decoration: underline; }
+QPushButton[link="true"]:disabled { color: #6c7076; }
+QFrame#lock-card { background: #303337; border: 1px solid #3f4247; border-radius: 8px; }
 QMenuBar { background: #2b2d30; }
 QMenu { background: #2f3236; border: 1px solid #1c1d20; }
 QMenu::item:selected { background: #2c5d94; }

@@ -1,23 +1,43 @@
 """The viewport grid: 1×1, 1×2 or 2×2 image views, one of them active.
 
 Each cell remembers which series and patient it shows, so the window can hang series into the
-right cell and never leave another patient's images next to the ones just opened.
+right cell and never leave another patient's images next to the ones just opened. At the lock
+the grid drops every pixel and keeps only a :class:`GridState` to show the same views again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QGridLayout, QVBoxLayout, QWidget
 
+from app.imaging.display import Window
 from app.imaging.series import SeriesImages
 from app.ui.image_view import ImageView
 
 LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
 ACTIVE_FRAME = QColor(61, 142, 230)
 GRID_GAP = QColor(24, 25, 27)
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What a viewport showed, without a pixel of it."""
+
+    series_uid: str
+    study_uid: str | None
+    index: int
+    window: Window | None  # the reader's own window; None: the series default
+
+
+@dataclass(frozen=True)
+class GridState:
+    layout: str
+    active: int
+    views: tuple[ViewState | None, ...]  # one per viewport, shown or not
 
 
 class Viewport(QWidget):
@@ -27,19 +47,26 @@ class Viewport(QWidget):
         super().__init__(parent)
         self.view = ImageView(self)
         self.series_uid: str | None = None
-        self.patient_id: str | None = None
+        self.study_uid: str | None = None
+        self.patient_key: int | None = None  # the vault's "same patient" number, not a demographic
         self._highlight = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(1, 1, 1, 1)
         layout.addWidget(self.view)
         self.view.failed.connect(self._forget)
 
-    def show_series(self, series_uid: str, patient_id: str | None, images: SeriesImages) -> None:
-        self.series_uid, self.patient_id = series_uid, patient_id
+    def show_series(self, series_uid: str, study_uid: str | None, patient_key: int | None,
+                    images: SeriesImages) -> None:
+        self.series_uid, self.study_uid, self.patient_key = series_uid, study_uid, patient_key
         self.view.set_series(images)
 
+    def state(self) -> ViewState | None:
+        if self.series_uid is None:
+            return None
+        return ViewState(self.series_uid, self.study_uid, self.view.index, self.view.chosen_window)
+
     def clear(self) -> None:
-        self.series_uid = self.patient_id = None
+        self._forget()
         self.view.set_series(None)
 
     def set_highlight(self, on: bool) -> None:
@@ -47,7 +74,7 @@ class Viewport(QWidget):
         self.update()
 
     def _forget(self) -> None:
-        self.series_uid = self.patient_id = None
+        self.series_uid = self.study_uid = self.patient_key = None
 
     def paintEvent(self, event: QPaintEvent) -> None:
         QPainter(self).fillRect(self.rect(), ACTIVE_FRAME if self._highlight else Qt.GlobalColor.black)
@@ -101,6 +128,14 @@ class ViewportGrid(QWidget):
             self._grid.setColumnStretch(i, 1 if i < cols else 0)
         visible = self.visible_viewports()
         self.set_active(self._active if self._active in visible else visible[0])
+
+    def blank(self) -> GridState:
+        """Drop every image and return what the viewports showed."""
+        state = GridState(self._layout_name, self.viewports.index(self._active),
+                          tuple(viewport.state() for viewport in self.viewports))
+        for viewport in self.viewports:
+            viewport.clear()
+        return state
 
     def set_active(self, viewport: Viewport) -> None:
         changed = viewport is not self._active

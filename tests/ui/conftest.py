@@ -1,24 +1,40 @@
 """Fixtures for the viewer tests: one real passphrase-mode vault with a CT study, rendered offscreen.
 
 The vault is built once per test session (password hashing is deliberately slow) and every user
-logs in only once, because TOTP refuses a code that was already used.
+logs in only once, because TOTP refuses a code that was already used: a test that needs a second
+code of the same user takes the next time step's (:meth:`Reader.next_code`).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QApplication,
+    QDialog,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QStatusBar,
+    QWidget,
+)
+from pytestqt.qtbot import QtBot
 
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.security import totp
@@ -27,12 +43,21 @@ from app.security.roles import Role
 from app.security.sessions import Session
 from app.store.records import ImportReport
 from app.store.vault import Vault
+from app.ui.main_window import MainWindow
+from app.ui.theme import apply_dark_theme
 
 ADMIN_PASSWORD = "correct horse battery staple"
 USER_PASSWORD = "reading room pass phrase 1"
 PATIENT = Patient("P1", "Doe^Jane")
 _READERS = itertools.count(1)
 Importer = Callable[[list[tuple[str, bytes]]], ImportReport]
+D = TypeVar("D", bound=QDialog)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dark_theme(qapp: QApplication) -> None:
+    """The palette and style sheet the workstation runs with, so pixels are checked as shown."""
+    apply_dark_theme(qapp)
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +112,111 @@ def ct_datasets(importer: Importer) -> list[Dataset]:
 
 
 @pytest.fixture
-def fresh_user(vault: Vault, admin_session: Session) -> tuple[str, str, str]:
+def new_user(vault: Vault, admin_session: Session) -> Callable[[], Enrolment]:
+    """Makes new radiologists (password USER_PASSWORD), each with codes nobody has used yet."""
+    return lambda: vault.add_user(admin_session, f"reader{next(_READERS)}", Role.RADIOLOGIST, USER_PASSWORD)
+
+
+@pytest.fixture
+def fresh_user(new_user: Callable[[], Enrolment]) -> tuple[str, str, str]:
     """A new radiologist (name, password, TOTP secret) whose codes nobody has used yet."""
-    name = f"reader{next(_READERS)}"
-    enrolment = vault.add_user(admin_session, name, Role.RADIOLOGIST, USER_PASSWORD)
-    return name, USER_PASSWORD, enrolment.totp_secret
+    enrolment = new_user()
+    return enrolment.user.name, USER_PASSWORD, enrolment.totp_secret
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A radiologist logged in with the current code."""
+
+    name: str
+    password: str
+    secret: str
+    session: Session
+
+    def next_code(self) -> str:
+        """A code the vault still accepts: the login spent the current time step's."""
+        return totp.current_code(self.secret, time.time() + totp.STEP)
+
+
+@pytest.fixture
+def reader(vault: Vault, fresh_user: tuple[str, str, str]) -> Reader:
+    name, password, secret = fresh_user
+    _, session = vault.login(name, password, totp.current_code(secret))
+    return Reader(name, password, secret, session)
+
+
+def unused_code(secret: str) -> str:
+    """A well-formed code that matches none of the steps the vault accepts (now, ±30 s)."""
+    now = time.time()
+    valid = {totp.current_code(secret, now + drift) for drift in (-totp.STEP, 0, totp.STEP)}
+    return next(code for code in (f"{n:06d}" for n in itertools.count(123456, 7919)) if code not in valid)
+
+
+@pytest.fixture
+def open_window(qtbot: QtBot, vault: Vault) -> Callable[..., MainWindow]:
+    """A shown main window of ``session`` with its study list loaded."""
+    def open_(session: Session, **options: object) -> MainWindow:
+        window = MainWindow(vault, session, **options)  # type: ignore[arg-type]
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+        window.refresh()
+        return window
+
+    return open_
+
+
+def answer(kind: type[D], act: Callable[[D], None], timeout: float = 10.0) -> None:
+    """Run ``act`` on the next modal dialog of type ``kind`` once its exec() is under way.
+
+    ``act`` must close the dialog; if it fails or leaves the dialog open, the dialog is rejected
+    and the test fails instead of waiting forever.
+    """
+    deadline = time.monotonic() + timeout
+
+    def poll() -> None:
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, kind) and dialog.isVisible():
+            try:
+                act(dialog)
+                if dialog.isVisible():
+                    refusal = getattr(dialog, "error_label", None)
+                    raise AssertionError(f"{kind.__name__} was left open: "
+                                         f"{refusal.text() if isinstance(refusal, QLabel) else ''}")
+            except BaseException:
+                dialog.reject()
+                raise
+        elif time.monotonic() < deadline:
+            QTimer.singleShot(10, poll)
+
+    QTimer.singleShot(0, poll)
+
+
+def shown_texts(window: QWidget) -> list[str]:
+    """Every text the window and its children show or hold for display: labels, fields, buttons,
+    titles, tooltips, menus, the status bar and every cell of every table."""
+    texts: list[str] = []
+    for widget in [window, *window.findChildren(QWidget)]:
+        texts += [widget.windowTitle(), widget.toolTip(), widget.accessibleName()]
+        if isinstance(widget, QLabel | QLineEdit | QAbstractButton):
+            texts.append(widget.text())
+        if isinstance(widget, QLineEdit):
+            texts.append(widget.placeholderText())
+        if isinstance(widget, QStatusBar):
+            texts.append(widget.currentMessage())
+        if isinstance(widget, QMenu):
+            texts += [widget.title(), *(action.text() for action in widget.actions())]
+        if isinstance(widget, QAbstractItemView) and widget.model() is not None:
+            model = widget.model()
+            texts += [str(model.index(row, column).data(role))
+                      for row in range(model.rowCount()) for column in range(model.columnCount())
+                      for role in (0, 3)]  # display and tooltip
+    return texts
+
+
+def white_pixels(pixels: np.ndarray) -> int:
+    """How many pure white pixels: the bone of the CT phantom at its stored window, never the UI."""
+    return int((pixels == 255).all(axis=2).sum())
 
 
 def image_array(image: QImage) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
@@ -13,13 +12,7 @@ from app.security import totp
 from app.security.accounts import LOGIN_FAILED
 from app.store.vault import Vault
 from app.ui.login_dialog import LoginDialog
-
-
-def unused_code(secret: str) -> str:
-    """A well-formed code that matches none of the steps the vault accepts (now, ±30 s)."""
-    now = time.time()
-    valid = {totp.current_code(secret, now + drift) for drift in (-totp.STEP, 0, totp.STEP)}
-    return next(code for code in (f"{n:06d}" for n in itertools.count(123456, 7919)) if code not in valid)
+from tests.ui.conftest import unused_code
 
 
 def fill(qtbot: QtBot, dialog: LoginDialog, name: str, password: str, code: str) -> None:

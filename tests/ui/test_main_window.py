@@ -44,7 +44,8 @@ def test_lists_the_study_and_its_series_and_shows_an_image(window: MainWindow, c
     studies = window.browser.study_model
     row = studies.row_of(study_uid)
     assert row is not None
-    assert table_texts(studies, row) == ["Doe, Jane", "P1", "2026-03-15", "CT", "CT CHEST", "10"]
+    assert table_texts(studies, row) == ["Doe, Jane", "P1", "1960-01-01", "2026-03-15", "CT", "CT CHEST",
+                                      "10"]
 
     assert window.open_study(study_uid)
 
@@ -82,8 +83,8 @@ def test_selecting_a_series_loads_it_into_the_active_viewport(qtbot: QtBot, wind
 
 
 def test_layout_shortcuts(qtbot: QtBot, window: MainWindow, ct_datasets: list[Dataset]):
-    window.activateWindow()
-    qtbot.waitActive(window)
+    with qtbot.waitActive(window):
+        window.activateWindow()
     for keys, layout, count in (("Ctrl+4", "2x2", 4), ("Ctrl+2", "1x2", 2), ("Ctrl+1", "1x1", 1)):
         qtbot.keySequence(window, keys)
         assert window.grid.layout_name == layout
@@ -141,8 +142,8 @@ def test_run_gui_returns_1_when_the_login_is_cancelled(vault: Vault, monkeypatch
 
 def test_opening_a_study_puts_the_keyboard_in_its_viewport(qtbot: QtBot, window: MainWindow,
                                                            ct_datasets: list[Dataset]):
-    window.activateWindow()
-    qtbot.waitActive(window)
+    with qtbot.waitActive(window):
+        window.activateWindow()
     window.open_study(ct_datasets[0].StudyInstanceUID)
     view = window.grid.active.view
     assert QApplication.focusWidget() is view

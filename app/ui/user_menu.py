@@ -1,0 +1,40 @@
+"""The "User <name>" menu: lock, switch user, log out and the reader's own account settings.
+
+It only holds the actions; the main window, which owns the session, connects them. "Users…" is
+shown only to roles that may manage users.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QWidget
+
+from app.security.accounts import User
+from app.security.roles import Action, permits
+
+
+class UserMenu(QMenu):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.lock_action = QAction("&Lock", self, shortcut=QKeySequence("Ctrl+L"),
+                                   toolTip="Hide all patient data until you unlock (Ctrl+L)")
+        self.switch_action = QAction("&Switch user…", self,
+                                     toolTip="Let someone else log in; your session ends")
+        self.logout_action = QAction("Log &out", self, toolTip="End your session")
+        self.password_action = QAction("Change &password…", self)
+        self.reenrol_action = QAction("Set up &authenticator again…", self,
+                                      toolTip="A new authenticator entry and new recovery codes, e.g. "
+                                              "for a new phone; the old ones stop working")
+        self.users_action = QAction("&Users…", self, toolTip="Add and disable user accounts")
+        self.addAction(self.lock_action)
+        self.addAction(self.switch_action)
+        self.addAction(self.logout_action)
+        self.addSeparator()
+        self.addAction(self.password_action)
+        self.addAction(self.reenrol_action)
+        self.addSeparator()
+        self.addAction(self.users_action)
+
+    def set_user(self, user: User) -> None:
+        self.setTitle(f"&User {user.name}")
+        self.users_action.setVisible(permits(user.role, Action.MANAGE_USERS))
