@@ -173,10 +173,10 @@ def record_table(model: QAbstractTableModel, columns: Sequence[Column], tip: str
     header = table.horizontalHeader()
     header.setHighlightSections(False)
     header.setStretchLastSection(False)
-    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    # Short fields take what they need; the description gets the rest.
     for section, column in enumerate(columns):
-        if column.stretch:
-            header.setSectionResizeMode(section, QHeaderView.ResizeMode.Stretch)
+        mode = QHeaderView.ResizeMode.Stretch if column.stretch else QHeaderView.ResizeMode.ResizeToContents
+        header.setSectionResizeMode(section, mode)
     return table
 
 
