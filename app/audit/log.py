@@ -19,6 +19,7 @@ import sqlcipher3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.audit.anomaly import AnomalyRules
 from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
 
@@ -48,34 +49,44 @@ class ChainReport:
 
 
 class AuditLog:
-    def __init__(self, conn: sqlcipher3.Connection, signing_key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(self, conn: sqlcipher3.Connection, signing_key: Ed25519PrivateKey | None = None,
+                 rules: AnomalyRules | None = None) -> None:
         self._conn = conn
         self.signing_key = signing_key
+        self.rules = rules
 
     def append(self, event: AuditEvent) -> int:
+        """Record ``event`` and any security alert it raises; returns the event's sequence number."""
         conn = self._conn
         own = not conn.in_transaction
         if own:
             conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            at = datetime.now(UTC).isoformat(timespec="microseconds")
-            record = json.dumps(event.as_record(), sort_keys=True, separators=(",", ":"))
-            message = to_xml(event, at)
-            digest = _digest(prev, seq, at, record, message)
-            conn.execute(
-                "INSERT INTO audit (seq, at, record, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, at, record, message, prev, digest),
-            )
-            if seq % CHECKPOINT_EVERY == 0:
-                self._checkpoint(seq, digest, at)
+            now = datetime.now(UTC)
+            seq = self._insert(event, now)
+            for alert in self.rules.alerts_for(event, now) if self.rules else ():
+                self._insert(alert, now)
             if own:
                 conn.execute("COMMIT")
         except BaseException:
             if own:
                 conn.execute("ROLLBACK")
             raise
+        return seq
+
+    def _insert(self, event: AuditEvent, now: datetime) -> int:
+        row = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+        at = now.isoformat(timespec="microseconds")
+        record = json.dumps(event.as_record(), sort_keys=True, separators=(",", ":"))
+        message = to_xml(event, at)
+        digest = _digest(prev, seq, at, record, message)
+        self._conn.execute(
+            "INSERT INTO audit (seq, at, record, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, at, record, message, prev, digest),
+        )
+        if seq % CHECKPOINT_EVERY == 0:
+            self._checkpoint(seq, digest, at)
         return seq
 
     def _checkpoint(self, seq: int, head_hash: str, at: str) -> None:

@@ -23,6 +23,11 @@ class SitePolicy:
     lockout_failures: int = 5
     lockout_seconds: int = 15 * 60
     break_glass_seconds: int = 60 * 60
+    anomaly_patients_per_hour: int = 30  # distinct patients one user opens before an alert
+    # Local hours; image access outside them raises an alert. Radiology reads around the clock,
+    # so the default covers the whole day and a site narrows it where nights are unusual.
+    office_hours_start: int = 0
+    office_hours_end: int = 24
 
     def __post_init__(self) -> None:
         limits = {
@@ -31,12 +36,17 @@ class SitePolicy:
             "lockout_failures": (3, 20),
             "lockout_seconds": (60, 24 * 60 * 60),
             "break_glass_seconds": (5 * 60, 4 * 60 * 60),
+            "anomaly_patients_per_hour": (1, 10_000),
+            "office_hours_start": (0, 23),
+            "office_hours_end": (1, 24),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
                 raise UsageError(f"Site policy: {name.replace('_', ' ')} must be a whole number "
                                  f"from {low} to {high}, not {value!r}.")
+        if self.office_hours_start >= self.office_hours_end:
+            raise UsageError("Site policy: office hours must start before they end.")
 
     @classmethod
     def load(cls, conn: sqlcipher3.Connection) -> SitePolicy:

@@ -24,6 +24,7 @@ import numpy as np
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.audit.anomaly import AnomalyRules
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
 from app.errors import (
@@ -83,6 +84,7 @@ class Vault:
         self.audit.signing_key = self._audit_signing_key()
         self.accounts = Accounts(conn)
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
+        self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
 
     def _audit_signing_key(self) -> Ed25519PrivateKey:
         """The workstation's Ed25519 key for audit checkpoints, kept like a data key (wrapped)."""
