@@ -30,38 +30,38 @@ class AnomalyRules:
         if event.user is None or event.type is EventType.SECURITY_ALERT:
             return []
         policy = self._policy()
+        user = event.user
         found: list[tuple[str, dict[str, object]]] = []
+        # Each rule first asks whether it already alerted in its window: the cheap question.
         if event.type is EventType.INSTANCES_READ:
-            patients = self._distinct_patients(event.user, at - timedelta(hours=1))
-            if patients > policy.anomaly_patients_per_hour:
-                found.append((EXCESSIVE_ACCESS, {"patients_last_hour": patients,
-                                                 "threshold": policy.anomaly_patients_per_hour}))
+            if not self._alerted(user, EXCESSIVE_ACCESS, at - timedelta(hours=1)):
+                patients = self._distinct_patients(user, at - timedelta(hours=1))
+                if patients > policy.anomaly_patients_per_hour:
+                    found.append((EXCESSIVE_ACCESS, {"patients_last_hour": patients,
+                                                     "threshold": policy.anomaly_patients_per_hour}))
             local = at.astimezone()
-            if not policy.office_hours_start <= local.hour < policy.office_hours_end:
+            if (not policy.office_hours_start <= local.hour < policy.office_hours_end
+                    and not self._alerted(user, OFF_HOURS, at - timedelta(hours=12))):
                 found.append((OFF_HOURS, {"local_time": local.strftime("%H:%M")}))
-        if event.type is EventType.ACCESS_REFUSED and event.detail.get("why") == "restricted patient":
+        if (event.type is EventType.ACCESS_REFUSED and event.detail.get("why") == "restricted patient"
+                and not self._alerted(user, RESTRICTED_ATTEMPT, at - timedelta(minutes=10))):
             found.append((RESTRICTED_ATTEMPT, {}))
-        window = {EXCESSIVE_ACCESS: timedelta(hours=1), OFF_HOURS: timedelta(hours=12),
-                  RESTRICTED_ATTEMPT: timedelta(minutes=10)}
-        return [
-            AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, user=event.user,
-                       studies=event.studies, patients=event.patients,
-                       detail={"alert": rule, **detail})
-            for rule, detail in found
-            if not self._alerted(event.user, rule, at - window[rule])
-        ]
+        return [AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, user=user,
+                           studies=event.studies, patients=event.patients, detail={"alert": rule, **detail})
+                for rule, detail in found]
+
+    def _recent(self, user: str, event_type: EventType, since: datetime) -> tuple[str, tuple[str, ...]]:
+        """The WHERE clause (and its index) for one user's events of one type since a moment."""
+        return ("json_extract(record, '$.user') = ? AND json_extract(record, '$.type') = ? AND at >= ?",
+                (user, event_type.value, since.isoformat(timespec="microseconds")))
 
     def _distinct_patients(self, user: str, since: datetime) -> int:
+        where, params = self._recent(user, EventType.INSTANCES_READ, since)
         return self._conn.execute(
-            "SELECT count(DISTINCT p.value) FROM audit, json_each(audit.record, '$.patients') p "
-            "WHERE audit.at >= ? AND json_extract(audit.record, '$.type') = ? "
-            "AND json_extract(audit.record, '$.user') = ?",
-            (since.isoformat(timespec="microseconds"), EventType.INSTANCES_READ.value, user),
-        ).fetchone()[0]
+            f"SELECT count(DISTINCT p.value) FROM audit, json_each(record, '$.patients') p WHERE {where}",
+            params).fetchone()[0]
 
     def _alerted(self, user: str, rule: str, since: datetime) -> bool:
-        rows = self._conn.execute(
-            "SELECT record FROM audit WHERE at >= ? AND json_extract(record, '$.type') = ? "
-            "AND json_extract(record, '$.user') = ?",
-            (since.isoformat(timespec="microseconds"), EventType.SECURITY_ALERT.value, user))
+        where, params = self._recent(user, EventType.SECURITY_ALERT, since)
+        rows = self._conn.execute(f"SELECT record FROM audit WHERE {where}", params)
         return any(json.loads(r[0])["detail"].get("alert") == rule for r in rows)

@@ -156,6 +156,12 @@ MIGRATIONS: dict[int, str] = {
         signature BLOB NOT NULL
     );
     """,
+    # The anomaly rules look back over one user's recent events: without this they would scan
+    # six years of trail on every image opened.
+    4: """
+    CREATE INDEX audit_user_type_at ON audit(
+        json_extract(record, '$.user'), json_extract(record, '$.type'), at);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
