@@ -248,8 +248,7 @@ class Vault:
 
     def begin_reenrolment(self, session: Session) -> Enrolment:
         """A new authenticator secret and recovery codes for the session's own user."""
-        with self._transaction():
-            user = self.sessions.check(session).user
+        user = self.whoami(session).user
         return self.accounts.new_enrolment(user)
 
     def finish_reenrolment(self, session: Session, enrolment: Enrolment, code: str) -> Session:
@@ -263,8 +262,7 @@ class Vault:
         return session
 
     def change_password(self, session: Session, old: str, new: str) -> None:
-        with self._transaction():
-            user = self.sessions.check(session).user
+        user = self.whoami(session).user
         try:
             with self._transaction():
                 self.accounts.check_password(user.name, old)
@@ -294,17 +292,14 @@ class Vault:
 
     def step_up(self, session: Session, code: str) -> None:
         """Re-authentication with the authenticator before export and break-glass."""
-        with self._transaction():
-            user = self.sessions.check(session).user
-            try:
+        user = self.whoami(session).user
+        try:
+            with self._transaction():
                 self.accounts.check_code(user, code, "The authenticator code is not correct.")
-            except AuthenticationFailed:
-                pass
-            else:
                 self.audit.append(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
-                return
-        self._login_failed(user.name, step_up=True)
-        raise AuthenticationFailed("The authenticator code is not correct.")
+        except AuthenticationFailed:
+            self._login_failed(user.name, step_up=True)
+            raise
 
     def resume(self, token: str | None) -> Session:
         try:
@@ -495,10 +490,11 @@ class Vault:
             params = (patient_id,)
         rows = self._query(sql + " ORDER BY s.study_date DESC, s.study_time DESC", params)
         granted = self._break_glass_patients(user)
+        visible = VISIBLE_FIELDS[user.role]
         result = []
         for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, mods, nseries,
              ninst) in rows:
-            shown = set(VISIBLE_FIELDS[user.role]) if not restricted or key in granted else set()
+            shown = visible if not restricted or key in granted else frozenset()
             result.append(StudySummary(
                 uid, key, pid if Field.PATIENT_ID in shown else None,
                 name if Field.PATIENT_NAME in shown else None, date,
