@@ -42,6 +42,7 @@ QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
 USER_AUTHENTICATION = _dcm("110114", "User Authentication")
 APPLICATION_START = _dcm("110120", "Application Start")
+APPLICATION_STOP = _dcm("110121", "Application Stop")
 LOGIN = _dcm("110122", "Login")
 LOGOUT = _dcm("110123", "Logout")
 EMERGENCY_OVERRIDE = _dcm("110127", "Emergency Override Started")
@@ -59,6 +60,7 @@ STUDY_UID = _dcm("110180", "Study Instance UID")
 # event -> (EventID, EventActionCode, EventTypeCode or None)
 EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.APPLICATION_START: (APPLICATION_ACTIVITY, "E", APPLICATION_START),
+    EventType.APPLICATION_STOP: (APPLICATION_ACTIVITY, "E", APPLICATION_STOP),
     EventType.VAULT_CREATED: (SECURITY_ALERT, "E", SECURITY_CONFIGURATION),
     EventType.LOGIN: (USER_AUTHENTICATION, "E", LOGIN),
     EventType.LOGOUT: (USER_AUTHENTICATION, "E", LOGOUT),

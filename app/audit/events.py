@@ -22,6 +22,7 @@ class Outcome(IntEnum):
 
 class EventType(StrEnum):
     APPLICATION_START = "application-start"
+    APPLICATION_STOP = "application-stop"
     VAULT_CREATED = "vault-created"
     LOGIN = "login"
     LOGOUT = "logout"

@@ -25,6 +25,7 @@ import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit.anomaly import AnomalyRules
+from app.audit.dicom_xml import SOURCE_ID
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
 from app.errors import (
@@ -697,6 +698,11 @@ class Vault:
         self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
                                 detail={"verify": report.ok}))
         return report
+
+    def record_application(self, *, started: bool) -> None:
+        """The workstation application (the GUI) starting or stopping, for the audit trail."""
+        self._record(AuditEvent(EventType.APPLICATION_START if started else EventType.APPLICATION_STOP,
+                                user=SOURCE_ID))
 
     def audit_show(self, session: Session, limit: int = 100) -> list[dict[str, object]]:
         """The newest audit records; reading the trail is itself recorded."""

@@ -46,6 +46,15 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
     # Offscreen only when nobody has to type a password into the login dialog.
     app = _application(offscreen=screenshot is not None and session is not None)
     apply_dark_theme(app)
+    vault.record_application(started=True)
+    try:
+        return _run(app, vault, session, open_study, layout, screenshot, demo_codes)
+    finally:
+        vault.record_application(started=False)
+
+
+def _run(app: QApplication, vault: Vault, session: Session | None, open_study: str | None, layout: str,
+         screenshot: Path | None, demo_codes: Callable[[], dict[str, str]] | None) -> int:
     own_session = session is None
     if session is None:
         dialog = LoginDialog(vault, demo_codes=demo_codes)
