@@ -232,9 +232,7 @@ class ImportRun:
         with vault._transaction():
             conn = vault._conn
             for context in batch.new_keys:
-                kid, wrapped = vault._keys.wrap_data_key(self._new_keys[context], context)
-                conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
-                             (context, kid, wrapped))
+                vault._store_data_key(context, self._new_keys[context])
             for item, (digest, _) in zip(batch.items, results, strict=True):
                 p = item.parsed
                 if p is None:

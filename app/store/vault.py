@@ -92,10 +92,8 @@ class Vault:
         new: dict[str, bytes] = {}
         seed = self._data_key(AUDIT_SIGNING_CONTEXT, new)
         if new:
-            kid, wrapped = self._keys.wrap_data_key(seed, AUDIT_SIGNING_CONTEXT)
             with self._transaction():
-                self._conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
-                                   (AUDIT_SIGNING_CONTEXT, kid, wrapped))
+                self._store_data_key(AUDIT_SIGNING_CONTEXT, seed)
             self._deks[AUDIT_SIGNING_CONTEXT] = seed
         return Ed25519PrivateKey.from_private_bytes(seed)
 
@@ -427,6 +425,12 @@ class Vault:
         dek = new_keys[context] = os.urandom(32)
         return dek
 
+    def _store_data_key(self, context: str, dek: bytes) -> None:
+        """Keep a new data key, wrapped by the current master key; inside the caller's transaction."""
+        kid, wrapped = self._keys.wrap_data_key(dek, context)
+        self._conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
+                           (context, kid, wrapped))
+
     def rotate_keys(self, session: Session, passphrase: str | None = None) -> int:
         """New master key; re-wraps every data key and the index key, re-encrypts no image."""
         actor = self._gate(session, Action.ROTATE_KEYS)
@@ -513,13 +517,18 @@ class Vault:
                            (user.id, time.time()))
         return {r[0] for r in rows}
 
-    def _check_restriction(self, user: User, study_uid: str) -> tuple[str, ...]:
-        """Refuse a restricted patient's images without a live break-glass grant; the patient IDs."""
+    def _patient_of(self, study_uid: str) -> tuple[int, str, bool] | None:
+        """(patient key, Patient ID, restricted) of a cached study."""
         row = self._query("SELECT p.id, p.patient_id, p.restricted FROM studies s JOIN patients p "
                           "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
-        if not row:
+        return (row[0][0], row[0][1], bool(row[0][2])) if row else None
+
+    def _check_restriction(self, user: User, study_uid: str) -> tuple[str, ...]:
+        """Refuse a restricted patient's images without a live break-glass grant; the patient IDs."""
+        patient = self._patient_of(study_uid)
+        if patient is None:
             return ()
-        key, pid, restricted = row[0]
+        key, pid, restricted = patient
         if restricted and key not in self._break_glass_patients(user):
             self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
                                     studies=(study_uid,), patients=(pid,),
@@ -546,12 +555,11 @@ class Vault:
         user = self._gate(session, Action.BREAK_GLASS)
         if len(reason.strip()) < 10:
             raise UsageError("State the emergency reason in a few words (at least 10 characters).")
-        row = self._query("SELECT p.id, p.patient_id FROM studies s JOIN patients p ON p.id = s.patient "
-                          "WHERE s.uid = ?", (study_uid,))
-        if not row:
+        patient = self._patient_of(study_uid)
+        if patient is None:
             raise CustodianError("This study is not in the cache.")
         self.step_up(session, code)
-        key, pid = row[0]
+        key, pid, _ = patient
         now = time.time()
         expires = now + self.policy.break_glass_seconds
         with self._transaction():
