@@ -13,13 +13,16 @@ import getpass
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from app import __version__
+from app.audit.repository import SyncStatus
 from app.errors import CustodianError, NotAuthenticated, UsageError
 from app.paths import resolve_home
 from app.security import totp
@@ -349,6 +352,81 @@ def cmd_audit_show(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_audit_repository_set(args: argparse.Namespace, out: Output) -> int:
+    from app.audit.repository import Repository
+    from app.security.tls import TlsIdentity
+
+    identity = TlsIdentity.from_files(args.ca, args.cert, args.key)
+    repository = Repository(args.host, args.port, identity, args.server_name or "")
+    with open_vault(args) as vault:
+        vault.set_audit_repository(current_session(vault), repository)
+    out.emit({"repository": repository.address, "certificate": identity.subject()},
+             f"Audit repository set to {repository.address} (this workstation is "
+             f"{identity.subject()}). The certificate and key are now kept in the vault; "
+             "the files can be removed.")
+    return EXIT_OK
+
+
+def _sync_status_text(status: SyncStatus) -> str:
+    if not status.configured:
+        return "No audit repository is set."
+    state = f"stopped: {status.halted}" if status.halted else "active"
+    return (f"Audit repository {status.address} ({state}); {status.sent_seq} of {status.head_seq} "
+            f"event(s) confirmed, {status.pending} queued.")
+
+
+def cmd_audit_repository_show(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        status = vault.audit_sync_status(current_session(vault))
+    out.emit({**asdict(status), "pending": status.pending}, _sync_status_text(status))
+    return EXIT_OK
+
+
+def cmd_audit_sync(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        if args.watch:
+            from app.audit.repository import SyncWorker
+
+            def report(status: SyncStatus, error: str | None) -> None:
+                out.note(f"{datetime.now():%H:%M:%S} {error or _sync_status_text(status)}")
+
+            worker = SyncWorker(partial(vault.audit_forwarder, own_connection=True), on_status=report)
+            worker.start()
+            try:
+                while True:
+                    time.sleep(3600)
+            finally:
+                worker.stop()
+        result = vault.audit_forwarder().drain()
+    status = result.status
+    out.emit({"sent": result.sent, **asdict(status), "pending": status.pending},
+             f"Sent {result.sent} event(s). {_sync_status_text(status)}")
+    return EXIT_OK
+
+
+def cmd_audit_reconcile(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        result = vault.audit_reconcile(current_session(vault), args.central)
+
+    def text() -> str:
+        lines = [f"The repository holds {result.received} message(s) from this workstation "
+                 f"({result.duplicates} duplicate(s) after reconnects, {result.checkpoints} "
+                 f"signed checkpoint(s)); {result.pending} event(s) are not yet sent."]
+        findings = [("missing there", result.missing), ("altered there", result.altered),
+                    ("there but no longer here (local tail cut?)", result.unknown),
+                    ("checkpoints that do not match or verify", result.bad_checkpoints)]
+        for label, seqs in findings:
+            if seqs:
+                shown = ", ".join(map(str, seqs[:20])) + (" ..." if len(seqs) > 20 else "")
+                lines.append(f"{len(seqs)} event(s) {label}: {shown}")
+        lines.append("The repository agrees with the local trail." if result.ok else
+                     "The repository and the local trail disagree.")
+        return "\n".join(lines)
+
+    out.emit({**asdict(result), "ok": result.ok}, text)
+    return EXIT_OK if result.ok else 4
+
+
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     if args.screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -460,6 +538,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", cmd_audit_verify, "check the audit trail's hash chain", audit)
     p = add("show", cmd_audit_show, "list the newest audit records", audit)
     p.add_argument("--limit", type=int, default=100)
+    repository = audit.add_parser("repository", help="the central audit repository").add_subparsers(
+        dest="repository_command", required=True)
+    p = add("set", cmd_audit_repository_set,
+            "where the trail goes: syslog over mutual TLS (admin)", repository)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=6514)
+    p.add_argument("--ca", type=Path, required=True, help="PEM file of the CA(s) the repository's "
+                   "certificate must chain to")
+    p.add_argument("--cert", type=Path, required=True, help="this workstation's PEM certificate")
+    p.add_argument("--key", type=Path, required=True, help="this workstation's PEM private key")
+    p.add_argument("--server-name", help="the name in the repository's certificate, if not HOST")
+    add("show", cmd_audit_repository_show, "the repository and how much is queued", repository)
+    p = add("sync", cmd_audit_sync, "send queued events to the central repository", audit)
+    p.add_argument("--watch", action="store_true", help="keep sending as events arrive")
+    p = add("reconcile", cmd_audit_reconcile,
+            "compare what the repository received with the local trail", audit)
+    p.add_argument("--central", type=Path, required=True,
+                   help="the repository's messages, one RFC 5424 message per line")
 
     add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
     add("passwd", cmd_passwd, "change your password")

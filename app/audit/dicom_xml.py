@@ -81,7 +81,8 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.AUDIT_READ: (AUDIT_LOG_USED, "R", None),
 }
 
-SOURCE_ID = f"CUSTODIAN@{socket.gethostname()}"
+HOSTNAME = socket.gethostname() or "localhost"
+SOURCE_ID = f"CUSTODIAN@{HOSTNAME}"
 
 
 def to_xml(event: AuditEvent, at: str, *, source_id: str = SOURCE_ID, site: str = "Custodian") -> str:
@@ -96,7 +97,8 @@ def to_xml(event: AuditEvent, at: str, *, source_id: str = SOURCE_ID, site: str 
         type_code.element(ident, "EventTypeCode")
     why = event.detail.get("why") or event.detail.get("alert")
     if why:
-        ET.SubElement(ident, "EventOutcomeDescription").text = str(why)
+        # one line: syslog repositories escape control characters, and the copy must match
+        ET.SubElement(ident, "EventOutcomeDescription").text = " ".join(str(why).split())
 
     ET.SubElement(root, "ActiveParticipant", {"UserID": event.user or "unknown",
                                               "UserIsRequestor": "true"})

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.audit.anomaly import AnomalyRules
 from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
+from app.audit.syslog import ChainEntry, SignedHead
 
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 100
@@ -119,13 +120,8 @@ class AuditLog:
             prev, expected_seq = digest, seq + 1
         checkpoints = self._conn.execute(
             "SELECT seq, head_hash, at, signature FROM audit_checkpoints ORDER BY seq").fetchall()
-        public = self.signing_key.public_key() if self.signing_key else None
         for seq, head_hash, at, signature in checkpoints:
-            try:
-                if public is None:
-                    raise InvalidSignature
-                public.verify(signature, _checkpoint_payload(seq, head_hash, at))
-            except InvalidSignature:
+            if not self.head_signature_valid(SignedHead(seq, head_hash, at, signature)):
                 return ChainReport(count, False, seq, len(checkpoints))
             if seq not in hashes:  # a signed head that is no longer there: the tail was cut
                 return ChainReport(count, False, expected_seq, len(checkpoints))
@@ -137,6 +133,41 @@ class AuditLog:
         sql = "SELECT seq, at, record FROM audit ORDER BY seq DESC"
         rows = self._conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return [{"seq": s, "at": a, **json.loads(r)} for s, a, r in rows]
+
+    def entries(self, after: int = 0, limit: int | None = None) -> list[ChainEntry]:
+        """Records after sequence number ``after``, oldest first, as the repository receives them."""
+        rows = self._conn.execute(
+            "SELECT seq, at, prev_hash, hash, message FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, -1 if limit is None else limit))
+        return [ChainEntry(*row) for row in rows]
+
+    def head(self) -> int:
+        return self._conn.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0]
+
+    def sign_head(self, entry: ChainEntry) -> SignedHead:
+        """A checkpoint for ``entry`` to send along, signed like the stored ones."""
+        if self.signing_key is None:
+            raise ValueError("the audit log was opened without its signing key")
+        return SignedHead(entry.seq, entry.hash, entry.at,
+                          self.signing_key.sign(_checkpoint_payload(entry.seq, entry.hash, entry.at)))
+
+    def head_signature_valid(self, head: SignedHead) -> bool:
+        if self.signing_key is None:
+            return False
+        try:
+            self.signing_key.public_key().verify(
+                head.signature, _checkpoint_payload(head.seq, head.head_hash, head.at))
+        except InvalidSignature:
+            return False
+        return True
+
+    @property
+    def key_id(self) -> str:
+        """A short fingerprint of the checkpoint key, so a repository can tell workstations apart."""
+        if self.signing_key is None:
+            return "-"
+        raw = self.signing_key.public_key().public_bytes_raw()
+        return hashlib.sha256(raw).hexdigest()[:16]
 
     def messages(self, limit: int | None = None) -> list[tuple[int, str]]:
         sql = "SELECT seq, message FROM audit ORDER BY seq DESC"

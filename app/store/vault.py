@@ -25,9 +25,11 @@ import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit.anomaly import AnomalyRules
-from app.audit.dicom_xml import SOURCE_ID
+from app.audit.dicom_xml import HOSTNAME, SOURCE_ID
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
+from app.audit.reconcile import Reconciliation, reconcile
+from app.audit.repository import Forwarder, Repository, SyncStatus
 from app.errors import (
     AuthenticationFailed,
     BusyError,
@@ -719,3 +721,36 @@ class Vault:
             records = self.audit.records(limit)
         self._record(AuditEvent(EventType.AUDIT_READ, user=user.name, detail={"records": len(records)}))
         return records
+
+    # ------------------------------------------------------------------ the central audit repository
+    def set_audit_repository(self, session: Session, repository: Repository) -> None:
+        """Where the trail is forwarded; setting it again also resumes a sync stopped by a bad certificate."""
+        actor = self._gate(session, Action.SITE_POLICY)
+        repository.identity.check()
+        with self._transaction():
+            repository.save(self._conn)
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name, detail={
+                "audit_repository": repository.address, "certificate": repository.identity.subject()}))
+
+    def audit_forwarder(self, *, own_connection: bool = False) -> Forwarder:
+        """The sender of the queue. Forwarding is the workstation's own duty, not a user's action, so
+        it needs the opened vault but no session; a background thread asks for its own connection."""
+        conn = self._reader() if own_connection else self._conn
+        return Forwarder(AuditLog(conn, self.audit.signing_key), conn)
+
+    def audit_sync_status(self, session: Session) -> SyncStatus:
+        self._gate(session, Action.AUDIT_VERIFY)
+        with self._db:
+            return self.audit_forwarder().status()
+
+    def audit_reconcile(self, session: Session, central: Path) -> Reconciliation:
+        """Compare a copy of what the repository received with the local chain."""
+        user = self._gate(session, Action.AUDIT_VERIFY)
+        try:
+            with central.open(encoding="utf-8", errors="replace") as lines, self._db:
+                result = reconcile(lines, self.audit, self.audit_forwarder().status().sent_seq, HOSTNAME)
+        except OSError as exc:
+            raise UsageError(f"Could not read the repository's file: {exc.strerror}.") from None
+        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
+                                detail={"reconcile": result.ok, "received": result.received}))
+        return result

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QDialog
 
+from app.audit.repository import SyncWorker
 from app.errors import CustodianError, UsageError
 from app.security.sessions import Session
 from app.store.vault import Vault
+from app.ui.audit_sync_status import AuditSyncStatus
 from app.ui.enrolment_dialog import required_reenrolment
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
@@ -74,8 +77,15 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             window.open_study(open_study)
         if screenshot is not None:
             return _screenshot(app, window, screenshot)
+        indicator = AuditSyncStatus()
+        window.statusBar().addPermanentWidget(indicator)
+        worker = SyncWorker(partial(vault.audit_forwarder, own_connection=True), on_status=indicator.report)
+        worker.start()
         window.showMaximized()
-        return app.exec()
+        try:
+            return app.exec()
+        finally:
+            worker.stop()
     finally:
         current = window.session if window is not None else session
         if current is not None and (own_session or current is not session):

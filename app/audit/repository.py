@@ -1,0 +1,261 @@
+"""Store-and-forward of the audit trail to the central audit repository (IHE ATNA, ITI-20).
+
+The local chain is the queue: a cursor in the index says up to which sequence number the
+repository has confirmed receipt, so events written while it is unreachable simply wait and go
+out in order when it returns, after a restart too. Syslog over TLS has no acknowledgement, so a
+batch counts as delivered only when the repository, having read our TLS close, closes its side:
+it has then consumed every byte before it. A batch cut off earlier is sent again; its records
+carry their sequence number and hash, so the repository recognises the duplicates.
+
+A repository whose certificate does not verify is not a network fault but a possible
+impersonation: sending stops until an administrator sets the repository again, and a security
+alert is written (it waits in the queue like every other event).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import sqlcipher3
+
+from app.audit.dicom_xml import HOSTNAME
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.audit.log import AuditLog
+from app.audit.syslog import checkpoint_message, event_message, frame
+from app.errors import CustodianError, UsageError
+from app.security.tls import TlsIdentity, client_context
+
+CONFIG_KEY = "audit_repository"
+SENT_KEY = "audit_sent_seq"
+HALTED_KEY = "audit_sync_halted"
+BATCH = 2000
+CONNECT_TIMEOUT = 10.0
+UNTRUSTED_ALERT = "audit repository certificate not trusted"
+
+
+class RepositoryUnreachable(CustodianError):
+    """The repository could not be reached or did not confirm; the events stay queued."""
+
+
+class RepositoryHalted(CustodianError):
+    """Sending is stopped because the repository's certificate did not verify."""
+
+
+@dataclass(frozen=True)
+class Repository:
+    host: str
+    port: int
+    identity: TlsIdentity
+    server_name: str = ""  # the name its certificate must carry; the host when empty
+
+    def __post_init__(self) -> None:
+        if not self.host or not 0 < self.port < 65536:
+            raise UsageError("The audit repository needs a host and a port from 1 to 65535.")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def save(self, conn: sqlcipher3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     (CONFIG_KEY, json.dumps(asdict(self))))
+        conn.execute("DELETE FROM meta WHERE key = ?", (HALTED_KEY,))
+
+    @classmethod
+    def load(cls, conn: sqlcipher3.Connection) -> Repository | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (CONFIG_KEY,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return cls(**{**data, "identity": TlsIdentity(**data["identity"])})
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    configured: bool
+    address: str | None
+    sent_seq: int
+    head_seq: int
+    halted: str | None
+
+    @property
+    def pending(self) -> int:
+        return self.head_seq - self.sent_seq
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    sent: int
+    status: SyncStatus
+
+
+class Forwarder:
+    """Sends what the repository has not yet confirmed; one per connection to the index."""
+
+    def __init__(self, log: AuditLog, conn: sqlcipher3.Connection) -> None:
+        self._log = log
+        self._conn = conn
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def status(self) -> SyncStatus:
+        repository = Repository.load(self._conn)
+        return SyncStatus(repository is not None, repository.address if repository else None,
+                          int(self._meta(SENT_KEY) or 0), self._log.head(), self._meta(HALTED_KEY))
+
+    def drain(self, batch: int = BATCH, stop: threading.Event | None = None) -> SyncResult:
+        """Send every queued record, oldest first, in batches the repository confirms."""
+        repository = Repository.load(self._conn)
+        if repository is None:
+            raise UsageError("No audit repository is set: an administrator sets one with "
+                             "'custodian audit repository set'.")
+        halted = self._meta(HALTED_KEY)
+        if halted:
+            raise RepositoryHalted(f"Audit sync is stopped: {halted}. The events stay queued; an "
+                                   "administrator must check the repository and set it again.")
+        context = client_context(repository.identity)
+        sent = 0
+        while stop is None or not stop.is_set():
+            entries = self._log.entries(int(self._meta(SENT_KEY) or 0), batch)
+            if not entries:
+                break
+            head = self._log.sign_head(entries[-1])
+            payload = b"".join(frame(event_message(e, HOSTNAME)) for e in entries)
+            payload += frame(checkpoint_message(head, HOSTNAME, self._log.key_id))
+            self._send(repository, context, payload)
+            self._set_meta(SENT_KEY, str(entries[-1].seq))
+            sent += len(entries)
+        return SyncResult(sent, self.status())
+
+    def _send(self, repository: Repository, context: ssl.SSLContext, payload: bytes) -> None:
+        where = f"The audit repository at {repository.address}"
+        queued = "the events stay queued and go out when it is back"
+        started = time.monotonic()
+        try:
+            raw = socket.create_connection((repository.host, repository.port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise RepositoryUnreachable(f"{where} is unreachable ({_reason(exc)}); {queued}.") from None
+        try:
+            with context.wrap_socket(raw, server_hostname=repository.server_name or repository.host) as tls:
+                if _closed_after_handshake(tls, time.monotonic() - started):
+                    raise RepositoryUnreachable(
+                        f"{where} closed the connection after the handshake: it does not accept this "
+                        f"workstation's certificate. Nothing was sent; {queued}.")
+                tls.sendall(payload)
+                # It closes once it has read our close, with or without a TLS goodbye: delivered.
+                with contextlib.suppress(ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    tls.unwrap()
+        except ssl.SSLCertVerificationError as exc:
+            self._halt(repository, exc.verify_message or "certificate verify failed")
+            raise RepositoryHalted(
+                f"{where} presented a certificate this workstation does not trust "
+                f"({exc.verify_message}). Sending is stopped and a security alert was recorded; "
+                "the events stay queued.") from None
+        except ssl.SSLError as exc:
+            raise RepositoryUnreachable(f"{where} refused the secure connection ({exc.reason}); "
+                                        f"{queued}.") from None
+        except OSError as exc:
+            raise RepositoryUnreachable(f"{where} did not confirm receipt ({_reason(exc)}); "
+                                        f"{queued}.") from None
+
+    def _halt(self, repository: Repository, why: str) -> None:
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._set_meta(HALTED_KEY, f"the repository at {repository.address} presented an untrusted "
+                                   f"certificate ({why}) at {at}")
+        self._log.append(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE,
+                                    detail={"alert": UNTRUSTED_ALERT, "repository": repository.address,
+                                            "why": why}))
+
+
+def _closed_after_handshake(tls: ssl.SSLSocket, handshake_seconds: float) -> bool:
+    """Whether the repository hung up right after the handshake.
+
+    Repositories (rsyslog among them) check the client certificate after the TLS handshake and
+    just close when they refuse it; under TLS 1.3 the client cannot otherwise tell that close from
+    the one that confirms a delivered batch. The refusal comes within about one round trip, so
+    waiting two handshakes' time for it tells the two apart before anything is sent.
+    """
+    wait = min(max(2 * handshake_seconds, 0.05), 2.0)
+    if not select.select([tls], [], [], wait)[0]:
+        return False
+    tls.settimeout(wait)
+    try:
+        return tls.recv(1) == b""  # a repository never sends data, so anything readable is a close
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+        return True
+    except TimeoutError:
+        return False  # a TLS record that carried no data (a session ticket)
+    finally:
+        tls.settimeout(CONNECT_TIMEOUT)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return exc.strerror or type(exc).__name__
+
+
+@dataclass
+class SyncWorker:
+    """Drains the queue in the background of the GUI (or `audit sync --watch`), backing off while
+    the repository is away and stopping while it is halted, until told otherwise."""
+
+    forwarder: Callable[[], Forwarder]
+    interval: float = 2.0
+    max_backoff: float = 30.0
+    on_status: Callable[[SyncStatus, str | None], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Send now (a security alert was written, or the repository was set again)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        forwarder = self.forwarder()  # made here: its index connection belongs to this thread
+        delay = self.interval
+        while not self._stop.is_set():
+            error: str | None = None
+            try:
+                forwarder.drain(stop=self._stop)
+                delay = self.interval
+            except (CustodianError, sqlcipher3.Error) as exc:
+                error = str(exc)
+                delay = min(delay * 2, self.max_backoff)
+            if self.on_status is not None:
+                self.on_status(forwarder.status(), error)
+            self._wake.wait(delay)
+            self._wake.clear()
