@@ -17,11 +17,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 from app import __version__
+from app.audit.events import EventType
+from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
 from app.errors import CustodianError, NotAuthenticated, UsageError
 from app.paths import resolve_home
@@ -343,12 +345,52 @@ def cmd_audit_verify(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if report.ok else 4
 
 
+def _moment(text: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO date or date-time in local time (a bare date as an --until means the whole day)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"'{text}' is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM).") from None
+    if end_of_day and len(text) == 10:
+        moment += timedelta(days=1)
+    return moment.astimezone() if moment.tzinfo is None else moment
+
+
+def _audit_query(args: argparse.Namespace) -> AuditQuery:
+    return AuditQuery(user=args.user, patient=args.patient,
+                      event_type=EventType(args.type) if getattr(args, "type", None) else None,
+                      since=_moment(args.since) if args.since else None,
+                      until=_moment(args.until, end_of_day=True) if args.until else None,
+                      limit=getattr(args, "limit", None))
+
+
+def _record_json(record: AuditRecord) -> dict[str, object]:
+    return {**asdict(record), "at": record.at.isoformat()}
+
+
 def cmd_audit_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        records = vault.audit_show(current_session(vault), args.limit)
-    out.emit(records, lambda: _table(
-        [[str(r["seq"]), str(r["at"])[:19], str(r["type"]), str(r["outcome"]), str(r["user"] or "")]
-         for r in records], ["Seq", "UTC", "Event", "Outcome", "User"]))
+        records = vault.audit_show(current_session(vault), _audit_query(args))
+    headers = ["Seq", "Local time", "Event", "Outcome", "User", "Patients"]
+    out.emit([_record_json(r) for r in records], lambda: _table(
+        [[str(r.seq), f"{r.at.astimezone():%Y-%m-%d %H:%M:%S}", r.type, r.outcome_text, r.user or "",
+          " ".join(r.patients)] for r in records], headers))
+    return EXIT_OK
+
+
+def cmd_audit_report(args: argparse.Namespace, out: Output) -> int:
+    if bool(args.patient) == bool(args.user):
+        raise UsageError("Name either --patient ID (who accessed this patient) or --user NAME "
+                         "(what this user did).")
+    kind = ReportKind.PATIENT if args.patient else ReportKind.USER
+    with open_vault(args) as vault:
+        report = vault.audit_report(current_session(vault), kind, _audit_query(args))
+    if args.out:
+        report.write(args.out)
+    data = {"title": report.title, "chain_ok": report.chain_ok, "out": str(args.out) if args.out else None,
+            "records": [_record_json(r) for r in report.records]}
+    out.emit(data, lambda: "\n".join([report.title, *report.header_lines()]) + (
+        f"\nWritten to {args.out}." if args.out else "\n" + _table(report.rows(), list(report.COLUMNS))))
     return EXIT_OK
 
 
@@ -498,8 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[..., int], help_text: str,
-            target: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
-        p = target.add_parser(name, parents=[common], help=help_text, description=help_text)
+            target: argparse._SubParsersAction = sub,
+            parents: list[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+        p = target.add_parser(name, parents=[common, *(parents or [])], help=help_text,
+                              description=help_text)
         p.set_defaults(func=func)
         return p
 
@@ -536,8 +580,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True)
     add("verify", cmd_audit_verify, "check the audit trail's hash chain", audit)
-    p = add("show", cmd_audit_show, "list the newest audit records", audit)
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--user", help="one user's events")
+    filters.add_argument("--patient", metavar="ID", help="events about one patient (by Patient ID)")
+    filters.add_argument("--since", metavar="DATE", help="from this local date or date-time")
+    filters.add_argument("--until", metavar="DATE", help="up to this local date (inclusive) or date-time")
+    p = add("show", cmd_audit_show, "list audit records, newest first", audit, parents=[filters])
+    p.add_argument("--type", choices=[t.value for t in EventType], help="one kind of event")
     p.add_argument("--limit", type=int, default=100)
+    p = add("report", cmd_audit_report, "patient access or user activity report", audit, parents=[filters])
+    p.add_argument("--out", type=Path, metavar="FILE", help="write it as CSV or PDF (by extension)")
     repository = audit.add_parser("repository", help="the central audit repository").add_subparsers(
         dest="repository_command", required=True)
     p = add("set", cmd_audit_repository_set,

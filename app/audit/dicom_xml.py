@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 from dataclasses import dataclass
-from xml.etree import ElementTree as ET
+
+from lxml import etree as ET
 
 from app.audit.events import AuditEvent, EventType
 
@@ -22,7 +24,7 @@ class Code:
     scheme: str
     meaning: str
 
-    def element(self, parent: ET.Element, tag: str) -> ET.Element:
+    def element(self, parent: ET._Element, tag: str) -> ET._Element:
         return ET.SubElement(parent, tag, {"csd-code": self.code, "codeSystemName": self.scheme,
                                            "originalText": self.meaning})
 
@@ -98,9 +100,9 @@ def to_xml(event: AuditEvent, at: str, *, source_id: str = SOURCE_ID, site: str 
     why = event.detail.get("why") or event.detail.get("alert")
     if why:
         # one line: syslog repositories escape control characters, and the copy must match
-        ET.SubElement(ident, "EventOutcomeDescription").text = " ".join(str(why).split())
+        ET.SubElement(ident, "EventOutcomeDescription").text = " ".join(_clean(str(why)).split())
 
-    ET.SubElement(root, "ActiveParticipant", {"UserID": event.user or "unknown",
+    ET.SubElement(root, "ActiveParticipant", {"UserID": _clean(event.user or "unknown"),
                                               "UserIsRequestor": "true"})
     application = ET.SubElement(root, "ActiveParticipant", {"UserID": source_id,
                                                             "UserIsRequestor": "false"})
@@ -127,9 +129,17 @@ def to_xml(event: AuditEvent, at: str, *, source_id: str = SOURCE_ID, site: str 
     return ET.tostring(root, encoding="unicode")
 
 
-def _object(root: ET.Element, object_id: str, type_code: str, role: str, id_type: Code) -> ET.Element:
+def _object(root: ET._Element, object_id: str, type_code: str, role: str, id_type: Code) -> ET._Element:
     obj = ET.SubElement(root, "ParticipantObjectIdentification", {
-        "ParticipantObjectID": object_id or "unknown", "ParticipantObjectTypeCode": type_code,
+        "ParticipantObjectID": _clean(object_id) or "unknown", "ParticipantObjectTypeCode": type_code,
         "ParticipantObjectTypeCodeRole": role})
     id_type.element(obj, "ParticipantObjectIDTypeCode")
     return obj
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _clean(value: str) -> str:
+    """Values from outside (a file's Patient ID) may hold characters XML cannot carry."""
+    return _NOT_XML.sub("\ufffd", value)

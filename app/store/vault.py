@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from app.audit.dicom_xml import HOSTNAME, SOURCE_ID
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
 from app.audit.reconcile import Reconciliation, reconcile
+from app.audit.report import AuditQuery, AuditRecord, AuditReport, ReportKind
 from app.audit.repository import Forwarder, Repository, SyncStatus
 from app.errors import (
     AuthenticationFailed,
@@ -74,6 +76,13 @@ LOCK_FILE = "write.lock"
 TOKEN_FILE = "session.bin"
 
 
+@dataclass
+class _Ticket:
+    event: AuditEvent
+    done: bool = False
+    error: BaseException | None = None
+
+
 class Vault:
     def __init__(self, home: Path, keystore: KeyStore, keys: Keys, conn: sqlcipher3.Connection) -> None:
         self.home = home
@@ -82,6 +91,9 @@ class Vault:
         self._conn = conn
         self._db = threading.RLock()
         self._deks: dict[str, bytes] = {}
+        self._queue: list[_Ticket] = []  # audit events waiting for a group commit
+        self._queue_ready = threading.Condition()
+        self._committing = False
         self.blobs = BlobStore(home)
         self.audit = AuditLog(conn)
         self.audit.signing_key = self._audit_signing_key()
@@ -193,8 +205,42 @@ class Vault:
         return index.connect(self.home, self._keys.index_key)
 
     def _record(self, event: AuditEvent) -> None:
-        with self._db:
-            self.audit.append(event)
+        """Write ``event`` durably before returning.
+
+        Inside the calling thread's own transaction it commits with that transaction. Otherwise
+        events that threads write at the same moment share one commit (group commit): one thread
+        at a time commits everything queued, and the others wait for it instead of queueing up
+        for the index one by one, so one fsync serves them all.
+        """
+        if self._db.acquire(blocking=False):  # free, or held by this very thread
+            try:
+                if self._conn.in_transaction:
+                    self.audit.append(event)
+                    return
+            finally:
+                self._db.release()
+        ticket = _Ticket(event)
+        with self._queue_ready:
+            self._queue.append(ticket)
+            while not ticket.done and self._committing:
+                self._queue_ready.wait()
+            if not ticket.done:  # nobody is committing: this thread commits the queue
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not ticket.done:
+            error: BaseException | None = None
+            try:
+                with self._db:
+                    self.audit.append_all([t.event for t in batch])
+            except BaseException as exc:
+                error = exc
+            with self._queue_ready:
+                for t in batch:
+                    t.done, t.error = True, error
+                self._committing = False
+                self._queue_ready.notify_all()
+        if ticket.error is not None:
+            raise ticket.error
 
     # ------------------------------------------------------------------ sessions and the gate
     @property
@@ -714,13 +760,28 @@ class Vault:
         self._record(AuditEvent(EventType.APPLICATION_START if started else EventType.APPLICATION_STOP,
                                 user=SOURCE_ID))
 
-    def audit_show(self, session: Session, limit: int = 100) -> list[dict[str, object]]:
-        """The newest audit records; reading the trail is itself recorded."""
+    def audit_show(self, session: Session, query: AuditQuery) -> list[AuditRecord]:
+        """The records ``query`` selects, newest first; reading the trail is itself recorded."""
         user = self._gate(session, Action.AUDIT_READ)
         with self._db:
-            records = self.audit.records(limit)
-        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name, detail={"records": len(records)}))
+            records = self.audit.records(query)
+        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
+                                patients=(query.patient,) if query.patient else (),
+                                detail={"records": len(records), **query.audit_detail()}))
         return records
+
+    def audit_report(self, session: Session, kind: ReportKind, query: AuditQuery) -> AuditReport:
+        """A patient access or user activity report, headed by whether the chain verified."""
+        kind.check(query)
+        user = self._gate(session, Action.AUDIT_READ)
+        with self._db:
+            records = self.audit.records(query)
+            chain_ok = self.audit.verify().ok
+        self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
+                                patients=(query.patient,) if query.patient else (),
+                                detail={"report": kind.value, "records": len(records),
+                                        **query.audit_detail()}))
+        return AuditReport(kind, query, records, chain_ok, user.name, datetime.now(UTC))
 
     # ------------------------------------------------------------------ the central audit repository
     def set_audit_repository(self, session: Session, repository: Repository) -> None:

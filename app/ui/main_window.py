@@ -41,6 +41,7 @@ from app.store.records import SeriesSummary, StudySummary
 from app.store.vault import Vault
 from app.ui.account_dialogs import ChangePasswordDialog
 from app.ui.admin_users import AdminUsersDialog
+from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.clipboard_guard import ClipboardGuard
 from app.ui.enrolment_dialog import reenrol
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self._series: list[SeriesSummary] = []
         self._listed_study: str | None = None
         self._locked_work: LockedWork | None = None
+        self._audit_viewer: AuditViewer | None = None
 
         self.browser = StudyBrowser()
         self.grid = ViewportGrid(layout)
@@ -160,6 +162,7 @@ class MainWindow(QMainWindow):
         menu.password_action.triggered.connect(self.change_password)
         menu.reenrol_action.triggered.connect(self.set_up_authenticator)
         menu.users_action.triggered.connect(self.manage_users)
+        menu.audit_action.triggered.connect(self.show_audit_trail)
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(refresh)
@@ -211,6 +214,8 @@ class MainWindow(QMainWindow):
         """Reload the study list, keeping the current study selected when it is still there."""
         if self._session is not None and not permits(self._session.user.role, Action.LIST_STUDIES):
             self.statusBar().showMessage(f"The {self._session.user.role.value} role has no study list.")
+            if permits(self._session.user.role, Action.AUDIT_READ) and not self._quiet:
+                self.show_audit_trail()  # the privacy officer's work is the trail
             return
         studies = self._ask(self._vault.studies, self._session)
         if studies is None:
@@ -328,6 +333,24 @@ class MainWindow(QMainWindow):
             self._session = session
             self.statusBar().showMessage("Your new authenticator is set up; the old one and its recovery "
                                          "codes no longer work.", STATUS_SECONDS * 1000)
+
+    def show_audit_trail(self) -> AuditViewer | None:
+        """The audit viewer, beside the main window; the lock closes (and drops) it."""
+        if self._session is None:
+            return None
+        viewer = self._audit_viewer
+        if viewer is None:
+            self._audit_viewer = viewer = AuditViewer(self._vault, self._session, self)
+            viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            viewer.finished.connect(self._audit_viewer_closed)
+            viewer.show()
+            viewer.search()
+        viewer.raise_()
+        viewer.activateWindow()
+        return viewer
+
+    def _audit_viewer_closed(self) -> None:
+        self._audit_viewer = None
 
     def manage_users(self) -> None:
         if self._session is not None:

@@ -1,7 +1,7 @@
 """The "User <name>" menu: lock, switch user, log out and the reader's own account settings.
 
-It only holds the actions; the main window, which owns the session, connects them. "Users…" is
-shown only to roles that may manage users.
+It only holds the actions; the main window, which owns the session, connects them. "Users…" and
+"Audit trail…" are shown only to roles that may manage users or read the trail.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class UserMenu(QMenu):
                                       toolTip="A new authenticator entry and new recovery codes, e.g. "
                                               "for a new phone; the old ones stop working")
         self.users_action = QAction("&Users…", self, toolTip="Add and disable user accounts")
+        self.audit_action = QAction("&Audit trail…", self, shortcut=QKeySequence("Ctrl+Shift+A"),
+                                    toolTip="Search the audit trail and export access reports (Ctrl+Shift+A)")
         self.addAction(self.lock_action)
         self.addAction(self.switch_action)
         self.addAction(self.logout_action)
@@ -34,7 +36,9 @@ class UserMenu(QMenu):
         self.addAction(self.reenrol_action)
         self.addSeparator()
         self.addAction(self.users_action)
+        self.addAction(self.audit_action)
 
     def set_user(self, user: User) -> None:
         self.setTitle(f"&User {user.name}")
         self.users_action.setVisible(permits(user.role, Action.MANAGE_USERS))
+        self.audit_action.setVisible(permits(user.role, Action.AUDIT_READ))

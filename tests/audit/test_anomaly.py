@@ -12,7 +12,7 @@ from tests.conftest import VaultEnv, study_bytes
 
 def _alerts(env: VaultEnv, rule: str) -> list[dict[str, object]]:
     return [r for r in env.vault.audit.records()
-            if r["type"] == "security-alert" and r["detail"]["alert"] == rule]
+            if r.type == "security-alert" and r.detail["alert"] == rule]
 
 
 def _series(items: list[tuple[str, bytes]]) -> str:
@@ -30,7 +30,7 @@ def test_excessive_access_alerts_once(env: VaultEnv) -> None:
     for items in studies[3:]:
         env.vault.open_series(rad, _series(items))
     (alert,) = _alerts(env, "excessive access")
-    assert alert["user"] == "rad" and alert["detail"]["patients_last_hour"] == 4
+    assert alert.user == "rad" and alert.detail["patients_last_hour"] == 4
     assert env.vault.audit.verify().ok
 
 
@@ -46,4 +46,4 @@ def test_off_hours_access_alerts_when_the_site_sets_office_hours(env: VaultEnv) 
     env.vault.open_series(rad, _series(items))
     env.vault.open_series(rad, _series(items))
     (alert,) = _alerts(env, "access outside office hours")
-    assert alert["user"] == "rad" and alert["patients"] == ["PID-0001"]
+    assert alert.user == "rad" and alert.patients == ("PID-0001",)

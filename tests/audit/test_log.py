@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -88,3 +89,40 @@ def test_checkpoints_are_made_as_the_trail_grows(chain: VaultEnv) -> None:
         chain.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad"))
     report = chain.vault.audit.verify()
     assert report.ok and report.checkpoints >= 1
+
+
+def test_events_from_many_threads_share_commits_and_all_land(env: VaultEnv,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+
+    batches: list[int] = []
+    real = env.vault.audit.append_all
+    monkeypatch.setattr(env.vault.audit, "append_all",
+                        lambda events: batches.append(len(events)) or real(events))
+    before = len(_seqs(env))
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            env.vault._record(AuditEvent(EventType.STUDY_LIST, user=f"user{n}", detail={"i": i}))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(_seqs(env)) - before == 200 and sum(batches) == 200
+    assert len(batches) < 200  # some commits carried several threads' events
+    assert env.vault.audit.verify().ok
+    for n in range(8):  # each writer's events in the order it wrote them
+        mine = [r.detail["i"] for r in env.vault.audit.records() if r.user == f"user{n}"]
+        assert mine == list(range(24, -1, -1))
+
+
+def test_a_failed_group_commit_fails_every_writer_in_it(env: VaultEnv,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(events: list[AuditEvent]) -> list[int]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(env.vault.audit, "append_all", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        env.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad"))
+    assert env.vault._queue == []

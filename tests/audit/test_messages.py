@@ -53,3 +53,13 @@ def test_messages_in_the_trail_carry_no_patient_name(env: VaultEnv) -> None:
         assert "Testperson" not in xml and "Quentin" not in xml
     imports = [xml for _, xml in messages if 'csd-code="110107"' in xml]
     assert imports and "PID-0001" in imports[0]
+
+
+def test_hostile_values_still_make_a_one_line_valid_message() -> None:
+    """A Patient ID from a crafted file may carry control characters; the event must still be written."""
+    event = AuditEvent(EventType.IMPORT, user="tech", patients=("PID\x00\x1b[2J\ud800",),
+                       detail={"why": "line one\nline two\r\n"})
+    xml = to_xml(event, datetime.now(UTC).isoformat())
+    assert "\n" not in xml and "\r" not in xml
+    doc = _valid(xml)
+    assert doc.find("ParticipantObjectIdentification").get("ParticipantObjectID").startswith("PID\ufffd")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.audit.events import AuditEvent, EventType
+from app.audit.report import AuditQuery
 from app.audit.repository import (
     UNTRUSTED_ALERT,
     Repository,
@@ -130,8 +131,8 @@ def test_an_untrusted_repository_certificate_stops_sending_and_raises_an_alert(
         assert peer.wait_for(1, timeout=1.0) == []
         status = forwarder.status()
         assert status.halted and status.pending > 0
-        alerts = [r for r in env.vault.audit.records(5) if r["type"] == EventType.SECURITY_ALERT.value]
-        assert alerts and alerts[0]["detail"]["alert"] == UNTRUSTED_ALERT
+        alerts = env.vault.audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT, limit=5))
+        assert alerts and alerts[0].detail["alert"] == UNTRUSTED_ALERT
 
         # The real repository is back; an administrator sets it again and sending resumes,
         # the alert with it.
@@ -142,7 +143,7 @@ def test_an_untrusted_repository_certificate_stops_sending_and_raises_an_alert(
         result = forwarder.drain()
         assert result.status.pending == 0 and not result.status.halted
         events, _ = _received(peer, result.status.head_seq)
-        alert_seq = alerts[0]["seq"]
+        alert_seq = alerts[0].seq
         assert alert_seq in events and events == sorted(set(events))
     finally:
         peer.stop()

@@ -60,7 +60,7 @@ def test_same_message_for_every_failure(env: VaultEnv) -> None:
             env.vault.login(name, password, code)
         messages.add(str(exc.value))
     assert messages == {LOGIN_FAILED}
-    failures = [r for r in env.vault.audit.records() if r["type"] == "login" and r["outcome"] == 4]
+    failures = [r for r in env.vault.audit.records() if r.type == "login" and r.outcome == 4]
     assert len(failures) == 4
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pydicom
 import pytest
 
+from app.audit.report import AuditQuery
 from app.errors import (
     AuthenticationFailed,
     CustodianError,
@@ -71,7 +72,7 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.ROTATE_KEYS: lambda v, s: v.rotate_keys(s, PASSPHRASE),
         A.MANAGE_USERS: lambda v, s: v.list_users(s),
         A.AUDIT_VERIFY: lambda v, s: v.audit_verify(s),
-        A.AUDIT_READ: lambda v, s: v.audit_show(s, 5),
+        A.AUDIT_READ: lambda v, s: v.audit_show(s, AuditQuery(limit=5)),
         A.SITE_POLICY: lambda v, s: v.set_policy(s, "lockout_failures", "5"),
         A.RESTRICT_PATIENT: lambda v, s: v.restrict_patient(s, "PID-0001", False),
         A.BREAK_GLASS: lambda v, s: v.break_glass(s, env.study_uid, "matrix test, emergency", "000000"),
@@ -98,9 +99,10 @@ def test_role_action_matrix(world: VaultEnv, role: Role, action: Action) -> None
     else:
         with pytest.raises(NotPermitted, match=f"the {role.value} role may not {action.value}"):
             call(world.vault, session)
-        refusals = [r for r in world.vault.audit.records(len(world.vault.audit.records()) - before)
-                    if r["type"] == "access-refused"]
-        assert refusals and refusals[0]["detail"]["action"] == action.value
+        written = len(world.vault.audit.records()) - before
+        refusals = [r for r in world.vault.audit.records(AuditQuery(limit=written))
+                    if r.type == "access-refused"]
+        assert refusals and refusals[0].detail["action"] == action.value
 
 
 def test_minimum_necessary_fields(world: VaultEnv) -> None:
@@ -122,8 +124,8 @@ def test_lockout_after_repeated_failures(env: VaultEnv) -> None:
     with pytest.raises(AuthenticationFailed) as locked:
         env.vault.login("rad", account.password, account.codes.next())  # right, but locked
     assert str(locked.value) == LOGIN_FAILED
-    alerts = [r for r in env.vault.audit.records() if r["type"] == "security-alert"]
-    assert alerts and alerts[0]["user"] == "rad" and "locked" in alerts[0]["detail"]["alert"]
+    alerts = [r for r in env.vault.audit.records() if r.type == "security-alert"]
+    assert alerts and alerts[0].user == "rad" and "locked" in alerts[0].detail["alert"]
     with env.vault._transaction():
         env.vault._conn.execute("UPDATE users SET locked_until = ? WHERE name = 'rad'", (time.time() - 1,))
     env.vault.login("rad", account.password, account.codes.next())
@@ -213,9 +215,9 @@ def test_break_glass_for_a_restricted_patient(env: VaultEnv) -> None:
     assert len(images) == 2
     assert env.vault.studies(rad)[0].patient_name == "Testperson^Quentin"
     records = env.vault.audit.records()
-    (override,) = [r for r in records if r["type"] == "emergency-override"]
-    assert override["detail"]["reason"] == "trauma bay, unconscious patient"
-    alerts = [r["detail"]["alert"] for r in records if r["type"] == "security-alert"]
+    (override,) = [r for r in records if r.type == "emergency-override"]
+    assert override.detail["reason"] == "trauma bay, unconscious patient"
+    alerts = [r.detail["alert"] for r in records if r.type == "security-alert"]
     assert "break-glass access" in alerts and "attempt to open a restricted patient" in alerts
     with env.vault._transaction():
         env.vault._conn.execute("UPDATE break_glass SET expires_at = ?", (time.time() - 1,))

@@ -140,8 +140,8 @@ def test_shred_destroys_the_key(env: VaultEnv) -> None:
         with pytest.raises(BlobDamaged):
             unseal(dek, sealed, instance_aad(ds.SOPInstanceUID))
     assert vault.verify(env.login("admin")).damaged == []
-    shreds = [r for r in vault.audit.records() if r["type"] == "shred"]
-    assert shreds[0]["detail"]["reason"] == "patient request, ticket 42"
+    shreds = [r for r in vault.audit.records() if r.type == "shred"]
+    assert shreds[0].detail["reason"] == "patient request, ticket 42"
 
 
 def test_key_rotation_rewraps_without_reencrypting(env: VaultEnv) -> None:
@@ -181,7 +181,7 @@ def test_gate_refuses_without_live_session(env: VaultEnv) -> None:
         env.vault.studies(rad)
     with pytest.raises(NotAuthenticated):
         env.vault.resume("forged-token")
-    refused = [r for r in env.vault.audit.records() if r["type"] == "access-refused"]
+    refused = [r for r in env.vault.audit.records() if r.type == "access-refused"]
     assert len(refused) == 2
 
 
@@ -193,8 +193,8 @@ def test_gate_enforces_roles_and_audits(env: VaultEnv) -> None:
         env.vault.import_bytes(admin, study_bytes(slices=1, size=16))
     with pytest.raises(NotPermitted):
         env.vault.add_user(env.login("rad"), "mallory", Role.ADMIN, "a-long-enough-password")
-    refused = [r for r in env.vault.audit.records() if r["type"] == "access-refused"]
-    assert {r["detail"]["action"] for r in refused} == {"list studies", "import", "manage users"}
+    refused = [r for r in env.vault.audit.records() if r.type == "access-refused"]
+    assert {r.detail["action"] for r in refused} == {"list studies", "import", "manage users"}
 
 
 def _idle(env: VaultEnv, session: object, seconds: float) -> None:
@@ -234,8 +234,8 @@ def test_site_and_user_can_only_shorten_the_idle_limit(env: VaultEnv) -> None:
     _idle(env, rad, 61)
     with pytest.raises(NotAuthenticated):
         env.vault.studies(rad)
-    changes = [r for r in env.vault.audit.records() if r["type"] == "security-configuration"]
-    assert changes[0]["detail"] == {"setting": "inactivity_seconds", "value": "300"}
+    changes = [r for r in env.vault.audit.records() if r.type == "security-configuration"]
+    assert changes[0].detail == {"setting": "inactivity_seconds", "value": "300"}
 
 
 def test_absolute_limit_forces_a_new_login(env: VaultEnv) -> None:

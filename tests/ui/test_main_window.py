@@ -128,8 +128,8 @@ def test_run_gui_screenshot_writes_the_window_with_an_image(tmp_path: Path, vaul
     viewport = pixels[100:700, 700:1200]  # right of the study list, inside the single viewport
     assert viewport.any(), "the image area is black"
     assert len(np.unique(viewport.reshape(-1, 3), axis=0)) >= 3
-    start, stop = [r["type"] for r in vault.audit.records()
-                   if r["type"] in ("application-start", "application-stop")][:2][::-1]
+    start, stop = [r.type for r in vault.audit.records()
+                   if r.type in ("application-start", "application-stop")][:2][::-1]
     assert (start, stop) == ("application-start", "application-stop")
 
 

@@ -1,0 +1,188 @@
+"""What the privacy officer asks of the trail: filtered listings and the two standard reports.
+
+A *patient access report* answers "who looked at this patient, when, and what did they do"; a
+*user activity report* answers "what did this person do". Both are plain tables that go out as
+CSV (for a spreadsheet or a case file) or PDF (for a letter), headed by the question they answer
+and the state of the chain, so a printout says whether the evidence was intact when it was made.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from app.audit.events import EventType, Outcome
+from app.errors import UsageError
+
+OUTCOMES = {int(o): o.name.replace("_", " ").lower() for o in Outcome}
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    user: str | None = None
+    patient: str | None = None
+    event_type: EventType | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = 1000
+
+    def __post_init__(self) -> None:
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("AuditQuery times must be timezone-aware")
+        if self.since and self.until and self.since >= self.until:
+            raise UsageError("The report's start must be before its end.")
+
+    def where(self) -> tuple[str, list[object]]:
+        clauses, params = ["1"], []
+        if self.user:
+            clauses.append("json_extract(record, '$.user') = ?")
+            params.append(self.user)
+        if self.event_type:
+            clauses.append("json_extract(record, '$.type') = ?")
+            params.append(self.event_type.value)
+        if self.since:
+            clauses.append("at >= ?")
+            params.append(self.since.astimezone(UTC).isoformat(timespec="microseconds"))
+        if self.until:
+            clauses.append("at < ?")
+            params.append(self.until.astimezone(UTC).isoformat(timespec="microseconds"))
+        if self.patient:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(record, '$.patients') WHERE value = ?)")
+            params.append(self.patient)
+        return " AND ".join(clauses), params
+
+    def describe(self) -> str:
+        parts = [f"user {self.user}" if self.user else "", f"patient {self.patient}" if self.patient else "",
+                 f"event {self.event_type.value}" if self.event_type else "",
+                 f"from {self.since:%Y-%m-%d %H:%M}" if self.since else "",
+                 f"until {self.until:%Y-%m-%d %H:%M}" if self.until else ""]
+        return ", ".join(p for p in parts if p) or "all events"
+
+    def audit_detail(self) -> dict[str, object]:
+        """The filter as it goes into the trail's own record of the reading."""
+        return {k: v for k, v in {"user": self.user, "patient": self.patient,
+                                  "event_type": self.event_type.value if self.event_type else None,
+                                  "since": self.since.isoformat() if self.since else None,
+                                  "until": self.until.isoformat() if self.until else None}.items() if v}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    at: datetime
+    type: str
+    outcome: int
+    user: str | None
+    patients: tuple[str, ...]
+    studies: tuple[str, ...]
+    detail: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, seq: int, at: str, record: dict[str, object]) -> AuditRecord:
+        return cls(seq, datetime.fromisoformat(at), str(record["type"]), int(record["outcome"]),
+                   record.get("user"), tuple(record.get("patients") or ()),
+                   tuple(record.get("studies") or ()), dict(record.get("detail") or {}))
+
+    @property
+    def outcome_text(self) -> str:
+        return OUTCOMES.get(self.outcome, str(self.outcome))
+
+    def detail_text(self) -> str:
+        return "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(self.detail.items()))
+
+
+class ReportKind(StrEnum):
+    PATIENT = "patient access"
+    USER = "user activity"
+    LISTING = "audit listing"
+
+    def check(self, query: AuditQuery) -> None:
+        if self is ReportKind.PATIENT and not query.patient:
+            raise UsageError("A patient access report needs the patient's ID.")
+        if self is ReportKind.USER and not query.user:
+            raise UsageError("A user activity report needs the user's name.")
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    kind: ReportKind
+    query: AuditQuery
+    records: list[AuditRecord]
+    chain_ok: bool
+    made_by: str
+    made_at: datetime
+
+    @property
+    def title(self) -> str:
+        subject = {ReportKind.PATIENT: self.query.patient, ReportKind.USER: self.query.user}.get(self.kind)
+        return f"{self.kind.value.capitalize()} report" + (f": {subject}" if subject else "")
+
+    def header_lines(self) -> list[str]:
+        return [f"Selection: {self.query.describe()}",
+                f"Made by {self.made_by} on {self.made_at:%Y-%m-%d %H:%M} UTC; {len(self.records)} event(s)",
+                "Audit trail verified intact when this report was made." if self.chain_ok else
+                "WARNING: the audit trail failed verification when this report was made."]
+
+    COLUMNS = ("Seq", "Time (UTC)", "Event", "Outcome", "User", "Patients", "Studies", "Detail")
+
+    def rows(self) -> list[list[str]]:
+        return [[str(r.seq), f"{r.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}", r.type, r.outcome_text,
+                 r.user or "", " ".join(r.patients), " ".join(r.studies), r.detail_text()]
+                for r in self.records]
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for line in [self.title, *self.header_lines()]:
+            writer.writerow([f"# {line}"])
+        writer.writerow(self.COLUMNS)
+        writer.writerows(self.rows())
+        return buffer.getvalue()
+
+    def to_pdf(self) -> bytes:
+        from fpdf import FPDF  # only for PDF output; the rest of the core never needs it
+
+        pdf = FPDF(orientation="L", format="A4")
+        pdf.set_title(self.title)
+        pdf.set_creator("Custodian")
+        pdf.set_auto_page_break(auto=True, margin=12)
+        pdf.add_page()
+        pdf.set_font("Helvetica", "B", 14)
+        pdf.cell(0, 9, _latin1(self.title), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 9)
+        for line in self.header_lines():
+            pdf.cell(0, 5, _latin1(line), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
+        widths = (12, 32, 42, 24, 26, 30, 55, 52)
+        pdf.set_font("Helvetica", "", 7)
+        with pdf.table(col_widths=widths, text_align="LEFT", line_height=3.6,
+                       first_row_as_headings=True, repeat_headings=1) as table:
+            for values in [list(self.COLUMNS), *self.rows()]:
+                row = table.row()
+                for value in values:
+                    row.cell(_latin1(value))
+        pdf.set_y(-14)
+        pdf.set_font("Helvetica", "I", 7)
+        pdf.cell(0, 5, "Contains protected health information: handle under the site's privacy policy.")
+        return bytes(pdf.output())
+
+    def write(self, path: Path) -> None:
+        """CSV or PDF by the file's extension."""
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".pdf"):
+            raise UsageError(f"A report is written as .csv or .pdf, not '{path.suffix or path.name}'.")
+        data = self.to_pdf() if suffix == ".pdf" else self.to_csv().encode("utf-8")
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"The report could not be written to {path}: {exc.strerror}.") from None
+
+
+def _latin1(text: str) -> str:
+    """The PDF's built-in fonts cover Latin-1 only; anything else shows as '?'."""
+    return text.encode("latin-1", "replace").decode("latin-1")
