@@ -311,7 +311,7 @@ def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
     if not password:
         raise UsageError("The new account needs a password (CUSTODIAN_PASSWORD or the prompt).")
     with open_vault(args) as vault:
-        enrolment = vault.add_user(current_session(vault), args.name, role, password)
+        enrolment = vault.add_user(current_session(vault), args.name, role, password, args.full_name)
     out.emit({"user": args.name, "role": role.value, "totp_uri": enrolment.totp_uri,
               "recovery_codes": enrolment.recovery_codes},
              lambda: f"User {args.name} ({role.value}) added.\nAuthenticator:\n  {enrolment.totp_uri}\n"
@@ -573,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("add", cmd_user_add, "add a user", user)
     p.add_argument("name")
     p.add_argument("--role", required=True)
+    p.add_argument("--full-name", default="", metavar="NAME",
+                   help="the person's name (alerts when they open a patient of their own surname)")
     p = add("disable", cmd_user_disable, "disable a user and end their sessions", user)
     p.add_argument("name")
     add("list", cmd_user_list, "list users", user)

@@ -75,10 +75,10 @@ class VaultEnv:
         self.sessions[name] = session
         return session
 
-    def add(self, name: str, role: Role) -> Account:
+    def add(self, name: str, role: Role, full_name: str = "") -> Account:
         admin = self.login("admin")
         password = password_for(name)
-        enrolment = self.vault.add_user(admin, name, role, password)
+        enrolment = self.vault.add_user(admin, name, role, password, full_name)
         account = Account(name, role, password, Codes(enrolment.totp_secret))
         self.accounts[name] = account
         return account

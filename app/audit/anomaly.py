@@ -19,6 +19,7 @@ from app.security.policy import SitePolicy
 EXCESSIVE_ACCESS = "excessive access"
 OFF_HOURS = "access outside office hours"
 RESTRICTED_ATTEMPT = "attempt to open a restricted patient"
+OWN_SURNAME = "access to a patient with the user's own surname"
 
 
 class AnomalyRules:
@@ -40,6 +41,9 @@ class AnomalyRules:
                 if patients > policy.anomaly_patients_per_hour:
                     found.append((EXCESSIVE_ACCESS, {"patients_last_hour": patients,
                                                      "threshold": policy.anomaly_patients_per_hour}))
+            if (self._shares_surname(user, event.patients)
+                    and not self._alerted(user, OWN_SURNAME, at - timedelta(hours=1))):
+                found.append((OWN_SURNAME, {}))
             local = at.astimezone()
             if (not policy.office_hours_start <= local.hour < policy.office_hours_end
                     and not self._alerted(user, OFF_HOURS, at - timedelta(hours=12))):
@@ -63,6 +67,17 @@ class AnomalyRules:
         return self._conn.execute(
             "SELECT count(*) FROM (SELECT DISTINCT p.value FROM audit, json_each(record, '$.patients') p "
             f"WHERE {where} LIMIT ?)", (*params, enough)).fetchone()[0]
+
+    def _shares_surname(self, user: str, patients: tuple[str, ...]) -> bool:
+        """Whether the user's family name (the last word of their full name) is a patient's (the
+        first component of the DICOM name): a relative's chart is the classic snooping case."""
+        row = self._conn.execute("SELECT full_name FROM users WHERE name = ?", (user,)).fetchone()
+        surname = row[0].split()[-1].casefold() if row and row[0].strip() else ""
+        if not surname or not patients:
+            return False
+        rows = self._conn.execute(
+            f"SELECT name FROM patients WHERE patient_id IN ({', '.join('?' * len(patients))})", patients)
+        return any(name.split("=")[0].split("^")[0].strip().casefold() == surname for (name,) in rows)
 
     def _alerted(self, user: str, rule: str, since: datetime) -> bool:
         where, params = self._recent(user, EventType.SECURITY_ALERT, since)

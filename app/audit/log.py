@@ -30,10 +30,9 @@ CHECKPOINT_EVERY = 100
 
 
 def _digest(prev_hash: str, seq: int, at: bytes, record: bytes, message: bytes | None) -> str:
-    parts = [prev_hash.encode(), b"\n%d\n" % seq, at, b"\n", record]
-    if message:  # records written before messages were kept have none
-        parts += [b"\n", message]
-    return hashlib.sha256(b"".join(parts)).hexdigest()
+    head = b"%s\n%d\n%s\n%s" % (prev_hash.encode(), seq, at, record)
+    # records written before messages were kept have none
+    return hashlib.sha256(head + b"\n" + message if message else head).hexdigest()
 
 
 def _checkpoint_payload(seq: int, head_hash: str, at: str) -> bytes:

@@ -76,18 +76,21 @@ class Accounts:
         self._conn = conn
 
     # ------------------------------------------------------------------ administration
-    def add(self, name: str, role: Role, password: str) -> Enrolment:
+    def add(self, name: str, role: Role, password: str, full_name: str = "") -> Enrolment:
         if not _NAME.match(name):
             raise UsageError(
                 "A user name is 1–64 letters, digits, dots, dashes or underscores, "
                 "starting with a letter or digit."
             )
+        full_name = " ".join(full_name.split())
+        if len(full_name) > 128 or not full_name.isprintable():
+            raise UsageError("A full name is up to 128 printable characters.")
         passwords.check_rules(password, name)
         try:
             cur = self._conn.execute(
-                "INSERT INTO users (name, role, password_hash, totp_secret, created_at) "
-                "VALUES (?, ?, ?, '', ?)",
-                (name, role.value, passwords.hash_password(password), time.time()),
+                "INSERT INTO users (name, role, password_hash, totp_secret, created_at, full_name) "
+                "VALUES (?, ?, ?, '', ?, ?)",
+                (name, role.value, passwords.hash_password(password), time.time(), full_name),
             )
         except sqlcipher3.IntegrityError:
             raise UsageError(f"A user named '{name}' already exists.") from None

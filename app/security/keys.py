@@ -124,6 +124,8 @@ class KeyStore:
     masters: dict[str, str] = field(default_factory=dict)  # kid -> wrapped MK (passphrase mode)
     index_keys: dict[str, str] = field(default_factory=dict)  # kid -> index key wrapped by MK
     current_kid: str = ""
+    # SQLCipher settings the index was made with (empty: SQLCipher 4's defaults, older vaults)
+    index_cipher: dict[str, object] = field(default_factory=dict)
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
@@ -141,6 +143,7 @@ class KeyStore:
                 masters=dict(doc.get("masters", {})),
                 index_keys=dict(doc["index_keys"]),
                 current_kid=doc["current_kid"],
+                index_cipher=dict(doc.get("index_cipher") or {}),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CustodianError("The vault's key store is missing or damaged.") from exc
@@ -154,6 +157,7 @@ class KeyStore:
             "masters": self.masters,
             "index_keys": self.index_keys,
             "current_kid": self.current_kid,
+            "index_cipher": self.index_cipher,
         }
         write_durable(self.path, json.dumps(doc, indent=1).encode())
 

@@ -130,7 +130,8 @@ class Vault:
         if use_keyring is None:
             use_keyring = keyring_usable()
         keystore, keys = KeyStore.create(home, passphrase=passphrase, use_keyring=use_keyring)
-        conn = index.connect(home, keys.index_key, create=True)
+        keystore.index_cipher = dict(index.NEW_INDEX_CIPHER)
+        conn = index.connect(home, keys.index_key, create=True, cipher=keystore.index_cipher)
         vault = cls(home, keystore, keys, conn)
         with vault._transaction():
             enrolment = vault.accounts.add(admin, Role.ADMIN, password)
@@ -147,7 +148,7 @@ class Vault:
             )
         keystore = KeyStore.load(home)
         keys = keystore.unlock(passphrase_source)
-        return cls(home, keystore, keys, index.connect(home, keys.index_key))
+        return cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
 
     @property
     def key_mode(self) -> str:
@@ -202,7 +203,7 @@ class Vault:
 
     def _reader(self) -> sqlcipher3.Connection:
         """A second connection for lookups that must not wait behind a writing transaction."""
-        return index.connect(self.home, self._keys.index_key)
+        return index.connect(self.home, self._keys.index_key, cipher=self._keystore.index_cipher)
 
     def _record(self, event: AuditEvent) -> None:
         """Write ``event`` durably before returning.
@@ -436,10 +437,11 @@ class Vault:
         (self.home / TOKEN_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ users
-    def add_user(self, session: Session, name: str, role: Role, password: str) -> Enrolment:
+    def add_user(self, session: Session, name: str, role: Role, password: str,
+                 full_name: str = "") -> Enrolment:
         actor = self._gate(session, Action.MANAGE_USERS)
         with self._transaction():
-            enrolment = self.accounts.add(name, role, password)
+            enrolment = self.accounts.add(name, role, password, full_name)
             self.audit.append(AuditEvent(EventType.USER_CHANGE, user=actor.name,
                                          detail={"added": name, "role": role.value}))
         return enrolment

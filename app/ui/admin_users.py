@@ -53,6 +53,9 @@ class AddUserDialog(FormDialog):
         self.enrolment: Enrolment | None = None
         self.name_edit = self.add_field("User name", QLineEdit())
         self.name_edit.setToolTip("Letters, digits, dots, dashes or underscores")
+        self.full_name_edit = self.add_field("Full name", QLineEdit(), required=False)
+        self.full_name_edit.setToolTip("The person's name, e.g. Jane Smith: opening a patient with the "
+                                       "same surname raises an alert for the privacy officer")
         self.role_box = QComboBox()
         for role in Role:
             self.role_box.addItem(role.value, role.value)
@@ -66,7 +69,7 @@ class AddUserDialog(FormDialog):
         role = Role(self.role_box.currentData())
         with busy():
             self.enrolment = self._vault.add_user(self._session, self.name_edit.text().strip(), role,
-                                                  self.password_edit.text())
+                                                  self.password_edit.text(), self.full_name_edit.text())
         return True
 
 

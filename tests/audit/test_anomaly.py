@@ -7,6 +7,7 @@ from datetime import datetime
 import pydicom
 
 from app.demo.studies import Patient
+from app.security.roles import Role
 from tests.conftest import VaultEnv, study_bytes
 
 
@@ -47,3 +48,17 @@ def test_off_hours_access_alerts_when_the_site_sets_office_hours(env: VaultEnv) 
     env.vault.open_series(rad, _series(items))
     (alert,) = _alerts(env, "access outside office hours")
     assert alert.user == "rad" and alert.patients == ("PID-0001",)
+
+
+def test_opening_a_patient_of_ones_own_surname_alerts(env: VaultEnv) -> None:
+    env.add("jtestperson", Role.RADIOLOGIST, full_name="Jo  Testperson")
+    relative = study_bytes(Patient("PID-REL", "TESTPERSON^Quentin"), slices=1, size=8)
+    stranger = study_bytes(Patient("PID-OTHER", "Other^Olga"), slices=1, size=8)
+    env.vault.import_bytes(env.login("tech"), relative + stranger)
+    env.vault.open_series(env.login("rad"), _series(relative))  # rad has no full name: no rule
+    reader = env.login("jtestperson")
+    env.vault.open_series(reader, _series(stranger))
+    assert _alerts(env, "access to a patient with the user's own surname") == []
+    env.vault.open_series(reader, _series(relative))
+    (alert,) = _alerts(env, "access to a patient with the user's own surname")
+    assert alert.user == "jtestperson" and alert.patients == ("PID-REL",)

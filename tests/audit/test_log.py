@@ -46,6 +46,15 @@ def test_deleted_record(chain: VaultEnv) -> None:
     assert chain.vault.audit.verify().first_bad_seq == seq
 
 
+def test_any_deleted_record_is_named_wherever_it_falls(chain: VaultEnv) -> None:
+    for seq in _seqs(chain)[:-1]:  # the last one is the cut tail, below
+        row = chain.vault._query("SELECT * FROM audit WHERE seq = ?", (seq,))[0]
+        _sql(chain, "DELETE FROM audit WHERE seq = ?", seq)
+        assert chain.vault.audit.verify().first_bad_seq == seq, seq
+        _sql(chain, f"INSERT INTO audit VALUES ({', '.join('?' * len(row))})", *row)
+    assert chain.vault.audit.verify().ok
+
+
 def test_reordered_records(chain: VaultEnv) -> None:
     a, b = _seqs(chain)[3:5]
     rows = {s: r for s, r in chain.vault._query("SELECT seq, record FROM audit WHERE seq IN (?, ?)", (a, b))}

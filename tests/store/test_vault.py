@@ -19,10 +19,12 @@ from app.errors import (
     VaultExists,
     VaultLocked,
 )
+from app.security.keys import KeyStore
 from app.security.roles import Role
+from app.store import index
 from app.store.blobs import BlobDamaged, instance_aad, unseal
 from app.store.vault import Vault
-from tests.conftest import PASSPHRASE, VaultEnv, study_bytes, write_study
+from tests.conftest import ADMIN_PASSWORD, PASSPHRASE, VaultEnv, study_bytes, write_study
 
 NAME = "Zyxwvutson^Quirinus"
 
@@ -280,3 +282,29 @@ def test_series_volume_and_order(env: VaultEnv) -> None:
     for i in range(5):  # slice order follows position, not import order
         assert (volume[i] == expected[i]).all()
     assert hashlib.sha256(volume.tobytes()).hexdigest()
+
+
+def test_index_cipher_settings_are_kept_per_vault(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def make(home: Path) -> None:
+        Vault.create(home, admin="admin", password=ADMIN_PASSWORD, passphrase=PASSPHRASE,
+                     use_keyring=False)[0].close()
+
+    make(tmp_path / "new")
+    current = KeyStore.load(tmp_path / "new").index_cipher
+    assert current == index.NEW_INDEX_CIPHER and current["cipher_page_size"] == 16384
+    # A vault made before the settings were recorded uses SQLCipher's defaults, and still opens.
+    monkeypatch.setattr(index, "NEW_INDEX_CIPHER", {})
+    make(tmp_path / "older")
+    store = KeyStore.load(tmp_path / "older")
+    assert store.index_cipher == {}
+    Vault.open(tmp_path / "older", lambda: PASSPHRASE).close()
+    # The settings are needed to read the index: the wrong ones look like a wrong key.
+    store.index_cipher = current
+    store.save()
+    with pytest.raises(VaultLocked):
+        Vault.open(tmp_path / "older", lambda: PASSPHRASE)
+    store.index_cipher = {"cipher_page_size": "4096; DROP TABLE users"}
+    store.save()
+    with pytest.raises(CustodianError, match="index setting"):
+        Vault.open(tmp_path / "older", lambda: PASSPHRASE)
