@@ -26,11 +26,13 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
 from app.errors import CustodianError, NotAuthenticated, UsageError
+from app.net.nodes import Node
 from app.paths import resolve_home
 from app.security import totp
 from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
 from app.security.roles import parse_role
 from app.security.sessions import Session
+from app.security.tls import TlsIdentity
 from app.store.vault import Vault
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTLY = 0, 1, 2, 5
@@ -396,7 +398,6 @@ def cmd_audit_report(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_audit_repository_set(args: argparse.Namespace, out: Output) -> int:
     from app.audit.repository import Repository
-    from app.security.tls import TlsIdentity
 
     identity = TlsIdentity.from_files(args.ca, args.cert, args.key)
     repository = Repository(args.host, args.port, identity, args.server_name or "")
@@ -467,6 +468,50 @@ def cmd_audit_reconcile(args: argparse.Namespace, out: Output) -> int:
 
     out.emit({**asdict(result), "ok": result.ok}, text)
     return EXIT_OK if result.ok else 4
+
+
+def _tls_identity(args: argparse.Namespace) -> TlsIdentity | None:
+    files = (args.tls_ca, args.tls_cert, args.tls_key)
+    if not any(files):
+        return None
+    if not all(files):
+        raise UsageError("TLS needs all three of --tls-ca, --tls-cert and --tls-key.")
+    return TlsIdentity.from_files(*files)
+
+
+def cmd_node_add(args: argparse.Namespace, out: Output) -> int:
+    node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "")
+    with open_vault(args) as vault:
+        vault.add_node(current_session(vault), node)
+    out.emit({"node": node.name, "aet": node.ae_title, "host": node.host, "port": node.port,
+              "tls": node.tls is not None}, f"PACS node '{node.name}' set: {node.describe()}.")
+    return EXIT_OK
+
+
+def cmd_node_list(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        nodes = vault.nodes(current_session(vault))
+    out.emit([{"node": n.name, "aet": n.ae_title, "host": n.host, "port": n.port, "tls": n.tls is not None}
+              for n in nodes],
+             lambda: _table([[n.name, n.ae_title, f"{n.host}:{n.port}", "yes" if n.tls else "no"]
+                             for n in nodes], ["Node", "AE title", "Address", "TLS"])
+             if nodes else "No PACS nodes are set ('custodian node add' adds one).")
+    return EXIT_OK
+
+
+def cmd_node_remove(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        vault.remove_node(current_session(vault), args.name)
+    out.emit({"node": args.name, "removed": True}, f"PACS node '{args.name}' removed.")
+    return EXIT_OK
+
+
+def cmd_node_echo(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        result = vault.echo_node(current_session(vault), args.name)
+    out.emit({"node": result.node, "ok": result.ok, "ms": result.ms},
+             f"PACS node '{result.node}' answered in {result.ms:.0f} ms.")
+    return EXIT_OK
 
 
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
@@ -610,6 +655,22 @@ def build_parser() -> argparse.ArgumentParser:
             "compare what the repository received with the local trail", audit)
     p.add_argument("--central", type=Path, required=True,
                    help="the repository's messages, one RFC 5424 message per line")
+
+    node = sub.add_parser("node", help="PACS nodes").add_subparsers(dest="node_command", required=True)
+    p = add("add", cmd_node_add, "add or change a PACS node (admin)", node)
+    p.add_argument("name")
+    p.add_argument("--aet", required=True, help="the node's AE title")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--tls-ca", type=Path, help="PEM CA file the node's certificate must chain to")
+    p.add_argument("--tls-cert", type=Path, help="this workstation's PEM certificate")
+    p.add_argument("--tls-key", type=Path, help="this workstation's PEM private key")
+    p.add_argument("--server-name", help="the name in the node's certificate, if not HOST")
+    add("list", cmd_node_list, "list the PACS nodes", node)
+    p = add("remove", cmd_node_remove, "remove a PACS node (admin)", node)
+    p.add_argument("name")
+    p = add("echo", cmd_node_echo, "C-ECHO a PACS node", node)
+    p.add_argument("name")
 
     add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
     add("passwd", cmd_passwd, "change your password")

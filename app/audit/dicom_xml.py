@@ -49,6 +49,8 @@ LOGIN = _dcm("110122", "Login")
 LOGOUT = _dcm("110123", "Logout")
 EMERGENCY_OVERRIDE = _dcm("110127", "Emergency Override Started")
 SECURITY_CONFIGURATION = _dcm("110129", "Security Configuration")
+NETWORK_CONFIGURATION = _dcm("110128", "Network Configuration")
+NETWORK_ENTRY = _dcm("110108", "Network Entry")
 RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
 OBJECT_SECURITY_CHANGED = _dcm("110135", "Object Security Attributes Changed")
 USER_SECURITY_CHANGED = _dcm("110137", "User Security Attributes Changed")
@@ -81,6 +83,8 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.POLICY_CHANGE: (SECURITY_ALERT, "E", SECURITY_CONFIGURATION),
     EventType.PATIENT_RESTRICTION: (PATIENT_RECORD, "U", OBJECT_SECURITY_CHANGED),
     EventType.AUDIT_READ: (AUDIT_LOG_USED, "R", None),
+    EventType.NODE_CHANGE: (SECURITY_ALERT, "E", NETWORK_CONFIGURATION),
+    EventType.NODE_ECHO: (NETWORK_ENTRY, "E", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

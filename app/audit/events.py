@@ -41,6 +41,8 @@ class EventType(StrEnum):
     POLICY_CHANGE = "security-configuration"
     PATIENT_RESTRICTION = "patient-restriction"
     AUDIT_READ = "audit-log-used"
+    NODE_CHANGE = "network-configuration"
+    NODE_ECHO = "node-verification"
 
 
 @dataclass(frozen=True)

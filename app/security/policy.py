@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import sqlcipher3
 
 from app.errors import UsageError
+from app.net.nodes import check_ae_title
 
 _KEY = "site_policy"
 
@@ -28,6 +29,9 @@ class SitePolicy:
     # so the default covers the whole day and a site narrows it where nights are unusual.
     office_hours_start: int = 0
     office_hours_end: int = 24
+    # This workstation on the DICOM network: its AE title and the storage SCP's port.
+    ae_title: str = "CUSTODIAN"
+    scp_port: int = 11112
 
     def __post_init__(self) -> None:
         limits = {
@@ -39,6 +43,7 @@ class SitePolicy:
             "anomaly_patients_per_hour": (1, 10_000),
             "office_hours_start": (0, 23),
             "office_hours_end": (1, 24),
+            "scp_port": (1, 65535),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
@@ -47,6 +52,7 @@ class SitePolicy:
                                  f"from {low} to {high}, not {value!r}.")
         if self.office_hours_start >= self.office_hours_end:
             raise UsageError("Site policy: office hours must start before they end.")
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
 
     @classmethod
     def load(cls, conn: sqlcipher3.Connection) -> SitePolicy:
@@ -61,6 +67,8 @@ class SitePolicy:
         names = {f.name for f in fields(self)}
         if name not in names:
             raise UsageError(f"Unknown site policy setting '{name}'; settings: {', '.join(sorted(names))}.")
+        if isinstance(getattr(self, name), str):
+            return SitePolicy(**{**asdict(self), name: value})
         try:
             number = int(value)
         except ValueError:

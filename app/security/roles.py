@@ -36,6 +36,7 @@ class Action(StrEnum):
     AUDIT_VERIFY = "verify the audit trail"
     MANAGE_USERS = "manage users"
     MANAGE_NODES = "manage PACS nodes"
+    ECHO_NODE = "check a PACS node"
     SITE_POLICY = "change the site policy"
     ROTATE_KEYS = "rotate keys"
 
@@ -54,14 +55,14 @@ class Field(StrEnum):
 A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
-                                 A.RETRIEVE}),
+                                 A.RETRIEVE, A.ECHO_NODE}),
     Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY,
-                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS}),
+                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE}),
     Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES}),
     Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES,
                                      A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
-    Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY,
-                           A.AUDIT_VERIFY}),
+    Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS,
+                           A.VERIFY, A.AUDIT_VERIFY}),
 }
 
 VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {

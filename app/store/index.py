@@ -167,6 +167,18 @@ MIGRATIONS: dict[int, str] = {
     5: """
     ALTER TABLE users ADD COLUMN full_name TEXT NOT NULL DEFAULT '';
     """,
+    # Audit records are kept for six years and never changed: the index itself refuses, so no
+    # code path can do it by mistake (someone holding the key can drop these; the hash chain and
+    # the signed checkpoints are what catch that).
+    6: """
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    """,
+    7: """
+    CREATE TABLE nodes (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -45,6 +45,8 @@ from app.errors import (
 )
 from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
+from app.net.association import EchoResult, echo
+from app.net.nodes import Node, NodeBook
 from app.security import passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
@@ -816,4 +818,39 @@ class Vault:
             raise UsageError(f"Could not read the repository's file: {exc.strerror}.") from None
         self._record(AuditEvent(EventType.AUDIT_READ, user=user.name,
                                 detail={"reconcile": result.ok, "received": result.received}))
+        return result
+
+    # ------------------------------------------------------------------ PACS nodes
+    def add_node(self, session: Session, node: Node) -> None:
+        actor = self._gate(session, Action.MANAGE_NODES)
+        if node.tls is not None:
+            node.tls.check()
+        with self._transaction():
+            NodeBook(self._conn).put(node)
+            self.audit.append(AuditEvent(EventType.NODE_CHANGE, user=actor.name,
+                                         detail={"node": node.name, "set": node.describe()}))
+
+    def remove_node(self, session: Session, name: str) -> None:
+        actor = self._gate(session, Action.MANAGE_NODES)
+        with self._transaction():
+            NodeBook(self._conn).remove(name)
+            self.audit.append(AuditEvent(EventType.NODE_CHANGE, user=actor.name,
+                                         detail={"node": name, "removed": True}))
+
+    def nodes(self, session: Session) -> list[Node]:
+        self._gate(session, Action.ECHO_NODE)
+        with self._db:
+            return NodeBook(self._conn).list()
+
+    def echo_node(self, session: Session, name: str) -> EchoResult:
+        user = self._gate(session, Action.ECHO_NODE)
+        with self._db:
+            node = NodeBook(self._conn).get(name)
+        try:
+            result = echo(node, self.policy.ae_title)
+        except CustodianError as exc:
+            self._record(AuditEvent(EventType.NODE_ECHO, Outcome.MINOR_FAILURE, user=user.name,
+                                    detail={"node": name, "why": str(exc)}))
+            raise
+        self._record(AuditEvent(EventType.NODE_ECHO, user=user.name, detail={"node": name, "ms": result.ms}))
         return result

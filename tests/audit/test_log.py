@@ -18,9 +18,21 @@ def chain(env: VaultEnv) -> VaultEnv:
     return env
 
 
-def _sql(env: VaultEnv, sql: str, *params: object) -> None:
+def tamper(env: VaultEnv, sql: str, *params: object) -> None:
+    """Change the trail as someone holding the index key could: past the append-only triggers."""
     with env.vault._transaction():
+        env.vault._conn.execute("DROP TRIGGER IF EXISTS audit_append_only_update")
+        env.vault._conn.execute("DROP TRIGGER IF EXISTS audit_append_only_delete")
         env.vault._conn.execute(sql, params)
+
+
+def test_the_index_refuses_to_change_or_delete_records(chain: VaultEnv) -> None:
+    import sqlcipher3
+
+    for sql in ("UPDATE audit SET record = '{}' WHERE seq = 2", "DELETE FROM audit WHERE seq = 2"):
+        with pytest.raises(sqlcipher3.IntegrityError, match="append-only"), chain.vault._transaction():
+            chain.vault._conn.execute(sql)
+    assert chain.vault.audit.verify().ok
 
 
 def _seqs(env: VaultEnv) -> list[int]:
@@ -36,58 +48,58 @@ def test_edited_record(chain: VaultEnv) -> None:
     seq = _seqs(chain)[7]
     record = json.loads(chain.vault._query("SELECT record FROM audit WHERE seq = ?", (seq,))[0][0])
     record["user"] = "someone-else"
-    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", json.dumps(record), seq)
+    tamper(chain, "UPDATE audit SET record = ? WHERE seq = ?", json.dumps(record), seq)
     assert chain.vault.audit.verify().first_bad_seq == seq
 
 
 def test_deleted_record(chain: VaultEnv) -> None:
     seq = _seqs(chain)[5]
-    _sql(chain, "DELETE FROM audit WHERE seq = ?", seq)
+    tamper(chain, "DELETE FROM audit WHERE seq = ?", seq)
     assert chain.vault.audit.verify().first_bad_seq == seq
 
 
 def test_any_deleted_record_is_named_wherever_it_falls(chain: VaultEnv) -> None:
     for seq in _seqs(chain)[:-1]:  # the last one is the cut tail, below
         row = chain.vault._query("SELECT * FROM audit WHERE seq = ?", (seq,))[0]
-        _sql(chain, "DELETE FROM audit WHERE seq = ?", seq)
+        tamper(chain, "DELETE FROM audit WHERE seq = ?", seq)
         assert chain.vault.audit.verify().first_bad_seq == seq, seq
-        _sql(chain, f"INSERT INTO audit VALUES ({', '.join('?' * len(row))})", *row)
+        tamper(chain, f"INSERT INTO audit VALUES ({', '.join('?' * len(row))})", *row)
     assert chain.vault.audit.verify().ok
 
 
 def test_reordered_records(chain: VaultEnv) -> None:
     a, b = _seqs(chain)[3:5]
     rows = {s: r for s, r in chain.vault._query("SELECT seq, record FROM audit WHERE seq IN (?, ?)", (a, b))}
-    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[b], a)
-    _sql(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[a], b)
+    tamper(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[b], a)
+    tamper(chain, "UPDATE audit SET record = ? WHERE seq = ?", rows[a], b)
     assert chain.vault.audit.verify().first_bad_seq == a
 
 
 def test_inserted_record(chain: VaultEnv) -> None:
     seq = _seqs(chain)[-1]
     prev = chain.vault._query("SELECT hash FROM audit WHERE seq = ?", (seq,))[0][0]
-    _sql(chain, "INSERT INTO audit (seq, at, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+    tamper(chain, "INSERT INTO audit (seq, at, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
          seq + 1, "2026-01-01T00:00:00+00:00", "{}", prev, "0" * 64)
     assert chain.vault.audit.verify().first_bad_seq == seq + 1
 
 
 def test_rewritten_hash_breaks_the_next_record(chain: VaultEnv) -> None:
     seq = _seqs(chain)[2]
-    _sql(chain, "UPDATE audit SET hash = ? WHERE seq = ?", "f" * 64, seq)
+    tamper(chain, "UPDATE audit SET hash = ? WHERE seq = ?", "f" * 64, seq)
     assert chain.vault.audit.verify().first_bad_seq == seq
 
 
 def test_cut_tail_is_found_by_the_signed_checkpoint(chain: VaultEnv) -> None:
     head = chain.vault.audit.checkpoint()
     assert chain.vault.audit.verify().ok
-    _sql(chain, "DELETE FROM audit WHERE seq >= ?", head - 2)  # an intact but shorter chain
+    tamper(chain, "DELETE FROM audit WHERE seq >= ?", head - 2)  # an intact but shorter chain
     report = chain.vault.audit.verify()
     assert not report.ok and report.first_bad_seq == head - 2
 
 
 def test_forged_checkpoint_signature_is_found(chain: VaultEnv) -> None:
     head = chain.vault.audit.checkpoint()
-    _sql(chain, "UPDATE audit_checkpoints SET signature = ? WHERE seq = ?", b"\0" * 64, head)
+    tamper(chain, "UPDATE audit_checkpoints SET signature = ? WHERE seq = ?", b"\0" * 64, head)
     assert chain.vault.audit.verify().first_bad_seq == head
 
 

@@ -16,6 +16,7 @@ from app.audit.report import AuditQuery, ReportKind
 from app.demo.studies import Patient
 from app.errors import NotPermitted, UsageError
 from app.security.roles import Role
+from tests.audit.test_log import tamper
 from tests.conftest import ADMIN_PASSWORD, Cli, Codes, VaultEnv, password_for, study_bytes
 
 
@@ -81,8 +82,7 @@ def test_patient_access_report_names_who_opened_the_patient(trail: VaultEnv) -> 
 
 def test_user_activity_report_and_a_damaged_chain_says_so(trail: VaultEnv) -> None:
     officer = trail.login("privacy")
-    with trail.vault._transaction():
-        trail.vault._conn.execute("UPDATE audit SET record = replace(record, 'rad', 'rob') WHERE seq = 3")
+    tamper(trail, "UPDATE audit SET record = replace(record, 'rad', 'rob') WHERE seq = 3")
     report = trail.vault.audit_report(officer, ReportKind.USER, AuditQuery(user="rad"))
     assert not report.chain_ok and any("WARNING" in line for line in report.header_lines())
     assert report.records and all(r.user == "rad" for r in report.records)

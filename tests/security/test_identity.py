@@ -28,13 +28,15 @@ from tests.conftest import PASSPHRASE, VaultEnv, password_for, study_bytes
 A = Action
 # The matrix the identity issue asks for, written out so a change to the table is a visible decision.
 EXPECTED = {
-    Role.RADIOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY, A.RETRIEVE},
+    Role.RADIOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY, A.RETRIEVE,
+                       A.ECHO_NODE},
     Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
-                        A.BREAK_GLASS},
+                        A.BREAK_GLASS, A.ECHO_NODE},
     Role.LIBRARIAN: {A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES},
     Role.PRIVACY_OFFICER: {A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.RESTRICT_PATIENT, A.SHRED,
                            A.VERIFY},
-    Role.ADMIN: {A.MANAGE_USERS, A.MANAGE_NODES, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY, A.AUDIT_VERIFY},
+    Role.ADMIN: {A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY,
+                 A.AUDIT_VERIFY},
 }
 
 
@@ -76,11 +78,14 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.SITE_POLICY: lambda v, s: v.set_policy(s, "lockout_failures", "5"),
         A.RESTRICT_PATIENT: lambda v, s: v.restrict_patient(s, "PID-0001", False),
         A.BREAK_GLASS: lambda v, s: v.break_glass(s, env.study_uid, "matrix test, emergency", "000000"),
+        A.MANAGE_NODES: lambda v, s: v.remove_node(s, "no-such-node"),
+        A.ECHO_NODE: lambda v, s: v.echo_node(s, "no-such-node"),
     }
 
 
 IMPLEMENTED = [A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.VERIFY, A.SHRED, A.ROTATE_KEYS, A.MANAGE_USERS,
-               A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS]
+               A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS,
+               A.MANAGE_NODES, A.ECHO_NODE]
 
 
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)

@@ -1,0 +1,1 @@
+"""DICOM networking with the central PACS: nodes, associations, query/retrieve, storage."""

@@ -1,0 +1,118 @@
+"""Associations with DICOM peers (pynetdicom), and what went wrong in words a technologist can act on.
+
+pynetdicom reports a failed association by logging, not by raising, so each attempt collects its
+log lines and turns them into one sentence: nothing listening, the peer refusing our AE title or
+its own, an untrusted certificate. Every association made here uses TLS when the node has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pynetdicom import AE, Association
+from pynetdicom.sop_class import Verification
+
+from app.errors import CustodianError
+from app.net.nodes import Node
+from app.security.tls import client_context
+
+CONNECT_TIMEOUT = 10.0
+RESPONSE_TIMEOUT = 30.0
+
+
+class PeerError(CustodianError):
+    """An association could not be made or broke off; the message says why, plainly."""
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    node: str
+    ok: bool
+    ms: float
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _peer_log() -> Iterator[_Collected]:
+    collected = _Collected()
+    logger = logging.getLogger("pynetdicom")
+    logger.addHandler(collected)
+    try:
+        yield collected
+    finally:
+        logger.removeHandler(collected)
+
+
+def _why(lines: Sequence[str]) -> str:
+    text = " ".join(lines)
+    if reason := re.search(r"Reason: (.+?)(?:$| Association)", text):
+        words = reason.group(1).strip()
+        return f"it refused the association ({words[:1].lower()}{words[1:]})"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        detail = re.search(r"certificate verify failed: ([^(]+)", text)
+        return ("it presented a certificate this workstation does not trust"
+                + (f" ({detail.group(1).strip()})" if detail else ""))
+    if "Connection refused" in text:
+        return "nothing is listening there (connection refused)"
+    if "timed out" in text or "TimeoutError" in text:
+        return "it did not answer in time"
+    if "SSL" in text or "TLS" in text:
+        return "the secure connection failed (is TLS set up alike on both sides?)"
+    if "No accepted presentation contexts" in text:
+        return "it accepts none of the services asked for"
+    if "Aborted" in text or "reset by peer" in text:
+        return "it broke the connection off (does it expect TLS where none is set, or the reverse?)"
+    return "the connection failed"
+
+
+def application_entity(local_ae: str) -> AE:
+    ae = AE(ae_title=local_ae)
+    ae.acse_timeout = RESPONSE_TIMEOUT
+    ae.dimse_timeout = RESPONSE_TIMEOUT
+    ae.network_timeout = RESPONSE_TIMEOUT
+    ae.connection_timeout = CONNECT_TIMEOUT
+    return ae
+
+
+@contextlib.contextmanager
+def associated(node: Node, ae: AE) -> Iterator[Association]:
+    """An established association with ``node`` (released afterwards), or a PeerError saying why not."""
+    tls_args = None
+    if node.tls is not None:
+        tls_args = (client_context(node.tls), node.server_name or node.host)
+    with _peer_log() as log:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        raise PeerError(f"Could not reach the PACS node '{node.name}' ({node.ae_title} at "
+                        f"{node.host}:{node.port}): {_why(log.lines)}.")
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def echo(node: Node, local_ae: str) -> EchoResult:
+    """C-ECHO: is the node there, does it accept us, and how long does a round trip take."""
+    ae = application_entity(local_ae)
+    ae.add_requested_context(Verification)
+    started = time.perf_counter()
+    with associated(node, ae) as assoc:
+        status = assoc.send_c_echo()
+    ms = (time.perf_counter() - started) * 1000
+    if not status or status.Status != 0x0000:
+        raise PeerError(f"The PACS node '{node.name}' answered the echo with a failure status.")
+    return EchoResult(node.name, True, round(ms, 1))

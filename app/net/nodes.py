@@ -1,0 +1,74 @@
+"""PACS nodes: the DICOM peers this workstation talks to, kept in the encrypted index.
+
+A node's TLS identity (trust anchors, our certificate and key) lives with it, like the audit
+repository's: never as files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+import sqlcipher3
+
+from app.errors import CustodianError, UsageError
+from app.security.tls import TlsIdentity
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+def check_ae_title(value: str) -> str:
+    """A DICOM AE title (PS3.5 AE): up to 16 characters, no backslash or control characters."""
+    if not 0 < len(value) <= 16 or not value.strip() or "\\" in value or not value.isprintable() \
+            or not value.isascii():
+        raise UsageError(f"'{value}' is not a DICOM AE title: 1–16 ASCII characters, no backslash.")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: TlsIdentity | None = None
+    server_name: str = ""  # the name the node's certificate must carry; the host when empty
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError("A node name is 1–32 letters, digits, dots, dashes or underscores.")
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        if not self.host or not 0 < self.port < 65536:
+            raise UsageError("A node needs a host and a port from 1 to 65535.")
+
+    def describe(self) -> str:
+        return f"{self.ae_title} at {self.host}:{self.port}" + (" (TLS)" if self.tls else "")
+
+
+class NodeBook:
+    def __init__(self, conn: sqlcipher3.Connection) -> None:
+        self._conn = conn
+
+    def put(self, node: Node) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO nodes (name, config) VALUES (?, ?)",
+                           (node.name, json.dumps(asdict(node))))
+
+    def get(self, name: str) -> Node:
+        row = self._conn.execute("SELECT config FROM nodes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise CustodianError(f"There is no PACS node named '{name}' ('custodian node list' shows them).")
+        return _node(row[0])
+
+    def list(self) -> list[Node]:
+        return [_node(config) for (config,) in self._conn.execute("SELECT config FROM nodes ORDER BY name")]
+
+    def remove(self, name: str) -> None:
+        if self._conn.execute("DELETE FROM nodes WHERE name = ?", (name,)).rowcount != 1:
+            raise CustodianError(f"There is no PACS node named '{name}'.")
+
+
+def _node(config: str) -> Node:
+    data = json.loads(config)
+    tls = TlsIdentity(**data["tls"]) if data.get("tls") else None
+    return Node(**{**data, "tls": tls})

@@ -1,0 +1,52 @@
+"""DCMTK's storescp as a plain DICOM peer (optionally with TLS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.peers.pki import Issued
+from tests.peers.rsyslog import free_port
+
+
+class StoreScp:
+    def __init__(self, folder: Path, aet: str = "STORESCP", *,
+                 tls: tuple[Path, Issued] | None = None) -> None:
+        self.folder = folder
+        self.out = folder / "received"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.aet = aet
+        self.port = free_port()
+        self.tls = tls
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [shutil.which("storescp") or "storescp", "--aetitle", self.aet, "--output-directory",
+                   str(self.out)]
+        if self.tls is not None:
+            ca, own = self.tls
+            command += ["+tls", str(own.key), str(own.cert), "+cf", str(ca), "--require-peer-cert"]
+        command.append(str(self.port))
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                         stderr=(self.folder / "storescp.log").open("ab"),
+                                         env={**os.environ, "TCP_NODELAY": "1"})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"storescp exited: {(self.folder / 'storescp.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("storescp did not listen in time")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
