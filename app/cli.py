@@ -514,6 +514,42 @@ def cmd_node_echo(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_query(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        found = vault.query(current_session(vault), args.node, patient_id=args.patient or "",
+                            patient_name=args.name or "", study_date=args.date or "",
+                            modality=args.modality or "", accession=args.accession or "")
+    out.emit([asdict(s) for s in found], lambda: _table(
+        [[s.study_date, s.patient_id or "—", s.patient_name or "—", s.modalities, s.description,
+          str(s.instances if s.instances is not None else "?"), s.study_uid] for s in found],
+        ["Date", "Patient ID", "Name", "Modalities", "Description", "Images", "Study UID"])
+        if found else "No studies match.")
+    return EXIT_OK
+
+
+def cmd_retrieve(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault, _progress("Retrieving") as progress:
+        report = vault.retrieve(current_session(vault), args.node, args.study_uid,
+                                (lambda done, total: progress(done, total or 0)) if progress else None)
+    out.emit(asdict(report), (
+        f"Retrieved {report.received} instance(s): {report.imported} new, {report.duplicates} already "
+        f"here" + (f", {len(report.refused)} refused by the vault" if report.refused else "")
+        + (f"; the PACS could not send {report.failed_at_pacs}" if report.failed_at_pacs else "") + "."))
+    return EXIT_PARTLY if report.refused or report.failed_at_pacs else EXIT_OK
+
+
+def cmd_scp(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        scp = vault.storage_scp(port=args.port, host=args.host)
+        scp.start()
+        out.note(f"Storage SCP listening as {vault.policy.ae_title} on port {scp.port}; Ctrl+C stops it.")
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            scp.stop()
+
+
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     if args.screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -671,6 +707,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = add("echo", cmd_node_echo, "C-ECHO a PACS node", node)
     p.add_argument("name")
+
+    p = add("query", cmd_query, "find studies at a PACS node (C-FIND)")
+    p.add_argument("node")
+    p.add_argument("--patient", metavar="ID", help="Patient ID (wildcards * and ? allowed)")
+    p.add_argument("--name", help="patient name, DICOM style: FAMILY^GIVEN, wildcards allowed")
+    p.add_argument("--date", help="study date YYYYMMDD or range YYYYMMDD-YYYYMMDD")
+    p.add_argument("--modality")
+    p.add_argument("--accession")
+    p = add("retrieve", cmd_retrieve, "bring a study from a PACS node into the vault (C-GET)")
+    p.add_argument("node")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p = add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
+    p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
+    p.add_argument("--host", default="", help="the address to listen on (default: all)")
 
     add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
     add("passwd", cmd_passwd, "change your password")

@@ -37,6 +37,7 @@ def _dcm(code: str, meaning: str) -> Code:
 APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
 AUDIT_LOG_USED = _dcm("110101", "Audit Log Used")
 INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
+INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
 STUDY_DELETED = _dcm("110105", "DICOM Study Deleted")
 IMPORT = _dcm("110107", "Import")
 PATIENT_RECORD = _dcm("110110", "Patient Record")
@@ -85,6 +86,8 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.AUDIT_READ: (AUDIT_LOG_USED, "R", None),
     EventType.NODE_CHANGE: (SECURITY_ALERT, "E", NETWORK_CONFIGURATION),
     EventType.NODE_ECHO: (NETWORK_ENTRY, "E", None),
+    EventType.QUERY_PACS: (QUERY, "E", None),
+    EventType.RETRIEVE: (INSTANCES_TRANSFERRED, "C", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

@@ -43,6 +43,8 @@ class EventType(StrEnum):
     AUDIT_READ = "audit-log-used"
     NODE_CHANGE = "network-configuration"
     NODE_ECHO = "node-verification"
+    QUERY_PACS = "query-pacs"
+    RETRIEVE = "instances-transferred"
 
 
 @dataclass(frozen=True)

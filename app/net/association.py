@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pynetdicom import AE, Association
 from pynetdicom.sop_class import Verification
@@ -88,13 +89,14 @@ def application_entity(local_ae: str) -> AE:
 
 
 @contextlib.contextmanager
-def associated(node: Node, ae: AE) -> Iterator[Association]:
-    """An established association with ``node`` (released afterwards), or a PeerError saying why not."""
+def associated(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
+    """An established association with ``node`` (released afterwards), or a PeerError saying why
+    not; ``options`` go to pynetdicom's ``associate`` (role negotiation, event handlers)."""
     tls_args = None
     if node.tls is not None:
         tls_args = (client_context(node.tls), node.server_name or node.host)
     with _peer_log() as log:
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args, **options)
     if not assoc.is_established:
         raise PeerError(f"Could not reach the PACS node '{node.name}' ({node.ae_title} at "
                         f"{node.host}:{node.port}): {_why(log.lines)}.")

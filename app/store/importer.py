@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.audit.events import AuditEvent, EventType, Outcome
-from app.security.accounts import User
 from app.store.blobs import instance_aad, quarantine_aad, seal
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
 from app.store.records import ImportReport, Rejection
@@ -103,7 +102,7 @@ class ImportRun:
     """Reads and parses on the calling thread; seals and writes on ``pool``; indexes each batch
     on a committer thread while the next batch is being read."""
 
-    def __init__(self, vault: Vault, actor: User, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, vault: Vault, actor: str, pool: ThreadPoolExecutor) -> None:
         self._vault = vault
         self._actor = actor
         self._pool = pool
@@ -257,11 +256,11 @@ class ImportRun:
                              (manifest(pairs), study_uid))
             if studies:
                 vault.audit.append(AuditEvent(
-                    EventType.IMPORT, user=self._actor.name, studies=tuple(studies),
+                    EventType.IMPORT, user=self._actor, studies=tuple(studies),
                     patients=tuple(sorted(set(studies.values()))), detail={"instances": len(instances)}))
             if quarantined:
                 vault.audit.append(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
-                                              user=self._actor.name, detail={"files": len(quarantined)}))
+                                              user=self._actor, detail={"files": len(quarantined)}))
         vault._deks.update({context: self._new_keys[context] for context in batch.new_keys})
         self.report.imported += len(instances)
         self.report.studies.update(studies)

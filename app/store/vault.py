@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -47,6 +47,8 @@ from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.net.association import EchoResult, echo
 from app.net.nodes import Node, NodeBook
+from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study
+from app.net.scp import StorageScp
 from app.security import passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
@@ -509,19 +511,34 @@ class Vault:
         actor = self._gate(session, Action.IMPORT)
         sources = list(iter_sources(paths))
         entries = ((str(s.path), partial(read_source, s)) for s in sources)
-        return self._import(actor, entries, len(sources), progress)
+        return self._import(actor.name, entries, len(sources), progress)
 
     def import_bytes(self, session: Session, items: list[tuple[str, bytes]],
                      progress: Progress | None = None) -> ImportReport:
         """Objects already in memory (generated, received, unpacked); same rules as files."""
         actor = self._gate(session, Action.IMPORT)
         entries = ((label, partial(bytes, data)) for label, data in items)
-        return self._import(actor, entries, len(items), progress)
+        return self._import(actor.name, entries, len(items), progress)
 
-    def _import(self, actor: User, entries: Iterator[Entry], total: int,
-                progress: Progress | None) -> ImportReport:
+    def receive(self, calling_ae: str, items: list[tuple[str, bytes]]) -> ImportReport:
+        """Instances a DICOM peer sent to the storage SCP, under the same rules as an import.
+
+        Receiving is the workstation's own duty (the SCP runs while nobody is logged in), so it
+        needs the opened vault but no session; the audit trail names the sending AE title.
+        """
+        entries = ((label, partial(bytes, data)) for label, data in items)
+        return self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False)
+
+    def sweep_unindexed(self) -> int:
+        """What an interrupted import left behind; the storage SCP does this once as it starts."""
+        with self._write_lock():
+            return self._sweep()
+
+    def _import(self, actor: str, entries: Iterator[Entry], total: int,
+                progress: Progress | None, *, sweep: bool = True) -> ImportReport:
         with self._write_lock(), ThreadPoolExecutor(IO_THREADS) as pool:
-            self._sweep()
+            if sweep:
+                self._sweep()
             return ImportRun(self, actor, pool).run(entries, total, progress)
 
     def _sweep(self) -> int:
@@ -854,3 +871,62 @@ class Vault:
             raise
         self._record(AuditEvent(EventType.NODE_ECHO, user=user.name, detail={"node": name, "ms": result.ms}))
         return result
+
+    def storage_scp(self, *, port: int | None = None, host: str = "") -> StorageScp:
+        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes."""
+        self.sweep_unindexed()
+        with self._db:
+            senders = sorted({node.ae_title for node in NodeBook(self._conn).list()})
+        return StorageScp(self.receive, ae_title=self.policy.ae_title,
+                          port=self.policy.scp_port if port is None else port, allowed=senders, host=host)
+
+    # ------------------------------------------------------------------ query/retrieve
+    def query(self, session: Session, node_name: str, **filters: str) -> list[RemoteStudy]:
+        """Study-level C-FIND at a PACS node, shown under the same minimum-necessary rules."""
+        user = self._gate(session, Action.QUERY)
+        with self._db:
+            node = NodeBook(self._conn).get(node_name)
+            restricted = {pid for (pid,) in self._conn.execute(
+                "SELECT patient_id FROM patients WHERE restricted = 1")}
+        asked = {k: v for k, v in filters.items() if v}
+        try:
+            found = find_studies(node, self.policy.ae_title, **filters)
+        except CustodianError as exc:
+            self._record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=user.name,
+                                    detail={"node": node_name, "query": asked, "why": str(exc)}))
+            raise
+        visible = VISIBLE_FIELDS[user.role]
+        shown = [replace(
+            study,
+            patient_id=study.patient_id if Field.PATIENT_ID in visible else None,
+            patient_name=study.patient_name if Field.PATIENT_NAME in visible else None,
+            birth_date=study.birth_date if Field.BIRTH_DATE in visible else None,
+            sex=study.sex if Field.SEX in visible else None,
+            accession=study.accession if Field.ACCESSION in visible else None,
+        ) if study.patient_id not in restricted else replace(
+            study, patient_id=None, patient_name=None, birth_date=None, sex=None, accession=None)
+            for study in found]
+        self._record(AuditEvent(EventType.QUERY_PACS, user=user.name,
+                                patients=tuple(sorted({s.patient_id for s in found if s.patient_id})),
+                                detail={"node": node_name, "query": asked, "studies": len(found)}))
+        return shown
+
+    def retrieve(self, session: Session, node_name: str, study_uid: str,
+                 progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
+        """C-GET a study from a PACS node into the vault (no plaintext file on the way)."""
+        user = self._gate(session, Action.RETRIEVE)
+        with self._db:
+            node = NodeBook(self._conn).get(node_name)
+        try:
+            report = get_study(node, self.policy.ae_title, study_uid,
+                               lambda items: self.receive(node.ae_title, items), progress)
+        except CustodianError as exc:
+            self._record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=user.name,
+                                    studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))
+            raise
+        outcome = Outcome.SUCCESS if not (report.refused or report.failed_at_pacs) else Outcome.MINOR_FAILURE
+        self._record(AuditEvent(EventType.RETRIEVE, outcome, user=user.name, studies=(study_uid,),
+                                detail={"node": node_name, "received": report.received,
+                                        "refused": len(report.refused),
+                                        "failed_at_pacs": report.failed_at_pacs}))
+        return report

@@ -1,0 +1,161 @@
+"""Query/retrieve with the PACS: C-FIND at study level, C-GET straight into the vault.
+
+C-GET brings the instances back on the same association, so retrieving needs no listening port
+and no plaintext file: each instance arrives in memory and goes into the vault in batches, under
+the same rules as an import. A retrieve reports what arrived, what the vault refused and what the
+PACS could not send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pynetdicom import build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+from pynetdicom.sop_class import uid_to_sop_class as storage_class
+
+from app.net.association import PeerError, application_entity, associated
+from app.net.nodes import Node
+from app.net.scp import part10
+from app.store.records import ImportReport
+
+PENDING = (0xFF00, 0xFF01)
+# The image and document types a reading room retrieves; C-GET asks for each as a role.
+RETRIEVED_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1",  # CT, enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",  # MR, enhanced MR
+    "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",  # CR, digital X-ray
+    "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1",  # mammography
+    "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",  # ultrasound, multi-frame US
+    "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",  # NM, PET
+    "1.2.840.10008.5.1.4.1.1.12.1", "1.2.840.10008.5.1.4.1.1.12.2",  # XA, RF
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.11",  # secondary capture, basic SR
+    "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.104.1",  # comprehensive SR, PDF
+    "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.66",  # presentation state, raw data
+)
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class RemoteStudy:
+    """A study the PACS has; demographics the reader's role may not see are None (as locally)."""
+
+    study_uid: str
+    patient_id: str | None
+    patient_name: str | None
+    birth_date: str | None
+    sex: str | None
+    study_date: str
+    description: str
+    modalities: str
+    accession: str | None
+    series: int | None
+    instances: int | None
+
+
+def _number(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def find_studies(node: Node, local_ae: str, *, patient_id: str = "", patient_name: str = "",
+                 study_date: str = "", modality: str = "", accession: str = "") -> list[RemoteStudy]:
+    """Study-level C-FIND; empty filters match everything (the PACS may cap the answer)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID = patient_id
+    query.PatientName = patient_name
+    query.StudyDate = study_date
+    query.ModalitiesInStudy = modality
+    query.AccessionNumber = accession
+    for keyword in ("StudyInstanceUID", "PatientBirthDate", "PatientSex", "StudyDescription",
+                    "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"):
+        setattr(query, keyword, "")
+    ae = application_entity(local_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    found: list[RemoteStudy] = []
+    with associated(node, ae) as assoc:
+        for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if not status:
+                raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
+            if status.Status in PENDING and answer is not None:
+                found.append(RemoteStudy(
+                    str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
+                    str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
+                    str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
+                    str(answer.get("StudyDescription", "")), "\\".join(answer.get("ModalitiesInStudy", []))
+                    if answer.get("ModalitiesInStudy") is not None else "",
+                    str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
+                    _number(answer.get("NumberOfStudyRelatedInstances"))))
+            elif status.Status != 0x0000:
+                raise PeerError(f"The PACS node '{node.name}' refused the query "
+                                f"(status 0x{status.Status:04X}).")
+    return found
+
+
+@dataclass
+class RetrieveReport:
+    received: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    refused: list[str] = field(default_factory=list)  # reasons the vault gave
+    failed_at_pacs: int = 0  # sub-operations the PACS reported as failed
+
+
+def get_study(node: Node, local_ae: str, study_uid: str,
+              store: Callable[[list[tuple[str, bytes]]], ImportReport],
+              progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
+    """C-GET one study; instances go to ``store`` in batches as they arrive."""
+    ae = application_entity(local_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    roles = []
+    for uid in RETRIEVED_CLASSES:
+        ae.add_requested_context(storage_class(uid))
+        roles.append(build_role(uid, scp_role=True))
+    report = RetrieveReport()
+    pending: list[tuple[str, bytes]] = []
+
+    def flush() -> None:
+        if pending:
+            result = store(list(pending))
+            report.imported += result.imported
+            report.duplicates += result.duplicates
+            report.refused += [r.reason for r in result.rejected]
+            pending.clear()
+
+    def on_store(event: evt.Event) -> int:
+        try:
+            pending.append((f"{node.name}#{report.received + 1}", part10(event)))
+        except Exception:  # a malformed sub-operation is refused, never fatal
+            return 0xC000
+        report.received += 1
+        if len(pending) >= BATCH:
+            flush()
+        return 0x0000
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    with associated(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+        for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+            if not status:
+                raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
+            remaining = getattr(status, "NumberOfRemainingSuboperations", None)
+            if progress is not None:
+                progress(report.received, None if remaining is None else report.received + int(remaining))
+            if status.Status not in PENDING:
+                report.failed_at_pacs = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+                if status.Status not in (0x0000, 0xB000):
+                    flush()
+                    raise PeerError(f"The PACS node '{node.name}' could not send the study "
+                                    f"(status 0x{status.Status:04X}); {report.received} instance(s) "
+                                    "arrived and were kept.")
+    flush()
+    return report

@@ -1,0 +1,133 @@
+"""The storage SCP: instances sent by the PACS (C-MOVE results) and modalities go into the vault.
+
+Each C-STORE is answered only once its instance is durably in the vault, so a sender never
+deletes or forgets something we might lose. Instances arriving on all associations at once are
+imported together (one commit for many), and each handler waits for its own outcome. Only the
+AE titles of configured PACS nodes may send, and only to our own AE title.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from app.errors import CustodianError, UsageError
+from app.net.association import application_entity
+from app.store.records import ImportReport
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700  # could not be stored (disk full, vault busy): the sender may retry
+CANNOT_UNDERSTAND = 0xC000  # refused: unparseable, or in conflict with what is stored
+
+Store = Callable[[str, list[tuple[str, bytes]]], ImportReport]
+
+
+@dataclass
+class _Arrival:
+    calling_ae: str
+    label: str
+    data: bytes
+    done: bool = False
+    status: int = OUT_OF_RESOURCES
+    reason: str = ""
+
+
+@dataclass
+class Receiver:
+    """Group commit for received instances: whoever finds nobody storing stores everything queued."""
+
+    store: Store
+    _queue: list[_Arrival] = field(default_factory=list)
+    _ready: threading.Condition = field(default_factory=threading.Condition)
+    _storing: bool = False
+    _labels: int = 0
+
+    def receive(self, calling_ae: str, data: bytes) -> _Arrival:
+        with self._ready:
+            self._labels += 1
+            arrival = _Arrival(calling_ae, f"{calling_ae}#{self._labels}", data)
+            self._queue.append(arrival)
+            while not arrival.done and self._storing:
+                self._ready.wait()
+            if arrival.done:
+                return arrival
+            self._storing = True
+            batch, self._queue = self._queue, []
+        try:
+            for ae in sorted({a.calling_ae for a in batch}):
+                mine = [a for a in batch if a.calling_ae == ae]
+                report = self.store(ae, [(a.label, a.data) for a in mine])
+                refused = {r.path: r.reason for r in report.rejected}
+                for a in mine:
+                    a.status, a.reason = (CANNOT_UNDERSTAND, refused[a.label]) if a.label in refused \
+                        else (SUCCESS, "")
+        except Exception as exc:  # every failure becomes a status the sender understands
+            for a in batch:
+                if a.status != SUCCESS:
+                    a.reason = str(exc) if isinstance(exc, CustodianError) else type(exc).__name__
+        finally:
+            with self._ready:
+                for a in batch:
+                    a.done = True
+                self._storing = False
+                self._ready.notify_all()
+        return arrival
+
+
+def part10(event: evt.Event) -> bytes:
+    """The received data set as a Part 10 file, in memory: preamble, file meta, data set."""
+    buffer = DicomBytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
+    buffer.write(event.request.DataSet.getvalue())
+    return buffer.getvalue()
+
+
+class StorageScp:
+    def __init__(self, store: Store, *, ae_title: str, port: int, allowed: list[str],
+                 host: str = "", tls: ssl.SSLContext | None = None) -> None:
+        if not allowed:
+            raise UsageError("No PACS nodes are set, so nobody would be allowed to send: add the "
+                             "senders with 'custodian node add' first.")
+        self.receiver = Receiver(store)
+        self.port = port
+        self._host = host
+        self._ae = self._make_ae(ae_title, allowed)
+        self._tls = tls
+        self._server: object | None = None
+
+    @staticmethod
+    def _make_ae(ae_title: str, allowed: list[str]) -> AE:
+        ae = application_entity(ae_title)
+        ae.require_called_aet = True
+        ae.require_calling_aet = allowed
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+        ae.add_supported_context(Verification)
+        ae.maximum_associations = 16
+        return ae
+
+    def _on_store(self, event: evt.Event) -> int:
+        try:
+            data = part10(event)
+        except Exception:  # a malformed request is refused, never fatal
+            return CANNOT_UNDERSTAND
+        return self.receiver.receive(event.assoc.requestor.ae_title, data).status
+
+    def start(self) -> None:
+        self._server = self._ae.start_server(
+            (self._host, self.port), block=False, ssl_context=self._tls,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.port = self._server.server_address[1]  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()  # type: ignore[attr-defined]
+            self._server = None

@@ -1,0 +1,97 @@
+"""Query/retrieve with Orthanc: C-FIND under minimum necessary, C-GET straight into the vault."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pydicom
+import pytest
+
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
+from app.demo.studies import Patient
+from app.net.association import PeerError
+from app.net.nodes import Node
+from app.security.roles import Role
+from tests.conftest import CliUsers, VaultEnv, write_study
+from tests.peers.orthanc import AET, Orthanc
+
+pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None or shutil.which("storescu") is None,
+                                reason="Orthanc and DCMTK are not installed (installer/setup.sh does)")
+PATIENT = Patient("PID-QR", "Remote^Rita")
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, list[str]]]:
+    """Orthanc holding two CT studies of one patient (sent with storescu), and their UIDs."""
+    folder = tmp_path_factory.mktemp("qr")
+    peer = Orthanc(folder / "orthanc", known={"custodian": ("CUSTODIAN", 11112),
+                                              "modality": ("STORESCU", 104)})
+    peer.start()
+    uids = []
+    for n in range(2):
+        files = write_study(folder / f"study{n}", PATIENT, slices=6, size=32)
+        uids.append(str(pydicom.dcmread(files[0]).StudyInstanceUID))
+        sent = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", AET, "127.0.0.1", str(peer.port),
+                               *map(str, files)], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "TCP_NODELAY": "1"})
+        assert sent.returncode == 0, sent.stderr
+    yield peer, uids
+    peer.stop()
+
+
+@pytest.fixture
+def qr_env(env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> VaultEnv:
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs[0].port))
+    return env
+
+
+def test_query_finds_the_patients_studies_with_what_the_role_may_see(
+        qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> None:
+    found = qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="PID-QR")
+    assert sorted(s.study_uid for s in found) == sorted(pacs[1])
+    assert {s.patient_name for s in found} == {"Remote^Rita"} and {s.instances for s in found} == {6}
+    assert qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="NO-SUCH-ID") == []
+    qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
+    qr_env.add("po", Role.PRIVACY_OFFICER)
+    qr_env.vault.restrict_patient(qr_env.login("po"), "PID-QR")  # a VIP here: nothing shown
+    hidden = qr_env.vault.query(qr_env.login("tech"), "pacs", patient_id="PID-QR")
+    assert hidden and all(s.patient_name is None and s.patient_id is None for s in hidden)
+    (event, *_) = qr_env.vault.audit.records(AuditQuery(event_type=EventType.QUERY_PACS))
+    assert event.user == "tech" and event.patients == ("PID-QR",)
+
+
+def test_retrieve_brings_the_study_into_the_vault(qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> None:
+    steps: list[tuple[int, int | None]] = []
+    report = qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0],
+                                   lambda done, total: steps.append((done, total)))
+    assert (report.received, report.imported, report.refused, report.failed_at_pacs) == (6, 6, [], 0)
+    assert steps and steps[-1][0] == 6
+    (study,) = qr_env.vault.studies(qr_env.login("rad"), "PID-QR")
+    assert study.study_uid == pacs[1][0] and study.instances == 6
+    again = qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
+    assert (again.imported, again.duplicates) == (0, 6)
+    (event, *_) = qr_env.vault.audit.records(AuditQuery(event_type=EventType.RETRIEVE))
+    assert event.user == "rad" and event.studies == (pacs[1][0],) and event.detail["received"] == 6
+    assert qr_env.vault.verify(qr_env.login("tech")).ok
+
+
+def test_pacs_down_is_said_plainly(qr_env: VaultEnv) -> None:
+    qr_env.vault.add_node(qr_env.login("admin"), Node("down", AET, "127.0.0.1", 9))
+    with pytest.raises(PeerError, match="nothing is listening"):
+        qr_env.vault.query(qr_env.login("rad"), "down", patient_id="PID-QR")
+
+
+def test_cli_query_and_retrieve(cli_users: CliUsers, pacs: tuple[Orthanc, list[str]]) -> None:
+    cli = cli_users.cli
+    assert cli("node", "add", "pacs", "--aet", AET, "--host", "127.0.0.1",
+               "--port", str(pacs[0].port)).returncode == 0
+    cli_users.login("tech")
+    found = cli.json("query", "pacs", "--patient", "PID-QR")
+    assert sorted(s["study_uid"] for s in found) == sorted(pacs[1])
+    retrieved = cli.json("retrieve", "pacs", pacs[1][1])
+    assert retrieved["received"] == 6 and retrieved["imported"] == 6
+    assert [s["study_uid"] for s in cli.json("studies", "--patient", "PID-QR")] == [pacs[1][1]]

@@ -1,0 +1,102 @@
+"""The storage SCP against DCMTK storescu and a pynetdicom sender: durable, refusing strangers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
+from app.demo.studies import Patient
+from app.errors import UsageError
+from app.net.nodes import Node
+from app.net.scp import CANNOT_UNDERSTAND, SUCCESS, StorageScp
+from tests.conftest import VaultEnv, write_study
+
+pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
+                                reason="DCMTK is not installed (installer/setup.sh does)")
+
+
+@pytest.fixture
+def scp(env: VaultEnv) -> Iterator[StorageScp]:
+    admin = env.login("admin")
+    env.vault.add_node(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.add_node(admin, Node("sender", "PYSENDER", "127.0.0.1", 104))
+    server = env.vault.storage_scp(port=0, host="127.0.0.1")
+    server.start()
+    yield server
+    server.stop()
+
+
+def storescu(port: int, files: list[Path], *, calling: str = "STORESCU",
+             called: str = "CUSTODIAN") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port),
+                           *map(str, files)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TCP_NODELAY": "1"})
+
+
+def test_storescu_sends_a_study_into_the_vault(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
+    files = write_study(tmp_path / "ct", Patient("PID-SCP", "Sent^Study"), slices=12, size=64)
+    sent = storescu(scp.port, files)
+    assert sent.returncode == 0, sent.stderr
+    (study,) = env.vault.studies(env.login("rad"), "PID-SCP")
+    assert study.instances == 12
+    # Each commit is audited with what it stored, in the same transaction, naming the sender.
+    events = env.vault.audit.records(AuditQuery(user="dicom:STORESCU", event_type=EventType.IMPORT))
+    assert sum(e.detail["instances"] for e in events) == 12
+    assert {e.patients for e in events} == {("PID-SCP",)}
+    sop = pydicom.dcmread(files[3]).SOPInstanceUID
+    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(env.vault.read_instance(env.login("rad"), sop)))
+    assert stored.PixelData == pydicom.dcmread(files[3]).PixelData
+    assert env.vault.verify(env.login("tech")).ok
+
+
+def test_strangers_and_wrong_addresses_are_refused(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
+    files = write_study(tmp_path / "ct", Patient("PID-NOPE", "Not^Accepted"), slices=1, size=16)
+    assert storescu(scp.port, files, calling="STRANGER").returncode != 0
+    assert storescu(scp.port, files, called="SOMEONE-ELSE").returncode != 0
+    assert env.vault.studies(env.login("rad"), "PID-NOPE") == []
+
+
+def test_conflicting_data_is_refused_with_a_failure_status(env: VaultEnv, scp: StorageScp,
+                                                           tmp_path: Path) -> None:
+    (path,) = write_study(tmp_path / "ct", Patient("PID-CONFLICT", "Same^Uid"), slices=1, size=16)
+    original = pydicom.dcmread(path)
+    altered = pydicom.dcmread(path)
+    altered.PixelData = bytes(len(altered.PixelData))  # same SOP Instance UID, other pixels
+    sender = AE(ae_title="PYSENDER")
+    sender.add_requested_context(CTImageStorage, original.file_meta.TransferSyntaxUID)
+    assoc = sender.associate("127.0.0.1", scp.port, ae_title="CUSTODIAN")
+    assert assoc.is_established
+    try:
+        statuses = [assoc.send_c_store(ds).Status for ds in (original, original, altered)]
+    finally:
+        assoc.release()
+    assert statuses == [SUCCESS, SUCCESS, CANNOT_UNDERSTAND]  # a repeat is fine, a clash is not
+    (study,) = env.vault.studies(env.login("rad"), "PID-CONFLICT")
+    assert study.instances == 1
+
+
+def test_several_senders_at_once_share_commits(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
+    folders = [write_study(tmp_path / f"ct{i}", Patient(f"PID-PAR{i}", "Parallel^Sender"), slices=8, size=32)
+               for i in range(3)]
+    senders = [subprocess.Popen(["storescu", "-aet", "STORESCU", "-aec", "CUSTODIAN", "127.0.0.1",
+                                 str(scp.port), *map(str, files)], stderr=subprocess.PIPE)
+               for files in folders]
+    assert all(p.wait(120) == 0 for p in senders)
+    rad = env.login("rad")
+    assert [len(env.vault.studies(rad, f"PID-PAR{i}")) for i in range(3)] == [1, 1, 1]
+    assert sum(s.instances for i in range(3) for s in env.vault.studies(rad, f"PID-PAR{i}")) == 24
+
+
+def test_without_nodes_nobody_may_send(env: VaultEnv) -> None:
+    with pytest.raises(UsageError, match="nobody would be allowed"):
+        env.vault.storage_scp(port=0)
