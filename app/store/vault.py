@@ -212,18 +212,14 @@ class Vault:
     def _record(self, event: AuditEvent) -> None:
         """Write ``event`` durably before returning.
 
-        Inside the calling thread's own transaction it commits with that transaction. Otherwise
-        events that threads write at the same moment share one commit (group commit): one thread
-        at a time commits everything queued, and the others wait for it instead of queueing up
-        for the index one by one, so one fsync serves them all.
+        A thread that already holds the index writes at once (inside its own transaction the
+        event commits with it); it never waits in the queue, so the queue cannot deadlock. Other
+        threads' events share one commit (group commit): one thread at a time commits everything
+        queued while the others wait for it, so one fsync serves them all.
         """
-        if self._db.acquire(blocking=False):  # free, or held by this very thread
-            try:
-                if self._conn.in_transaction:
-                    self.audit.append(event)
-                    return
-            finally:
-                self._db.release()
+        if self._db._is_owned():  # type: ignore[attr-defined]  # (RLock's, as Condition uses it)
+            self.audit.append(event)
+            return
         ticket = _Ticket(event)
         with self._queue_ready:
             self._queue.append(ticket)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
 from app.audit.events import AuditEvent, EventType
+from app.audit.report import AuditQuery
 from tests.conftest import VaultEnv
 
 
@@ -147,3 +149,27 @@ def test_a_failed_group_commit_fails_every_writer_in_it(env: VaultEnv,
     with pytest.raises(OSError, match="No space"):
         env.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad"))
     assert env.vault._queue == []
+
+
+def test_a_thread_holding_the_index_writes_without_waiting_for_the_queue(env: VaultEnv) -> None:
+    """Another thread is committing the queue; this one holds the index and records: no deadlock."""
+    vault = env.vault
+    started, done = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        started.set()
+        vault._record(AuditEvent(EventType.STUDY_LIST, user="other"))
+        done.set()
+
+    with vault._db:
+        worker = threading.Thread(target=other_writer)
+        worker.start()
+        started.wait(5)
+        deadline = time.monotonic() + 5
+        while not vault._committing and time.monotonic() < deadline:  # it leads, waiting for the index
+            time.sleep(0.01)
+        assert vault._committing
+        vault._record(AuditEvent(EventType.STUDY_LIST, user="holder"))  # must not block
+    worker.join(10)
+    assert done.is_set()
+    assert {r.user for r in vault.audit.records(AuditQuery(limit=2))} == {"holder", "other"}
