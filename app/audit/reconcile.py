@@ -35,7 +35,11 @@ class Reconciliation:
 
 
 def reconcile(lines: Iterable[str], log: AuditLog, sent_seq: int, host: str) -> Reconciliation:
-    local = {e.seq: (e.hash, hashlib.sha256(e.message.encode()).digest()) for e in log.entries()}
+    local: dict[int, tuple[str, bytes]] = {}  # seq -> (hash, digest of the message): small per record
+    after = 0
+    while chunk := log.entries(after, 10_000):
+        local.update((e.seq, (e.hash, hashlib.sha256(e.message.encode()).digest())) for e in chunk)
+        after = chunk[-1].seq
     result = Reconciliation()
     seen: set[int] = set()
     highest = 0

@@ -156,7 +156,8 @@ class Forwarder:
         except OSError as exc:
             raise RepositoryUnreachable(f"{where} is unreachable ({_reason(exc)}); {queued}.") from None
         try:
-            with context.wrap_socket(raw, server_hostname=repository.server_name or repository.host) as tls:
+            server_name = repository.server_name or repository.host
+            with raw, context.wrap_socket(raw, server_hostname=server_name) as tls:
                 if _closed_after_handshake(tls, time.monotonic() - started):
                     raise RepositoryUnreachable(
                         f"{where} closed the connection after the handshake: it does not accept this "
