@@ -92,7 +92,8 @@ def part10(event: evt.Event) -> bytes:
 
 class StorageScp:
     def __init__(self, store: Store, *, ae_title: str, port: int, allowed: list[str],
-                 host: str = "", tls: ssl.SSLContext | None = None) -> None:
+                 host: str = "", tls: ssl.SSLContext | None = None,
+                 on_stop: Callable[[], None] | None = None) -> None:
         if not allowed:
             raise UsageError("No PACS nodes are set, so nobody would be allowed to send: add the "
                              "senders with 'custodian node add' first.")
@@ -101,6 +102,7 @@ class StorageScp:
         self._host = host
         self._ae = self._make_ae(ae_title, allowed)
         self._tls = tls
+        self._on_stop = on_stop
         self._server: object | None = None
 
     @staticmethod
@@ -131,3 +133,6 @@ class StorageScp:
         if self._server is not None:
             self._server.shutdown()  # type: ignore[attr-defined]
             self._server = None
+        if self._on_stop is not None:
+            self._on_stop()
+            self._on_stop = None

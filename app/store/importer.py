@@ -9,7 +9,6 @@ later) and never an index row without its blob.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 import time
@@ -19,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.store.blobs import instance_aad, quarantine_aad, seal
@@ -98,14 +99,32 @@ def _read_ahead(entries: Iterable[Entry], pool: ThreadPoolExecutor) -> Iterator[
     yield from window
 
 
-class ImportRun:
-    """Reads and parses on the calling thread; seals and writes on ``pool``; indexes each batch
-    on a committer thread while the next batch is being read."""
+@dataclass
+class Workers:
+    """The threads and the lookup connection a run uses; one set per run, or kept open by a
+    receiver that imports many small runs (the storage SCP), so none pays for starting them."""
 
-    def __init__(self, vault: Vault, actor: str, pool: ThreadPoolExecutor) -> None:
+    lookup: sqlcipher3.Connection  # its own connection: WAL lets it read while the committer writes
+    io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(IO_THREADS))
+    readers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2))
+    committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+
+    def close(self) -> None:
+        for pool in (self.io, self.readers, self.committer):
+            pool.shutdown()
+        self.lookup.close()
+
+
+class ImportRun:
+    """Reads and parses on the calling thread; seals and writes on the I/O threads; indexes each
+    batch on the committer thread while the next batch is being read."""
+
+    def __init__(self, vault: Vault, actor: str, workers: Workers) -> None:
         self._vault = vault
         self._actor = actor
-        self._pool = pool
+        self._workers = workers
+        self._pool = workers.io
+        self._lookup = workers.lookup
         self.report = ImportReport()
         self._batch = _Batch()
         self._new_keys: dict[str, bytes] = {}  # DEKs made by this run, committed with their batch
@@ -113,25 +132,22 @@ class ImportRun:
         self._study_patient: dict[str, tuple[str, str]] = {}  # study uid -> (patient id, issuer)
         self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
         self._committing: Future[None] | None = None
-        # Lookups use their own connection: WAL lets it read while the committer writes.
-        self._lookup = vault._reader()
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
-        with (contextlib.closing(self._lookup), ThreadPoolExecutor(2) as readers,
-              ThreadPoolExecutor(1) as committer):
-            for done, (label, data) in enumerate(_read_ahead(entries, readers), 1):
-                try:
-                    self._ingest(label, data.result())
-                except Unreadable as exc:
-                    self.report.rejected.append(Rejection(label, str(exc)))
-                if len(self._batch.items) >= BATCH_INSTANCES or self._batch.nbytes >= BATCH_BYTES:
-                    self._commit(committer)
-                if progress:
-                    progress(done, total)
-            self._resolve()
-            self._commit(committer)
-            if self._committing is not None:
-                self._committing.result()
+        committer = self._workers.committer
+        for done, (label, data) in enumerate(_read_ahead(entries, self._workers.readers), 1):
+            try:
+                self._ingest(label, data.result())
+            except Unreadable as exc:
+                self.report.rejected.append(Rejection(label, str(exc)))
+            if len(self._batch.items) >= BATCH_INSTANCES or self._batch.nbytes >= BATCH_BYTES:
+                self._commit(committer)
+            if progress:
+                progress(done, total)
+        self._resolve()
+        self._commit(committer)
+        if self._committing is not None:
+            self._committing.result()
         return self.report
 
     # ------------------------------------------------------------------ one file

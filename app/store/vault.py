@@ -62,6 +62,7 @@ from app.store.importer import (
     Entry,
     ImportRun,
     Progress,
+    Workers,
     manifest,
     read_source,
     study_context,
@@ -516,26 +517,41 @@ class Vault:
         entries = ((label, partial(bytes, data)) for label, data in items)
         return self._import(actor.name, entries, len(items), progress)
 
-    def receive(self, calling_ae: str, items: list[tuple[str, bytes]]) -> ImportReport:
-        """Instances a DICOM peer sent to the storage SCP, under the same rules as an import.
+    def receive(self, calling_ae: str, items: list[tuple[str, bytes]],
+                workers: Workers | None = None) -> ImportReport:
+        """Instances a DICOM peer sent (to the storage SCP, or back to a C-GET), under the same
+        rules as an import.
 
         Receiving is the workstation's own duty (the SCP runs while nobody is logged in), so it
         needs the opened vault but no session; the audit trail names the sending AE title.
+        ``workers`` (from :meth:`receiving_workers`) spares a receiver that stores instance by
+        instance the cost of starting threads and a connection each time.
         """
         entries = ((label, partial(bytes, data)) for label, data in items)
-        return self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False)
+        return self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False,
+                            workers=workers)
+
+    def receiving_workers(self) -> Workers:
+        """Threads and a lookup connection for many receives; the caller closes them."""
+        return Workers(self._reader())
 
     def sweep_unindexed(self) -> int:
         """What an interrupted import left behind; the storage SCP does this once as it starts."""
         with self._write_lock():
             return self._sweep()
 
-    def _import(self, actor: str, entries: Iterator[Entry], total: int,
-                progress: Progress | None, *, sweep: bool = True) -> ImportReport:
-        with self._write_lock(), ThreadPoolExecutor(IO_THREADS) as pool:
+    def _import(self, actor: str, entries: Iterator[Entry], total: int, progress: Progress | None,
+                *, sweep: bool = True, workers: Workers | None = None) -> ImportReport:
+        with self._write_lock():
             if sweep:
                 self._sweep()
-            return ImportRun(self, actor, pool).run(entries, total, progress)
+            if workers is not None:
+                return ImportRun(self, actor, workers).run(entries, total, progress)
+            own = Workers(self._reader())
+            try:
+                return ImportRun(self, actor, own).run(entries, total, progress)
+            finally:
+                own.close()
 
     def _sweep(self) -> int:
         """Remove blobs left by an interrupted import (they were never indexed); needs the lock."""
@@ -873,8 +889,10 @@ class Vault:
         self.sweep_unindexed()
         with self._db:
             senders = sorted({node.ae_title for node in NodeBook(self._conn).list()})
-        return StorageScp(self.receive, ae_title=self.policy.ae_title,
-                          port=self.policy.scp_port if port is None else port, allowed=senders, host=host)
+        workers = self.receiving_workers()
+        return StorageScp(partial(self.receive, workers=workers), ae_title=self.policy.ae_title,
+                          port=self.policy.scp_port if port is None else port, allowed=senders, host=host,
+                          on_stop=workers.close)
 
     # ------------------------------------------------------------------ query/retrieve
     def query(self, session: Session, node_name: str, **filters: str) -> list[RemoteStudy]:
@@ -913,13 +931,16 @@ class Vault:
         user = self._gate(session, Action.RETRIEVE)
         with self._db:
             node = NodeBook(self._conn).get(node_name)
+        workers = self.receiving_workers()
         try:
             report = get_study(node, self.policy.ae_title, study_uid,
-                               lambda items: self.receive(node.ae_title, items), progress)
+                               lambda items: self.receive(node.ae_title, items, workers), progress)
         except CustodianError as exc:
             self._record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=user.name,
                                     studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))
             raise
+        finally:
+            workers.close()
         outcome = Outcome.SUCCESS if not (report.refused or report.failed_at_pacs) else Outcome.MINOR_FAILURE
         self._record(AuditEvent(EventType.RETRIEVE, outcome, user=user.name, studies=(study_uid,),
                                 detail={"node": node_name, "received": report.received,
