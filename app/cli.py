@@ -538,6 +538,38 @@ def cmd_retrieve(args: argparse.Namespace, out: Output) -> int:
     return EXIT_PARTLY if report.refused or report.failed_at_pacs else EXIT_OK
 
 
+def cmd_send(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault, _progress("Sending") as progress:
+        result = vault.send(current_session(vault), args.node, args.study_uid, progress)
+    report = result.report
+    data = {"node": args.node, "study_uid": args.study_uid, "sent": len(report.sent),
+            "warnings": report.warnings, "failed": [{"sop_instance_uid": k, "reason": v}
+                                                    for k, v in report.failed.items()],
+            "queued": result.queued}
+    if result.queued:
+        out.emit(data, f"The PACS node '{args.node}' cannot be reached now ({result.error}). The send "
+                       "waits in the outbox and goes out when it is back.")
+        return EXIT_PARTLY
+    out.emit(data, f"Sent {len(report.sent)} instance(s) to '{args.node}'"
+             + (f"; {len(report.failed)} refused: " + "; ".join(sorted(set(report.failed.values())))
+                if report.failed else "") + ".")
+    return EXIT_PARTLY if report.failed else EXIT_OK
+
+
+def cmd_outbox(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        waiting = vault.outbox(session)
+        sent = vault.flush_outbox() if args.flush else 0
+        waiting = vault.outbox(session) if args.flush else waiting
+    out.emit({"sent": sent, "waiting": waiting}, lambda: (f"{sent} waiting send(s) went out.\n" if args.flush
+                                                          else "") + (_table(
+        [[str(w["id"]), str(w["node"]), str(w["study_uid"]), str(w["requested_by"]), str(w["attempts"]),
+          str(w["last_error"])] for w in waiting], ["#", "Node", "Study UID", "By", "Tries", "Last error"])
+        if waiting else "Nothing is waiting to be sent."))
+    return EXIT_OK
+
+
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         scp = vault.storage_scp(port=args.port, host=args.host)
@@ -718,6 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("retrieve", cmd_retrieve, "bring a study from a PACS node into the vault (C-GET)")
     p.add_argument("node")
     p.add_argument("study_uid", metavar="STUDY_UID")
+    p = add("send", cmd_send, "send a cached study to a PACS node (queued while it is down)")
+    p.add_argument("node")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p = add("outbox", cmd_outbox, "sends waiting for a PACS node that was down")
+    p.add_argument("--flush", action="store_true", help="try them now")
     p = add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
     p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
     p.add_argument("--host", default="", help="the address to listen on (default: all)")

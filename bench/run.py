@@ -264,6 +264,80 @@ def bench_drain(work: Path, station: Workstation, backlog: int) -> list[Figure]:
                    round(raw_s, 3), round(raw_s / ours, 2), "< 30 s", ours < 30)]
 
 
+def _storescu(port: int, called: str, files: list[Path]) -> float:
+    import os
+    import subprocess
+
+    started = time.perf_counter()
+    sent = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port),
+                           *map(str, files)], capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
+    if sent.returncode != 0:
+        raise RuntimeError(f"storescu failed: {sent.stderr.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
+def plain_pynetdicom_scp(folder: Path) -> tuple[object, int]:
+    """The minimal pynetdicom SCP the issue measures against: each data set to a plain file."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from app.net.association import NO_DELAY
+    from app.net.scp import part10
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def on_store(event: evt.Event) -> int:
+        (folder / event.request.AffectedSOPInstanceUID).write_bytes(part10(event))
+        return 0x0000
+
+    ae = AE(ae_title="PLAINSCP")
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+    server = ae.start_server(("127.0.0.1", 0), block=False,
+                             evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, on_store)])
+    return server, server.server_address[1]
+
+
+def bench_scp(work: Path, slices: int) -> list[Figure]:
+    """storescu into the running Custodian SCP, beside DCMTK storescp and a minimal pynetdicom SCP."""
+    import shutil
+
+    if shutil.which("storescu") is None:
+        print("DCMTK not installed: the storage SCP figures are skipped", file=sys.stderr)
+        return []
+    from app.net.nodes import Node
+    from tests.peers.dcmtk import StoreScp
+
+    files = make_series(work / "scp-ct", slices)
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    station = Workstation(work / "scp-home")
+    station.vault.add_node(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    scp = station.vault.storage_scp(port=0, host="127.0.0.1")
+    scp.start()
+    try:
+        ours = _storescu(scp.port, "CUSTODIAN", files)
+    finally:
+        scp.stop()
+        station.vault.close()
+    dcmtk = StoreScp(work / "storescp")
+    dcmtk.start()
+    try:
+        dcmtk_s = _storescu(dcmtk.port, "STORESCP", files)
+    finally:
+        dcmtk.stop()
+    server, port = plain_pynetdicom_scp(work / "plain-scp")
+    try:
+        plain_s = _storescu(port, "PLAINSCP", files)
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    label = f"receive a {slices}-slice CT ({mb:.0f} MB) from DCMTK storescu"
+    return [
+        Figure(label, round(ours, 3), "s", "minimal pynetdicom SCP writing plain files (no fsync)",
+               round(plain_s, 3), round(plain_s / ours, 2), ">= 1.0", plain_s / ours >= 1.0),
+        Figure(label, round(ours, 3), "s", "DCMTK storescp writing plain files (no fsync)",
+               round(dcmtk_s, 3), round(dcmtk_s / ours, 2), ">= 0.5", dcmtk_s / ours >= 0.5),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data; the whole run under a minute")
@@ -274,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="custodian-bench-") as tmp:
         figures = bench_import_and_load(Path(tmp), slices, runs)
         figures += bench_audit(Path(tmp), appends, chain, backlog)
+        figures += bench_scp(Path(tmp), slices)
     if args.json:
         print(json.dumps([asdict(f) for f in figures], indent=1))
     else:

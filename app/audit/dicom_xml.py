@@ -88,6 +88,7 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.NODE_ECHO: (NETWORK_ENTRY, "E", None),
     EventType.QUERY_PACS: (QUERY, "E", None),
     EventType.RETRIEVE: (INSTANCES_TRANSFERRED, "C", None),
+    EventType.SEND: (INSTANCES_TRANSFERRED, "R", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

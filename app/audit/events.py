@@ -45,6 +45,7 @@ class EventType(StrEnum):
     NODE_ECHO = "node-verification"
     QUERY_PACS = "query-pacs"
     RETRIEVE = "instances-transferred"
+    SEND = "instances-sent"
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pynetdicom import AE, Association
+from pynetdicom import AE, Association, evt
 from pynetdicom.sop_class import Verification
 
 from app.errors import CustodianError
@@ -27,7 +28,15 @@ RESPONSE_TIMEOUT = 30.0
 
 
 class PeerError(CustodianError):
-    """An association could not be made or broke off; the message says why, plainly."""
+    """An association could not be made or broke off; the message says why, plainly.
+
+    ``transient``: the peer is away or the line broke (worth trying again later); otherwise it
+    refused us (AE titles, certificates), which waiting will not mend.
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -57,26 +66,39 @@ def _peer_log() -> Iterator[_Collected]:
         logger.removeHandler(collected)
 
 
-def _why(lines: Sequence[str]) -> str:
+def _why(lines: Sequence[str]) -> tuple[str, bool]:
+    """The reason in words, and whether it may pass by itself (see :class:`PeerError`)."""
     text = " ".join(lines)
     if reason := re.search(r"Reason: (.+?)(?:$| Association)", text):
         words = reason.group(1).strip()
-        return f"it refused the association ({words[:1].lower()}{words[1:]})"
+        congested = "congestion" in words or "limit exceeded" in words
+        return f"it refused the association ({words[:1].lower()}{words[1:]})", congested
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         detail = re.search(r"certificate verify failed: ([^(]+)", text)
         return ("it presented a certificate this workstation does not trust"
-                + (f" ({detail.group(1).strip()})" if detail else ""))
+                + (f" ({detail.group(1).strip()})" if detail else "")), False
     if "Connection refused" in text:
-        return "nothing is listening there (connection refused)"
+        return "nothing is listening there (connection refused)", True
     if "timed out" in text or "TimeoutError" in text:
-        return "it did not answer in time"
+        return "it did not answer in time", True
     if "SSL" in text or "TLS" in text:
-        return "the secure connection failed (is TLS set up alike on both sides?)"
+        return "the secure connection failed (is TLS set up alike on both sides?)", False
     if "No accepted presentation contexts" in text:
-        return "it accepts none of the services asked for"
+        return "it accepts none of the services asked for", False
     if "Aborted" in text or "reset by peer" in text:
-        return "it broke the connection off (does it expect TLS where none is set, or the reverse?)"
-    return "the connection failed"
+        return "it broke the connection off (does it expect TLS where none is set, or the reverse?)", True
+    return "the connection failed", True
+
+
+def _no_delay(event: evt.Event) -> None:
+    """Small DIMSE responses must leave at once: with Nagle's algorithm each one can wait ~40 ms
+    for the peer's delayed acknowledgement."""
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+NO_DELAY = (evt.EVT_CONN_OPEN, _no_delay)
 
 
 def application_entity(local_ae: str) -> AE:
@@ -95,11 +117,14 @@ def associated(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
     tls_args = None
     if node.tls is not None:
         tls_args = (client_context(node.tls), node.server_name or node.host)
+    handlers = [NO_DELAY, *options.pop("evt_handlers", [])]
     with _peer_log() as log:
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args, **options)
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args,
+                             evt_handlers=handlers, **options)
     if not assoc.is_established:
+        why, transient = _why(log.lines)
         raise PeerError(f"Could not reach the PACS node '{node.name}' ({node.ae_title} at "
-                        f"{node.host}:{node.port}): {_why(log.lines)}.")
+                        f"{node.host}:{node.port}): {why}.", transient=transient)
     try:
         yield assoc
     finally:

@@ -19,7 +19,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from app.errors import CustodianError, UsageError
-from app.net.association import application_entity
+from app.net.association import NO_DELAY, application_entity
 from app.store.records import ImportReport
 
 SUCCESS = 0x0000
@@ -126,7 +126,7 @@ class StorageScp:
     def start(self) -> None:
         self._server = self._ae.start_server(
             (self._host, self.port), block=False, ssl_context=self._tls,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store)])
         self.port = self._server.server_address[1]  # type: ignore[attr-defined]
 
     def stop(self) -> None:

@@ -179,6 +179,19 @@ MIGRATIONS: dict[int, str] = {
     7: """
     CREATE TABLE nodes (name TEXT PRIMARY KEY, config TEXT NOT NULL);
     """,
+    # Sends waiting for a PACS that was down: they go out when it is back.
+    8: """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        done_at REAL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -45,10 +45,11 @@ from app.errors import (
 )
 from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
-from app.net.association import EchoResult, echo
+from app.net.association import EchoResult, PeerError, echo
 from app.net.nodes import Node, NodeBook
 from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study
 from app.net.scp import StorageScp
+from app.net.send import Outgoing, SendReport, send_instances
 from app.security import passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
@@ -77,8 +78,17 @@ from app.store.records import (
 from app.store.sources import iter_sources
 
 AUDIT_SIGNING_CONTEXT = "audit-signing"
+SEND_ATTEMPTS = 3
+SEND_RETRY_SECONDS = 1.0
 LOCK_FILE = "write.lock"
 TOKEN_FILE = "session.bin"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    report: SendReport
+    queued: bool  # the node could not be reached: the send waits in the outbox
+    error: str | None
 
 
 @dataclass
@@ -947,3 +957,93 @@ class Vault:
                                         "refused": len(report.refused),
                                         "failed_at_pacs": report.failed_at_pacs}))
         return report
+
+    # ------------------------------------------------------------------ send
+    def send(self, session: Session, node_name: str, study_uid: str,
+             progress: Callable[[int, int], None] | None = None) -> SendResult:
+        """Send a cached study to a PACS node; if the node cannot be reached the send waits in the
+        outbox and goes out when it is back (:meth:`flush_outbox`)."""
+        user = self._gate(session, Action.SEND)
+        with self._db:
+            NodeBook(self._conn).get(node_name)  # a clear error now for a node that does not exist
+        self._check_restriction(user, study_uid)
+        return self._send(user.name, node_name, study_uid, progress, queue=True)
+
+    def _send(self, requester: str, node_name: str, study_uid: str,
+              progress: Callable[[int, int], None] | None, *, queue: bool) -> SendResult:
+        with self._db:
+            node = NodeBook(self._conn).get(node_name)
+            rows = self._conn.execute(
+                "SELECT sop_uid, sop_class, transfer_syntax, blob FROM instances WHERE study_uid = ? "
+                "ORDER BY series_uid, number", (study_uid,)).fetchall()
+            patient = self._patient_of(study_uid)
+        if not rows:
+            raise CustodianError("That study is not in the local cache.")
+        outgoing = [Outgoing(sop, cls, ts, partial(self._plaintext, sop, study_uid, blob))
+                    for sop, cls, ts, blob in rows]
+        report = SendReport()
+        attempts = SEND_ATTEMPTS if queue else 1  # the outbox is tried again on its own schedule
+        for attempt in range(1, attempts + 1):
+            remaining = [o for o in outgoing
+                         if o.sop_uid not in report.sent and o.sop_uid not in report.failed]
+            try:
+                send_instances(node, self.policy.ae_title, remaining, report, progress)
+                break
+            except PeerError as exc:
+                if queue and exc.transient and not report.sent and not report.failed:  # away: wait
+                    self._queue_send(requester, node_name, study_uid, patient, str(exc))
+                    return SendResult(report, queued=True, error=str(exc))
+                if attempt == attempts or not exc.transient:
+                    self._record_send(requester, node_name, study_uid, patient, report, str(exc))
+                    raise
+                time.sleep(SEND_RETRY_SECONDS * attempt)
+        self._record_send(requester, node_name, study_uid, patient, report, None)
+        return SendResult(report, queued=False, error=None)
+
+    def _queue_send(self, requester: str, node_name: str, study_uid: str,
+                    patient: tuple[int, str, bool] | None, why: str) -> None:
+        with self._transaction():
+            self._conn.execute("INSERT INTO outbox (node, study_uid, requested_by, requested_at, last_error) "
+                               "VALUES (?, ?, ?, ?, ?)", (node_name, study_uid, requester, time.time(), why))
+            self.audit.append(AuditEvent(EventType.SEND, Outcome.MINOR_FAILURE, user=requester,
+                                         studies=(study_uid,), patients=(patient[1],) if patient else (),
+                                         detail={"node": node_name, "queued": True, "why": why}))
+
+    def _record_send(self, requester: str, node_name: str, study_uid: str,
+                     patient: tuple[int, str, bool] | None, report: SendReport, error: str | None) -> None:
+        outcome = Outcome.SUCCESS if not (report.failed or error) else Outcome.MINOR_FAILURE
+        self._record(AuditEvent(EventType.SEND, outcome, user=requester, studies=(study_uid,),
+                                patients=(patient[1],) if patient else (),
+                                detail={"node": node_name, "sent": len(report.sent),
+                                        "failed": len(report.failed), **({"why": error} if error else {})}))
+
+    def outbox(self, session: Session) -> list[dict[str, object]]:
+        """Sends still waiting for their PACS node: node, study UID, who asked, tries, why."""
+        self._gate(session, Action.SEND)
+        return self._waiting_sends()
+
+    def _waiting_sends(self) -> list[dict[str, object]]:
+        rows = self._query("SELECT id, node, study_uid, requested_by, requested_at, attempts, last_error "
+                           "FROM outbox WHERE done_at IS NULL ORDER BY id")
+        keys = ("id", "node", "study_uid", "requested_by", "requested_at", "attempts", "last_error")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def flush_outbox(self) -> int:
+        """Try the waiting sends again, oldest first; the workstation's duty, like audit forwarding.
+        Returns how many went out."""
+        done = 0
+        for item in self._waiting_sends():
+            try:
+                result = self._send(str(item["requested_by"]), str(item["node"]), str(item["study_uid"]),
+                                    None, queue=False)
+            except CustodianError as exc:
+                self._outbox_attempt(int(item["id"]), str(exc), done=False)
+                continue
+            self._outbox_attempt(int(item["id"]), "; ".join(result.report.failed.values()), done=True)
+            done += 1
+        return done
+
+    def _outbox_attempt(self, item_id: int, error: str, *, done: bool) -> None:
+        with self._transaction():
+            self._conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, done_at = ? "
+                               "WHERE id = ?", (error, time.time() if done else None, item_id))

@@ -80,12 +80,15 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.BREAK_GLASS: lambda v, s: v.break_glass(s, env.study_uid, "matrix test, emergency", "000000"),
         A.MANAGE_NODES: lambda v, s: v.remove_node(s, "no-such-node"),
         A.ECHO_NODE: lambda v, s: v.echo_node(s, "no-such-node"),
+        A.QUERY: lambda v, s: v.query(s, "no-such-node", patient_id="PID-0001"),
+        A.RETRIEVE: lambda v, s: v.retrieve(s, "no-such-node", env.study_uid),
+        A.SEND: lambda v, s: v.send(s, "no-such-node", env.study_uid),
     }
 
 
 IMPLEMENTED = [A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.VERIFY, A.SHRED, A.ROTATE_KEYS, A.MANAGE_USERS,
                A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS,
-               A.MANAGE_NODES, A.ECHO_NODE]
+               A.MANAGE_NODES, A.ECHO_NODE, A.QUERY, A.RETRIEVE, A.SEND]
 
 
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)

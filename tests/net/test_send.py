@@ -1,0 +1,99 @@
+"""Sending to Orthanc: every instance's status checked; while the PACS is down sends wait and go
+out when it is back; refusals that waiting will not mend are said at once."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
+from app.demo.studies import Patient
+from app.errors import NotPermitted
+from app.net.association import PeerError
+from app.net.nodes import Node
+from app.security.roles import Role
+from tests.conftest import CliUsers, VaultEnv, study_bytes, write_study
+from tests.peers.orthanc import AET, Orthanc
+
+pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None,
+                                reason="Orthanc is not installed (installer/setup.sh does)")
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    peer = Orthanc(tmp_path / "orthanc", known={"custodian": ("CUSTODIAN", 11112)})
+    peer.start()
+    yield peer
+    peer.stop()
+
+
+def _study(env: VaultEnv, patient: Patient, slices: int = 5) -> str:
+    items = study_bytes(patient, slices=slices, size=32)
+    env.vault.import_bytes(env.login("tech"), items)
+    return str(pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1])).StudyInstanceUID)
+
+
+def test_send_stores_every_instance_at_the_pacs(env: VaultEnv, pacs: Orthanc) -> None:
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs.port))
+    study = _study(env, Patient("PID-SEND", "Sent^Sam"))
+    steps: list[tuple[int, int]] = []
+    result = env.vault.send(env.login("tech"), "pacs", study, lambda d, t: steps.append((d, t)))
+    assert not result.queued and len(result.report.sent) == 5 and result.report.failed == {}
+    assert steps[-1] == (5, 5)
+    assert pacs.rest("/statistics")["CountInstances"] == 5
+    (event,) = env.vault.audit.records(AuditQuery(event_type=EventType.SEND, limit=1))
+    assert event.user == "tech" and event.detail["sent"] == 5 and event.patients == ("PID-SEND",)
+
+
+def test_sends_wait_while_the_pacs_is_down_and_go_when_it_is_back(env: VaultEnv, pacs: Orthanc) -> None:
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs.port))
+    first = _study(env, Patient("PID-DOWN1", "Down^One"))
+    pacs.stop()
+    queued = env.vault.send(env.login("tech"), "pacs", first)
+    assert queued.queued and "connection refused" in (queued.error or "")
+    # Reading and importing go on while the PACS is down, and another send queues behind it.
+    second = _study(env, Patient("PID-DOWN2", "Down^Two"), slices=3)
+    assert env.vault.open_series(env.login("rad"), env.vault.series(env.login("rad"), first)[0].series_uid)
+    assert env.vault.send(env.login("tech"), "pacs", second).queued
+    assert env.vault.flush_outbox() == 0  # still down: they keep waiting
+    assert [w["attempts"] for w in env.vault.outbox(env.login("tech"))] == [1, 1]
+    pacs.start()
+    assert env.vault.flush_outbox() == 2
+    assert env.vault.outbox(env.login("tech")) == []
+    assert pacs.rest("/statistics")["CountInstances"] == 8
+
+
+def test_refusals_are_not_queued(env: VaultEnv, pacs: Orthanc) -> None:
+    env.vault.add_node(env.login("admin"), Node("pacs", "NOT-ORTHANC", "127.0.0.1", pacs.port))
+    study = _study(env, Patient("PID-REFUSED", "Refused^Rolf"))
+    with pytest.raises(PeerError, match="called AE title not recognised"):
+        env.vault.send(env.login("tech"), "pacs", study)
+    assert env.vault.outbox(env.login("tech")) == []
+
+
+def test_restricted_patients_need_break_glass_to_send(env: VaultEnv, pacs: Orthanc) -> None:
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs.port))
+    study = _study(env, Patient("PID-VIP", "Vip^Vera"))
+    env.add("po", Role.PRIVACY_OFFICER)
+    env.vault.restrict_patient(env.login("po"), "PID-VIP")
+    with pytest.raises(NotPermitted):
+        env.vault.send(env.login("tech"), "pacs", study)
+    assert pacs.rest("/statistics")["CountInstances"] == 0
+
+
+def test_cli_send_and_outbox(cli_users: CliUsers, pacs: Orthanc, tmp_path: Path) -> None:
+    cli = cli_users.cli
+    assert cli("node", "add", "pacs", "--aet", AET, "--host", "127.0.0.1",
+               "--port", str(pacs.port)).returncode == 0
+    cli_users.login("tech")
+    write_study(tmp_path / "ct", Patient("PID-CLI", "Cli^Carla"), slices=4, size=32)
+    assert cli("import", str(tmp_path / "ct")).returncode == 0
+    (study,) = cli.json("studies", "--patient", "PID-CLI")
+    sent = cli.json("send", "pacs", study["study_uid"])
+    assert sent["sent"] == 4 and not sent["queued"]
+    assert cli.json("outbox") == {"sent": 0, "waiting": []}
