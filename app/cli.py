@@ -428,12 +428,12 @@ def cmd_audit_repository_show(args: argparse.Namespace, out: Output) -> int:
 def cmd_audit_sync(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         if args.watch:
-            from app.audit.repository import SyncWorker
+            from app.audit.repository import sync_job
 
             def report(status: SyncStatus, error: str | None) -> None:
                 out.note(f"{datetime.now():%H:%M:%S} {error or _sync_status_text(status)}")
 
-            worker = SyncWorker(partial(vault.audit_forwarder, own_connection=True), on_status=report)
+            worker = sync_job(partial(vault.audit_forwarder, own_connection=True), report)
             worker.start()
             try:
                 while True:

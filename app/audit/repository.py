@@ -31,6 +31,7 @@ from app.audit.dicom_xml import HOSTNAME
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog
 from app.audit.syslog import checkpoint_message, event_message, frame
+from app.background import Periodic, Step
 from app.errors import CustodianError, UsageError
 from app.security.tls import TlsIdentity, client_context
 
@@ -218,45 +219,25 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-@dataclass
-class SyncWorker:
-    """Drains the queue in the background of the GUI (or `audit sync --watch`), backing off while
-    the repository is away and stopping while it is halted, until told otherwise."""
+def sync_job(forwarder: Callable[[], Forwarder],
+             on_status: Callable[[SyncStatus, str | None], None] | None = None,
+             interval: float = 2.0) -> Periodic:
+    """Forward the trail in the background of the GUI (or `audit sync --watch`), backing off while
+    the repository is away and idle while it is halted, until woken."""
 
-    forwarder: Callable[[], Forwarder]
-    interval: float = 2.0
-    max_backoff: float = 30.0
-    on_status: Callable[[SyncStatus, str | None], None] | None = None
+    def setup() -> Step:
+        sender = forwarder()  # made on the job's thread: its index connection belongs there
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Send now (a security alert was written, or the repository was set again)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        forwarder = self.forwarder()  # made here: its index connection belongs to this thread
-        delay = self.interval
-        while not self._stop.is_set():
+        def step(stop: threading.Event) -> str | None:
             error: str | None = None
             try:
-                forwarder.drain(stop=self._stop)
-                delay = self.interval
+                sender.drain(stop=stop)
             except (CustodianError, sqlcipher3.Error) as exc:
                 error = str(exc)
-                delay = min(delay * 2, self.max_backoff)
-            if self.on_status is not None:
-                self.on_status(forwarder.status(), error)
-            self._wake.wait(delay)
-            self._wake.clear()
+            if on_status is not None:
+                on_status(sender.status(), error)
+            return error
+
+        return step
+
+    return Periodic("audit-sync", setup, interval=interval, max_backoff=30.0)

@@ -32,6 +32,7 @@ class SitePolicy:
     # This workstation on the DICOM network: its AE title and the storage SCP's port.
     ae_title: str = "CUSTODIAN"
     scp_port: int = 11112
+    pacs_node: str = ""  # the node queried, sent to and watched by default; empty: the first node
 
     def __post_init__(self) -> None:
         limits = {

@@ -50,6 +50,7 @@ from app.net.nodes import Node, NodeBook
 from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study
 from app.net.scp import StorageScp
 from app.net.send import Outgoing, SendReport, send_instances
+from app.net.watch import PacsStatus
 from app.security import passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
@@ -1047,3 +1048,24 @@ class Vault:
         with self._transaction():
             self._conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, done_at = ? "
                                "WHERE id = ?", (error, time.time() if done else None, item_id))
+
+    # ------------------------------------------------------------------ downtime
+    def pacs_node(self) -> Node | None:
+        """The site's PACS: the node the site policy names, else the first one set."""
+        with self._db:
+            nodes = NodeBook(self._conn).list()
+        named = [n for n in nodes if n.name == self.policy.pacs_node]
+        return (named or nodes or [None])[0]
+
+    def watch_pacs(self) -> PacsStatus:
+        """Whether the PACS answers; when it does, the sends that waited for it go out. The
+        workstation's own duty (no session), run in the background of the GUI."""
+        node = self.pacs_node()
+        if node is None:
+            return PacsStatus(None, False, 0)
+        try:
+            echo(node, self.policy.ae_title)
+        except CustodianError as exc:
+            return PacsStatus(node.name, False, len(self._waiting_sends()), str(exc))
+        self.flush_outbox()
+        return PacsStatus(node.name, True, len(self._waiting_sends()))

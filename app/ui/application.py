@@ -9,11 +9,14 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QDialog
 
-from app.audit.repository import SyncWorker
+from app.audit.repository import sync_job
 from app.errors import CustodianError, UsageError
+from app.net.scp import StorageScp
+from app.net.watch import pacs_job
 from app.security.sessions import Session
 from app.store.vault import Vault
 from app.ui.audit_sync_status import AuditSyncStatus
+from app.ui.bridge import Bridge
 from app.ui.enrolment_dialog import required_reenrolment
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
@@ -79,13 +82,20 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             return _screenshot(app, window, screenshot)
         indicator = AuditSyncStatus()
         window.statusBar().addPermanentWidget(indicator)
-        worker = SyncWorker(partial(vault.audit_forwarder, own_connection=True), on_status=indicator.report)
-        worker.start()
+        pacs_status = Bridge(window.set_pacs_status, window)
+        jobs = [sync_job(partial(vault.audit_forwarder, own_connection=True), indicator.report),
+                pacs_job(vault, pacs_status.post)]
+        for job in jobs:
+            job.start()
+        scp = _start_receiving(vault, window)
         window.showMaximized()
         try:
             return app.exec()
         finally:
-            worker.stop()
+            if scp is not None:
+                scp.stop()
+            for job in jobs:
+                job.stop()
     finally:
         current = window.session if window is not None else session
         if current is not None and (own_session or current is not session):
@@ -93,6 +103,22 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
                 vault.logout(current)
             except CustodianError as exc:
                 print(exc, file=sys.stderr)
+
+
+def _start_receiving(vault: Vault, window: MainWindow) -> StorageScp | None:
+    """The storage SCP in the background, when there are PACS nodes to receive from."""
+    try:
+        scp = vault.storage_scp()
+    except UsageError:
+        return None  # no nodes yet: nobody could send
+    try:
+        scp.start()
+    except OSError as exc:
+        scp.stop()
+        window.statusBar().showMessage(f"Receiving from the PACS is off: port {scp.port} cannot be used "
+                                       f"({exc.strerror or exc}).")
+        return None
+    return scp
 
 
 def _screenshot(app: QApplication, window: MainWindow, path: Path) -> int:

@@ -6,25 +6,20 @@ arrives from that worker's thread and is handed to the GUI thread by a queued si
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel
 
 from app.audit.repository import SyncStatus
-
-
-class _Bridge(QObject):
-    changed = Signal(object, object)
+from app.ui.bridge import Bridge
 
 
 class AuditSyncStatus(QLabel):
     def __init__(self) -> None:
         super().__init__("Audit trail: starting")
-        self._bridge = _Bridge()
-        self._bridge.changed.connect(self._show)
+        self._bridge = Bridge(self._show, self)
 
     def report(self, status: SyncStatus, error: str | None) -> None:
         """Called from the worker thread."""
-        self._bridge.changed.emit(status, error)
+        self._bridge.post(status, error)
 
     def _show(self, status: SyncStatus, error: str | None) -> None:
         if not status.configured:

@@ -22,18 +22,21 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QSho
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
+    QLabel,
     QMainWindow,
     QMessageBox,
     QSplitter,
     QStackedWidget,
     QToolBar,
     QToolTip,
+    QVBoxLayout,
     QWidget,
 )
 
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
 from app.imaging.hanging import relevant_prior
 from app.imaging.series import SeriesImages
+from app.net.watch import PacsStatus
 from app.security.accounts import User
 from app.security.roles import Action, permits
 from app.security.sessions import Session
@@ -105,9 +108,17 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([560, 720])
         self.lock_screen = LockScreen(vault)
+        self.downtime_banner = QLabel(objectName="downtime-banner", wordWrap=True)
+        self.downtime_banner.hide()
+        workspace = QWidget()
+        column = QVBoxLayout(workspace)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.downtime_banner)
+        column.addWidget(splitter, 1)
         self._pages = QStackedWidget()
-        self._workspace = splitter
-        self._pages.addWidget(splitter)
+        self._workspace = workspace
+        self._pages.addWidget(workspace)
         self._pages.addWidget(self.lock_screen)
         self.setCentralWidget(self._pages)
         self.resize(1280, 800)
@@ -351,6 +362,19 @@ class MainWindow(QMainWindow):
 
     def _audit_viewer_closed(self) -> None:
         self._audit_viewer = None
+
+    def set_pacs_status(self, status: PacsStatus) -> None:
+        """The downtime banner: shown while the site's PACS does not answer (reading goes on)."""
+        if status.node is None or status.reachable:
+            self.downtime_banner.hide()
+            return
+        waiting = (f" {_count(status.waiting, 'send waits', 'sends wait')} and will go out when it is back."
+                   if status.waiting else "")
+        self.downtime_banner.setText(f"The PACS ({status.node}) cannot be reached: you are reading from "
+                                     f"the local cache; studies and priors stored here stay available."
+                                     f"{waiting}")
+        self.downtime_banner.setToolTip(status.error or "")
+        self.downtime_banner.show()
 
     def manage_users(self) -> None:
         if self._session is not None:

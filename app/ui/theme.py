@@ -63,6 +63,7 @@ QPushButton[link="true"] {
 QPushButton[link="true"]:hover { text-decoration: underline; }
 QPushButton[link="true"]:disabled { color: #6c7076; }
 QLabel[warning="true"] { color: #f0b44c; }
+QLabel#downtime-banner { background: #5c4211; color: #fff1d0; padding: 6px 12px; font-weight: bold; }
 QFrame#lock-card { background: #303337; border: 1px solid #3f4247; border-radius: 8px; }
 QMenuBar { background: #2b2d30; }
 QMenu { background: #2f3236; border: 1px solid #1c1d20; }

@@ -16,7 +16,7 @@ from app.audit.repository import (
     Repository,
     RepositoryHalted,
     RepositoryUnreachable,
-    SyncWorker,
+    sync_job,
 )
 from app.audit.syslog import as_entry, as_head, frame, parse
 from app.errors import UsageError
@@ -190,8 +190,8 @@ def test_the_background_worker_sends_as_events_arrive(
         env: VaultEnv, site: Site, repository: Rsyslog) -> None:
     _configure(env, repository, site.identity())
     statuses = []
-    worker = SyncWorker(lambda: env.vault.audit_forwarder(own_connection=True), interval=0.2,
-                        on_status=lambda status, error: statuses.append((status, error)))
+    worker = sync_job(lambda: env.vault.audit_forwarder(own_connection=True),
+                      lambda status, error: statuses.append((status, error)), interval=0.2)
     worker.start()
     try:
         _activity(env, 5)

@@ -16,6 +16,7 @@ from app.demo.studies import Patient
 from app.errors import NotPermitted
 from app.net.association import PeerError
 from app.net.nodes import Node
+from app.net.watch import PacsStatus
 from app.security.roles import Role
 from tests.conftest import CliUsers, VaultEnv, study_bytes, write_study
 from tests.peers.orthanc import AET, Orthanc
@@ -97,3 +98,19 @@ def test_cli_send_and_outbox(cli_users: CliUsers, pacs: Orthanc, tmp_path: Path)
     sent = cli.json("send", "pacs", study["study_uid"])
     assert sent["sent"] == 4 and not sent["queued"]
     assert cli.json("outbox") == {"sent": 0, "waiting": []}
+
+
+def test_the_pacs_watch_sees_downtime_and_sends_the_queue_on_return(env: VaultEnv, pacs: Orthanc) -> None:
+    assert env.vault.watch_pacs().node is None  # no PACS node yet: nothing to watch
+    env.vault.add_node(env.login("admin"), Node("modality", "CT01", "127.0.0.1", 9))
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs.port))
+    env.vault.set_policy(env.login("admin"), "pacs_node", "pacs")
+    assert env.vault.watch_pacs() == PacsStatus("pacs", True, 0)
+    study = _study(env, Patient("PID-WATCH", "Watch^Wanda"), slices=2)
+    pacs.stop()
+    assert env.vault.send(env.login("tech"), "pacs", study).queued
+    down = env.vault.watch_pacs()
+    assert (down.reachable, down.waiting) == (False, 1) and "connection refused" in (down.error or "")
+    pacs.start()
+    assert env.vault.watch_pacs() == PacsStatus("pacs", True, 0)
+    assert pacs.rest("/statistics")["CountInstances"] == 2
