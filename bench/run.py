@@ -265,14 +265,12 @@ def bench_drain(work: Path, station: Workstation, backlog: int) -> list[Figure]:
 
 
 def _storescu(port: int, called: str, files: list[Path]) -> float:
-    import os
-    import subprocess
+    from tests.peers.dcmtk import storescu
 
     started = time.perf_counter()
-    sent = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port),
-                           *map(str, files)], capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
+    sent = storescu(port, files, called=called)
     if sent.returncode != 0:
-        raise RuntimeError(f"storescu failed: {sent.stderr.decode()[-500:]}")
+        raise RuntimeError(f"storescu failed: {sent.stderr[-500:]}")
     return time.perf_counter() - started
 
 

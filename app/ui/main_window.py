@@ -13,6 +13,7 @@ locked session and starts with an empty window.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QToolBar,
     QToolTip,
     QVBoxLayout,
@@ -41,17 +43,19 @@ from app.security.accounts import User
 from app.security.roles import Action, permits
 from app.security.sessions import Session
 from app.store.records import SeriesSummary, StudySummary
-from app.store.vault import Vault
+from app.store.vault import SendResult, Vault
 from app.ui.account_dialogs import ChangePasswordDialog
 from app.ui.admin_users import AdminUsersDialog
 from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
+from app.ui.bridge import Bridge
 from app.ui.clipboard_guard import ClipboardGuard
 from app.ui.enrolment_dialog import reenrol
 from app.ui.idle_watch import IdleWatch
 from app.ui.image_view import CONTROLS_HELP
 from app.ui.lock_screen import LockScreen
 from app.ui.login_dialog import LoginDialog
+from app.ui.pacs_panel import PacsPanel
 from app.ui.study_list import StudyBrowser, iso_date
 from app.ui.user_menu import UserMenu
 from app.ui.viewport_grid import GridState, Viewport, ViewportGrid
@@ -99,9 +103,15 @@ class MainWindow(QMainWindow):
         self._audit_viewer: AuditViewer | None = None
 
         self.browser = StudyBrowser()
+        self.pacs_panel = PacsPanel(vault, lambda: self._session)
+        self.sources = QTabWidget()
+        self.sources.addTab(self.browser, "Local")
+        self.sources.addTab(self.pacs_panel, "PACS")
+        self.sources.setTabToolTip(0, "Studies in this workstation's encrypted cache")
+        self.sources.setTabToolTip(1, "Search the PACS and retrieve studies into the cache")
         self.grid = ViewportGrid(layout)
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(self.browser)
+        splitter.addWidget(self.sources)
         splitter.addWidget(self.grid)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 0)
@@ -131,6 +141,8 @@ class MainWindow(QMainWindow):
         self._clipboard = ClipboardGuard(self)
         self._begin(session)
 
+        self.pacs_panel.retrieved.connect(self._retrieved)
+        self._send_done = Bridge(self._sent, self)
         self.browser.studySelected.connect(self._list_series)
         self.browser.studyOpened.connect(self.open_study)
         self.browser.seriesSelected.connect(self._series_chosen)
@@ -153,6 +165,10 @@ class MainWindow(QMainWindow):
         reset = QAction("Reset &window", self,
                         toolTip="Reset the active viewport's window to the series default (R in a viewport)")
         reset.triggered.connect(lambda: self.grid.active.view.reset_window())
+        self.send_action = QAction("&Send study to PACS", self, shortcut=QKeySequence("Ctrl+Shift+S"),
+                                   toolTip="Send the selected study to the PACS (Ctrl+Shift+S); while "
+                                           "the PACS is down it waits and goes out when it is back")
+        self.send_action.triggered.connect(self.send_current_study)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -177,6 +193,7 @@ class MainWindow(QMainWindow):
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(refresh)
+        file_menu.addAction(self.send_action)
         file_menu.addSeparator()
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
@@ -199,7 +216,8 @@ class MainWindow(QMainWindow):
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work_actions = [refresh, reset, controls, *layouts.values(), *menu.actions()]
+        self._work_actions = [refresh, reset, controls, self.send_action, *layouts.values(),
+                              *menu.actions()]
         return layouts
 
     # ------------------------------------------------------------------ public API
@@ -363,6 +381,43 @@ class MainWindow(QMainWindow):
     def _audit_viewer_closed(self) -> None:
         self._audit_viewer = None
 
+    def send_current_study(self) -> None:
+        """Send the selected study to the site's PACS, in the background; the status bar reports."""
+        study_uid, node, session = self.browser.current_study_uid(), self._vault.pacs_node(), self._session
+        if study_uid is None or node is None or session is None:
+            self.show_error("Select a study to send first." if node else
+                            "No PACS node is set: an administrator adds one with 'custodian node add'.")
+            return
+        self.statusBar().showMessage(f"Sending to {node.name}…")
+
+        def work() -> None:
+            try:
+                self._send_done.post(self._vault.send(session, node.name, study_uid), None, node.name)
+            except CustodianError as exc:
+                self._send_done.post(None, str(exc), node.name)
+
+        threading.Thread(target=work, name="send", daemon=True).start()
+
+    def _sent(self, result: SendResult | None, error: str | None, node: str) -> None:
+        if result is None:
+            self.show_error(f"The study could not be sent: {error}")
+        elif result.queued:
+            self.statusBar().showMessage(f"{node} cannot be reached now: the study waits in the outbox "
+                                         "and goes out when it is back.", STATUS_SECONDS * 1000)
+        elif result.report.failed:
+            self.show_error(f"Sent {len(result.report.sent)} image(s) to {node}; "
+                            f"{len(result.report.failed)} were refused: "
+                            + "; ".join(sorted(set(result.report.failed.values()))))
+        else:
+            self.statusBar().showMessage(f"Sent {len(result.report.sent)} image(s) to {node}.",
+                                         STATUS_SECONDS * 1000)
+
+    def _retrieved(self, study_uid: str) -> None:
+        self.refresh()
+        self.sources.setCurrentIndex(0)
+        self.browser.select_study(study_uid)
+        self.statusBar().showMessage(self.pacs_panel.summary.text(), STATUS_SECONDS * 1000)
+
     def set_pacs_status(self, status: PacsStatus) -> None:
         """The downtime banner: shown while the site's PACS does not answer (reading goes on)."""
         if status.node is None or status.reachable:
@@ -383,6 +438,9 @@ class MainWindow(QMainWindow):
     def _begin(self, session: Session) -> None:
         self._session = session
         self.user_menu.set_user(session.user)
+        self.send_action.setVisible(permits(session.user.role, Action.SEND))
+        self.sources.setTabVisible(1, permits(session.user.role, Action.QUERY))
+        self.sources.setCurrentIndex(0)
         self.idle_watch.limit = self._limit_for(session.user)
         self.setWindowTitle(self._title())
 
@@ -407,6 +465,7 @@ class MainWindow(QMainWindow):
         work = LockedWork(self.browser.current_study_uid(), self.browser.filter_edit.text(),
                           self.grid.blank())
         self.browser.clear()
+        self.pacs_panel.clear()
         self._studies, self._series, self._listed_study = {}, [], None
         self._clipboard.clear()
         self.statusBar().clearMessage()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pydicom
@@ -17,6 +15,7 @@ from app.net.association import PeerError
 from app.net.nodes import Node
 from app.security.roles import Role
 from tests.conftest import CliUsers, VaultEnv, write_study
+from tests.peers.dcmtk import storescu
 from tests.peers.orthanc import AET, Orthanc
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None or shutil.which("storescu") is None,
@@ -35,9 +34,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, li
     for n in range(2):
         files = write_study(folder / f"study{n}", PATIENT, slices=6, size=32)
         uids.append(str(pydicom.dcmread(files[0]).StudyInstanceUID))
-        sent = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", AET, "127.0.0.1", str(peer.port),
-                               *map(str, files)], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "TCP_NODELAY": "1"})
+        sent = storescu(peer.port, files, called=AET)
         assert sent.returncode == 0, sent.stderr
     yield peer, uids
     peer.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from app.errors import UsageError
 from app.net.nodes import Node
 from app.net.scp import CANNOT_UNDERSTAND, SUCCESS, StorageScp
 from tests.conftest import VaultEnv, write_study
+from tests.peers.dcmtk import storescu
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
                                 reason="DCMTK is not installed (installer/setup.sh does)")
@@ -36,16 +36,9 @@ def scp(env: VaultEnv) -> Iterator[StorageScp]:
     server.stop()
 
 
-def storescu(port: int, files: list[Path], *, calling: str = "STORESCU",
-             called: str = "CUSTODIAN") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port),
-                           *map(str, files)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TCP_NODELAY": "1"})
-
-
 def test_storescu_sends_a_study_into_the_vault(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
     files = write_study(tmp_path / "ct", Patient("PID-SCP", "Sent^Study"), slices=12, size=64)
-    sent = storescu(scp.port, files)
+    sent = storescu(scp.port, files, called="CUSTODIAN")
     assert sent.returncode == 0, sent.stderr
     (study,) = env.vault.studies(env.login("rad"), "PID-SCP")
     assert study.instances == 12
@@ -61,7 +54,7 @@ def test_storescu_sends_a_study_into_the_vault(env: VaultEnv, scp: StorageScp, t
 
 def test_strangers_and_wrong_addresses_are_refused(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
     files = write_study(tmp_path / "ct", Patient("PID-NOPE", "Not^Accepted"), slices=1, size=16)
-    assert storescu(scp.port, files, calling="STRANGER").returncode != 0
+    assert storescu(scp.port, files, calling="STRANGER", called="CUSTODIAN").returncode != 0
     assert storescu(scp.port, files, called="SOMEONE-ELSE").returncode != 0
     assert env.vault.studies(env.login("rad"), "PID-NOPE") == []
 
