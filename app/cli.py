@@ -530,11 +530,9 @@ def cmd_query(args: argparse.Namespace, out: Output) -> int:
 def cmd_retrieve(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, _progress("Retrieving") as progress:
         report = vault.retrieve(current_session(vault), args.node, args.study_uid,
-                                (lambda done, total: progress(done, total or 0)) if progress else None)
-    out.emit(asdict(report), (
-        f"Retrieved {report.received} instance(s): {report.imported} new, {report.duplicates} already "
-        f"here" + (f", {len(report.refused)} refused by the vault" if report.refused else "")
-        + (f"; the PACS could not send {report.failed_at_pacs}" if report.failed_at_pacs else "") + "."))
+                                (lambda done, total: progress(done, total or 0)) if progress else None,
+                                move=args.move)
+    out.emit(asdict(report), report.summary())
     return EXIT_PARTLY if report.refused or report.failed_at_pacs else EXIT_OK
 
 
@@ -750,6 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("retrieve", cmd_retrieve, "bring a study from a PACS node into the vault (C-GET)")
     p.add_argument("node")
     p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--move", action="store_true",
+                   help="C-MOVE to this workstation's storage SCP instead (the PACS must know it)")
     p = add("send", cmd_send, "send a cached study to a PACS node (queued while it is down)")
     p.add_argument("node")
     p.add_argument("study_uid", metavar="STUDY_UID")

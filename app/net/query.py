@@ -16,6 +16,7 @@ from pynetdicom import build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 from pynetdicom.sop_class import uid_to_sop_class as storage_class
 
@@ -107,6 +108,13 @@ class RetrieveReport:
     duplicates: int = 0
     refused: list[str] = field(default_factory=list)  # reasons the vault gave
     failed_at_pacs: int = 0  # sub-operations the PACS reported as failed
+    by_move: bool = False  # sent to our storage SCP: it stored them, so new/duplicate is not counted here
+
+    def summary(self) -> str:
+        counts = "" if self.by_move else f": {self.imported} new, {self.duplicates} already here"
+        refused = f", {len(self.refused)} refused by the vault" if self.refused else ""
+        failed = f"; the PACS could not send {self.failed_at_pacs}" if self.failed_at_pacs else ""
+        return f"Retrieved {self.received} image(s){counts}{refused}{failed}."
 
 
 def get_study(node: Node, local_ae: str, study_uid: str,
@@ -158,4 +166,36 @@ def get_study(node: Node, local_ae: str, study_uid: str,
                                     f"(status 0x{status.Status:04X}); {report.received} instance(s) "
                                     "arrived and were kept.")
     flush()
+    return report
+
+
+def move_study(node: Node, local_ae: str, study_uid: str,
+               progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
+    """C-MOVE one study to this workstation's own storage SCP (which must be listening, and known
+    to the PACS under our AE title); the SCP stores what arrives. Returns the PACS's counts."""
+    ae = application_entity(local_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    report = RetrieveReport(by_move=True)
+    with associated(node, ae) as assoc:
+        for status, _ in assoc.send_c_move(query, local_ae, StudyRootQueryRetrieveInformationModelMove):
+            if not status:
+                raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
+            completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
+            remaining = getattr(status, "NumberOfRemainingSuboperations", None)
+            if progress is not None:
+                progress(completed, None if remaining is None else completed + int(remaining))
+            if status.Status in PENDING:
+                continue
+            report.received = completed + int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+            report.failed_at_pacs = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+            if status.Status == 0xA801:
+                raise PeerError(f"The PACS node '{node.name}' does not know where to send to "
+                                f"'{local_ae}' (move destination unknown): it needs this workstation's "
+                                "AE title, address and port.", transient=False)
+            if status.Status not in (0x0000, 0xB000):
+                raise PeerError(f"The PACS node '{node.name}' could not send the study "
+                                f"(status 0x{status.Status:04X}).")
     return report

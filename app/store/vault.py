@@ -47,7 +47,7 @@ from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.net.association import EchoResult, PeerError, echo
 from app.net.nodes import Node, NodeBook
-from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study
+from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
 from app.net.scp import StorageScp
 from app.net.send import Outgoing, SendReport, send_instances
 from app.net.watch import PacsStatus
@@ -937,21 +937,29 @@ class Vault:
         return shown
 
     def retrieve(self, session: Session, node_name: str, study_uid: str,
-                 progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
-        """C-GET a study from a PACS node into the vault (no plaintext file on the way)."""
+                 progress: Callable[[int, int | None], None] | None = None, *,
+                 move: bool = False) -> RetrieveReport:
+        """Bring a study from a PACS node into the vault, no plaintext file on the way: by C-GET on
+        the same association, or (``move``) by C-MOVE to this workstation's storage SCP. For a
+        move the SCP must be listening: the GUI's, else one started for the duration."""
         user = self._gate(session, Action.RETRIEVE)
         with self._db:
             node = NodeBook(self._conn).get(node_name)
-        workers = self.receiving_workers()
+        workers = None if move else self.receiving_workers()
         try:
-            report = get_study(node, self.policy.ae_title, study_uid,
-                               lambda items: self.receive(node.ae_title, items, workers), progress)
+            if workers is None:
+                with self._listening():
+                    report = move_study(node, self.policy.ae_title, study_uid, progress)
+            else:
+                report = get_study(node, self.policy.ae_title, study_uid,
+                                   partial(self.receive, node.ae_title, workers=workers), progress)
         except CustodianError as exc:
             self._record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=user.name,
                                     studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))
             raise
         finally:
-            workers.close()
+            if workers is not None:
+                workers.close()
         outcome = Outcome.SUCCESS if not (report.refused or report.failed_at_pacs) else Outcome.MINOR_FAILURE
         self._record(AuditEvent(EventType.RETRIEVE, outcome, user=user.name, studies=(study_uid,),
                                 detail={"node": node_name, "received": report.received,
@@ -1069,3 +1077,18 @@ class Vault:
             return PacsStatus(node.name, False, len(self._waiting_sends()), str(exc))
         self.flush_outbox()
         return PacsStatus(node.name, True, len(self._waiting_sends()))
+
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        """The storage SCP for a C-MOVE: started here unless one already holds the port."""
+        scp = self.storage_scp()
+        try:
+            scp.start()
+        except OSError:  # the port is taken: the workstation's own SCP (the GUI's) is running
+            scp.stop()
+            yield
+            return
+        try:
+            yield
+        finally:
+            scp.stop()

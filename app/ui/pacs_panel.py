@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import CustodianError
-from app.net.query import RemoteStudy, RetrieveReport
+from app.net.query import RemoteStudy
 from app.security.sessions import Session
 from app.store.vault import Vault
 from app.ui.bridge import Bridge
@@ -180,7 +180,7 @@ class PacsPanel(QWidget):
             self._show(result)
         else:
             study_uid, report = result
-            self.summary.setText(_retrieved_text(report))
+            self.summary.setText(report.summary())
             self.retrieved.emit(study_uid)
         self._update_buttons()
 
@@ -195,11 +195,3 @@ class PacsPanel(QWidget):
         self.search_button.setEnabled(ready)
         self.retrieve_button.setEnabled(ready and self.selected() is not None)
 
-
-def _retrieved_text(report: RetrieveReport) -> str:
-    parts = [f"Retrieved {report.received} image(s): {report.imported} new, {report.duplicates} already here"]
-    if report.refused:
-        parts.append(f"{len(report.refused)} refused by the vault")
-    if report.failed_at_pacs:
-        parts.append(f"the PACS could not send {report.failed_at_pacs}")
-    return "; ".join(parts) + "."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -17,6 +18,7 @@ from app.security.roles import Role
 from tests.conftest import CliUsers, VaultEnv, write_study
 from tests.peers.dcmtk import storescu
 from tests.peers.orthanc import AET, Orthanc
+from tests.peers.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None or shutil.which("storescu") is None,
                                 reason="Orthanc and DCMTK are not installed (installer/setup.sh does)")
@@ -92,3 +94,26 @@ def test_cli_query_and_retrieve(cli_users: CliUsers, pacs: tuple[Orthanc, list[s
     retrieved = cli.json("retrieve", "pacs", pacs[1][1])
     assert retrieved["received"] == 6 and retrieved["imported"] == 6
     assert [s["study_uid"] for s in cli.json("studies", "--patient", "PID-QR")] == [pacs[1][1]]
+
+
+def test_move_sends_the_study_to_our_own_scp(env: VaultEnv, tmp_path: Path) -> None:
+    port = free_port()  # where Orthanc is told this workstation listens
+    peer = Orthanc(tmp_path / "orthanc", known={"custodian": ("CUSTODIAN", port),
+                                                "modality": ("STORESCU", 104)})
+    peer.start()
+    try:
+        files = write_study(tmp_path / "ct", Patient("PID-MOVE", "Moved^Mona"), slices=3, size=32)
+        assert storescu(peer.port, files, called=AET).returncode == 0
+        admin = env.login("admin")
+        env.vault.set_policy(admin, "scp_port", str(port))
+        env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+        study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+        report = env.vault.retrieve(env.login("rad"), "pacs", study_uid, move=True)
+        assert (report.received, report.failed_at_pacs, report.by_move) == (3, 0, True)
+        assert report.summary() == "Retrieved 3 image(s)."
+        (study,) = env.vault.studies(env.login("rad"), "PID-MOVE")
+        assert study.instances == 3
+        events = env.vault.audit.records(AuditQuery(user=f"dicom:{AET}", event_type=EventType.IMPORT))
+        assert sum(e.detail["instances"] for e in events) == 3  # stored by the SCP, naming the PACS
+    finally:
+        peer.stop()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.rsyslog import free_port
+from tests.peers.ports import free_port
 
 
 class StoreScp:

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.rsyslog import free_port
+from tests.peers.ports import free_port
 
 AET = "ORTHANC"
 

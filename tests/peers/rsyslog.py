@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.peers.pki import Issued
+from tests.peers.ports import free_port
 
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k"
@@ -20,12 +21,6 @@ module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"
 input(type="imtcp" port="{port}")
 action(type="omfile" file="{received}" template="RSYSLOG_SyslogProtocol23Format")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Rsyslog:
