@@ -568,6 +568,18 @@ def cmd_outbox(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_scp_tls(args: argparse.Namespace, out: Output) -> int:
+    identity = None if args.off else _tls_identity(args)
+    if identity is None and not args.off:
+        raise UsageError("Give --tls-ca, --tls-cert and --tls-key, or --off.")
+    with open_vault(args) as vault:
+        vault.set_scp_tls(current_session(vault), identity)
+    out.emit({"tls": identity is not None, "certificate": identity.subject() if identity else None},
+             f"The storage SCP now requires TLS as {identity.subject()}; senders need a certificate from "
+             "the given CA." if identity else "The storage SCP now accepts plain connections.")
+    return EXIT_OK
+
+
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         scp = vault.storage_scp(port=args.port, host=args.host)
@@ -755,6 +767,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_uid", metavar="STUDY_UID")
     p = add("outbox", cmd_outbox, "sends waiting for a PACS node that was down")
     p.add_argument("--flush", action="store_true", help="try them now")
+    p = add("scp-tls", cmd_scp_tls, "TLS for the storage SCP: its certificate and the senders' CA (admin)")
+    p.add_argument("--tls-ca", type=Path, help="PEM CA file senders' certificates must chain to")
+    p.add_argument("--tls-cert", type=Path, help="the SCP's PEM certificate")
+    p.add_argument("--tls-key", type=Path, help="the SCP's PEM private key")
+    p.add_argument("--off", action="store_true", help="plain connections again")
     p = add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
     p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
     p.add_argument("--host", default="", help="the address to listen on (default: all)")

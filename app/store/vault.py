@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -57,6 +58,7 @@ from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, d
 from app.security.policy import SitePolicy
 from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session, Sessions
+from app.security.tls import TlsIdentity, server_context
 from app.store import index
 from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
 from app.store.importer import (
@@ -80,6 +82,7 @@ from app.store.sources import iter_sources
 
 AUDIT_SIGNING_CONTEXT = "audit-signing"
 SEND_ATTEMPTS = 3
+SCP_TLS_KEY = "scp_tls"
 SEND_RETRY_SECONDS = 1.0
 LOCK_FILE = "write.lock"
 TOKEN_FILE = "session.bin"
@@ -896,14 +899,36 @@ class Vault:
         return result
 
     def storage_scp(self, *, port: int | None = None, host: str = "") -> StorageScp:
-        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes."""
+        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes;
+        with TLS (client certificates required) once the site set an identity for it."""
         self.sweep_unindexed()
         with self._db:
             senders = sorted({node.ae_title for node in NodeBook(self._conn).list()})
+            identity = self._scp_identity()
+        tls = server_context(identity) if identity is not None else None
         workers = self.receiving_workers()
         return StorageScp(partial(self.receive, workers=workers), ae_title=self.policy.ae_title,
                           port=self.policy.scp_port if port is None else port, allowed=senders, host=host,
-                          on_stop=workers.close)
+                          tls=tls, on_stop=workers.close)
+
+    def set_scp_tls(self, session: Session, identity: TlsIdentity | None) -> None:
+        """The storage SCP's TLS identity (its certificate and the CAs senders' certificates must
+        chain to); None turns TLS off."""
+        actor = self._gate(session, Action.SITE_POLICY)
+        if identity is not None:
+            identity.check()
+        with self._transaction():
+            if identity is None:
+                self._conn.execute("DELETE FROM meta WHERE key = ?", (SCP_TLS_KEY,))
+            else:
+                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                   (SCP_TLS_KEY, json.dumps(asdict(identity))))
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name, detail={
+                "scp_tls": identity.subject() if identity else "off"}))
+
+    def _scp_identity(self) -> TlsIdentity | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (SCP_TLS_KEY,)).fetchone()
+        return TlsIdentity(**json.loads(row[0])) if row else None
 
     # ------------------------------------------------------------------ query/retrieve
     def query(self, session: Session, node_name: str, **filters: str) -> list[RemoteStudy]:

@@ -18,8 +18,10 @@ from app.demo.studies import Patient
 from app.errors import UsageError
 from app.net.nodes import Node
 from app.net.scp import CANNOT_UNDERSTAND, SUCCESS, StorageScp
+from app.security.tls import TlsIdentity
 from tests.conftest import VaultEnv, write_study
 from tests.peers.dcmtk import storescu
+from tests.peers.pki import Authority
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
                                 reason="DCMTK is not installed (installer/setup.sh does)")
@@ -93,3 +95,27 @@ def test_several_senders_at_once_share_commits(env: VaultEnv, scp: StorageScp, t
 def test_without_nodes_nobody_may_send(env: VaultEnv) -> None:
     with pytest.raises(UsageError, match="nobody would be allowed"):
         env.vault.storage_scp(port=0)
+
+
+def test_the_scp_over_tls_takes_only_trusted_senders(env: VaultEnv, tmp_path: Path) -> None:
+    site = Authority(tmp_path / "pki")
+    ours, sender = site.issue("workstation-7"), site.issue("modality-1")
+    outsider = Authority(tmp_path / "outsider", "Outsider CA").issue("modality-1")
+    admin = env.login("admin")
+    env.vault.add_node(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.set_scp_tls(admin, TlsIdentity.from_files(site.cert, ours.cert, ours.key))
+    server = env.vault.storage_scp(port=0, host="127.0.0.1")
+    server.start()
+    try:
+        files = write_study(tmp_path / "ct", Patient("PID-TLS", "Secure^Sid"), slices=2, size=16)
+        plain = storescu(server.port, files, called="CUSTODIAN")
+        assert plain.returncode != 0
+        untrusted = storescu(server.port, files, called="CUSTODIAN", tls=(site.cert, outsider))
+        assert untrusted.returncode != 0
+        assert env.vault.studies(env.login("rad"), "PID-TLS") == []
+        sent = storescu(server.port, files, called="CUSTODIAN", tls=(site.cert, sender))
+        assert sent.returncode == 0, sent.stderr
+        (study,) = env.vault.studies(env.login("rad"), "PID-TLS")
+        assert study.instances == 2
+    finally:
+        server.stop()

@@ -52,9 +52,11 @@ class StoreScp:
             self._process = None
 
 
-def storescu(port: int, files: list[Path], *, calling: str = "STORESCU",
-             called: str = "STORESCP") -> subprocess.CompletedProcess[str]:
-    """DCMTK storescu sending ``files`` to 127.0.0.1:``port`` (Nagle off, as the benchmark needs)."""
-    return subprocess.run([shutil.which("storescu") or "storescu", "-aet", calling, "-aec", called,
+def storescu(port: int, files: list[Path], *, calling: str = "STORESCU", called: str = "STORESCP",
+             tls: tuple[Path, Issued] | None = None) -> subprocess.CompletedProcess[str]:
+    """DCMTK storescu sending ``files`` to 127.0.0.1:``port`` (Nagle off, as the benchmark needs);
+    ``tls``: (CA file, our certificate) for a TLS association."""
+    secure = ["+tls", str(tls[1].key), str(tls[1].cert), "+cf", str(tls[0])] if tls else []
+    return subprocess.run([shutil.which("storescu") or "storescu", *secure, "-aet", calling, "-aec", called,
                            "127.0.0.1", str(port), *map(str, files)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "TCP_NODELAY": "1"})
