@@ -568,6 +568,20 @@ def cmd_outbox(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        if args.pin or args.unpin:
+            vault.pin_study(session, args.pin or args.unpin, pinned=bool(args.pin))
+        evicted = vault.evict_to_budget() if args.evict else []
+        usage = vault.cache_usage(session)
+    budget = f"budget {usage['budget_mb']} MB" if usage["budget_mb"] else "no budget set"
+    out.emit({**usage, "evicted": evicted},
+             f"Cache: {usage['studies']} studies, {int(usage['bytes']) / 1e6:.1f} MB ({budget}); "
+             f"{usage['pinned']} pinned" + (f"; {len(evicted)} evicted." if evicted else "."))
+    return EXIT_OK
+
+
 def cmd_scp_tls(args: argparse.Namespace, out: Output) -> int:
     identity = None if args.off else _tls_identity(args)
     if identity is None and not args.off:
@@ -767,6 +781,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_uid", metavar="STUDY_UID")
     p = add("outbox", cmd_outbox, "sends waiting for a PACS node that was down")
     p.add_argument("--flush", action="store_true", help="try them now")
+    p = add("cache", cmd_cache, "the local cache: usage, pinning, eviction to the site's budget")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--pin", metavar="STUDY_UID", help="keep this study whatever the budget")
+    group.add_argument("--unpin", metavar="STUDY_UID")
+    p.add_argument("--evict", action="store_true",
+                   help="drop least recently used studies the PACS holds until the budget is met")
     p = add("scp-tls", cmd_scp_tls, "TLS for the storage SCP: its certificate and the senders' CA (admin)")
     p.add_argument("--tls-ca", type=Path, help="PEM CA file senders' certificates must chain to")
     p.add_argument("--tls-cert", type=Path, help="the SCP's PEM certificate")

@@ -89,6 +89,7 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.QUERY_PACS: (QUERY, "E", None),
     EventType.RETRIEVE: (INSTANCES_TRANSFERRED, "C", None),
     EventType.SEND: (INSTANCES_TRANSFERRED, "R", None),
+    EventType.STUDY_PIN: (PATIENT_RECORD, "U", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

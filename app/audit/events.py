@@ -46,6 +46,7 @@ class EventType(StrEnum):
     QUERY_PACS = "query-pacs"
     RETRIEVE = "instances-transferred"
     SEND = "instances-sent"
+    STUDY_PIN = "study-pinned"
 
 
 @dataclass(frozen=True)

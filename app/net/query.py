@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -59,6 +60,13 @@ class RemoteStudy:
     instances: int | None
 
 
+def _modalities(value: object) -> str:
+    """CS, possibly multi-valued: one string either way, values joined with a backslash."""
+    if value is None:
+        return ""
+    return "\\".join(map(str, value)) if isinstance(value, MultiValue | list | tuple) else str(value)
+
+
 def _number(value: object) -> int | None:
     try:
         return int(str(value))
@@ -91,8 +99,7 @@ def find_studies(node: Node, local_ae: str, *, patient_id: str = "", patient_nam
                     str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
                     str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
                     str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
-                    str(answer.get("StudyDescription", "")), "\\".join(answer.get("ModalitiesInStudy", []))
-                    if answer.get("ModalitiesInStudy") is not None else "",
+                    str(answer.get("StudyDescription", "")), _modalities(answer.get("ModalitiesInStudy")),
                     str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
                     _number(answer.get("NumberOfStudyRelatedInstances"))))
             elif status.Status != 0x0000:

@@ -33,6 +33,8 @@ class SitePolicy:
     ae_title: str = "CUSTODIAN"
     scp_port: int = 11112
     pacs_node: str = ""  # the node queried, sent to and watched by default; empty: the first node
+    prefetch_priors: int = 2  # earlier studies of the patient fetched when a study is opened
+    cache_budget_mb: int = 0  # 0: no limit; else studies the PACS holds are evicted, oldest use first
 
     def __post_init__(self) -> None:
         limits = {
@@ -45,6 +47,8 @@ class SitePolicy:
             "office_hours_start": (0, 23),
             "office_hours_end": (1, 24),
             "scp_port": (1, 65535),
+            "prefetch_priors": (0, 10),
+            "cache_budget_mb": (0, 100_000_000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)

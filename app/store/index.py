@@ -192,6 +192,12 @@ MIGRATIONS: dict[int, str] = {
         done_at REAL
     );
     """,
+    # The cache budget evicts least recently opened studies the PACS holds; a reader can pin one.
+    9: """
+    ALTER TABLE studies ADD COLUMN last_opened REAL;
+    ALTER TABLE studies ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE studies ADD COLUMN at_pacs INTEGER NOT NULL DEFAULT 0;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

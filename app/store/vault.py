@@ -88,6 +88,11 @@ LOCK_FILE = "write.lock"
 TOKEN_FILE = "session.bin"
 
 
+def _negated(date: str) -> str:
+    """Sorts YYYYMMDD dates newest first inside an ascending sort."""
+    return "".join(str(9 - int(c)) if c.isdigit() else c for c in date)
+
+
 @dataclass(frozen=True)
 class SendResult:
     report: SendReport
@@ -542,8 +547,16 @@ class Vault:
         instance the cost of starting threads and a connection each time.
         """
         entries = ((label, partial(bytes, data)) for label, data in items)
-        return self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False,
-                            workers=workers)
+        report = self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False,
+                              workers=workers)
+        pacs = self.pacs_node()
+        if pacs is not None and pacs.ae_title == calling_ae and report.studies:
+            self._mark_at_pacs(list(report.studies))  # from the PACS: it holds them, evictable
+        return report
+
+    def _mark_at_pacs(self, study_uids: list[str]) -> None:
+        with self._transaction():
+            self._conn.executemany("UPDATE studies SET at_pacs = 1 WHERE uid = ?", [(u,) for u in study_uids])
 
     def receiving_workers(self) -> Workers:
         """Threads and a lookup connection for many receives; the caller closes them."""
@@ -690,9 +703,11 @@ class Vault:
         infos = [FrameInfo.from_row(row) for row in rows]
         study_uid = infos[0].study_uid
         patients = self._check_restriction(user, study_uid)
-        self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
-                                patients=patients,
-                                detail={"series": series_uid, "instances": len(infos)}))
+        with self._transaction():  # the cache keeps what was opened lately
+            self._conn.execute("UPDATE studies SET last_opened = ? WHERE uid = ?", (time.time(), study_uid))
+            self.audit.append(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
+                                         patients=patients,
+                                         detail={"series": series_uid, "instances": len(infos)}))
         return SeriesImages(infos, lambda info: self._frames(session, info))
 
     def _frames(self, session: Session, info: FrameInfo) -> np.ndarray:
@@ -758,6 +773,9 @@ class Vault:
         user = self._gate(session, Action.SHRED)
         if not reason.strip():
             raise UsageError("Shredding needs a stated reason (--reason).")
+        return self._destroy(study_uid, user.name, reason)
+
+    def _destroy(self, study_uid: str, actor: str, reason: str) -> int:
         with self._write_lock():
             blobs = [r[0] for r in self._query("SELECT blob FROM instances WHERE study_uid = ?",
                                                (study_uid,))]
@@ -774,7 +792,7 @@ class Vault:
                 conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))
                 conn.execute("DELETE FROM patients WHERE id = ? AND NOT EXISTS "
                              "(SELECT 1 FROM studies WHERE patient = ?)", (row[0], row[0]))
-                self.audit.append(AuditEvent(EventType.SHRED, user=user.name, studies=(study_uid,),
+                self.audit.append(AuditEvent(EventType.SHRED, user=actor, studies=(study_uid,),
                                              patients=(pid[0],) if pid else (),
                                              detail={"reason": reason, "instances": len(blobs)}))
             self._deks.pop(study_context(study_uid), None)
@@ -1032,6 +1050,9 @@ class Vault:
                     raise
                 time.sleep(SEND_RETRY_SECONDS * attempt)
         self._record_send(requester, node_name, study_uid, patient, report, None)
+        pacs = self.pacs_node()
+        if pacs is not None and pacs.name == node_name and not report.failed:
+            self._mark_at_pacs([study_uid])  # every instance stored there (success status each)
         return SendResult(report, queued=False, error=None)
 
     def _queue_send(self, requester: str, node_name: str, study_uid: str,
@@ -1117,3 +1138,91 @@ class Vault:
             yield
         finally:
             scp.stop()
+
+    # ------------------------------------------------------------------ priors and the cache budget
+    def prefetch_priors(self, study_uid: str, requested_by: str) -> list[str]:
+        """Fetch the patient's most relevant earlier studies from the PACS into the cache: same
+        modality first, then the most recent, as many as the site's policy says. The
+        workstation's own work on behalf of whoever opened the study (named in the trail)."""
+        node, wanted = self.pacs_node(), self.policy.prefetch_priors
+        with self._db:
+            row = self._conn.execute(
+                "SELECT p.patient_id, s.study_date, (SELECT group_concat(DISTINCT modality) FROM series "
+                "WHERE study_uid = s.uid) FROM studies s JOIN patients p ON p.id = s.patient "
+                "WHERE s.uid = ? AND p.restricted = 0", (study_uid,)).fetchone()
+            cached = {uid for (uid,) in self._conn.execute("SELECT uid FROM studies")}
+        if node is None or not wanted or row is None or not row[0]:
+            return []
+        patient_id, date, modalities = row[0], row[1] or "99999999", set((row[2] or "").split(","))
+        actor = f"prefetch for {requested_by}"
+        try:
+            found = find_studies(node, self.policy.ae_title, patient_id=patient_id)
+        except CustodianError as exc:
+            self._record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=actor,
+                                    patients=(patient_id,), detail={"node": node.name, "why": str(exc)}))
+            return []
+        priors = [s for s in found if s.study_uid not in cached and s.study_uid != study_uid
+                  and (s.study_date or "") <= date]
+        priors.sort(key=lambda s: (not modalities & set(s.modalities.split("\\")), _negated(s.study_date)))
+        fetched = []
+        workers = self.receiving_workers()
+        try:
+            for prior in priors[:wanted]:
+                try:
+                    report = get_study(node, self.policy.ae_title, prior.study_uid,
+                                       partial(self.receive, node.ae_title, workers=workers))
+                except CustodianError as exc:
+                    self._record(AuditEvent(EventType.RETRIEVE, Outcome.MINOR_FAILURE, user=actor,
+                                            studies=(prior.study_uid,), detail={"node": node.name,
+                                                                                "why": str(exc)}))
+                    continue
+                self._record(AuditEvent(EventType.RETRIEVE, user=actor, studies=(prior.study_uid,),
+                                        patients=(patient_id,),
+                                        detail={"node": node.name, "prior_of": study_uid,
+                                                "received": report.received}))
+                fetched.append(prior.study_uid)
+        finally:
+            workers.close()
+        self.evict_to_budget()
+        return fetched
+
+    def evict_to_budget(self) -> list[str]:
+        """Keep the cache within the site's budget: drop the least recently used studies the PACS
+        holds (they can be fetched again), never pinned ones, ones opened in the last day, or ones
+        the PACS has not confirmed. Returns the study UIDs dropped."""
+        budget = self.policy.cache_budget_mb * 1_000_000
+        if not budget:
+            return []
+        with self._db:
+            total = self._conn.execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()[0]
+            candidates = self._conn.execute(
+                "SELECT s.uid, (SELECT coalesce(sum(size), 0) FROM instances WHERE study_uid = s.uid) "
+                "FROM studies s WHERE s.at_pacs = 1 AND s.pinned = 0 AND coalesce(s.last_opened, 0) < ? "
+                "ORDER BY coalesce(s.last_opened, s.imported_at)", (time.time() - 86_400,)).fetchall()
+        evicted = []
+        for uid, size in candidates:
+            if total <= budget:
+                break
+            self._destroy(uid, "cache", "cache budget: least recently used, held by the PACS")
+            total -= size
+            evicted.append(uid)
+        return evicted
+
+    def pin_study(self, session: Session, study_uid: str, pinned: bool = True) -> None:
+        """Keep a study in the cache whatever the budget (teaching file, follow-up)."""
+        user = self._gate(session, Action.LIST_STUDIES)
+        with self._transaction():
+            if not self._conn.execute("UPDATE studies SET pinned = ? WHERE uid = ?",
+                                      (int(pinned), study_uid)).rowcount:
+                raise CustodianError("This study is not in the cache.")
+            self.audit.append(AuditEvent(EventType.STUDY_PIN, user=user.name, studies=(study_uid,),
+                                         detail={"pinned": pinned}))
+
+    def cache_usage(self, session: Session) -> dict[str, object]:
+        self._gate(session, Action.LIST_STUDIES)
+        with self._db:
+            total, studies = self._conn.execute(
+                "SELECT coalesce(sum(size), 0), count(DISTINCT study_uid) FROM instances").fetchone()
+            pinned = self._conn.execute("SELECT count(*) FROM studies WHERE pinned = 1").fetchone()[0]
+        return {"bytes": total, "studies": studies, "pinned": pinned,
+                "budget_mb": self.policy.cache_budget_mb}

@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
 
         self.pacs_panel.retrieved.connect(self._retrieved)
         self._send_done = Bridge(self._sent, self)
+        self._prefetched = Bridge(self._fetched_priors, self)
         self.browser.studySelected.connect(self._list_series)
         self.browser.studyOpened.connect(self.open_study)
         self.browser.seriesSelected.connect(self._series_chosen)
@@ -286,7 +287,30 @@ class MainWindow(QMainWindow):
         self.grid.set_active(viewports[0])
         viewports[0].view.setFocus()
         self.browser.select_series(viewports[0].series_uid)
+        self._prefetch(study_uid)
         return True
+
+    def _prefetch(self, study_uid: str) -> None:
+        """Fetch the patient's priors from the PACS in the background while the reader reads."""
+        session = self._session
+        if session is None or self._quiet or self._vault.pacs_node() is None \
+                or not permits(session.user.role, Action.RETRIEVE):
+            return
+        name = session.user.name
+
+        def work() -> None:
+            try:
+                self._prefetched.post(self._vault.prefetch_priors(study_uid, name))
+            except CustodianError:  # a busy vault or an absent PACS: the priors come another time
+                self._prefetched.post([])
+
+        threading.Thread(target=work, name="prefetch", daemon=True).start()
+
+    def _fetched_priors(self, fetched: list[str]) -> None:
+        if fetched and not self.locked:
+            self.refresh()
+            self.statusBar().showMessage(f"{_count(len(fetched), 'prior study', 'prior studies')} fetched "
+                                         "from the PACS.", STATUS_SECONDS * 1000)
 
     def load_series(self, series_uid: str, viewport: Viewport | None = None,
                     summary: SeriesSummary | None = None) -> bool:

@@ -53,6 +53,7 @@ def test_query_finds_the_patients_studies_with_what_the_role_may_see(
     found = qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="PID-QR")
     assert sorted(s.study_uid for s in found) == sorted(pacs[1])
     assert {s.patient_name for s in found} == {"Remote^Rita"} and {s.instances for s in found} == {6}
+    assert {s.modalities for s in found} == {"CT"}
     assert qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="NO-SUCH-ID") == []
     qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
     qr_env.add("po", Role.PRIVACY_OFFICER)

@@ -1,0 +1,98 @@
+"""Priors come from the PACS before the reader asks; the cache keeps to its budget without ever
+dropping what only this workstation holds, what was just read, or what a reader pinned."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
+from app.demo.studies import Patient, ct_study, mr_study, to_bytes
+from app.net.nodes import Node
+from tests.conftest import VaultEnv
+from tests.peers.dcmtk import storescu
+from tests.peers.orthanc import AET, Orthanc
+
+pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None or shutil.which("storescu") is None,
+                                reason="Orthanc and DCMTK are not installed (installer/setup.sh does)")
+PATIENT = Patient("PID-PRIOR", "Prior^Petra")
+
+
+def _save(folder: Path, datasets: list[Dataset]) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i, ds in enumerate(datasets):
+        paths.append(folder / f"{i}.dcm")
+        paths[-1].write_bytes(to_bytes(ds))
+    return paths
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[tuple[Orthanc, dict[str, list[Dataset]]]]:
+    """The patient's studies at the PACS: today's CT, CT and MR priors, and a later CT."""
+    studies = {
+        "current": ct_study(PATIENT, slices=2, size=256, date="20260301"),
+        "ct-prior": ct_study(PATIENT, slices=2, size=256, date="20250101"),
+        "mr-prior": mr_study(PATIENT, slices=2, size=256, date="20251201"),
+        "old-ct": ct_study(PATIENT, slices=2, size=256, date="20200101"),
+        "later": ct_study(PATIENT, slices=2, size=256, date="20270101"),
+    }
+    peer = Orthanc(tmp_path / "orthanc", known={"custodian": ("CUSTODIAN", 11112),
+                                                "modality": ("STORESCU", 104)})
+    peer.start()
+    for name, datasets in studies.items():
+        assert storescu(peer.port, _save(tmp_path / name, datasets), called=AET).returncode == 0
+    yield peer, studies
+    peer.stop()
+
+
+def _uid(datasets: list[Dataset]) -> str:
+    return str(datasets[0].StudyInstanceUID)
+
+
+def test_opening_a_study_fetches_the_most_relevant_priors(
+        env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]]) -> None:
+    peer, studies = history
+    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", peer.port))
+    current = studies["current"]
+    env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
+    fetched = env.vault.prefetch_priors(_uid(current), "rad")
+    # Same modality first (the newest CT prior, then the older one); the MR and the later CT wait.
+    assert fetched == [_uid(studies["ct-prior"]), _uid(studies["old-ct"])]
+    cached = {s.study_uid for s in env.vault.studies(env.login("rad"), PATIENT.patient_id)}
+    assert cached == {_uid(current), *fetched}
+    events = env.vault.audit.records(AuditQuery(user="prefetch for rad", event_type=EventType.RETRIEVE))
+    assert {e.studies[0] for e in events} == set(fetched)
+    assert env.vault.prefetch_priors(_uid(current), "rad") == [_uid(studies["mr-prior"])]  # next best
+
+
+def test_the_cache_budget_drops_only_what_the_pacs_holds(
+        env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]]) -> None:
+    peer, studies = history
+    admin = env.login("admin")
+    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+    env.vault.set_policy(admin, "prefetch_priors", "3")
+    local_only = ct_study(Patient("PID-LOCAL", "Local^Lotte"), slices=2, size=16)
+    env.vault.import_bytes(env.login("tech"), [(f"l{i}", to_bytes(ds)) for i, ds in enumerate(local_only)])
+    current = studies["current"]
+    env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
+    fetched = env.vault.prefetch_priors(_uid(current), "rad")
+    assert len(fetched) == 3
+    rad = env.login("rad")
+    env.vault.pin_study(rad, fetched[0])
+    recent = fetched[1]
+    env.vault.open_series(rad, env.vault.series(rad, recent)[0].series_uid)  # read just now
+    with env.vault._transaction():  # the remaining prior was last used long ago
+        env.vault._conn.execute("UPDATE studies SET last_opened = 1 WHERE uid = ?", (fetched[2],))
+    env.vault.set_policy(admin, "cache_budget_mb", "1")  # far less than the cache holds
+    assert env.vault.evict_to_budget() == [fetched[2]]
+    left = {s.study_uid for s in env.vault.studies(rad)}
+    assert left == {_uid(local_only), _uid(current), fetched[0], recent}
+    (dropped,) = env.vault.audit.records(AuditQuery(user="cache", event_type=EventType.SHRED))
+    assert dropped.studies == (fetched[2],) and "least recently used" in dropped.detail["reason"]
+    assert env.vault.verify(env.login("tech")).ok
