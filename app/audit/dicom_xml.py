@@ -90,6 +90,7 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.RETRIEVE: (INSTANCES_TRANSFERRED, "C", None),
     EventType.SEND: (INSTANCES_TRANSFERRED, "R", None),
     EventType.STUDY_PIN: (PATIENT_RECORD, "U", None),
+    EventType.COMMITMENT: (INSTANCES_TRANSFERRED, "U", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

@@ -47,6 +47,7 @@ class EventType(StrEnum):
     RETRIEVE = "instances-transferred"
     SEND = "instances-sent"
     STUDY_PIN = "study-pinned"
+    COMMITMENT = "storage-commitment"
 
 
 @dataclass(frozen=True)

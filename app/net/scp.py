@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from app.errors import CustodianError, UsageError
 from app.net.association import NO_DELAY, application_entity
+from app.net.commitment import Reports, report_handler
 from app.store.records import ImportReport
 
 SUCCESS = 0x0000
@@ -93,7 +94,7 @@ def part10(event: evt.Event) -> bytes:
 class StorageScp:
     def __init__(self, store: Store, *, ae_title: str, port: int, allowed: list[str],
                  host: str = "", tls: ssl.SSLContext | None = None,
-                 on_stop: Callable[[], None] | None = None) -> None:
+                 on_stop: Callable[[], None] | None = None, reports: Reports | None = None) -> None:
         if not allowed:
             raise UsageError("No PACS nodes are set, so nobody would be allowed to send: add the "
                              "senders with 'custodian node add' first.")
@@ -103,6 +104,7 @@ class StorageScp:
         self._ae = self._make_ae(ae_title, allowed)
         self._tls = tls
         self._on_stop = on_stop
+        self._reports = reports
         self._server: object | None = None
 
     @staticmethod
@@ -113,6 +115,8 @@ class StorageScp:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
         ae.add_supported_context(Verification)
+        # The PACS reports storage commitment on an association of its own, as the SCP of the class.
+        ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         ae.maximum_associations = 16
         return ae
 
@@ -126,7 +130,8 @@ class StorageScp:
     def start(self) -> None:
         self._server = self._ae.start_server(
             (self._host, self.port), block=False, ssl_context=self._tls,
-            evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store)])
+            evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store),
+                          report_handler(self._reports or (lambda report: None))])
         self.port = self._server.server_address[1]  # type: ignore[attr-defined]
 
     def stop(self) -> None:

@@ -198,6 +198,19 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE studies ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE studies ADD COLUMN at_pacs INTEGER NOT NULL DEFAULT 0;
     """,
+    # Storage commitment requests waiting for the PACS's report.
+    10: """
+    CREATE TABLE commitments (
+        transaction_uid TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL,
+        node TEXT NOT NULL,
+        instances INTEGER NOT NULL,
+        requested_at REAL NOT NULL,
+        reported_at REAL,
+        committed INTEGER,
+        failed INTEGER
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydicom.uid import generate_uid
 
 from app.audit.anomaly import AnomalyRules
 from app.audit.dicom_xml import HOSTNAME, SOURCE_ID
@@ -47,6 +48,7 @@ from app.errors import (
 from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.net.association import EchoResult, PeerError, echo
+from app.net.commitment import CommitmentReport, request_commitment
 from app.net.nodes import Node, NodeBook
 from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
 from app.net.scp import StorageScp
@@ -927,7 +929,7 @@ class Vault:
         workers = self.receiving_workers()
         return StorageScp(partial(self.receive, workers=workers), ae_title=self.policy.ae_title,
                           port=self.policy.scp_port if port is None else port, allowed=senders, host=host,
-                          tls=tls, on_stop=workers.close)
+                          tls=tls, on_stop=workers.close, reports=self.commitment_report)
 
     def set_scp_tls(self, session: Session, identity: TlsIdentity | None) -> None:
         """The storage SCP's TLS identity (its certificate and the CAs senders' certificates must
@@ -1052,8 +1054,44 @@ class Vault:
         self._record_send(requester, node_name, study_uid, patient, report, None)
         pacs = self.pacs_node()
         if pacs is not None and pacs.name == node_name and not report.failed:
-            self._mark_at_pacs([study_uid])  # every instance stored there (success status each)
+            self._ask_commitment(pacs, study_uid, [(o.sop_class, o.sop_uid) for o in outgoing])
         return SendResult(report, queued=False, error=None)
+
+    def _ask_commitment(self, pacs: Node, study_uid: str, instances: list[tuple[str, str]]) -> None:
+        """Ask the PACS to commit a study it just stored; the study becomes evictable when it says
+        so. A PACS without storage commitment: its success status for each instance must do."""
+        transaction = generate_uid()
+        with self._transaction():  # first: the answer may arrive before the request returns
+            self._conn.execute("INSERT INTO commitments (transaction_uid, study_uid, node, instances, "
+                               "requested_at) VALUES (?, ?, ?, ?, ?)",
+                               (transaction, study_uid, pacs.name, len(instances), time.time()))
+        try:
+            request_commitment(pacs, self.policy.ae_title, transaction, instances, self.commitment_report)
+        except PeerError as exc:
+            with self._transaction():
+                self._conn.execute("DELETE FROM commitments WHERE transaction_uid = ?", (transaction,))
+            if not exc.transient:
+                self._mark_at_pacs([study_uid])
+
+    def commitment_report(self, report: CommitmentReport) -> None:
+        """The PACS's storage commitment answer (through the storage SCP or the request's own
+        association): when every instance is committed, the study may leave the cache later."""
+        with self._transaction():
+            row = self._conn.execute("SELECT study_uid, instances, node FROM commitments "
+                                     "WHERE transaction_uid = ?", (report.transaction_uid,)).fetchone()
+            if row is None:
+                return  # not ours, or reported twice
+            study_uid, count, node = row
+            self._conn.execute("UPDATE commitments SET reported_at = ?, committed = ?, failed = ? "
+                               "WHERE transaction_uid = ?", (time.time(), len(report.committed),
+                                                             len(report.failed), report.transaction_uid))
+            complete = len(report.committed) >= count and not report.failed
+            if complete:
+                self._conn.execute("UPDATE studies SET at_pacs = 1 WHERE uid = ?", (study_uid,))
+            self.audit.append(AuditEvent(
+                EventType.COMMITMENT, Outcome.SUCCESS if complete else Outcome.MINOR_FAILURE,
+                user=f"dicom:{node}", studies=(study_uid,),
+                detail={"committed": len(report.committed), "failed": len(report.failed)}))
 
     def _queue_send(self, requester: str, node_name: str, study_uid: str,
                     patient: tuple[int, str, bool] | None, why: str) -> None:

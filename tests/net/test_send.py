@@ -4,6 +4,7 @@ out when it is back; refusals that waiting will not mend are said at once."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from app.net.watch import PacsStatus
 from app.security.roles import Role
 from tests.conftest import CliUsers, VaultEnv, study_bytes, write_study
 from tests.peers.orthanc import AET, Orthanc
+from tests.peers.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None,
                                 reason="Orthanc is not installed (installer/setup.sh does)")
@@ -114,3 +116,32 @@ def test_the_pacs_watch_sees_downtime_and_sends_the_queue_on_return(env: VaultEn
     pacs.start()
     assert env.vault.watch_pacs() == PacsStatus("pacs", True, 0)
     assert pacs.rest("/statistics")["CountInstances"] == 2
+
+
+def test_storage_commitment_lets_a_sent_study_leave_the_cache_later(env: VaultEnv, tmp_path: Path) -> None:
+    port = free_port()  # our SCP, where Orthanc sends its commitment report
+    peer = Orthanc(tmp_path / "committing", known={"custodian": ("CUSTODIAN", port)})
+    peer.start()
+    admin = env.login("admin")
+    env.vault.set_policy(admin, "scp_port", str(port))
+    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+    scp = env.vault.storage_scp(host="127.0.0.1")
+    scp.start()
+    try:
+        study = _study(env, Patient("PID-COMMIT", "Commit^Carl"), slices=3)
+        assert not env.vault.send(env.login("tech"), "pacs", study).queued
+
+        def at_pacs() -> int:
+            return env.vault._query("SELECT at_pacs FROM studies WHERE uid = ?", (study,))[0][0]
+
+        deadline = time.monotonic() + 20
+        while not at_pacs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert at_pacs() == 1
+        (row,) = env.vault._query("SELECT committed, failed FROM commitments WHERE study_uid = ?", (study,))
+        assert row == (3, 0)
+        (event,) = env.vault.audit.records(AuditQuery(event_type=EventType.COMMITMENT))
+        assert event.user == "dicom:pacs" and event.detail == {"committed": 3, "failed": 0}
+    finally:
+        scp.stop()
+        peer.stop()
