@@ -120,6 +120,8 @@ class Vault:
         self._queue: list[_Ticket] = []  # audit events waiting for a group commit
         self._queue_ready = threading.Condition()
         self._committing = False
+        self._prefetcher: ThreadPoolExecutor | None = None  # priors of arriving studies, one at a time
+        self._prefetched: set[str] = set()
         self.blobs = BlobStore(home)
         self.audit = AuditLog(conn)
         self.audit.signing_key = self._audit_signing_key()
@@ -181,6 +183,8 @@ class Vault:
         return self._keystore.mode
 
     def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(cancel_futures=True)
         with self._db:
             self._conn.close()
         self._deks.clear()
@@ -554,7 +558,26 @@ class Vault:
         pacs = self.pacs_node()
         if pacs is not None and pacs.ae_title == calling_ae and report.studies:
             self._mark_at_pacs(list(report.studies))  # from the PACS: it holds them, evictable
+        elif pacs is not None:
+            self._prefetch_for_arrivals(list(report.studies), calling_ae)
         return report
+
+    def _prefetch_for_arrivals(self, study_uids: list[str], calling_ae: str) -> None:
+        """A new study from a modality: its priors come from the PACS before anyone opens it."""
+        new = [uid for uid in study_uids if uid not in self._prefetched]
+        if not new or not self.policy.prefetch_priors:
+            return
+        self._prefetched.update(new)
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        for uid in new:
+            self._prefetcher.submit(self._quietly, self.prefetch_priors, uid, f"arrival from {calling_ae}")
+
+    @staticmethod
+    def _quietly(call: Callable[..., object], *args: object) -> None:
+        """Background work whose failure only means the priors come another time."""
+        with contextlib.suppress(CustodianError, sqlcipher3.Error):
+            call(*args)
 
     def _mark_at_pacs(self, study_uids: list[str]) -> None:
         with self._transaction():

@@ -4,6 +4,7 @@ dropping what only this workstation holds, what was just read, or what a reader 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,27 @@ def test_the_cache_budget_drops_only_what_the_pacs_holds(
     (dropped,) = env.vault.audit.records(AuditQuery(user="cache", event_type=EventType.SHRED))
     assert dropped.studies == (fetched[2],) and "least recently used" in dropped.detail["reason"]
     assert env.vault.verify(env.login("tech")).ok
+
+
+def test_a_study_arriving_from_a_modality_brings_its_priors(
+        env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]], tmp_path: Path) -> None:
+    peer, studies = history
+    admin = env.login("admin")
+    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+    env.vault.add_node(admin, Node("ct-scanner", "STORESCU", "127.0.0.1", 104))
+    env.vault.set_policy(admin, "pacs_node", "pacs")  # with modalities among the nodes, say which is the PACS
+    scp = env.vault.storage_scp(port=0, host="127.0.0.1")
+    scp.start()
+    try:
+        today = ct_study(PATIENT, slices=2, size=16, date="20260401")
+        assert storescu(scp.port, _save(tmp_path / "today", today), called="CUSTODIAN").returncode == 0
+        wanted = {_uid(today), _uid(studies["current"]), _uid(studies["ct-prior"])}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cached = {s.study_uid for s in env.vault.studies(env.login("rad"), PATIENT.patient_id)}
+            if cached >= wanted:
+                break
+            time.sleep(0.2)
+        assert cached == wanted  # the two newest CTs before today's
+    finally:
+        scp.stop()
