@@ -118,6 +118,7 @@ class StorageScp:
         # The PACS reports storage commitment on an association of its own, as the SCP of the class.
         ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         ae.maximum_associations = 16
+        ae.maximum_pdu_size = 1 << 20  # large P-DATA PDUs cost less Python per image; bounded memory
         return ae
 
     def _on_store(self, event: evt.Event) -> int:

@@ -184,7 +184,7 @@ class Vault:
 
     def close(self) -> None:
         if self._prefetcher is not None:
-            self._prefetcher.shutdown(cancel_futures=True)
+            self._prefetcher.shutdown(wait=False, cancel_futures=True)  # a fetch under way just stops
         with self._db:
             self._conn.close()
         self._deks.clear()
