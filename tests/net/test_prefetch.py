@@ -33,8 +33,8 @@ def _save(folder: Path, datasets: list[Dataset]) -> list[Path]:
     return paths
 
 
-@pytest.fixture
-def history(tmp_path: Path) -> Iterator[tuple[Orthanc, dict[str, list[Dataset]]]]:
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, dict[str, list[Dataset]]]]:
     """The patient's studies at the PACS: today's CT, CT and MR priors, and a later CT."""
     studies = {
         "current": ct_study(PATIENT, slices=2, size=256, date="20260301"),
@@ -43,6 +43,7 @@ def history(tmp_path: Path) -> Iterator[tuple[Orthanc, dict[str, list[Dataset]]]
         "old-ct": ct_study(PATIENT, slices=2, size=256, date="20200101"),
         "later": ct_study(PATIENT, slices=2, size=256, date="20270101"),
     }
+    tmp_path = tmp_path_factory.mktemp("history")
     peer = Orthanc(tmp_path / "orthanc", known={"custodian": ("CUSTODIAN", 11112),
                                                 "modality": ("STORESCU", 104)})
     peer.start()
