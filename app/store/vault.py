@@ -944,15 +944,20 @@ class Vault:
     def storage_scp(self, *, port: int | None = None, host: str = "") -> StorageScp:
         """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes;
         with TLS (client certificates required) once the site set an identity for it."""
-        self.sweep_unindexed()
         with self._db:
             senders = sorted({node.ae_title for node in NodeBook(self._conn).list()})
             identity = self._scp_identity()
         tls = server_context(identity) if identity is not None else None
+        if senders:  # (without any, the SCP refuses to be made)
+            self.sweep_unindexed()
         workers = self.receiving_workers()
-        return StorageScp(partial(self.receive, workers=workers), ae_title=self.policy.ae_title,
-                          port=self.policy.scp_port if port is None else port, allowed=senders, host=host,
-                          tls=tls, on_stop=workers.close, reports=self.commitment_report)
+        try:
+            return StorageScp(partial(self.receive, workers=workers), ae_title=self.policy.ae_title,
+                              port=self.policy.scp_port if port is None else port, allowed=senders,
+                              host=host, tls=tls, on_stop=workers.close, reports=self.commitment_report)
+        except BaseException:
+            workers.close()
+            raise
 
     def set_scp_tls(self, session: Session, identity: TlsIdentity | None) -> None:
         """The storage SCP's TLS identity (its certificate and the CAs senders' certificates must
