@@ -336,6 +336,56 @@ def bench_scp(work: Path, slices: int) -> list[Figure]:
     ]
 
 
+def bench_retrieve(work: Path, slices: int) -> list[Figure]:
+    """A study from Orthanc into the vault by C-GET and by C-MOVE, beside DCMTK getscu writing plain
+    files (informational: the issue asks for the throughput, not a ratio)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("Orthanc") is None or shutil.which("getscu") is None:
+        print("Orthanc or DCMTK not installed: the retrieve figures are skipped", file=sys.stderr)
+        return []
+    from app.net.nodes import Node
+    from tests.peers.orthanc import AET, Orthanc
+    from tests.peers.ports import free_port
+
+    files = make_series(work / "qr-ct", slices)
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    scp_port = free_port()
+    pacs = Orthanc(work / "orthanc", known={"custodian": ("CUSTODIAN", scp_port),
+                                            "getscu": ("GETSCU", 104), "modality": ("STORESCU", 104)})
+    pacs.start()
+    try:
+        _storescu(pacs.port, AET, files)
+        figures = []
+        for move in (False, True):
+            station = Workstation(work / f"qr-home-{'move' if move else 'get'}")
+            station.vault.set_policy(station.admin, "scp_port", str(scp_port))
+            station.vault.add_node(station.admin, Node("pacs", AET, "127.0.0.1", pacs.port))
+            reports: list[object] = []
+            ours = timed(lambda s=station, m=move, r=reports: r.append(
+                s.vault.retrieve(s.rad, "pacs", study_uid, move=m)))
+            assert reports[0].received == slices, reports  # type: ignore[attr-defined]
+            station.vault.close()
+            out = work / f"getscu-{int(move)}"
+            out.mkdir()
+            peer = timed(lambda o=out: subprocess.run(
+                ["getscu", "-S", "-aet", "GETSCU", "-aec", AET, "-od", str(o),
+                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                 "127.0.0.1", str(pacs.port)],
+                check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"}))
+            assert len(list(out.iterdir())) == slices
+            figures.append(Figure(
+                f"retrieve a {slices}-slice CT ({mb:.0f} MB) from Orthanc by {'C-MOVE' if move else 'C-GET'}",
+                round(ours, 3), "s", "DCMTK getscu of the same study writing plain files (no fsync)",
+                round(peer, 3), round(peer / ours, 2), "informational", None))
+        return figures
+    finally:
+        pacs.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data; the whole run under a minute")
@@ -347,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = bench_import_and_load(Path(tmp), slices, runs)
         figures += bench_audit(Path(tmp), appends, chain, backlog)
         figures += bench_scp(Path(tmp), slices)
+        figures += bench_retrieve(Path(tmp), slices)
     if args.json:
         print(json.dumps([asdict(f) for f in figures], indent=1))
     else:
