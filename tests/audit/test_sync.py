@@ -22,29 +22,16 @@ from app.audit.syslog import as_entry, as_head, frame, parse
 from app.errors import UsageError
 from app.security.tls import TlsIdentity
 from tests.conftest import CliUsers, VaultEnv
-from tests.peers.pki import Authority, Issued
+from tests.peers.pki import Authority, Site
 from tests.peers.rsyslog import Rsyslog
 
 pytestmark = pytest.mark.skipif(shutil.which("rsyslogd") is None and not Path("/usr/sbin/rsyslogd").exists(),
                                 reason="rsyslog is not installed (installer/setup.sh installs it as root)")
 
 
-class Site:
-    """A hospital PKI: the CA, the repository's certificate and this workstation's."""
-
-    def __init__(self, folder: Path) -> None:
-        self.ca = Authority(folder / "pki")
-        self.server = self.ca.issue("audit.hospital.test")
-        self.client = self.ca.issue("workstation-7")
-
-    def identity(self, client: Issued | None = None) -> TlsIdentity:
-        client = client or self.client
-        return TlsIdentity.from_files(self.ca.cert, client.cert, client.key)
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    return Site(tmp_path)
+    return Site(tmp_path, "audit.hospital.test")
 
 
 @pytest.fixture

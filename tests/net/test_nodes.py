@@ -12,30 +12,18 @@ from app.audit.events import EventType, Outcome
 from app.audit.report import AuditQuery
 from app.errors import CustodianError, UsageError
 from app.net.nodes import Node
-from app.security.tls import TlsIdentity
 from tests.conftest import CliUsers, VaultEnv
 from tests.peers.dcmtk import StoreScp
 from tests.peers.orthanc import AET, Orthanc
-from tests.peers.pki import Authority, Issued
+from tests.peers.pki import Authority, Site
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None or shutil.which("storescp") is None,
                                 reason="Orthanc and DCMTK are not installed (installer/setup.sh does)")
 
 
-class Site:
-    def __init__(self, folder: Path) -> None:
-        self.ca = Authority(folder / "pki")
-        self.pacs = self.ca.issue("pacs.hospital.test")
-        self.workstation = self.ca.issue("workstation-7")
-
-    def identity(self, client: Issued | None = None, ca: Path | None = None) -> TlsIdentity:
-        client = client or self.workstation
-        return TlsIdentity.from_files(ca or self.ca.cert, client.cert, client.key)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    return Site(tmp_path_factory.mktemp("site"))
+    return Site(tmp_path_factory.mktemp("site"), "pacs.hospital.test")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 @pytest.fixture(scope="module")
 def orthanc_tls(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Orthanc]:
     peer = Orthanc(tmp_path_factory.mktemp("orthanc-tls"), known={"custodian": ("CUSTODIAN", 11112)},
-                   tls=(site.ca.cert, site.pacs))
+                   tls=(site.ca.cert, site.server))
     peer.start()
     yield peer
     peer.stop()
@@ -94,7 +82,7 @@ def test_echo_over_tls_with_orthanc(env: VaultEnv, site: Site, orthanc_tls: Orth
 
 
 def test_echo_over_tls_with_dcmtk(env: VaultEnv, site: Site, tmp_path: Path) -> None:
-    peer = StoreScp(tmp_path / "storescp", tls=(site.ca.cert, site.pacs))
+    peer = StoreScp(tmp_path / "storescp", tls=(site.ca.cert, site.server))
     peer.start()
     try:
         env.vault.add_node(env.login("admin"), Node("dcmtk", "STORESCP", "127.0.0.1", peer.port,

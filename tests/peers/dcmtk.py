@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port
+from tests.peers.ports import free_port, wait_listening
 
 
 class StoreScp:
@@ -34,16 +32,7 @@ class StoreScp:
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                          stderr=(self.folder / "storescp.log").open("ab"),
                                          env={**os.environ, "TCP_NODELAY": "1"})
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"storescp exited: {(self.folder / 'storescp.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("storescp did not listen in time")
+        wait_listening(self._process, self.port, self.folder / "storescp.log", "storescp")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port
+from tests.peers.ports import free_port, wait_listening
 
 AET = "ORTHANC"
 
@@ -47,17 +45,8 @@ class Orthanc:
     def start(self) -> None:
         self._process = subprocess.Popen([self.binary, str(self.config)], stdout=subprocess.DEVNULL,
                                          stderr=(self.folder / "orthanc.log").open("ab"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                self.rest("/system")
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("Orthanc did not start in time")
+        wait_listening(self._process, self.port, self.folder / "orthanc.log", "Orthanc", timeout=30,
+                       ready=lambda: self.rest("/system"))
 
     def stop(self) -> None:
         if self._process is None:

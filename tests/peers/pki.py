@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from app.security.tls import TlsIdentity
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -58,3 +60,17 @@ class Authority:
                                                  serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()))
         return issued
+
+
+class Site:
+    """A hospital PKI: the CA, a server's certificate (the repository, the PACS) and this
+    workstation's, and the workstation's TLS identity as Custodian keeps it."""
+
+    def __init__(self, folder: Path, server: str) -> None:
+        self.ca = Authority(folder / "pki")
+        self.server = self.ca.issue(server)
+        self.client = self.ca.issue("workstation-7")
+
+    def identity(self, client: Issued | None = None, ca: Path | None = None) -> TlsIdentity:
+        client = client or self.client
+        return TlsIdentity.from_files(ca or self.ca.cert, client.cert, client.key)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port
+from tests.peers.ports import free_port, wait_listening
 
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k"
@@ -46,16 +45,7 @@ class Rsyslog:
         self._process = subprocess.Popen(
             [self.binary, "-n", "-f", str(self.config), "-i", str(self.folder / "rsyslog.pid")],
             stdout=subprocess.DEVNULL, stderr=(self.folder / "rsyslog.err").open("ab"))
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"rsyslogd exited: {(self.folder / 'rsyslog.err').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("rsyslogd did not listen in time")
+        wait_listening(self._process, self.port, self.folder / "rsyslog.err", "rsyslogd")
 
     def stop(self) -> None:
         """A graceful stop: rsyslog writes out what it has queued, as a repository restart would."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pydicom
 import pytest
@@ -41,18 +41,9 @@ def pacs(tmp_path_factory: pytest.TempPathFactory, vault: Vault,
     peer.stop()
 
 
-def _window(qtbot: QtBot, vault: Vault, session: Session) -> MainWindow:
-    window = MainWindow(vault, session)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    window.refresh()
-    return window
-
-
-def test_search_and_retrieve_from_the_panel(qtbot: QtBot, vault: Vault, session: Session,
-                                            pacs: tuple[Orthanc, str]) -> None:
-    window = _window(qtbot, vault, session)
+def test_search_and_retrieve_from_the_panel(qtbot: QtBot, session: Session, pacs: tuple[Orthanc, str],
+                                            open_window: Callable[..., MainWindow]) -> None:
+    window = open_window(session)
     panel = window.pacs_panel
     assert window.sources.isTabVisible(1) and "pacs" in panel.node_label.text()
     window.sources.setCurrentIndex(1)
@@ -73,11 +64,12 @@ def test_search_and_retrieve_from_the_panel(qtbot: QtBot, vault: Vault, session:
 
 def test_send_action_reports_in_the_status_bar(qtbot: QtBot, vault: Vault, session: Session,
                                                admin_session: Session, pacs: tuple[Orthanc, str],
-                                               ct_datasets: list) -> None:
-    assert not _window(qtbot, vault, session).send_action.isVisible()  # radiologists read
+                                               ct_datasets: list,
+                                               open_window: Callable[..., MainWindow]) -> None:
+    assert not open_window(session).send_action.isVisible()  # radiologists read
     enrolment = vault.add_user(admin_session, "sender", Role.TECHNOLOGIST, USER_PASSWORD)
     tech = vault.login("sender", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
-    window = _window(qtbot, vault, tech)
+    window = open_window(tech)
     assert window.send_action.isVisible()
     before = pacs[0].rest("/statistics")["CountInstances"]
     window.browser.select_study(str(ct_datasets[0].StudyInstanceUID))
