@@ -10,6 +10,7 @@ caller's transaction where there is one: an action and its record commit togethe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
 from app.audit.report import AuditQuery, AuditRecord
 from app.audit.syslog import ChainEntry, SignedHead
+from app.store.index import write_transaction
 
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 100
@@ -60,23 +62,14 @@ class AuditLog:
 
     def append_all(self, events: list[AuditEvent]) -> list[int]:
         """Record several events in one transaction (one fsync), in order; their sequence numbers."""
-        conn = self._conn
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            seqs = []
+        seqs = []
+        # Inside the caller's transaction the events commit (or not) with the action they record.
+        with contextlib.nullcontext() if self._conn.in_transaction else write_transaction(self._conn):
             for event in events:
                 now = datetime.now(UTC)
                 seqs.append(self._insert(event, now))
                 for alert in self.rules.alerts_for(event, now) if self.rules else ():
                     self._insert(alert, now)
-            if own:
-                conn.execute("COMMIT")
-        except BaseException:
-            if own:
-                conn.execute("ROLLBACK")
-            raise
         return seqs
 
     def _insert(self, event: AuditEvent, now: datetime) -> int:

@@ -34,6 +34,7 @@ from app.audit.syslog import checkpoint_message, event_message, frame
 from app.background import Periodic, Step
 from app.errors import CustodianError, UsageError
 from app.security.tls import TlsIdentity, client_context
+from app.store.index import write_transaction
 
 CONFIG_KEY = "audit_repository"
 SENT_KEY = "audit_sent_seq"
@@ -111,13 +112,8 @@ class Forwarder:
         return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def status(self) -> SyncStatus:
         repository = Repository.load(self._conn)

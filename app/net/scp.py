@@ -18,7 +18,7 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
-from app.errors import CustodianError, UsageError
+from app.errors import UsageError
 from app.net.association import NO_DELAY, application_entity
 from app.net.commitment import Reports, report_handler
 from app.store.records import ImportReport
@@ -36,8 +36,7 @@ class _Arrival:
     label: str
     data: bytes
     done: bool = False
-    status: int = OUT_OF_RESOURCES
-    reason: str = ""
+    status: int = OUT_OF_RESOURCES  # until its batch is stored
 
 
 @dataclass
@@ -65,14 +64,11 @@ class Receiver:
             for ae in sorted({a.calling_ae for a in batch}):
                 mine = [a for a in batch if a.calling_ae == ae]
                 report = self.store(ae, [(a.label, a.data) for a in mine])
-                refused = {r.path: r.reason for r in report.rejected}
+                refused = {r.path for r in report.rejected}
                 for a in mine:
-                    a.status, a.reason = (CANNOT_UNDERSTAND, refused[a.label]) if a.label in refused \
-                        else (SUCCESS, "")
-        except Exception as exc:  # every failure becomes a status the sender understands
-            for a in batch:
-                if a.status != SUCCESS:
-                    a.reason = str(exc) if isinstance(exc, CustodianError) else type(exc).__name__
+                    a.status = CANNOT_UNDERSTAND if a.label in refused else SUCCESS
+        except Exception:  # a vault failure: the rest keep OUT_OF_RESOURCES, which senders retry
+            pass
         finally:
             with self._ready:
                 for a in batch:

@@ -6,7 +6,8 @@ UIDs and hashes never reach the disk in plaintext.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import sqlcipher3
@@ -258,3 +259,16 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
     for step in range(version + 1, SCHEMA_VERSION + 1):
         conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
     return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlcipher3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once, so no reader upgrades into a deadlock), then
+    COMMIT, or ROLLBACK when anything fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -198,14 +198,8 @@ class Vault:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._db:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._db, index.write_transaction(self._conn):
+            yield
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._db:

@@ -13,7 +13,6 @@ locked session and starts with an empty window.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -48,7 +47,7 @@ from app.ui.account_dialogs import ChangePasswordDialog
 from app.ui.admin_users import AdminUsersDialog
 from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
-from app.ui.bridge import Bridge
+from app.ui.bridge import Bridge, in_background
 from app.ui.clipboard_guard import ClipboardGuard
 from app.ui.enrolment_dialog import reenrol
 from app.ui.idle_watch import IdleWatch
@@ -297,14 +296,9 @@ class MainWindow(QMainWindow):
                 or not permits(session.user.role, Action.RETRIEVE):
             return
         name = session.user.name
-
-        def work() -> None:
-            try:
-                self._prefetched.post(self._vault.prefetch_priors(study_uid, name))
-            except CustodianError:  # a busy vault or an absent PACS: the priors come another time
-                self._prefetched.post([])
-
-        threading.Thread(target=work, name="prefetch", daemon=True).start()
+        # A busy vault or an absent PACS (an error) only means the priors come another time.
+        in_background("prefetch", lambda: self._vault.prefetch_priors(study_uid, name),
+                      lambda fetched, _error: self._prefetched.post(fetched or []))
 
     def _fetched_priors(self, fetched: list[str]) -> None:
         if fetched and not self.locked:
@@ -413,14 +407,8 @@ class MainWindow(QMainWindow):
                             "No PACS node is set: an administrator adds one with 'custodian node add'.")
             return
         self.statusBar().showMessage(f"Sending to {node.name}…")
-
-        def work() -> None:
-            try:
-                self._send_done.post(self._vault.send(session, node.name, study_uid), None, node.name)
-            except CustodianError as exc:
-                self._send_done.post(None, str(exc), node.name)
-
-        threading.Thread(target=work, name="send", daemon=True).start()
+        in_background("send", lambda: self._vault.send(session, node.name, study_uid),
+                      lambda result, error: self._send_done.post(result, error, node.name))
 
     def _sent(self, result: SendResult | None, error: str | None, node: str) -> None:
         if result is None:

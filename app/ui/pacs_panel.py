@@ -22,11 +22,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.errors import CustodianError
 from app.net.query import RemoteStudy
 from app.security.sessions import Session
 from app.store.vault import Vault
-from app.ui.bridge import Bridge
+from app.ui.bridge import Bridge, in_background
 from app.ui.forms import error_label, hint_label, show_message
 from app.ui.study_list import UID_ROLE, Column, RecordTableModel, iso_date, person_name, record_table, shown
 
@@ -155,15 +154,8 @@ class PacsPanel(QWidget):
         self._update_buttons()
         show_message(self.error_label, "")
         self.summary.setText("Asking the PACS…" if kind == "search" else "Retrieving…")
-
-        def work() -> None:
-            try:
-                self._done.post(kind, call(), None)
-            except CustodianError as exc:
-                self._done.post(kind, None, str(exc))
-
-        self._worker = threading.Thread(target=work, name=f"pacs-{kind}", daemon=True)
-        self._worker.start()
+        self._worker = in_background(f"pacs-{kind}", call,
+                                     lambda result, error: self._done.post(kind, result, error))
 
     def _progress(self, done: int, total: int | None) -> None:
         if total:
