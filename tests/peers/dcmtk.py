@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port, wait_listening
+from tests.peers.ports import free_port, stop_gracefully, wait_listening
 
 
 class StoreScp:
@@ -35,10 +35,8 @@ class StoreScp:
         wait_listening(self._process, self.port, self.folder / "storescp.log", "storescp")
 
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-            self._process = None
+        stop_gracefully(self._process)
+        self._process = None
 
 
 def storescu(port: int, files: list[Path], *, calling: str = "STORESCU", called: str = "STORESCP",

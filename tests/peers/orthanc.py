@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port, wait_listening
+from tests.peers.ports import free_port, stop_gracefully, wait_listening
 
 AET = "ORTHANC"
 
@@ -49,14 +49,7 @@ class Orthanc:
                        ready=lambda: self.rest("/system"))
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(20)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_gracefully(self._process)
         self._process = None
 
     def rest(self, path: str) -> object:

@@ -31,3 +31,15 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path, name:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen in time")
+
+
+def stop_gracefully(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    """SIGTERM (a peer writes out what it holds, as on a restart), then SIGKILL if it lingers."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

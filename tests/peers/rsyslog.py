@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from tests.peers.pki import Issued
-from tests.peers.ports import free_port, wait_listening
+from tests.peers.ports import free_port, stop_gracefully, wait_listening
 
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k"
@@ -49,14 +48,7 @@ class Rsyslog:
 
     def stop(self) -> None:
         """A graceful stop: rsyslog writes out what it has queued, as a repository restart would."""
-        if self._process is None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_gracefully(self._process)
         self._process = None
 
     def lines(self) -> list[str]:
