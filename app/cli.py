@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
 from app.security.roles import parse_role
 from app.security.sessions import Session
 from app.security.tls import TlsIdentity
+from app.store.records import ImportReport
 from app.store.vault import Vault
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTLY = 0, 1, 2, 5
@@ -250,7 +251,10 @@ def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, _progress("Importing") as update:
         report = vault.import_paths(current_session(vault), [Path(p) for p in args.paths], update)
+    return _import_result(report, out)
 
+
+def _import_result(report: ImportReport, out: Output) -> int:
     def text() -> str:
         lines = [f"Imported {report.imported} instance(s) into {len(report.studies)} study(ies); "
                  f"{report.duplicates} already cached; {len(report.rejected)} rejected."]
@@ -262,6 +266,33 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
     if report.rejected:
         return EXIT_PARTLY if report.imported or report.duplicates else EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_import_media(args: argparse.Namespace, out: Output) -> int:
+    from app.media.outside import Reconcile
+
+    path = Path(args.path)
+    passphrase = os.environ.get("CUSTODIAN_MEDIA_PASSPHRASE") or None
+    if passphrase is None and path.suffix.lower() in (".zip", ".iso") and _interactive():
+        passphrase = getpass.getpass("Media passphrase (Enter if it has none): ") or None
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        if args.preview:
+            found = vault.survey_media(session, path, passphrase)
+            rows = [[s.patient_name, s.patient_id + (f" ({s.issuer})" if s.issuer else ""), s.study_date,
+                     ",".join(sorted(s.modalities)), s.description, str(s.instances)] for s in found.studies]
+            out.emit({"studies": [s.as_json() for s in found.studies], "other_files": found.unreadable},
+                     lambda: _table(rows, ["Patient", "ID", "Date", "Mod", "Description", "Img"])
+                     if rows else "No DICOM studies found on this media.")
+            return EXIT_OK
+        if not (args.local_id or args.outside_issuer):
+            raise UsageError("Say who the patient is here: --local-id ID (the same patient is known under "
+                             "this ID) or --outside-issuer NAME (keep the outside ID, marked as theirs). "
+                             "Use --preview to see the media first.")
+        reconcile = Reconcile(args.local_id or "", args.outside_issuer or "")
+        with _progress("Importing") as update:
+            report = vault.import_media(session, path, passphrase, reconcile, update)
+    return _import_result(report, out)
 
 
 def cmd_studies(args: argparse.Namespace, out: Output) -> int:
@@ -468,6 +499,103 @@ def cmd_audit_reconcile(args: argparse.Namespace, out: Output) -> int:
 
     out.emit({**asdict(result), "ok": result.ok}, text)
     return EXIT_OK if result.ok else 4
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from app.media import disclosures as d
+    from app.media.deid import DeidOptions
+
+    if (args.retain_dates or args.clean_descriptors) and not args.deidentify:
+        raise UsageError("--retain-dates and --clean-descriptors are options of --deidentify.")
+    request = d.ExportRequest(
+        studies=tuple(args.study_uids), recipient_kind=d.recipient_kind(args.recipient_type),
+        recipient=args.recipient, purpose=d.purpose(args.purpose),
+        identity_check=d.identity_check(args.identity_check), delivery=d.delivery(args.passphrase_delivery),
+        media=d.media_kind(args.media), out=args.out.resolve(), authorization=args.authorization,
+        label=args.label,
+        deidentify=DeidOptions(args.retain_dates, args.clean_descriptors) if args.deidentify else None)
+    if args.burn is not None and request.media is not d.MediaKind.ISO:
+        raise UsageError("--burn writes a CD image: use it with --media iso.")
+    code = _plain("CUSTODIAN_TOTP", "Authenticator code (export needs it again): ")
+    if not code:
+        raise UsageError("Export needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
+    with open_vault(args) as vault, _progress("Writing media") as update:
+        result = vault.export(current_session(vault), request, code, update)
+        institution = vault.policy.ae_title
+    if args.cover_letter:
+        try:
+            args.cover_letter.write_bytes(d.cover_letter(result, request.recipient, institution))
+        except OSError as exc:
+            out.note(f"The cover letter could not be written ({exc.strerror}); the passphrase is below.")
+
+    def text() -> str:
+        lines = [f"Written {result.out} ({result.instances} instance(s), {result.size / 2**20:.1f} MB), "
+                 f"media serial {result.serial}, disclosure #{result.disclosure_id} recorded.",
+                 f"SHA-256 {result.sha256}",
+                 "", f"Passphrase (shown only now, give it separately from the media):  {result.passphrase}"]
+        if result.review:
+            lines.append(f"Review before release: {result.review} de-identified image(s) may carry burnt-in "
+                         "text (ultrasound, screen captures or marked as such).")
+        return "\n".join(lines)
+    out.emit(result.as_json(), text)
+    if args.burn is not None:
+        from app.media.writer import burn, burners
+
+        device = args.burn or next(iter(burners()), None)
+        if device is None:
+            raise CustodianError(f"No CD/DVD writer was found; the image is kept at {result.out} "
+                                 "for burning elsewhere.")
+        burn(result.out, device)
+    return EXIT_OK
+
+
+def cmd_disclosures(args: argparse.Namespace, out: Output) -> int:
+    from app.media.disclosures import Accounting
+
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        found = vault.disclosures(session, args.patient)
+        accounting = Accounting(args.patient, found, session.user.name, datetime.now(UTC))
+    if args.pdf:
+        try:
+            args.pdf.write_bytes(accounting.to_pdf())
+        except OSError as exc:
+            raise UsageError(f"The accounting could not be written to {args.pdf}: {exc.strerror}.") from None
+    out.emit([item.as_json() for item in found], lambda: "\n".join(accounting.header_lines()) + (
+        "\n" + _table(accounting.rows(), list(accounting.COLUMNS)) if found else "") + (
+        f"\nWritten to {args.pdf}." if args.pdf else ""))
+    return EXIT_OK
+
+
+def cmd_agreement_add(args: argparse.Namespace, out: Output) -> int:
+    from app.media.agreements import Agreement, parse_date
+
+    agreement = Agreement(args.recipient, args.reference, parse_date(args.effective, "effective"),
+                          parse_date(args.expires, "expiry"))
+    with open_vault(args) as vault:
+        vault.add_agreement(current_session(vault), agreement)
+    out.emit(agreement.as_json(date.today()), f"Agreement with {agreement.recipient} recorded "
+             f"({agreement.reference}, {agreement.effective} to {agreement.expires}).")
+    return EXIT_OK
+
+
+def cmd_agreement_revoke(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        vault.revoke_agreement(current_session(vault), args.recipient, args.reason)
+    out.emit({"recipient": args.recipient, "revoked": True},
+             f"Agreement with {args.recipient} revoked: exports to them are refused from now on.")
+    return EXIT_OK
+
+
+def cmd_agreement_list(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        found = vault.agreements(current_session(vault))
+    today = date.today()
+    rows = [[a.recipient, a.reference, a.effective, a.expires, a.status(today)] for a in found]
+    out.emit([a.as_json(today) for a in found], lambda: _table(
+        rows, ["Business associate", "Agreement", "Effective", "Expires", "Status"])
+        if rows else "No business associate agreements are registered.")
+    return EXIT_OK
 
 
 def _tls_identity(args: argparse.Namespace) -> TlsIdentity | None:
@@ -694,6 +822,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("whoami", cmd_whoami, "show the logged-in user")
     p = add("import", cmd_import, "import files, folders and DICOMDIRs into the vault")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p = add("import-media", cmd_import_media,
+            "import an outside CD, USB stick, CD image or zip, reconciling the patient")
+    p.add_argument("path", metavar="PATH", help="a folder or mounted media, a DICOMDIR, an .iso or a .zip")
+    p.add_argument("--preview", action="store_true", help="list the studies on it and stop")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--local-id", metavar="ID", help="the patient's ID here (the outside ID is kept "
+                       "as another ID)")
+    group.add_argument("--outside-issuer", metavar="NAME", help="keep the outside ID, qualified by "
+                       "the institution that issued it")
     p = add("studies", cmd_studies, "list cached studies")
     p.add_argument("--patient", metavar="ID")
     add("verify", cmd_verify, "re-check every instance and study manifest")
@@ -795,6 +932,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
     p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
     p.add_argument("--host", default="", help="the address to listen on (default: all)")
+
+    p = add("export", cmd_export, "encrypted media (USB zip or CD image) with its disclosure record")
+    p.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
+    p.add_argument("--recipient", required=True, help="who receives it (person or organisation)")
+    p.add_argument("--recipient-type", required=True, metavar="TYPE",
+                   help="patient, provider, third-party or business-associate")
+    p.add_argument("--purpose", required=True, help="treatment, patient-request, authorization, legal, "
+                   "research, teaching or operations")
+    p.add_argument("--authorization", default="", metavar="REF",
+                   help="reference of the signed authorization or legal order")
+    p.add_argument("--identity-check", required=True, metavar="METHOD", help="how the requester was "
+                   "identified: photo-id, known-to-staff, callback, signed-request, provider-directory")
+    p.add_argument("--passphrase-delivery", default="handed-over", metavar="HOW",
+                   help="handed-over, phone, cover-letter or separate-email")
+    p.add_argument("--media", choices=["zip", "iso"], default="zip")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.add_argument("--label", default="", help="text for the media label")
+    p.add_argument("--burn", nargs="?", const="", metavar="DEVICE",
+                   help="burn the CD image with xorriso (default: the first writer found)")
+    p.add_argument("--cover-letter", type=Path, metavar="PDF",
+                   help="also write the passphrase letter (print it, send it apart, delete the file)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="PS3.15 Annex E basic profile (required by the site for research and teaching)")
+    p.add_argument("--retain-dates", action="store_true", help="shift dates per patient instead of removing")
+    p.add_argument("--clean-descriptors", action="store_true", help="keep descriptions that name nobody")
+    p = add("disclosures", cmd_disclosures, "a patient's accounting of disclosures (HIPAA 164.528)")
+    p.add_argument("--patient", required=True, metavar="ID")
+    p.add_argument("--pdf", type=Path, metavar="FILE", help="also write it as a PDF to give the patient")
+    agreement = sub.add_parser("agreement", help="business associate agreements").add_subparsers(
+        dest="agreement_command", required=True)
+    p = add("add", cmd_agreement_add, "register or renew an agreement (privacy officer)", agreement)
+    p.add_argument("recipient", metavar="NAME")
+    p.add_argument("--reference", required=True)
+    p.add_argument("--effective", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--expires", required=True, metavar="YYYY-MM-DD", help="last day in force")
+    p = add("revoke", cmd_agreement_revoke, "revoke an agreement", agreement)
+    p.add_argument("recipient", metavar="NAME")
+    p.add_argument("--reason", required=True)
+    add("list", cmd_agreement_list, "list agreements and whether they are in force", agreement)
 
     add("enrol", cmd_enrol, "set up a new authenticator entry and recovery codes")
     add("passwd", cmd_passwd, "change your password")

@@ -20,6 +20,7 @@ EXCESSIVE_ACCESS = "excessive access"
 OFF_HOURS = "access outside office hours"
 RESTRICTED_ATTEMPT = "attempt to open a restricted patient"
 OWN_SURNAME = "access to a patient with the user's own surname"
+EXPORT_VOLUME = "unusual export volume"
 
 
 class AnomalyRules:
@@ -36,7 +37,7 @@ class AnomalyRules:
         # Each rule first asks whether it already alerted in its window: the cheap question.
         if event.type is EventType.INSTANCES_READ:
             if not self._alerted(user, EXCESSIVE_ACCESS, at - timedelta(hours=1)):
-                patients = self._distinct_patients(user, at - timedelta(hours=1),
+                patients = self._distinct_patients(user, EventType.INSTANCES_READ, at - timedelta(hours=1),
                                                    policy.anomaly_patients_per_hour + 1)
                 if patients > policy.anomaly_patients_per_hour:
                     found.append((EXCESSIVE_ACCESS, {"patients_last_hour": patients,
@@ -48,6 +49,13 @@ class AnomalyRules:
             if (not policy.office_hours_start <= local.hour < policy.office_hours_end
                     and not self._alerted(user, OFF_HOURS, at - timedelta(hours=12))):
                 found.append((OFF_HOURS, {"local_time": local.strftime("%H:%M")}))
+        if (event.type is EventType.EXPORT and event.outcome is Outcome.SUCCESS
+                and not self._alerted(user, EXPORT_VOLUME, at - timedelta(days=1))):
+            patients = self._distinct_patients(user, EventType.EXPORT, at - timedelta(days=1),
+                                               policy.anomaly_exports_per_day + 1)
+            if patients > policy.anomaly_exports_per_day:
+                found.append((EXPORT_VOLUME, {"patients_exported_last_day": patients,
+                                              "threshold": policy.anomaly_exports_per_day}))
         if (event.type is EventType.ACCESS_REFUSED and event.detail.get("why") == "restricted patient"
                 and not self._alerted(user, RESTRICTED_ATTEMPT, at - timedelta(minutes=10))):
             found.append((RESTRICTED_ATTEMPT, {}))
@@ -60,13 +68,15 @@ class AnomalyRules:
         return ("json_extract(record, '$.user') = ? AND json_extract(record, '$.type') = ? AND at >= ?",
                 (user, event_type.value, since.isoformat(timespec="microseconds")))
 
-    def _distinct_patients(self, user: str, since: datetime, enough: int) -> int:
-        """How many patients ``user`` opened since then, counting no further than ``enough``: the
-        rule runs on every image read and must not slow down with a busy reader's hour."""
-        where, params = self._recent(user, EventType.INSTANCES_READ, since)
+    def _distinct_patients(self, user: str, event_type: EventType, since: datetime, enough: int) -> int:
+        """How many patients ``user`` opened (or exported) since then, successfully, counting no
+        further than ``enough``: the rule runs on every image read and must not slow down with a
+        busy reader's hour."""
+        where, params = self._recent(user, event_type, since)
         return self._conn.execute(
             "SELECT count(*) FROM (SELECT DISTINCT p.value FROM audit, json_each(record, '$.patients') p "
-            f"WHERE {where} LIMIT ?)", (*params, enough)).fetchone()[0]
+            f"WHERE {where} AND json_extract(record, '$.outcome') = 0 LIMIT ?)",
+            (*params, enough)).fetchone()[0]
 
     def _shares_surname(self, user: str, patients: tuple[str, ...]) -> bool:
         """Whether the user's family name (the last word of their full name) is a patient's (the

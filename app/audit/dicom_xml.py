@@ -39,6 +39,7 @@ AUDIT_LOG_USED = _dcm("110101", "Audit Log Used")
 INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
 STUDY_DELETED = _dcm("110105", "DICOM Study Deleted")
+EXPORT = _dcm("110106", "Export")
 IMPORT = _dcm("110107", "Import")
 PATIENT_RECORD = _dcm("110110", "Patient Record")
 QUERY = _dcm("110112", "Query")
@@ -56,6 +57,9 @@ RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
 OBJECT_SECURITY_CHANGED = _dcm("110135", "Object Security Attributes Changed")
 USER_SECURITY_CHANGED = _dcm("110137", "User Security Attributes Changed")
 APPLICATION_ROLE = _dcm("110150", "Application")
+DESTINATION_MEDIA = _dcm("110154", "Destination Media")
+# CID 405 media types, by the export's media kind
+MEDIA_TYPES = {"zip": _dcm("110030", "USB Disk Emulation"), "iso": _dcm("110032", "CD")}
 SOURCE_TYPE = _dcm("1", "End-user display device, diagnostic device")
 PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
 USER_IDENTIFIER = Code("11", "RFC-3881", "User Identifier")
@@ -91,6 +95,7 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.SEND: (INSTANCES_TRANSFERRED, "R", None),
     EventType.STUDY_PIN: (PATIENT_RECORD, "U", None),
     EventType.COMMITMENT: (INSTANCES_TRANSFERRED, "U", None),
+    EventType.EXPORT: (EXPORT, "R", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"
@@ -117,6 +122,13 @@ def to_xml(event: AuditEvent, at: str, *, source_id: str = SOURCE_ID, site: str 
     application = ET.SubElement(root, "ActiveParticipant", {"UserID": source_id,
                                                             "UserIsRequestor": "false"})
     APPLICATION_ROLE.element(application, "RoleIDCode")
+    if event.type is EventType.EXPORT and event.detail.get("serial"):
+        # A.5.3.7: the media written is a participant, identified by its serial and type
+        media = ET.SubElement(root, "ActiveParticipant", {"UserID": _clean(str(event.detail["serial"])),
+                                                          "UserIsRequestor": "false"})
+        DESTINATION_MEDIA.element(media, "RoleIDCode")
+        kind = MEDIA_TYPES.get(str(event.detail.get("media")), MEDIA_TYPES["zip"])
+        kind.element(ET.SubElement(media, "MediaIdentifier"), "MediaType")
 
     source = ET.SubElement(root, "AuditSourceIdentification", {"AuditEnterpriseSiteID": site,
                                                                "AuditSourceID": source_id})

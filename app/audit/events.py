@@ -48,6 +48,7 @@ class EventType(StrEnum):
     SEND = "instances-sent"
     STUDY_PIN = "study-pinned"
     COMMITMENT = "storage-commitment"
+    EXPORT = "export"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from app.audit.events import EventType, Outcome
+from app.documents import tabular_pdf
 from app.errors import UsageError
 
 OUTCOMES = {int(o): o.name.replace("_", " ").lower() for o in Outcome}
@@ -145,31 +146,8 @@ class AuditReport:
         return buffer.getvalue()
 
     def to_pdf(self) -> bytes:
-        from fpdf import FPDF  # only for PDF output; the rest of the core never needs it
-
-        pdf = FPDF(orientation="L", format="A4")
-        pdf.set_title(self.title)
-        pdf.set_creator("Custodian")
-        pdf.set_auto_page_break(auto=True, margin=12)
-        pdf.add_page()
-        pdf.set_font("Helvetica", "B", 14)
-        pdf.cell(0, 9, _latin1(self.title), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", "", 9)
-        for line in self.header_lines():
-            pdf.cell(0, 5, _latin1(line), new_x="LMARGIN", new_y="NEXT")
-        pdf.ln(3)
-        widths = (12, 32, 42, 24, 26, 30, 55, 52)
-        pdf.set_font("Helvetica", "", 7)
-        with pdf.table(col_widths=widths, text_align="LEFT", line_height=3.6,
-                       first_row_as_headings=True, repeat_headings=1) as table:
-            for values in [list(self.COLUMNS), *self.rows()]:
-                row = table.row()
-                for value in values:
-                    row.cell(_latin1(value))
-        pdf.set_y(-14)
-        pdf.set_font("Helvetica", "I", 7)
-        pdf.cell(0, 5, "Contains protected health information: handle under the site's privacy policy.")
-        return bytes(pdf.output())
+        return tabular_pdf(self.title, self.header_lines(), self.COLUMNS, self.rows(),
+                           (12, 32, 42, 24, 26, 30, 55, 52))
 
     def write(self, path: Path) -> None:
         """CSV or PDF by the file's extension."""
@@ -182,7 +160,3 @@ class AuditReport:
         except OSError as exc:
             raise UsageError(f"The report could not be written to {path}: {exc.strerror}.") from None
 
-
-def _latin1(text: str) -> str:
-    """The PDF's built-in fonts cover Latin-1 only; anything else shows as '?'."""
-    return text.encode("latin-1", "replace").decode("latin-1")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import sqlcipher3
 
 from app.errors import UsageError
+from app.media.disclosures import Purpose
 from app.net.nodes import check_ae_title
 
 _KEY = "site_policy"
@@ -25,6 +26,7 @@ class SitePolicy:
     lockout_seconds: int = 15 * 60
     break_glass_seconds: int = 60 * 60
     anomaly_patients_per_hour: int = 30  # distinct patients one user opens before an alert
+    anomaly_exports_per_day: int = 10  # distinct patients one user exports in a day before an alert
     # Local hours; image access outside them raises an alert. Radiology reads around the clock,
     # so the default covers the whole day and a site narrows it where nights are unusual.
     office_hours_start: int = 0
@@ -35,6 +37,8 @@ class SitePolicy:
     pacs_node: str = ""  # the node queried, sent to and watched by default; empty: the first node
     prefetch_priors: int = 2  # earlier studies of the patient fetched when a study is opened
     cache_budget_mb: int = 0  # 0: no limit; else studies the PACS holds are evicted, oldest use first
+    export_max_mb: int = 0  # 0: no limit; else the most one export may hold
+    deidentify_purposes: str = "research,teaching"  # export purposes that must be de-identified
 
     def __post_init__(self) -> None:
         limits = {
@@ -44,11 +48,13 @@ class SitePolicy:
             "lockout_seconds": (60, 24 * 60 * 60),
             "break_glass_seconds": (5 * 60, 4 * 60 * 60),
             "anomaly_patients_per_hour": (1, 10_000),
+            "anomaly_exports_per_day": (1, 10_000),
             "office_hours_start": (0, 23),
             "office_hours_end": (1, 24),
             "scp_port": (1, 65535),
             "prefetch_priors": (0, 10),
             "cache_budget_mb": (0, 100_000_000),
+            "export_max_mb": (0, 100_000_000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
@@ -58,6 +64,11 @@ class SitePolicy:
         if self.office_hours_start >= self.office_hours_end:
             raise UsageError("Site policy: office hours must start before they end.")
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        purposes = {p.strip() for p in self.deidentify_purposes.split(",") if p.strip()}
+        known = {p.value for p in Purpose}
+        if purposes - known:
+            raise UsageError(f"Site policy: deidentify purposes must be among {', '.join(sorted(known))}.")
+        object.__setattr__(self, "deidentify_purposes", ",".join(sorted(purposes)))
 
     @classmethod
     def load(cls, conn: sqlcipher3.Connection) -> SitePolicy:

@@ -29,6 +29,7 @@ class Action(StrEnum):
     RETRIEVE = "retrieve from the PACS"
     EXPORT = "export media"
     DISCLOSURES = "account for disclosures"
+    MANAGE_AGREEMENTS = "manage business associate agreements"
     RESTRICT_PATIENT = "restrict a patient"
     VERIFY = "verify the vault"
     SHRED = "shred a study"
@@ -59,7 +60,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY,
                                   A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE}),
     Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES}),
-    Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES,
+    Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
                                      A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
     Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS,
                            A.VERIFY, A.AUDIT_VERIFY}),

@@ -212,6 +212,60 @@ MIGRATIONS: dict[int, str] = {
         failed INTEGER
     );
     """,
+    # Disclosures on media (HIPAA accounting) and business associate agreements. Disclosures are
+    # never deleted and, once settled (made or abandoned), never changed.
+    11: """
+    CREATE TABLE disclosures (
+        id INTEGER PRIMARY KEY,
+        serial TEXT NOT NULL UNIQUE,
+        at REAL NOT NULL,
+        user TEXT NOT NULL,
+        recipient_kind TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        authorization TEXT NOT NULL,
+        identity_check TEXT NOT NULL,
+        delivery TEXT NOT NULL,
+        media TEXT NOT NULL,
+        label TEXT NOT NULL,
+        instances INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        deidentified INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'made', 'abandoned')),
+        out TEXT NOT NULL
+    );
+    CREATE TABLE disclosed_studies (
+        disclosure INTEGER NOT NULL REFERENCES disclosures(id),
+        study_uid TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        patient_name TEXT NOT NULL,
+        study_date TEXT NOT NULL,
+        description TEXT NOT NULL
+    );
+    CREATE INDEX disclosed_patient ON disclosed_studies(patient_id);
+    CREATE TRIGGER disclosures_kept BEFORE DELETE ON disclosures
+        BEGIN SELECT RAISE(ABORT, 'disclosures are kept'); END;
+    CREATE TRIGGER disclosed_studies_kept BEFORE DELETE ON disclosed_studies
+        BEGIN SELECT RAISE(ABORT, 'disclosures are kept'); END;
+    CREATE TRIGGER disclosed_studies_fixed BEFORE UPDATE ON disclosed_studies
+        BEGIN SELECT RAISE(ABORT, 'disclosures are kept'); END;
+    CREATE TRIGGER disclosures_settled BEFORE UPDATE ON disclosures
+        WHEN OLD.state != 'pending' OR NEW.id != OLD.id OR NEW.serial != OLD.serial OR NEW.at != OLD.at
+             OR NEW.recipient != OLD.recipient OR NEW.sha256 != OLD.sha256
+        BEGIN SELECT RAISE(ABORT, 'a settled disclosure is not changed'); END;
+    CREATE TABLE agreements (
+        recipient TEXT PRIMARY KEY COLLATE NOCASE,
+        reference TEXT NOT NULL,
+        effective TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        revoked INTEGER NOT NULL,
+        revoked_reason TEXT NOT NULL,
+        changed_by TEXT NOT NULL,
+        changed_at REAL NOT NULL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

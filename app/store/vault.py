@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -47,6 +47,24 @@ from app.errors import (
 )
 from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
+from app.media import dicomdir
+from app.media.agreements import Agreement, AgreementBook
+from app.media.archive import Entry as MediaEntry
+from app.media.deid import Deidentifier
+from app.media.dicomdir import Listed, file_ids
+from app.media.disclosures import (
+    RETENTION_YEARS,
+    DisclosedStudy,
+    Disclosure,
+    DisclosureBook,
+    ExportRequest,
+    ExportResult,
+    RecipientKind,
+    new_serial,
+)
+from app.media.outside import Reconcile, Survey, open_media, reconciled, survey
+from app.media.passphrase import new_passphrase
+from app.media.writer import OutputFile, readme, write_media
 from app.net.association import EchoResult, PeerError, echo
 from app.net.commitment import CommitmentReport, request_commitment
 from app.net.nodes import Node, NodeBook
@@ -93,6 +111,10 @@ TOKEN_FILE = "session.bin"
 def _negated(date: str) -> str:
     """Sorts YYYYMMDD dates newest first inside an ascending sort."""
     return "".join(str(9 - int(c)) if c.isdigit() else c for c in date)
+
+
+def _deidentified(deid: Deidentifier, load: Callable[[], bytes], patient: str) -> bytes:
+    return deid.dataset(load(), patient)
 
 
 @dataclass(frozen=True)
@@ -535,6 +557,23 @@ class Vault:
         actor = self._gate(session, Action.IMPORT)
         entries = ((label, partial(bytes, data)) for label, data in items)
         return self._import(actor.name, entries, len(items), progress)
+
+    def survey_media(self, session: Session, path: Path, passphrase: str | None = None) -> Survey:
+        """What outside media holds, before anything is imported (reading it is audited)."""
+        actor = self._gate(session, Action.IMPORT)
+        found = survey(open_media(path, passphrase))
+        self._record(AuditEvent(EventType.STUDY_LIST, user=actor.name,
+                                patients=tuple(sorted({s.patient_id for s in found.studies})),
+                                detail={"outside_media": path.name, "studies": len(found.studies)}))
+        return found
+
+    def import_media(self, session: Session, path: Path, passphrase: str | None = None,
+                     reconcile: Reconcile | None = None, progress: Progress | None = None) -> ImportReport:
+        """Outside media into the vault, read in memory and reconciled with the local patient; the
+        import audits and quarantines as any other."""
+        actor = self._gate(session, Action.IMPORT)
+        entries = open_media(path, passphrase)
+        return self._import(actor.name, reconciled(entries, reconcile), len(entries), progress)
 
     def receive(self, calling_ae: str, items: list[tuple[str, bytes]],
                 workers: Workers | None = None) -> ImportReport:
@@ -1286,3 +1325,163 @@ class Vault:
             pinned = self._conn.execute("SELECT count(*) FROM studies WHERE pinned = 1").fetchone()[0]
         return {"bytes": total, "studies": studies, "pinned": pinned,
                 "budget_mb": self.policy.cache_budget_mb}
+
+    # ------------------------------------------------------------------ export media, disclosures
+    def export(self, session: Session, request: ExportRequest, code: str,
+               progress: Progress | None = None) -> ExportResult:
+        """Encrypted media for ``request`` with its disclosure record; every check runs before a
+        byte is written, so a refused export leaves nothing behind."""
+        user = self._gate(session, Action.EXPORT)
+        self._settle_disclosures()
+        rows = self._query(
+            "SELECT p.patient_id, p.issuer, p.name, p.restricted, p.id, s.uid, s.study_date, s.study_time, "
+            "s.accession, s.description, se.uid, se.modality, se.number, i.sop_class, i.sop_uid, "
+            "i.transfer_syntax, i.number, i.blob, i.size FROM instances i "
+            "JOIN series se ON se.uid = i.series_uid JOIN studies s ON s.uid = i.study_uid "
+            f"JOIN patients p ON p.id = s.patient WHERE s.uid IN ({','.join('?' * len(request.studies))}) "
+            "ORDER BY p.patient_id, s.study_date, s.uid, se.number, se.uid, i.number, i.sop_uid",
+            request.studies)
+        patients = tuple(sorted({str(r[0]) for r in rows}))
+
+        def refuse(error: CustodianError) -> CustodianError:
+            self._record(AuditEvent(EventType.EXPORT, Outcome.MINOR_FAILURE, user=user.name,
+                                    studies=request.studies, patients=patients,
+                                    detail={"why": str(error), "recipient_kind": request.recipient_kind.value,
+                                            "purpose": request.purpose.value}))
+            return error
+
+        missing = set(request.studies) - {str(r[5]) for r in rows}
+        if missing:
+            raise refuse(CustodianError(f"{len(missing)} of the chosen studies are not in the cache."))
+        for study_uid in request.studies:
+            self._check_restriction(user, study_uid)
+        policy = self.policy
+        size = sum(int(r[18]) for r in rows)
+        if policy.export_max_mb and size > policy.export_max_mb * 1024 * 1024:
+            raise refuse(NotPermitted(f"Export refused: {size / 2**20:.0f} MB is more than the site's limit "
+                                      f"of {policy.export_max_mb} MB per export."))
+        if request.purpose.value in policy.deidentify_purposes.split(",") and request.deidentify is None:
+            raise refuse(NotPermitted(f"Export refused: the site requires de-identification for "
+                                      f"{request.purpose.value} (--deidentify)."))
+        if request.recipient_kind is RecipientKind.BUSINESS_ASSOCIATE:
+            try:
+                with self._db:
+                    AgreementBook(self._conn).require(request.recipient, datetime.now(UTC).date())
+            except CustodianError as exc:
+                raise refuse(exc) from None
+        output = OutputFile(request.out)  # refuses an existing name before anything is written
+        disclosure_id: int | None = None
+        try:
+            self.step_up(session, code)
+            passphrase, serial = new_passphrase(), new_serial()
+            deid = Deidentifier(request.deidentify) if request.deidentify is not None else None
+            entries = self._media_entries(rows, serial, deid)
+            sha256, written = write_media(output, request.media, passphrase, entries,
+                                          readme(serial, policy.ae_title, inside=False),
+                                          lambda done: progress(done, len(entries)) if progress else None)
+            studies = self._disclosed_studies(rows)
+            with self._transaction():
+                disclosure_id = DisclosureBook(self._conn).open_pending(
+                    request, serial, user.name, len(rows), written, sha256, studies)
+            output.publish()
+        except BaseException as exc:
+            output.close()
+            if disclosure_id is not None:
+                self._settle_disclosure(disclosure_id, made=False, actor=user.name, patients=patients)
+            if isinstance(exc, OSError):
+                raise CustodianError(f"The media could not be written: {exc.strerror or exc}.") from None
+            raise
+        output.close()
+        self._settle_disclosure(disclosure_id, made=True, actor=user.name, patients=patients)
+        return ExportResult(request.out, sha256, disclosure_id, serial, len(rows), written, passphrase,
+                            len(deid.flagged) if deid else 0)
+
+    def _media_entries(self, rows: list[tuple[object, ...]], serial: str,
+                       deid: Deidentifier | None) -> list[MediaEntry]:
+        """DICOMDIR, README.TXT and every instance, each read (and de-identified) when the
+        archive writer asks for it."""
+        patients = [f"{r[0]}|{r[1]}" for r in rows]
+        paths = file_ids([(p, str(r[5]), str(r[10])) for p, r in zip(patients, rows, strict=True)])
+        listed = [Listed(str(r[0]), str(r[2]), str(r[5]), str(r[6]), str(r[7]), "", str(r[8]), str(r[9]),
+                         str(r[10]), str(r[11]), r[12], str(r[13]), str(r[14]), str(r[15]), r[16], path)
+                  for r, path in zip(rows, paths, strict=True)]
+        loads = [partial(self._plaintext, str(r[14]), str(r[5]), str(r[17])) for r in rows]
+        if deid is not None:
+            for patient, r in zip(patients, rows, strict=True):
+                deid.remember_names(patient, str(r[2]), str(r[0]))
+            listed = [deid.listed(item, patient) for item, patient in zip(listed, patients, strict=True)]
+            loads = [partial(_deidentified, deid, load, p) for load, p in zip(loads, patients, strict=True)]
+        entries: list[MediaEntry] = [
+            ("DICOMDIR", partial(dicomdir.build, listed)),
+            ("README.TXT", partial(readme, serial, self.policy.ae_title, inside=True))]
+        return entries + [(item.path, load) for item, load in zip(listed, loads, strict=True)]
+
+    @staticmethod
+    def _disclosed_studies(rows: list[tuple[object, ...]]) -> list[DisclosedStudy]:
+        seen: dict[str, DisclosedStudy] = {}
+        for r in rows:
+            seen.setdefault(str(r[5]), DisclosedStudy(str(r[5]), str(r[0]), str(r[1]), str(r[2]), str(r[6]),
+                                                      str(r[9])))
+        return list(seen.values())
+
+    def _settle_disclosure(self, disclosure_id: int, *, made: bool, actor: str,
+                           patients: tuple[str, ...]) -> None:
+        with self._transaction():
+            book = DisclosureBook(self._conn)
+            book.settle(disclosure_id, made)
+            record = book.get(disclosure_id)
+            self.audit.append(AuditEvent(
+                EventType.EXPORT, Outcome.SUCCESS if made else Outcome.SERIOUS_FAILURE, user=actor,
+                studies=tuple(s.study_uid for s in record.studies), patients=patients,
+                detail={"disclosure": disclosure_id, "serial": record.serial, "media": record.media,
+                        "recipient_kind": record.recipient_kind, "purpose": record.purpose,
+                        "instances": record.instances, "sha256": record.sha256,
+                        "deidentified": record.deidentified,
+                        **({} if made else {"why": "the media was not completed"})}))
+
+    def _settle_disclosures(self) -> None:
+        """Disclosures an interrupted export left pending: made if its media is in place and
+        unchanged, else abandoned (the media never appeared)."""
+        with self._db:
+            pending = DisclosureBook(self._conn).pending()
+        for disclosure_id, out, expected in pending:
+            path = Path(out)
+            made = False
+            with contextlib.suppress(OSError), path.open("rb") as fh:
+                made = hashlib.file_digest(fh, "sha256").hexdigest() == expected
+            with self._db:
+                record = DisclosureBook(self._conn).get(disclosure_id)
+            self._settle_disclosure(disclosure_id, made=made, actor=record.user,
+                                    patients=tuple(sorted({s.patient_id for s in record.studies})))
+
+    def disclosures(self, session: Session, patient_id: str,
+                    years: int = RETENTION_YEARS) -> list[Disclosure]:
+        """The patient's accounting of disclosures (HIPAA 164.528): media made in the last years."""
+        user = self._gate(session, Action.DISCLOSURES)
+        self._settle_disclosures()
+        since = (datetime.now(UTC) - timedelta(days=365 * years + years // 4)).timestamp()
+        with self._db:
+            found = DisclosureBook(self._conn).for_patient(patient_id, since)
+        self._record(AuditEvent(EventType.STUDY_LIST, user=user.name, patients=(patient_id,),
+                                detail={"accounting_of_disclosures": len(found)}))
+        return found
+
+    def add_agreement(self, session: Session, agreement: Agreement) -> None:
+        actor = self._gate(session, Action.MANAGE_AGREEMENTS)
+        with self._transaction():
+            AgreementBook(self._conn).put(agreement, actor.name)
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name, detail={
+                "business_associate": agreement.recipient, "agreement": agreement.reference,
+                "effective": agreement.effective, "expires": agreement.expires}))
+
+    def revoke_agreement(self, session: Session, recipient: str, reason: str) -> None:
+        actor = self._gate(session, Action.MANAGE_AGREEMENTS)
+        with self._transaction():
+            AgreementBook(self._conn).revoke(recipient, reason, actor.name)
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name, detail={
+                "business_associate": recipient, "revoked": reason}))
+
+    def agreements(self, session: Session) -> list[Agreement]:
+        self._gate(session, Action.MANAGE_AGREEMENTS)
+        with self._db:
+            return AgreementBook(self._conn).list()

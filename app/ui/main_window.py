@@ -49,7 +49,9 @@ from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.bridge import Bridge, in_background
 from app.ui.clipboard_guard import ClipboardGuard
+from app.ui.disclosures_dialog import DisclosuresDialog
 from app.ui.enrolment_dialog import reenrol
+from app.ui.export_wizard import ExportWizard
 from app.ui.idle_watch import IdleWatch
 from app.ui.image_view import CONTROLS_HELP
 from app.ui.lock_screen import LockScreen
@@ -169,6 +171,10 @@ class MainWindow(QMainWindow):
                                    toolTip="Send the selected study to the PACS (Ctrl+Shift+S); while "
                                            "the PACS is down it waits and goes out when it is back")
         self.send_action.triggered.connect(self.send_current_study)
+        self.export_action = QAction("&Export media…", self, shortcut=QKeySequence("Ctrl+E"),
+                                     toolTip="Burn the selected patient's studies to encrypted USB or CD "
+                                             "media, recorded as a disclosure (Ctrl+E)")
+        self.export_action.triggered.connect(self.export_media)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -190,10 +196,12 @@ class MainWindow(QMainWindow):
         menu.reenrol_action.triggered.connect(self.set_up_authenticator)
         menu.users_action.triggered.connect(self.manage_users)
         menu.audit_action.triggered.connect(self.show_audit_trail)
+        menu.disclosures_action.triggered.connect(self.show_disclosures)
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(refresh)
         file_menu.addAction(self.send_action)
+        file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
@@ -216,8 +224,8 @@ class MainWindow(QMainWindow):
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work_actions = [refresh, reset, controls, self.send_action, *layouts.values(),
-                              *menu.actions()]
+        self._work_actions = [refresh, reset, controls, self.send_action, self.export_action,
+                              *layouts.values(), *menu.actions()]
         return layouts
 
     # ------------------------------------------------------------------ public API
@@ -396,6 +404,23 @@ class MainWindow(QMainWindow):
         viewer.activateWindow()
         return viewer
 
+    def export_media(self) -> ExportWizard | None:
+        """The export wizard for the selected study's patient (their other studies can be added)."""
+        study_uid, session = self.browser.current_study_uid(), self._session
+        study = self._studies.get(study_uid) if study_uid else None
+        if study is None or session is None:
+            self.show_error("Select a study of the patient whose images go on the media.")
+            return None
+        same_patient = [s for s in self._studies.values() if s.patient_key == study.patient_key]
+        wizard = ExportWizard(self._vault, session, same_patient, study.study_uid, self)
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        wizard.show()
+        return wizard
+
+    def show_disclosures(self) -> None:
+        if self._session is not None:
+            DisclosuresDialog(self._vault, self._session, self).exec()
+
     def _audit_viewer_closed(self) -> None:
         self._audit_viewer = None
 
@@ -451,6 +476,7 @@ class MainWindow(QMainWindow):
         self._session = session
         self.user_menu.set_user(session.user)
         self.send_action.setVisible(permits(session.user.role, Action.SEND))
+        self.export_action.setVisible(permits(session.user.role, Action.EXPORT))
         self.sources.setTabVisible(1, permits(session.user.role, Action.QUERY))
         self.sources.setCurrentIndex(0)
         self.idle_watch.limit = self._limit_for(session.user)

@@ -1,7 +1,7 @@
 """The "User <name>" menu: lock, switch user, log out and the reader's own account settings.
 
 It only holds the actions; the main window, which owns the session, connects them. "Users…" and
-"Audit trail…" are shown only to roles that may manage users or read the trail.
+"Audit trail…" and "Disclosures…" are shown only to roles that may use them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class UserMenu(QMenu):
         self.users_action = QAction("&Users…", self, toolTip="Add and disable user accounts")
         self.audit_action = QAction("&Audit trail…", self, shortcut=QKeySequence("Ctrl+Shift+A"),
                                     toolTip="Search the audit trail and export access reports (Ctrl+Shift+A)")
+        self.disclosures_action = QAction("&Disclosures…", self, shortcut=QKeySequence("Ctrl+Shift+D"),
+                                          toolTip="A patient's accounting of disclosures (Ctrl+Shift+D)")
         self.addAction(self.lock_action)
         self.addAction(self.switch_action)
         self.addAction(self.logout_action)
@@ -37,8 +39,10 @@ class UserMenu(QMenu):
         self.addSeparator()
         self.addAction(self.users_action)
         self.addAction(self.audit_action)
+        self.addAction(self.disclosures_action)
 
     def set_user(self, user: User) -> None:
         self.setTitle(f"&User {user.name}")
         self.users_action.setVisible(permits(user.role, Action.MANAGE_USERS))
         self.audit_action.setVisible(permits(user.role, Action.AUDIT_READ))
+        self.disclosures_action.setVisible(permits(user.role, Action.DISCLOSURES))

@@ -18,6 +18,14 @@ from app.errors import (
     NotPermitted,
     UsageError,
 )
+from app.media.disclosures import (
+    Delivery,
+    ExportRequest,
+    IdentityCheck,
+    MediaKind,
+    Purpose,
+    RecipientKind,
+)
 from app.security import totp
 from app.security.accounts import LOGIN_FAILED
 from app.security.roles import PERMISSIONS, VISIBLE_FIELDS, Action, Field, Role, permits
@@ -33,8 +41,8 @@ EXPECTED = {
     Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
                         A.BREAK_GLASS, A.ECHO_NODE},
     Role.LIBRARIAN: {A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES},
-    Role.PRIVACY_OFFICER: {A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.RESTRICT_PATIENT, A.SHRED,
-                           A.VERIFY},
+    Role.PRIVACY_OFFICER: {A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
+                           A.RESTRICT_PATIENT, A.SHRED, A.VERIFY},
     Role.ADMIN: {A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY,
                  A.AUDIT_VERIFY},
 }
@@ -59,6 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> VaultEnv:
     env.vault.import_bytes(env.login("technologist"), items)
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     env.study_uid, env.series_uid = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    env.out = tmp_path_factory.mktemp("media")
     yield env
     env.vault.close()
 
@@ -83,12 +92,18 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.QUERY: lambda v, s: v.query(s, "no-such-node", patient_id="PID-0001"),
         A.RETRIEVE: lambda v, s: v.retrieve(s, "no-such-node", env.study_uid),
         A.SEND: lambda v, s: v.send(s, "no-such-node", env.study_uid),
+        A.EXPORT: lambda v, s: v.export(s, ExportRequest(
+            (env.study_uid,), RecipientKind.PATIENT, "The patient", Purpose.PATIENT_REQUEST,
+            IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, env.out / "matrix.zip"), "000000"),
+        A.DISCLOSURES: lambda v, s: v.disclosures(s, "PID-0001"),
+        A.MANAGE_AGREEMENTS: lambda v, s: v.agreements(s),
     }
 
 
 IMPLEMENTED = [A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.VERIFY, A.SHRED, A.ROTATE_KEYS, A.MANAGE_USERS,
                A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS,
-               A.MANAGE_NODES, A.ECHO_NODE, A.QUERY, A.RETRIEVE, A.SEND]
+               A.MANAGE_NODES, A.ECHO_NODE, A.QUERY, A.RETRIEVE, A.SEND, A.EXPORT, A.DISCLOSURES,
+               A.MANAGE_AGREEMENTS]
 
 
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)

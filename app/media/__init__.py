@@ -1,0 +1,1 @@
+"""Removable media: encrypted export, disclosures, de-identification and outside-media import."""

@@ -1,0 +1,114 @@
+"""The DICOMDIR of exported media, built in memory.
+
+pydicom's FileSet makes the directory records and encodes the DICOMDIR with its offsets, but its
+public ``add``/``write`` stage every instance as a plaintext file in a temporary folder. Here the
+records are made from header-only datasets that are never written, file IDs follow the IHE PDI
+rules (under ``DICOM/``, eight upper-case characters per component) and the DICOMDIR is encoded
+straight into memory; the instances themselves go into the encrypted archive.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomFileLike
+from pydicom.fileset import FileSet
+
+PDI_FOLDER = "DICOM"  # IHE PDI: DICOM files live in this folder, nothing else does
+FILESET_ID = "CUSTODIAN"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What the directory says about one instance (from the vault's index, or the de-identified
+    dataset); record-type attributes beyond these (SR, RT, presentation states) come from
+    ``extra``."""
+
+    patient_id: str
+    patient_name: str
+    study_uid: str
+    study_date: str
+    study_time: str
+    study_id: str
+    accession: str
+    study_description: str
+    series_uid: str
+    modality: str
+    series_number: int | None
+    sop_class: str
+    sop_uid: str
+    transfer_syntax: str
+    instance_number: int | None
+    path: str = ""  # where the instance is on the media (see :func:`file_ids`)
+    extra: Dataset | None = None
+
+
+class _HeaderOnly(Dataset):
+    """A header given to FileSet for its records; it is never saved anywhere."""
+
+    def save_as(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict[str, int]) -> Dataset:
+    ds = _HeaderOnly()
+    if item.extra is not None:
+        ds.update(item.extra)
+    ds.PatientID = item.patient_id or "UNKNOWN"
+    ds.PatientName = item.patient_name
+    ds.StudyInstanceUID = item.study_uid
+    # Type 1 in the STUDY, SERIES and IMAGE records; where the instance lacks them they are
+    # invented for the directory only, as DCMTK's dcmmkdir --invent does.
+    ds.StudyDate = item.study_date or "19000101"
+    ds.StudyTime = item.study_time or "000000"
+    ds.StudyID = item.study_id or item.accession[:16] or "1"
+    ds.AccessionNumber = item.accession
+    ds.StudyDescription = item.study_description
+    ds.SeriesInstanceUID = item.series_uid
+    ds.Modality = item.modality or "OT"
+    ds.SeriesNumber = item.series_number if item.series_number is not None else \
+        series_numbers.setdefault(item.series_uid, len(series_numbers) + 1)
+    ds.InstanceNumber = item.instance_number if item.instance_number is not None else \
+        instance_numbers.setdefault(item.sop_uid, len(instance_numbers) + 1)
+    ds.SOPClassUID = item.sop_class
+    ds.SOPInstanceUID = item.sop_uid
+    if any(not str(v).isascii() for v in (ds.PatientName, ds.StudyDescription, ds.PatientID)):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = item.transfer_syntax
+    return ds
+
+
+def file_ids(keys: list[tuple[str, str, str]]) -> list[str]:
+    """IHE PDI file IDs (``DICOM/PT000000/ST000000/SE000000/IM000000``) for instances given as
+    (patient, study, series) keys, in the order they go on the media."""
+    children: dict[tuple[str, ...], dict[str, int]] = defaultdict(dict)
+
+    def number(parent: tuple[str, ...], key: str) -> int:
+        siblings = children[parent]
+        return siblings.setdefault(key, len(siblings))
+
+    paths = []
+    for index, (patient, study, series) in enumerate(keys):
+        parts = (number((), patient), number((patient,), study), number((patient, study), series),
+                 number((patient, study, series), str(index)))
+        paths.append("/".join([PDI_FOLDER, *(f"{prefix}{n:06d}" for prefix, n in
+                                             zip(("PT", "ST", "SE", "IM"), parts, strict=True))]))
+    return paths
+
+
+def build(items: list[Listed]) -> bytes:
+    """The DICOMDIR listing ``items`` at their paths."""
+    fileset = FileSet()
+    fileset.ID = FILESET_ID
+    series_numbers: dict[str, int] = {}
+    instance_numbers: dict[str, int] = {}
+    for item in items:
+        instance = fileset.add(_header(item, series_numbers, instance_numbers))
+        instance.node._record.ReferencedFileID = item.path.split("/")
+    buffer = io.BytesIO()
+    fileset._write_dicomdir(DicomFileLike(buffer))
+    return buffer.getvalue()

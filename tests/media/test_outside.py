@@ -1,0 +1,89 @@
+"""Outside media into the vault: our own encrypted exports as another hospital receives them, a CD
+image, and pydicom's real DICOMDIR file-set with junk beside it."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from app.errors import CustodianError, UsageError
+from app.media.disclosures import MediaKind
+from app.media.outside import Reconcile
+from app.security.roles import Role
+from tests.conftest import VaultEnv, make_env
+from tests.media.conftest import PATIENT, MediaEnv
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> VaultEnv:
+    """Another hospital's workstation, with a librarian and a radiologist."""
+    env = make_env(tmp_path / "elsewhere")
+    env.add("lib", Role.LIBRARIAN)
+    env.add("rad", Role.RADIOLOGIST)
+    yield env
+    env.vault.close()
+
+
+def _stored(env: VaultEnv) -> list[pydicom.Dataset]:
+    rad = env.login("rad")
+    datasets = []
+    for study in env.vault.studies(rad):
+        for series in env.vault.series(rad, study.study_uid):
+            for info in env.vault.open_series(rad, series.series_uid).instances:
+                datasets.append(pydicom.dcmread(io.BytesIO(env.vault.read_instance(rad, info.sop_uid))))
+    return datasets
+
+
+def test_an_encrypted_usb_export_is_surveyed_and_imported_under_the_outside_issuer(
+        media: MediaEnv, elsewhere: VaultEnv) -> None:
+    result = media.export(media.request())
+    archive = media.out / "media.zip"
+    vault, lib = elsewhere.vault, elsewhere.login("lib")
+    with pytest.raises(UsageError, match="encrypted"):
+        vault.survey_media(lib, archive)
+    with pytest.raises(CustodianError, match="passphrase is wrong"):
+        vault.survey_media(lib, archive, "not-the-passphrase")
+    found = vault.survey_media(lib, archive, result.passphrase)
+    assert [(s.patient_id, s.instances) for s in found.studies] == [(PATIENT.patient_id, 12)]
+    assert found.studies[0].patient_name == PATIENT.name and elsewhere.vault.studies(lib) == []
+
+    report = vault.import_media(lib, archive, result.passphrase, Reconcile(outside_issuer="St Elsewhere"))
+    assert report.imported == 12 and not report.rejected  # README.TXT and DICOMDIR are not instances
+    stored = _stored(elsewhere)
+    assert {(ds.PatientID, ds.IssuerOfPatientID) for ds in stored} == {(PATIENT.patient_id, "St Elsewhere")}
+    assert {str(ds.SOPInstanceUID) for ds in stored} == media.sop_uids
+
+
+def test_a_cd_image_is_reconciled_with_the_local_patient(media: MediaEnv, elsewhere: VaultEnv) -> None:
+    result = media.export(media.request("disc.iso", media=MediaKind.ISO))
+    report = elsewhere.vault.import_media(elsewhere.login("lib"), media.out / "disc.iso", result.passphrase,
+                                          Reconcile(local_patient_id="LOCAL-77"))
+    assert report.imported == 12
+    stored = _stored(elsewhere)
+    assert {ds.PatientID for ds in stored} == {"LOCAL-77"}
+    assert {ds.OtherPatientIDsSequence[0].PatientID for ds in stored} == {PATIENT.patient_id}
+    assert [s.patient_id for s in elsewhere.vault.studies(elsewhere.login("lib"))] == ["LOCAL-77"]
+    with pytest.raises(UsageError):
+        Reconcile(local_patient_id="A", outside_issuer="B")
+
+
+def test_a_real_file_set_with_junk_beside_it(elsewhere: VaultEnv, tmp_path: Path) -> None:
+    """pydicom's DICOMDIR test file-set, a viewer's web pages beside it and a broken file in it."""
+    media = tmp_path / "cdrom"
+    shutil.copytree(Path(get_testdata_file("DICOMDIR")).parent, media)
+    (media / "IHE_PDI").mkdir()
+    (media / "IHE_PDI" / "INDEX.HTM").write_text("<html>viewer</html>")
+    (media / "README.TXT").write_text("Images of ...")
+    (media / "BROKEN").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x00broken")
+    lib = elsewhere.login("lib")
+    found = elsewhere.vault.survey_media(lib, media)
+    assert found.studies and sum(s.instances for s in found.studies) >= 30
+    report = elsewhere.vault.import_media(lib, media, None, Reconcile(outside_issuer="Outside Clinic"))
+    assert report.imported == sum(s.instances for s in found.studies)
+    assert [r.path.endswith("BROKEN") for r in report.rejected] == [True]  # quarantined, not lost
+    assert len(elsewhere.vault.quarantined(lib)) == 1
