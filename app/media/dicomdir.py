@@ -2,9 +2,9 @@
 
 pydicom's FileSet makes the directory records and encodes the DICOMDIR with its offsets, but its
 public ``add``/``write`` stage every instance as a plaintext file in a temporary folder. Here the
-records are made from header-only datasets that are never written, file IDs follow the IHE PDI
-rules (under ``DICOM/``, eight upper-case characters per component) and the DICOMDIR is encoded
-straight into memory; the instances themselves go into the encrypted archive.
+records are made from header-only datasets (from the vault's index, or the de-identified values),
+file IDs follow the IHE PDI rules (under ``DICOM/``, eight upper-case characters per component)
+and the DICOMDIR is encoded straight into memory; the instances go into the encrypted archive.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
-from pydicom.fileset import FileSet
+from pydicom.fileset import FileSet, RecordNode
+
+from app.errors import CustodianError
 
 PDI_FOLDER = "DICOM"  # IHE PDI: DICOM files live in this folder, nothing else does
 FILESET_ID = "CUSTODIAN"
@@ -46,15 +50,8 @@ class Listed:
     extra: Dataset | None = None
 
 
-class _HeaderOnly(Dataset):
-    """A header given to FileSet for its records; it is never saved anywhere."""
-
-    def save_as(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
 def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict[str, int]) -> Dataset:
-    ds = _HeaderOnly()
+    ds = Dataset()
     if item.extra is not None:
         ds.update(item.extra)
     ds.PatientID = item.patient_id or "UNKNOWN"
@@ -71,8 +68,7 @@ def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict
     ds.Modality = item.modality or "OT"
     ds.SeriesNumber = item.series_number if item.series_number is not None else \
         series_numbers.setdefault(item.series_uid, len(series_numbers) + 1)
-    ds.InstanceNumber = item.instance_number if item.instance_number is not None else \
-        instance_numbers.setdefault(item.sop_uid, len(instance_numbers) + 1)
+    ds.InstanceNumber = _instance_number(item, instance_numbers)
     ds.SOPClassUID = item.sop_class
     ds.SOPInstanceUID = item.sop_uid
     if any(not str(v).isascii() for v in (ds.PatientName, ds.StudyDescription, ds.PatientID)):
@@ -80,6 +76,25 @@ def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = item.transfer_syntax
     return ds
+
+
+def _instance_number(item: Listed, invented: dict[str, int]) -> int:
+    if item.instance_number is not None:
+        return item.instance_number
+    return invented.setdefault(item.sop_uid, len(invented) + 1)
+
+
+def _leaf_like(template: Dataset, item: Listed, number: int) -> Dataset:
+    """An IMAGE record for another instance of a series: the series' first one with the values
+    that differ, and fresh offset elements (the encoder rewrites those in place)."""
+    leaf = Dataset(dict(template.items()))
+    for keyword, value in (("OffsetOfTheNextDirectoryRecord", 0),
+                           ("OffsetOfReferencedLowerLevelDirectoryEntity", 0),
+                           ("ReferencedFileID", item.path.split("/")),
+                           ("ReferencedSOPInstanceUIDInFile", item.sop_uid), ("InstanceNumber", number)):
+        tag = tag_for_keyword(keyword)
+        leaf[tag] = DataElement(tag, dictionary_VR(tag), value)
+    return leaf
 
 
 def file_ids(keys: list[tuple[str, str, str]]) -> list[str]:
@@ -101,14 +116,41 @@ def file_ids(keys: list[tuple[str, str, str]]) -> list[str]:
 
 
 def build(items: list[Listed]) -> bytes:
-    """The DICOMDIR listing ``items`` at their paths."""
+    """The DICOMDIR listing ``items`` at their paths.
+
+    FileSet.add looks every new instance up among all the others (quadratic: seconds for one CT),
+    so the records FileSet makes are linked into its tree here, one branch per patient, study and
+    series, and FileSet encodes the tree with its offsets. The other images of a series reuse the
+    first one's record: making each record anew is most of the time of a large series.
+    """
     fileset = FileSet()
     fileset.ID = FILESET_ID
     series_numbers: dict[str, int] = {}
     instance_numbers: dict[str, int] = {}
+    branches: dict[tuple[str, ...], RecordNode] = {}
+    images: dict[tuple[str, str, str], Dataset] = {}  # (series, SOP class, transfer syntax) -> a record
     for item in items:
-        instance = fileset.add(_header(item, series_numbers, instance_numbers))
-        instance.node._record.ReferencedFileID = item.path.split("/")
+        same = images.get((item.series_uid, item.sop_class, item.transfer_syntax))
+        if same is not None:
+            leaf_record = _leaf_like(same, item, _instance_number(item, instance_numbers))
+            parent = branches[(item.patient_id, item.study_uid, item.series_uid)]
+        else:
+            try:
+                *upper, leaf_record = fileset._recordify(_header(item, series_numbers, instance_numbers))
+            except ValueError as exc:  # an attribute the record needs is missing from the instance
+                raise CustodianError(f"An instance of study {item.study_uid} cannot be listed in the "
+                                     f"DICOMDIR: {str(exc).split(':')[1].strip()}") from None
+            parent = fileset._tree
+            for depth, record in enumerate(upper):  # PATIENT, STUDY, SERIES (none for one-level records)
+                key = (item.patient_id, item.study_uid, item.series_uid)[: depth + 1]
+                if key not in branches:
+                    branches[key] = RecordNode(record)
+                    branches[key].parent = parent
+                parent = branches[key]
+            leaf_record.ReferencedFileID = item.path.split("/")
+            if leaf_record.DirectoryRecordType == "IMAGE" and len(upper) == 3:
+                images[(item.series_uid, item.sop_class, item.transfer_syntax)] = leaf_record
+        RecordNode(leaf_record).parent = parent
     buffer = io.BytesIO()
     fileset._write_dicomdir(DicomFileLike(buffer))
     return buffer.getvalue()

@@ -7,6 +7,7 @@ name at the end: a killed export leaves nothing behind, not even a partial file 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -14,7 +15,8 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +83,25 @@ class OutputFile:
         digest = hashlib.file_digest(self.file, "sha256")
         return digest.hexdigest(), self.file.tell()
 
+    @contextlib.contextmanager
+    def syncing(self, every: float = 0.1) -> Iterator[None]:
+        """Flush what the kernel holds to the disk while the media is still being written, so the
+        final fsync before the disclosure is recorded has only the tail left to wait for."""
+        stop = threading.Event()
+
+        def sync() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(OSError):
+                    os.fdatasync(self.file.fileno())
+
+        worker = threading.Thread(target=sync, name="media-sync", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join()
+
     def publish(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
@@ -117,7 +138,8 @@ def write_media(output: OutputFile, kind: MediaKind, passphrase: str, entries: l
     """Write the media into ``output``; returns the SHA-256 and size of what was written."""
     try:
         if kind is MediaKind.ZIP:
-            digest = write_zip(output.file, passphrase, entries, progress)
+            with output.syncing():
+                digest = write_zip(output.file, passphrase, entries, progress)
             output.file.flush()
             return digest, output.file.tell()
         # the archive before it goes into the CD image: unnamed too, and ciphertext only

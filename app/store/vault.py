@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import threading
@@ -23,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.uid import generate_uid
@@ -1336,7 +1338,7 @@ class Vault:
         rows = self._query(
             "SELECT p.patient_id, p.issuer, p.name, p.restricted, p.id, s.uid, s.study_date, s.study_time, "
             "s.accession, s.description, se.uid, se.modality, se.number, i.sop_class, i.sop_uid, "
-            "i.transfer_syntax, i.number, i.blob, i.size FROM instances i "
+            "i.transfer_syntax, i.number, i.blob, i.size, i.rows FROM instances i "
             "JOIN series se ON se.uid = i.series_uid JOIN studies s ON s.uid = i.study_uid "
             f"JOIN patients p ON p.id = s.patient WHERE s.uid IN ({','.join('?' * len(request.studies))}) "
             "ORDER BY p.patient_id, s.study_date, s.uid, se.number, se.uid, i.number, i.sop_uid",
@@ -1411,10 +1413,16 @@ class Vault:
                 deid.remember_names(patient, str(r[2]), str(r[0]))
             listed = [deid.listed(item, patient) for item, patient in zip(listed, patients, strict=True)]
             loads = [partial(_deidentified, deid, load, p) for load, p in zip(loads, patients, strict=True)]
-        entries: list[MediaEntry] = [
-            ("DICOMDIR", partial(dicomdir.build, listed)),
-            ("README.TXT", partial(readme, serial, self.policy.ae_title, inside=True))]
-        return entries + [(item.path, load) for item, load in zip(listed, loads, strict=True)]
+        for n, r in enumerate(rows):
+            if r[19] is None:  # not an image (SR, presentation state, KO...): its record needs more
+                header = pydicom.dcmread(io.BytesIO(loads[n]()), stop_before_pixels=True)
+                listed[n] = replace(listed[n], extra=header)
+        # The DICOMDIR is made first, alone: built in Python while the workers encrypt, it would
+        # hold the GIL against them and slow the whole export more than it takes by itself.
+        directory = dicomdir.build(listed)
+        return [("DICOMDIR", lambda: directory),
+                ("README.TXT", partial(readme, serial, self.policy.ae_title, inside=True)),
+                *((item.path, load) for item, load in zip(listed, loads, strict=True))]
 
     @staticmethod
     def _disclosed_studies(rows: list[tuple[object, ...]]) -> list[DisclosedStudy]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from lxml import etree
+from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
 from app.audit.events import EventType
@@ -208,16 +209,36 @@ def test_media_written_before_a_crash_is_accounted_for_next_time(media: MediaEnv
     assert record.state == "made" and (media.out / "media.zip").exists()
 
 
-def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv) -> None:
+def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv, tmp_path: Path) -> None:
     vault = media.env.vault
     vault.set_policy(media.env.login("admin"), "anomaly_exports_per_day", "1")
     other = vault.import_bytes(media.env.login("lib"), study_bytes(Patient("PID-0042", "Other^Olga"),
                                                                    slices=2, size=16))
-    media.export(media.request(studies=(media.study_uid, *other.studies), recipient="Insurer",
-                               recipient_kind=RecipientKind.THIRD_PARTY, purpose=Purpose.AUTHORIZATION,
-                               authorization="AUTH-1"))
+    result = media.export(media.request(
+        studies=(media.study_uid, *other.studies), recipient="Insurer", authorization="AUTH-1",
+        recipient_kind=RecipientKind.THIRD_PARTY, purpose=Purpose.AUTHORIZATION))
+    assert unzip(media.out / "media.zip", result.passphrase, tmp_path / "open").returncode == 0
+    datasets = read_media(tmp_path / "open")  # two patients, each with their own branch
+    assert sorted(str(ds.PatientID) for ds in datasets) == ["PID-0042"] * 2 + [PATIENT.patient_id] * 12
     found = vault.audit_show(media.env.login("po"), AuditQuery(event_type=EventType.SECURITY_ALERT))
     alerts = [r for r in found if r.detail.get("alert") == "unusual export volume"]
     assert [(a.user, a.detail["patients_exported_last_day"]) for a in alerts] == [("lib", 2)]
     [record] = vault.disclosures(media.env.login("po"), "PID-0042")
     assert [s.patient_id for s in record.studies] == ["PID-0042"]  # the other patient's study is not listed
+
+
+def test_pydicom_test_files_of_other_kinds_are_listed_and_readable(media: MediaEnv, tmp_path: Path) -> None:
+    """A structured report and a JPEG-compressed image from pydicom's test data, beside the CT."""
+    vault, lib = media.env.vault, media.env.login("lib")
+    names = ("test-SR.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm")
+    report = vault.import_paths(lib, [Path(get_testdata_file(name)) for name in names])
+    assert report.imported == 3, report.rejected
+    result = media.export(media.request(studies=(media.study_uid, *report.studies), recipient="Dr Who",
+                                        recipient_kind=RecipientKind.PROVIDER, purpose=Purpose.TREATMENT))
+    assert unzip(media.out / "media.zip", result.passphrase, tmp_path / "open").returncode == 0
+    datasets = read_media(tmp_path / "open")
+    assert len(datasets) == 15
+    records = {r.ReferencedSOPInstanceUIDInFile: r.DirectoryRecordType
+               for r in pydicom.dcmread(tmp_path / "open" / "DICOMDIR").DirectoryRecordSequence
+               if "ReferencedSOPInstanceUIDInFile" in r}
+    assert sorted(set(records.values())) == ["IMAGE", "SR DOCUMENT"]
