@@ -100,9 +100,7 @@ class ExportWizard(QWizard):
         self._progressed = Bridge(self._progress, self)
 
         # 1 studies
-        self.studies_page = page = QWizardPage()
-        page.setTitle("Studies")
-        page.setSubTitle("The studies of this patient to put on the media.")
+        self.studies_page = page = self._page("Studies", "The studies of this patient to put on the media.")
         self.study_list = QListWidget()
         for study in studies:
             item = QListWidgetItem(f"{study.study_date}  {study.description or '(no description)'}  "
@@ -116,9 +114,7 @@ class ExportWizard(QWizard):
         self.addPage(page)
 
         # 2 recipient and purpose
-        page = QWizardPage()
-        page.setTitle("Recipient and purpose")
-        page.setSubTitle("Who receives the images, and on what legal basis.")
+        page = self._page("Recipient and purpose", "Who receives the images, and on what legal basis.")
         form = QFormLayout(page)
         self.recipient_kind = _combo(RECIPIENTS)
         self.recipient = QLineEdit()
@@ -143,9 +139,8 @@ class ExportWizard(QWizard):
         self.addPage(page)
 
         # 3 identity and delivery
-        page = QWizardPage()
-        page.setTitle("Identity and passphrase")
-        page.setSubTitle("How the requester was identified, and how the passphrase will reach them.")
+        page = self._page("Identity and passphrase",
+                          "How the requester was identified, and how the passphrase will reach them.")
         form = QFormLayout(page)
         self.identity = _combo(IDENTITY)
         self.delivery = _combo(DELIVERY)
@@ -154,10 +149,9 @@ class ExportWizard(QWizard):
         self.addPage(page)
 
         # 4 media and confirmation
-        self.confirm_page = page = _CommitPage(self._export)
-        page.setTitle("Media")
-        page.setSubTitle("Always encrypted (AES-256). Confirm with your authenticator: the export is "
-                         "recorded as a disclosure.")
+        self.confirm_page = page = self._page(
+            "Media", "Always encrypted (AES-256). Confirm with your authenticator: the export is recorded "
+            "as a disclosure.", _CommitPage(self._export))
         page.setCommitPage(True)
         page.setButtonText(QWizard.WizardButton.CommitButton, "Export")
         form = QFormLayout(page)
@@ -205,6 +199,12 @@ class ExportWizard(QWizard):
         layout.addStretch()
         self.addPage(page)
         self._waiting = False
+
+    def _page(self, title: str, subtitle: str, page: QWizardPage | None = None) -> QWizardPage:
+        page = page or QWizardPage()
+        page.setTitle(title)
+        page.setSubTitle(subtitle)
+        return page
 
     def chosen_studies(self) -> tuple[str, ...]:
         items = (self.study_list.item(i) for i in range(self.study_list.count()))

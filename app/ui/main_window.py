@@ -56,6 +56,7 @@ from app.ui.idle_watch import IdleWatch
 from app.ui.image_view import CONTROLS_HELP
 from app.ui.lock_screen import LockScreen
 from app.ui.login_dialog import LoginDialog
+from app.ui.outside_media_dialog import OutsideMediaDialog
 from app.ui.pacs_panel import PacsPanel
 from app.ui.study_list import StudyBrowser, iso_date
 from app.ui.user_menu import UserMenu
@@ -175,6 +176,10 @@ class MainWindow(QMainWindow):
                                      toolTip="Burn the selected patient's studies to encrypted USB or CD "
                                              "media, recorded as a disclosure (Ctrl+E)")
         self.export_action.triggered.connect(self.export_media)
+        self.outside_action = QAction("&Import outside media…", self, shortcut=QKeySequence("Ctrl+I"),
+                                      toolTip="Read a CD, USB stick, CD image or zip from elsewhere, see "
+                                              "what is on it and import it (Ctrl+I)")
+        self.outside_action.triggered.connect(self.import_outside_media)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -202,6 +207,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(refresh)
         file_menu.addAction(self.send_action)
         file_menu.addAction(self.export_action)
+        file_menu.addAction(self.outside_action)
         file_menu.addSeparator()
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
@@ -225,7 +231,7 @@ class MainWindow(QMainWindow):
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
         self._work_actions = [refresh, reset, controls, self.send_action, self.export_action,
-                              *layouts.values(), *menu.actions()]
+                              self.outside_action, *layouts.values(), *menu.actions()]
         return layouts
 
     # ------------------------------------------------------------------ public API
@@ -417,6 +423,11 @@ class MainWindow(QMainWindow):
         wizard.show()
         return wizard
 
+    def import_outside_media(self) -> None:
+        if self._session is not None:
+            OutsideMediaDialog(self._vault, self._session, self).exec()
+            self.refresh()
+
     def show_disclosures(self) -> None:
         if self._session is not None:
             DisclosuresDialog(self._vault, self._session, self).exec()
@@ -477,6 +488,7 @@ class MainWindow(QMainWindow):
         self.user_menu.set_user(session.user)
         self.send_action.setVisible(permits(session.user.role, Action.SEND))
         self.export_action.setVisible(permits(session.user.role, Action.EXPORT))
+        self.outside_action.setVisible(permits(session.user.role, Action.IMPORT))
         self.sources.setTabVisible(1, permits(session.user.role, Action.QUERY))
         self.sources.setCurrentIndex(0)
         self.idle_watch.limit = self._limit_for(session.user)

@@ -91,3 +91,25 @@ def test_the_accounting_lists_the_disclosure(qtbot: QtBot, vault: Vault, admin_s
     shown = set(shown_texts(dialog))
     assert made.serial in shown and "Dr Who, St Elsewhere" in shown
     assert dialog.pdf_button.isEnabled() and dialog.accounting.to_pdf().startswith(b"%PDF")
+
+
+def test_outside_media_is_read_shown_and_imported(qtbot: QtBot, vault: Vault, admin_session: Session,
+                                                  tmp_path: Path) -> None:
+    from app.demo.studies import Patient
+    from app.ui.outside_media_dialog import OutsideMediaDialog
+    from tests.conftest import write_study
+
+    write_study(tmp_path / "cdrom" / "DICOM", Patient("EXT-77", "Outside^Olga"), slices=3, size=16)
+    (tmp_path / "cdrom" / "README.TXT").write_text("from elsewhere")
+    films = vault.add_user(admin_session, "films3", Role.LIBRARIAN, USER_PASSWORD)
+    librarian = vault.login("films3", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
+    dialog = OutsideMediaDialog(vault, librarian)
+    qtbot.addWidget(dialog)
+    dialog.path_edit.setText(str(tmp_path / "cdrom"))
+    dialog.read_media()
+    assert {"Outside^Olga", "EXT-77", "3"} <= set(shown_texts(dialog)) and dialog.import_button.isEnabled()
+    dialog.issuer_edit.setText("St Elsewhere")
+    dialog.import_media()
+    qtbot.waitUntil(lambda: dialog.report is not None, timeout=30_000)
+    assert dialog.report.imported == 3 and not dialog.report.rejected
+    assert "EXT-77" in [s.patient_id for s in vault.studies(librarian)]
