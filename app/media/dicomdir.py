@@ -131,15 +131,16 @@ def build(items: list[Listed]) -> bytes:
     images: dict[tuple[str, str, str], Dataset] = {}  # (series, SOP class, transfer syntax) -> a record
     for item in items:
         same = images.get((item.series_uid, item.sop_class, item.transfer_syntax))
-        if same is not None:
+        series = branches.get((item.patient_id, item.study_uid, item.series_uid))
+        if same is not None and series is not None:
             leaf_record = _leaf_like(same, item, _instance_number(item, instance_numbers))
-            parent = branches[(item.patient_id, item.study_uid, item.series_uid)]
+            parent = series
         else:
             try:
                 *upper, leaf_record = fileset._recordify(_header(item, series_numbers, instance_numbers))
             except ValueError as exc:  # an attribute the record needs is missing from the instance
-                raise CustodianError(f"An instance of study {item.study_uid} cannot be listed in the "
-                                     f"DICOMDIR: {str(exc).split(':')[1].strip()}") from None
+                why = str(exc).split(": ", 1)[-1].split(". See")[0]
+                raise CustodianError(f"An instance cannot be listed in the DICOMDIR: {why}.") from None
             parent = fileset._tree
             for depth, record in enumerate(upper):  # PATIENT, STUDY, SERIES (none for one-level records)
                 key = (item.patient_id, item.study_uid, item.series_uid)[: depth + 1]
