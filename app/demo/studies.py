@@ -83,13 +83,14 @@ def ct_phantom(size: int, index: int) -> np.ndarray:
 
 
 def ct_study(patient: Patient, *, slices: int = 40, size: int = 256, date: str = "20260315",
-             description: str = "CT CHEST", study_uid: str | None = None) -> list[Dataset]:
+             description: str = "CT CHEST", study_uid: str | None = None,
+             body_part: str = "CHEST") -> list[Dataset]:
     study_uid = study_uid or generate_uid()
     series_uid, frame_uid = generate_uid(), generate_uid()
     result = []
     for i in range(slices):
         ds = _base(patient, study_uid, CTImageStorage, "CT", date, description)
-        _series_member(ds, series_uid, frame_uid, 1, "Axial 2.5 mm", "CHEST")
+        _series_member(ds, series_uid, frame_uid, 1, "Axial 2.5 mm", body_part)
         ds.SliceThickness = 2.5
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1

@@ -108,6 +108,29 @@ def find_studies(node: Node, local_ae: str, *, patient_id: str = "", patient_nam
     return found
 
 
+def body_parts(node: Node, local_ae: str, study_uids: list[str]) -> dict[str, set[str]]:
+    """The body parts examined in each study (series-level C-FIND, one association for all): what
+    makes a prior relevant beside its modality."""
+    ae = application_entity(local_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    found: dict[str, set[str]] = {uid: set() for uid in study_uids}
+    with associated(node, ae) as assoc:
+        for uid in study_uids:
+            query = Dataset()
+            query.QueryRetrieveLevel = "SERIES"
+            query.StudyInstanceUID = uid
+            query.SeriesInstanceUID = ""
+            query.BodyPartExamined = ""
+            for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                if not status:
+                    raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
+                if status.Status in PENDING and answer is not None:
+                    part = str(answer.get("BodyPartExamined", "") or "").strip().upper()
+                    if part:
+                        found[uid].add(part)
+    return found
+
+
 @dataclass
 class RetrieveReport:
     received: int = 0

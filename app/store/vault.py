@@ -70,7 +70,7 @@ from app.media.writer import OutputFile, readme, write_media
 from app.net.association import EchoResult, PeerError, echo
 from app.net.commitment import CommitmentReport, request_commitment
 from app.net.nodes import Node, NodeBook
-from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
+from app.net.query import RemoteStudy, RetrieveReport, body_parts, find_studies, get_study, move_study
 from app.net.scp import StorageScp
 from app.net.send import Outgoing, SendReport, send_instances
 from app.net.watch import PacsStatus
@@ -1242,15 +1242,18 @@ class Vault:
 
     # ------------------------------------------------------------------ priors and the cache budget
     def prefetch_priors(self, study_uid: str, requested_by: str) -> list[str]:
-        """Fetch the patient's most relevant earlier studies from the PACS into the cache: same
-        modality first, then the most recent, as many as the site's policy says. The
-        workstation's own work on behalf of whoever opened the study (named in the trail)."""
+        """Fetch the patient's most relevant earlier studies from the PACS into the cache, as many
+        as the site's policy says: same modality and body part first, then the same body part,
+        then the same modality, the most recent first within each. The workstation's own work on
+        behalf of whoever opened the study (named in the trail)."""
         node, wanted = self.pacs_node(), self.policy.prefetch_priors
         with self._db:
             row = self._conn.execute(
                 "SELECT p.patient_id, s.study_date, (SELECT group_concat(DISTINCT modality) FROM series "
-                "WHERE study_uid = s.uid) FROM studies s JOIN patients p ON p.id = s.patient "
-                "WHERE s.uid = ? AND p.restricted = 0", (study_uid,)).fetchone()
+                "WHERE study_uid = s.uid), (SELECT group_concat(DISTINCT upper(body_part)) FROM series "
+                "WHERE study_uid = s.uid AND body_part != '') FROM studies s "
+                "JOIN patients p ON p.id = s.patient WHERE s.uid = ? AND p.restricted = 0",
+                (study_uid,)).fetchone()
             cached = {uid for (uid,) in self._conn.execute("SELECT uid FROM studies")}
         if node is None or not wanted or row is None or not row[0]:
             return []
@@ -1264,7 +1267,19 @@ class Vault:
             return []
         priors = [s for s in found if s.study_uid not in cached and s.study_uid != study_uid
                   and (s.study_date or "") <= date]
-        priors.sort(key=lambda s: (not modalities & set(s.modalities.split("\\")), _negated(s.study_date)))
+        regions = set((row[3] or "").split(",")) - {""}
+        parts: dict[str, set[str]] = {}
+        if regions and priors:
+            with contextlib.suppress(CustodianError):  # without them, modality and date still rank
+                parts = body_parts(node, self.policy.ae_title, [s.study_uid for s in priors])
+
+        def relevance(s: RemoteStudy) -> tuple[bool, bool, bool, str]:
+            same_modality = bool(modalities & set(s.modalities.split("\\")))
+            same_region = bool(regions & parts.get(s.study_uid, set()))
+            return (not (same_modality and same_region), not same_region, not same_modality,
+                    _negated(s.study_date))
+
+        priors.sort(key=relevance)
         fetched = []
         workers = self.receiving_workers()
         try:

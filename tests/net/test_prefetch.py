@@ -35,10 +35,13 @@ def _save(folder: Path, datasets: list[Dataset]) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, dict[str, list[Dataset]]]]:
-    """The patient's studies at the PACS: today's CT, CT and MR priors, and a later CT."""
+    """The patient's studies at the PACS: today's chest CT, chest CT, head CT and MR priors, and a
+    later CT."""
     studies = {
         "current": ct_study(PATIENT, slices=2, size=256, date="20260301"),
         "ct-prior": ct_study(PATIENT, slices=2, size=256, date="20250101"),
+        "head-ct": ct_study(PATIENT, slices=2, size=256, date="20260201", body_part="HEAD",
+                            description="CT HEAD"),
         "mr-prior": mr_study(PATIENT, slices=2, size=256, date="20251201"),
         "old-ct": ct_study(PATIENT, slices=2, size=256, date="20200101"),
         "later": ct_study(PATIENT, slices=2, size=256, date="20270101"),
@@ -64,13 +67,15 @@ def test_opening_a_study_fetches_the_most_relevant_priors(
     current = studies["current"]
     env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
     fetched = env.vault.prefetch_priors(_uid(current), "rad")
-    # Same modality first (the newest CT prior, then the older one); the MR and the later CT wait.
+    # Same modality and body part first (the chest CTs, newest first, before the newer head CT);
+    # then the head CT (same modality) before the MR; the later CT is no prior.
     assert fetched == [_uid(studies["ct-prior"]), _uid(studies["old-ct"])]
     cached = {s.study_uid for s in env.vault.studies(env.login("rad"), PATIENT.patient_id)}
     assert cached == {_uid(current), *fetched}
     events = env.vault.audit.records(AuditQuery(user="prefetch for rad", event_type=EventType.RETRIEVE))
     assert {e.studies[0] for e in events} == set(fetched)
-    assert env.vault.prefetch_priors(_uid(current), "rad") == [_uid(studies["mr-prior"])]  # next best
+    assert env.vault.prefetch_priors(_uid(current), "rad") == [_uid(studies["head-ct"]),
+                                                               _uid(studies["mr-prior"])]
 
 
 def test_the_cache_budget_drops_only_what_the_pacs_holds(
