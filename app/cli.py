@@ -524,7 +524,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         institution = vault.policy.ae_title
     if args.cover_letter:
         try:
-            args.cover_letter.write_bytes(d.cover_letter(result, request.recipient, institution))
+            args.cover_letter.write_bytes(d.cover_letter(result, institution))
         except OSError as exc:
             out.note(f"The cover letter could not be written ({exc.strerror}); the passphrase is below.")
 

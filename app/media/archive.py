@@ -135,11 +135,9 @@ class HashingWriter:
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self.sha256 = hashlib.sha256()
-        self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
         self.sha256.update(data)
-        self.size += len(data)
         return self._out.write(data)
 
     def flush(self) -> None:

@@ -283,10 +283,10 @@ class Accounting:
                            self.rows(), (30, 42, 28, 28, 30, 62, 28, 29))
 
 
-def cover_letter(result: ExportResult, recipient: str, institution: str) -> bytes:
-    """The passphrase on paper, to send apart from the media; it names no patient."""
+def cover_letter(result: ExportResult, institution: str) -> bytes:
+    """The passphrase on paper, to send apart from the media. It names nobody (the recipient's
+    name may be the patient's): the envelope carries the address, the file holds no PHI."""
     return letter_pdf(f"Passphrase for media {result.serial}", [
-        f"To: {recipient}",
         f"From: {institution}, {datetime.now(UTC):%Y-%m-%d}",
         "You are receiving medical images on encrypted media, sent separately from this letter. "
         "To open the file IMAGES.ZIP (or the .zip file you received), use 7-Zip, WinZip or Keka and "

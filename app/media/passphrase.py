@@ -6,7 +6,6 @@ drawn with :mod:`secrets`. The passphrase is shown once and never stored.
 
 from __future__ import annotations
 
-import math
 import secrets
 from functools import cache
 
@@ -23,7 +22,3 @@ def _wordlist() -> tuple[str, ...]:
 def new_passphrase(words: int = WORDS) -> str:
     wordlist = _wordlist()
     return "-".join(secrets.choice(wordlist) for _ in range(words))
-
-
-def entropy_bits(words: int = WORDS) -> float:
-    return words * math.log2(len(_wordlist()))

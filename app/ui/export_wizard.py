@@ -278,5 +278,5 @@ class ExportWizard(QWizard):
         suggested = str(Path.home() / "cover-letter.pdf")
         name, _ = QFileDialog.getSaveFileName(self, "Save cover letter", suggested, "PDF (*.pdf)")
         if name:
-            letter = cover_letter(self.result, self.recipient.text(), self._vault.policy.ae_title)
+            letter = cover_letter(self.result, self._vault.policy.ae_title)
             Path(name).write_bytes(letter)
