@@ -8,12 +8,13 @@ PACS could not send.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom import build_role, evt
+from pynetdicom import Association, build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
@@ -87,47 +88,49 @@ def find_studies(node: Node, local_ae: str, *, patient_id: str = "", patient_nam
     for keyword in ("StudyInstanceUID", "PatientBirthDate", "PatientSex", "StudyDescription",
                     "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"):
         setattr(query, keyword, "")
+    with _finding(node, local_ae) as assoc:
+        return [RemoteStudy(
+            str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
+            str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
+            str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
+            str(answer.get("StudyDescription", "")), _modalities(answer.get("ModalitiesInStudy")),
+            str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
+            _number(answer.get("NumberOfStudyRelatedInstances"))) for answer in _answers(assoc, node, query)]
+
+
+@contextlib.contextmanager
+def _finding(node: Node, local_ae: str) -> Iterator[Association]:
+    """An association for study-root C-FINDs."""
     ae = application_entity(local_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    found: list[RemoteStudy] = []
     with associated(node, ae) as assoc:
-        for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if not status:
-                raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
-            if status.Status in PENDING and answer is not None:
-                found.append(RemoteStudy(
-                    str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
-                    str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
-                    str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
-                    str(answer.get("StudyDescription", "")), _modalities(answer.get("ModalitiesInStudy")),
-                    str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
-                    _number(answer.get("NumberOfStudyRelatedInstances"))))
-            elif status.Status != 0x0000:
-                raise PeerError(f"The PACS node '{node.name}' refused the query "
-                                f"(status 0x{status.Status:04X}).")
-    return found
+        yield assoc
+
+
+def _answers(assoc: Association, node: Node, query: Dataset) -> Iterator[Dataset]:
+    """The matches of one C-FIND; a refusal or a broken answer is a plain PeerError."""
+    for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+        if not status:
+            raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
+        if status.Status in PENDING and answer is not None:
+            yield answer
+        elif status.Status != 0x0000:
+            raise PeerError(f"The PACS node '{node.name}' refused the query (status 0x{status.Status:04X}).")
 
 
 def body_parts(node: Node, local_ae: str, study_uids: list[str]) -> dict[str, set[str]]:
     """The body parts examined in each study (series-level C-FIND, one association for all): what
     makes a prior relevant beside its modality."""
-    ae = application_entity(local_ae)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    found: dict[str, set[str]] = {uid: set() for uid in study_uids}
-    with associated(node, ae) as assoc:
+    found: dict[str, set[str]] = {}
+    with _finding(node, local_ae) as assoc:
         for uid in study_uids:
             query = Dataset()
             query.QueryRetrieveLevel = "SERIES"
             query.StudyInstanceUID = uid
             query.SeriesInstanceUID = ""
             query.BodyPartExamined = ""
-            for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-                if not status:
-                    raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
-                if status.Status in PENDING and answer is not None:
-                    part = str(answer.get("BodyPartExamined", "") or "").strip().upper()
-                    if part:
-                        found[uid].add(part)
+            found[uid] = {str(answer.get("BodyPartExamined", "") or "").strip().upper()
+                          for answer in _answers(assoc, node, query)} - {""}
     return found
 
 
