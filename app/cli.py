@@ -26,6 +26,7 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
 from app.errors import CustodianError, NotAuthenticated, UsageError
+from app.media.disclosures import Delivery, IdentityCheck, MediaKind, Purpose, RecipientKind
 from app.net.nodes import Node
 from app.paths import resolve_home
 from app.security import totp
@@ -508,13 +509,13 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     if (args.retain_dates or args.clean_descriptors) and not args.deidentify:
         raise UsageError("--retain-dates and --clean-descriptors are options of --deidentify.")
     request = d.ExportRequest(
-        studies=tuple(args.study_uids), recipient_kind=d.recipient_kind(args.recipient_type),
-        recipient=args.recipient, purpose=d.purpose(args.purpose),
-        identity_check=d.identity_check(args.identity_check), delivery=d.delivery(args.passphrase_delivery),
-        media=d.media_kind(args.media), out=args.out.resolve(), authorization=args.authorization,
+        studies=tuple(args.study_uids), recipient_kind=RecipientKind(args.recipient_type),
+        recipient=args.recipient, purpose=Purpose(args.purpose),
+        identity_check=IdentityCheck(args.identity_check), delivery=Delivery(args.passphrase_delivery),
+        media=MediaKind(args.media), out=args.out.resolve(), authorization=args.authorization,
         label=args.label,
         deidentify=DeidOptions(args.retain_dates, args.clean_descriptors) if args.deidentify else None)
-    if args.burn is not None and request.media is not d.MediaKind.ISO:
+    if args.burn is not None and request.media is not MediaKind.ISO:
         raise UsageError("--burn writes a CD image: use it with --media iso.")
     code = _plain("CUSTODIAN_TOTP", "Authenticator code (export needs it again): ")
     if not code:
@@ -936,17 +937,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "encrypted media (USB zip or CD image) with its disclosure record")
     p.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     p.add_argument("--recipient", required=True, help="who receives it (person or organisation)")
-    p.add_argument("--recipient-type", required=True, metavar="TYPE",
-                   help="patient, provider, third-party or business-associate")
-    p.add_argument("--purpose", required=True, help="treatment, patient-request, authorization, legal, "
-                   "research, teaching or operations")
+    p.add_argument("--recipient-type", required=True, choices=[k.value for k in RecipientKind])
+    p.add_argument("--purpose", required=True, choices=[k.value for k in Purpose])
     p.add_argument("--authorization", default="", metavar="REF",
                    help="reference of the signed authorization or legal order")
-    p.add_argument("--identity-check", required=True, metavar="METHOD", help="how the requester was "
-                   "identified: photo-id, known-to-staff, callback, signed-request, provider-directory")
-    p.add_argument("--passphrase-delivery", default="handed-over", metavar="HOW",
-                   help="handed-over, phone, cover-letter or separate-email")
-    p.add_argument("--media", choices=["zip", "iso"], default="zip")
+    p.add_argument("--identity-check", required=True, choices=[k.value for k in IdentityCheck],
+                   help="how the requester was identified")
+    p.add_argument("--passphrase-delivery", default=Delivery.HANDED_OVER.value,
+                   choices=[k.value for k in Delivery])
+    p.add_argument("--media", choices=[k.value for k in MediaKind], default=MediaKind.ZIP.value)
     p.add_argument("--out", type=Path, required=True, metavar="FILE")
     p.add_argument("--label", default="", help="text for the media label")
     p.add_argument("--burn", nargs="?", const="", metavar="DEVICE",

@@ -65,34 +65,6 @@ class MediaKind(StrEnum):
     ISO = "iso"  # CD/DVD image
 
 
-def _choice(enum: type[StrEnum], text: str, what: str) -> StrEnum:
-    try:
-        return enum(text)
-    except ValueError:
-        names = ", ".join(member.value for member in enum)
-        raise UsageError(f"Unknown {what} '{text}'; choose one of: {names}.") from None
-
-
-def recipient_kind(text: str) -> RecipientKind:
-    return RecipientKind(_choice(RecipientKind, text, "recipient type"))
-
-
-def purpose(text: str) -> Purpose:
-    return Purpose(_choice(Purpose, text, "purpose"))
-
-
-def identity_check(text: str) -> IdentityCheck:
-    return IdentityCheck(_choice(IdentityCheck, text, "identity check"))
-
-
-def delivery(text: str) -> Delivery:
-    return Delivery(_choice(Delivery, text, "passphrase delivery"))
-
-
-def media_kind(text: str) -> MediaKind:
-    return MediaKind(_choice(MediaKind, text, "media type"))
-
-
 @dataclass(frozen=True)
 class ExportRequest:
     studies: tuple[str, ...]
