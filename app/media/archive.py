@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pyzipper.zipfile_aes import WZ_AES_V2, AESZipEncrypter, AESZipInfo
 
+from app.store.importer import Entry  # (name, how to get its bytes): here, the name in the archive
+
 # WinZip AE: AES-256 (strength 3), 16-byte salt, 2-byte password check, 10-byte HMAC-SHA1 tag.
 SALT_BYTES = 16
 KEY_BYTES = 32
@@ -36,7 +38,6 @@ KDF_ROUNDS = 1000
 AES_STRENGTH = 3
 AHEAD = 8  # entries encrypted ahead of the writer (bounds memory to a few slices)
 
-Entry = tuple[str, Callable[[], bytes]]  # name in the archive, and how to get its bytes
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from app.errors import CustodianError, UsageError
-from app.media.archive import Entry
+from app.store.importer import Entry
 from app.store.sources import iter_sources
 
 MAX_MEMBER_BYTES = 2 * 1024 * 1024 * 1024

@@ -23,8 +23,9 @@ from typing import BinaryIO
 import pycdlib
 
 from app.errors import CustodianError, UsageError
-from app.media.archive import Entry, write_zip
+from app.media.archive import write_zip
 from app.media.disclosures import MediaKind
+from app.store.importer import Entry
 
 ARCHIVE_NAME = "IMAGES.ZIP"  # on a CD, beside the README
 VOLUME_ID = "CUSTODIAN"

@@ -51,7 +51,6 @@ from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.media import dicomdir
 from app.media.agreements import Agreement, AgreementBook
-from app.media.archive import Entry as MediaEntry
 from app.media.deid import Deidentifier
 from app.media.dicomdir import Listed, file_ids
 from app.media.disclosures import (
@@ -1404,17 +1403,17 @@ class Vault:
         except BaseException as exc:
             output.close()
             if disclosure_id is not None:
-                self._settle_disclosure(disclosure_id, made=False, actor=user.name, patients=patients)
+                self._settle_disclosure(disclosure_id, made=False)
             if isinstance(exc, OSError):
                 raise CustodianError(f"The media could not be written: {exc.strerror or exc}.") from None
             raise
         output.close()
-        self._settle_disclosure(disclosure_id, made=True, actor=user.name, patients=patients)
+        self._settle_disclosure(disclosure_id, made=True)
         return ExportResult(request.out, sha256, disclosure_id, serial, len(rows), written, passphrase,
                             len(deid.flagged) if deid else 0)
 
     def _media_entries(self, rows: list[tuple[object, ...]], serial: str,
-                       deid: Deidentifier | None) -> list[MediaEntry]:
+                       deid: Deidentifier | None) -> list[Entry]:
         """DICOMDIR, README.TXT and every instance, each read (and de-identified) when the
         archive writer asks for it."""
         patients = [f"{r[0]}|{r[1]}" for r in rows]
@@ -1430,8 +1429,10 @@ class Vault:
             loads = [partial(_deidentified, deid, load, p) for load, p in zip(loads, patients, strict=True)]
         for n, r in enumerate(rows):
             if r[19] is None:  # not an image (SR, presentation state, KO...): its record needs more
-                header = pydicom.dcmread(io.BytesIO(loads[n]()), stop_before_pixels=True)
+                data = loads[n]()  # (small: kept, so it is not decrypted and de-identified again)
+                header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
                 listed[n] = replace(listed[n], extra=header)
+                loads[n] = partial(bytes, data)
         # The DICOMDIR is made first, alone: built in Python while the workers encrypt, it would
         # hold the GIL against them and slow the whole export more than it takes by itself.
         directory = dicomdir.build(listed)
@@ -1447,15 +1448,17 @@ class Vault:
                                                       str(r[9])))
         return list(seen.values())
 
-    def _settle_disclosure(self, disclosure_id: int, *, made: bool, actor: str,
-                           patients: tuple[str, ...]) -> None:
+    def _settle_disclosure(self, disclosure_id: int, *, made: bool) -> None:
+        """Mark a pending disclosure made or abandoned, and write its Export event (by the user
+        who exported, about the patients on the media)."""
         with self._transaction():
             book = DisclosureBook(self._conn)
             book.settle(disclosure_id, made)
             record = book.get(disclosure_id)
             self.audit.append(AuditEvent(
-                EventType.EXPORT, Outcome.SUCCESS if made else Outcome.SERIOUS_FAILURE, user=actor,
-                studies=tuple(s.study_uid for s in record.studies), patients=patients,
+                EventType.EXPORT, Outcome.SUCCESS if made else Outcome.SERIOUS_FAILURE, user=record.user,
+                studies=tuple(s.study_uid for s in record.studies),
+                patients=tuple(sorted({s.patient_id for s in record.studies})),
                 detail={"disclosure": disclosure_id, "serial": record.serial, "media": record.media,
                         "recipient_kind": record.recipient_kind, "purpose": record.purpose,
                         "instances": record.instances, "sha256": record.sha256,
@@ -1472,10 +1475,7 @@ class Vault:
             made = False
             with contextlib.suppress(OSError), path.open("rb") as fh:
                 made = hashlib.file_digest(fh, "sha256").hexdigest() == expected
-            with self._db:
-                record = DisclosureBook(self._conn).get(disclosure_id)
-            self._settle_disclosure(disclosure_id, made=made, actor=record.user,
-                                    patients=tuple(sorted({s.patient_id for s in record.studies})))
+            self._settle_disclosure(disclosure_id, made=made)
 
     def disclosures(self, session: Session, patient_id: str,
                     years: int = RETENTION_YEARS) -> list[Disclosure]:
