@@ -1,8 +1,9 @@
-"""Decoding stored instances into pixel arrays.
+"""Decoding stored instances into pixel arrays and the presentation their header asks for.
 
-Native little-endian pixel data (the bulk of CT and MR) is read straight from the decrypted
-bytes at the offset recorded at import, without re-parsing the data set; everything else
-(compressed, big-endian, deflated, odd bit depths) goes through pydicom and its decoders.
+Native little-endian pixel data with only a linear rescale and window (the bulk of CT and MR) is
+read straight from the decrypted bytes at the offset recorded at import, without re-parsing the
+data set; everything else (compressed, big-endian, deflated, odd bit depths, LUTs, palettes,
+overlays) goes through pydicom and its decoders (pylibjpeg: JPEG, JPEG-LS, JPEG 2000, HTJ2K).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from app.errors import CustodianError
+from app.imaging.display import Window
+from app.imaging.presentation import Presentation
 
 _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
@@ -51,12 +54,14 @@ class FrameInfo:
     orientation: tuple[float, ...] | None
     pixel_offset: int | None
     number: int | None
+    needs_header: bool = True  # LUTs, palette, overlays...; unknown (older imports) counts as yes
 
     @classmethod
     def from_row(cls, row: tuple[object, ...]) -> FrameInfo:
         values = list(row)
         for i in (17, 18, 19):  # pixel_spacing, position, orientation are stored as JSON
             values[i] = _vector(values[i])
+        values[22] = values[22] is None or bool(values[22])
         return cls(*values)
 
     @property
@@ -68,26 +73,39 @@ class FrameInfo:
         return self.rescale_intercept if self.rescale_intercept is not None else 0.0
 
 
-def decode_frames(info: FrameInfo, data: bytes) -> np.ndarray:
-    """All frames of one instance: (frames, rows, columns) or (frames, rows, columns, samples)."""
-    if (info.pixel_offset is not None and info.transfer_syntax in _NATIVE and info.samples == 1
-            and info.bits_allocated in (8, 16, 32)):
+@dataclass(frozen=True)
+class Decoded:
+    """One instance's frames, (frames, rows, columns[, samples]), and how to display them."""
+
+    frames: np.ndarray
+    presentation: Presentation
+
+
+def decode_frames(info: FrameInfo, data: bytes) -> Decoded:
+    if (info.pixel_offset is not None and not info.needs_header and info.transfer_syntax in _NATIVE
+            and info.samples == 1 and info.bits_allocated in (8, 16, 32)):
         dtype = np.dtype(f"<{'i' if info.pixel_representation else 'u'}{info.bits_allocated // 8}")
         count = info.frames * info.rows * info.columns
         arr = np.frombuffer(data, dtype, count, info.pixel_offset).reshape(
             info.frames, info.rows, info.columns)
-        return _mask_bits(arr, info)
+        window = (Window(info.window_center, info.window_width)
+                  if info.window_center is not None and info.window_width and info.window_width >= 1
+                  else None)
+        return Decoded(_mask_bits(arr, info),
+                       Presentation.linear(info.photometric, info.slope, info.intercept, window))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = pydicom.dcmread(io.BytesIO(data)).pixel_array
+            ds = pydicom.dcmread(io.BytesIO(data))
+            arr = ds.pixel_array
+            presentation = Presentation.from_dataset(ds)
     except Exception as exc:  # decoder messages are technical and may quote the data
         raise CustodianError(
             "This image could not be decoded (damaged compressed data, or no decoder for its "
             "transfer syntax on this workstation)."
         ) from exc
     frames_first = arr.ndim == (4 if info.samples > 1 else 3)
-    return arr if frames_first else arr[np.newaxis]
+    return Decoded(arr if frames_first else arr[np.newaxis], presentation)
 
 
 def _mask_bits(arr: np.ndarray, info: FrameInfo) -> np.ndarray:

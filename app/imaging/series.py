@@ -8,11 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from app.imaging.display import Window, apply_window, auto_window, modality_values, to_rgb8
-from app.imaging.pixels import FrameInfo
+from app.imaging.display import Window
+from app.imaging.pixels import Decoded, FrameInfo
 
-Loader = Callable[[FrameInfo], np.ndarray]
+Loader = Callable[[FrameInfo], Decoded]
 CACHE_INSTANCES = 64
+OVERLAY_GREY = 255  # overlay planes are drawn in full white, as the standard's display does
 
 
 def _slice_key(info: FrameInfo) -> tuple[float, float, str]:
@@ -29,7 +30,7 @@ class SeriesImages:
         self._load = loader
         self._index = [(inst, f) for inst, info in enumerate(self.instances)
                        for f in range(info.frames)]
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[int, Decoded] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._index)
@@ -37,36 +38,64 @@ class SeriesImages:
     def info(self, i: int) -> FrameInfo:
         return self.instances[self._index[i][0]]
 
-    def raw(self, i: int) -> np.ndarray:
+    def _decoded(self, i: int) -> tuple[Decoded, int]:
         inst, frame = self._index[i]
-        frames = self._cache.get(inst)
-        if frames is None:
-            frames = self._load(self.instances[inst])
-            self._cache[inst] = frames
+        decoded = self._cache.get(inst)
+        if decoded is None:
+            decoded = self._load(self.instances[inst])
+            self._cache[inst] = decoded
             if len(self._cache) > CACHE_INSTANCES:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(inst)
-        return frames[frame]
+        return decoded, frame
+
+    def raw(self, i: int) -> np.ndarray:
+        decoded, frame = self._decoded(i)
+        return decoded.frames[frame]
+
+    def is_colour(self, i: int) -> bool:
+        return self._decoded(i)[0].presentation.is_colour
 
     def values(self, i: int) -> np.ndarray:
         """Modality values (e.g. Hounsfield units) of frame ``i``."""
-        info = self.info(i)
-        return modality_values(self.raw(i), info.slope, info.intercept)
+        decoded, frame = self._decoded(i)
+        return decoded.presentation.modality(decoded.frames[frame], frame)
+
+    def windows(self, i: int) -> tuple[Window, ...]:
+        """The windows the modality stored for frame ``i`` (the reader may step through them)."""
+        decoded, frame = self._decoded(i)
+        return decoded.presentation.stored_windows(frame)
+
+    def uses_voi_lut(self, i: int) -> bool:
+        return self._decoded(i)[0].presentation.voi_lut
 
     def default_window(self, i: int = 0) -> Window:
-        info = self.info(i)
-        if info.window_center is not None and info.window_width and info.window_width >= 1:
-            return Window(info.window_center, info.window_width)
-        return auto_window(self.values(i))
+        decoded, frame = self._decoded(i)
+        return decoded.presentation.default_window(self.values(i), frame)
 
-    def render(self, i: int, window: Window | None = None) -> np.ndarray:
-        """Display-ready 8-bit pixels: (rows, cols) grey or (rows, cols, 3) colour."""
-        info = self.info(i)
-        if info.samples > 1:
-            return to_rgb8(self.raw(i))
-        return apply_window(self.values(i), window or self.default_window(i),
-                            invert=info.photometric == "MONOCHROME1")
+    def render(self, i: int, window: Window | None = None, *, invert: bool = False,
+               overlays: bool = True) -> np.ndarray:
+        """Display-ready 8-bit pixels: (rows, cols) grey or (rows, cols, 3) colour.
+
+        ``window`` None means what the image says: its VOI LUT or first window. ``invert``
+        reverses the grey scale on top of MONOCHROME1 and Presentation LUT Shape.
+        """
+        decoded, frame = self._decoded(i)
+        look = decoded.presentation
+        if look.is_colour:
+            out = look.colour(decoded.frames[frame])
+            if invert:
+                out = 255 - out
+        else:
+            out = look.grey(self.values(i), window, invert=invert, frame=frame)
+        if overlays and look.overlays:
+            out = out.copy() if not out.flags.writeable else out
+            for overlay in look.overlays:
+                plane = overlay.plane(frame)
+                if plane is not None:
+                    _draw_plane(out, plane, overlay.origin)
+        return out
 
     def volume(self, threads: int = 2) -> np.ndarray:
         """Every frame stacked (stored values) for single-sample series of one frame size."""
@@ -74,5 +103,17 @@ class SeriesImages:
         if len(shapes) != 1 or next(iter(shapes))[2] != 1:
             raise ValueError("The series mixes image sizes or is colour; it has no single volume.")
         with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(self._load, self.instances))
+            parts = [decoded.frames for decoded in pool.map(self._load, self.instances)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _draw_plane(out: np.ndarray, plane: np.ndarray, origin: tuple[int, int]) -> None:
+    """Set the overlay's pixels to white where it lies inside the image (origin may be negative)."""
+    row, col = origin
+    rows, cols = out.shape[:2]
+    top, left = max(row, 0), max(col, 0)
+    bottom, right = min(row + plane.shape[0], rows), min(col + plane.shape[1], cols)
+    if top >= bottom or left >= right:
+        return
+    mask = plane[top - row:bottom - row, left - col:right - col]
+    out[top:bottom, left:right][mask] = OVERLAY_GREY

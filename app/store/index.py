@@ -266,6 +266,11 @@ MIGRATIONS: dict[int, str] = {
         changed_at REAL NOT NULL
     );
     """,
+    # Whether displaying an instance needs its header (LUT sequences, palette, overlays...);
+    # NULL for instances imported before: their header is read, which is always correct.
+    12: """
+    ALTER TABLE instances ADD COLUMN needs_header INTEGER;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -85,9 +85,15 @@ class ParsedInstance:
     position: str | None = None
     orientation: str | None = None
     pixel_offset: int | None = None  # where native little-endian pixel bytes start, for fast loads
+    needs_header: bool | None = None  # display needs more than rescale and one window (LUTs...)
 
 
 _TEXT_DELIMITERS = {"PN": {"^", "="}}
+_OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+# Display attributes beyond a linear rescale and one window: loading such an image reads its header.
+_PRESENTATION_KEYWORDS = ("ModalityLUTSequence", "VOILUTSequence", "VOILUTFunction",
+                          "PresentationLUTShape", "RedPaletteColorLookupTableDescriptor",
+                          "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
 _NUMERIC_BINARY = {"US": 2, "SS": 2, "UL": 4, "SL": 4}
 
 
@@ -171,6 +177,12 @@ class _Header:
     def floats(self, keyword: str, count: int) -> str | None:
         values = self.numbers(keyword)
         return json.dumps(values) if values and len(values) == count else None
+
+    def has(self, keyword: str) -> bool:
+        return keyword_dict.get(keyword) in self._elements
+
+    def has_overlay(self) -> bool:
+        return any(tag >> 16 in _OVERLAY_GROUPS and tag & 0xFFFF == 0x3000 for tag in self._elements)
 
     def uid(self, keyword: str, label: str) -> str:
         value = self.text(keyword)
@@ -304,6 +316,9 @@ def _pixel_description(h: _Header, raw: object, data: bytes, syntax: str) -> dic
         position=h.floats("ImagePositionPatient", 3),
         orientation=h.floats("ImageOrientationPatient", 6),
         pixel_offset=offset,
+        needs_header=(photometric not in ("MONOCHROME1", "MONOCHROME2")
+                      or any(h.has(k) for k in _PRESENTATION_KEYWORDS) or h.has_overlay()
+                      or len(h.numbers("WindowCenter") or ()) > 1),
     )
 
 

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,7 +46,7 @@ from app.errors import (
     VaultExists,
     VaultNotFound,
 )
-from app.imaging.pixels import FrameInfo, decode_frames
+from app.imaging.pixels import Decoded, FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.media import dicomdir
 from app.media.agreements import Agreement, AgreementBook
@@ -755,7 +754,7 @@ class Vault:
             "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
             "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
             "i.photometric, i.rescale_slope, i.rescale_intercept, i.window_center, i.window_width, "
-            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number "
+            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number, i.needs_header "
             "FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL", (series_uid,))
         if not rows:
             raise CustodianError("This series has no images in the cache.")
@@ -769,7 +768,7 @@ class Vault:
                                          detail={"series": series_uid, "instances": len(infos)}))
         return SeriesImages(infos, lambda info: self._frames(session, info))
 
-    def _frames(self, session: Session, info: FrameInfo) -> np.ndarray:
+    def _frames(self, session: Session, info: FrameInfo) -> Decoded:
         with self._db:
             self.sessions.check(session)  # reading images counts as activity
         return decode_frames(info, self._plaintext(info.sop_uid, info.study_uid, info.blob_id))

@@ -149,6 +149,8 @@ class ImageView(QWidget):
         position = f"Im {self._index + 1}/{len(self._series)}"
         if self._window is None:
             return position, ""
+        if not self._window_chosen and self._series.uses_voi_lut(self._index):
+            return position, "VOI LUT"
         return position, f"W:{_level_text(self._window.width)} L:{_level_text(self._window.center)}"
 
     # ------------------------------------------------------------------ rendering
@@ -162,14 +164,15 @@ class ImageView(QWidget):
             return
         try:
             info = series.info(self._index)
-            if info.samples == 1:
+            if series.is_colour(self._index):
+                self._window = None
+            else:
                 default = series.default_window(self._index)
                 self._default_width = default.width
                 if not self._window_chosen:
                     self._window = default
-            else:
-                self._window = None
-            pixels = np.ascontiguousarray(series.render(self._index, self._window))
+            chosen = self._window if self._window_chosen else None
+            pixels = np.ascontiguousarray(series.render(self._index, chosen))
         except CustodianError as exc:
             self._series = None
             self._pixels = self._image = None

@@ -14,36 +14,32 @@ from pydicom.pixels import apply_modality_lut
 from app.errors import CustodianError
 from app.imaging.display import Window, apply_window, modality_values
 from app.imaging.pixels import FrameInfo, decode_frames
-from app.store.ingest import parse
+from tests.imaging.frames import info_of
 
 # Files bundled with pydicom (others would be downloaded, which this machine cannot do).
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "MR_small_implicit.dcm",
          "MR_small_bigendian.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_gdcm.dcm",
-         "SC_rgb_rle.dcm", "rtdose_rle.dcm", "SC_rgb_small_odd.dcm", "GDCMJ2K_TextGBR.dcm"]
-
-
-def _info(data: bytes) -> FrameInfo:
-    p = parse(data)
-    return FrameInfo(p.sop_uid, p.study_uid, "", "", p.transfer_syntax, p.rows, p.columns, p.frames,
-                     p.samples, p.bits_allocated, p.bits_stored, p.pixel_representation,
-                     p.photometric, p.rescale_slope, p.rescale_intercept, p.window_center,
-                     p.window_width, None, None, None, p.pixel_offset, None)
+         "SC_rgb_rle.dcm", "rtdose_rle.dcm", "SC_rgb_small_odd.dcm", "GDCMJ2K_TextGBR.dcm",
+         "JPGExtended.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm",
+         "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "image_dfl.dcm",
+         "examples_ybr_color.dcm", "SC_ybr_full_422_uncompressed.dcm", "examples_palette.dcm",
+         "SC_rgb_small_odd_big_endian.dcm", "SC_rgb_rle_16bit_2frame.dcm"]
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_decoding_matches_pydicom(name: str) -> None:
     data = Path(get_testdata_file(name)).read_bytes()
-    info = _info(data)
-    ours = decode_frames(info, data)
+    info = info_of(data)
+    ours = decode_frames(info, data).frames
     theirs = pydicom.dcmread(io.BytesIO(data)).pixel_array
     assert ours.reshape(theirs.shape).tolist() == theirs.tolist()
 
 
 def test_fast_path_is_taken_for_native_little_endian() -> None:
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-    assert _info(data).pixel_offset is not None
+    assert info_of(data).pixel_offset is not None
     big = Path(get_testdata_file("MR_small_bigendian.dcm")).read_bytes()
-    assert _info(big).pixel_offset is None
+    assert info_of(big).pixel_offset is None
 
 
 def test_bits_stored_below_allocated_is_masked() -> None:
@@ -56,14 +52,14 @@ def test_bits_stored_below_allocated_is_masked() -> None:
     ds.save_as(out)
     data = out.getvalue()
     theirs = pydicom.dcmread(io.BytesIO(data)).pixel_array
-    assert decode_frames(_info(data), data)[0].tolist() == theirs.tolist()
+    assert decode_frames(info_of(data), data).frames[0].tolist() == theirs.tolist()
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"])
 def test_modality_rescale_matches_pydicom(name: str) -> None:
     ds = pydicom.dcmread(get_testdata_file(name))
     data = Path(get_testdata_file(name)).read_bytes()
-    info = _info(data)
+    info = info_of(data)
     arr = ds.pixel_array
     expected = apply_modality_lut(arr, ds)
     ours = modality_values(arr, info.slope, info.intercept)
@@ -85,9 +81,15 @@ def test_window_follows_the_dicom_linear_function() -> None:
     assert (apply_window(values, Window(c, w), invert=True) == 255 - out).all()
 
 
+def test_a_file_no_decoder_reads_gives_a_plain_error() -> None:
+    data = Path(get_testdata_file("JPEG-lossy.dcm")).read_bytes()  # a misplaced marker segment
+    with pytest.raises(CustodianError, match="could not be decoded"):
+        decode_frames(info_of(data), data)
+
+
 def test_undecodable_pixels_give_a_plain_error() -> None:
     data = Path(get_testdata_file("JPEG2000.dcm")).read_bytes()
-    info = _info(data)
+    info = info_of(data)
     start = data.index(b"\xff\x4f\xff\x51")  # J2K codestream start marker
     broken = data[:start + 2] + bytes(200) + data[start + 202:]
     with pytest.raises(CustodianError, match="could not be decoded"):
@@ -97,3 +99,15 @@ def test_undecodable_pixels_give_a_plain_error() -> None:
 def test_window_width_is_validated() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Window(0, 0.5)
+
+
+def test_instances_imported_before_the_header_flag_read_their_header() -> None:
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    info = info_of(data)
+    row = (info.sop_uid, info.study_uid, "", "", info.transfer_syntax, info.rows, info.columns,
+           info.frames, info.samples, info.bits_allocated, info.bits_stored,
+           info.pixel_representation, info.photometric, info.rescale_slope, info.rescale_intercept,
+           info.window_center, info.window_width, None, None, None, info.pixel_offset, None, None)
+    older = FrameInfo.from_row(row)
+    assert older.needs_header and not FrameInfo.from_row((*row[:-1], 0)).needs_header
+    assert (decode_frames(older, data).frames == decode_frames(info, data).frames).all()
