@@ -21,6 +21,19 @@ class Window:
             raise ValueError(f"Window width must be at least 1, not {self.width}")
 
 
+# Window presets of CT (centre, width in HU), in the order the function keys F2… select them.
+CT_PRESETS: dict[str, Window] = {
+    "Brain": Window(40, 80),
+    "Subdural": Window(75, 215),
+    "Stroke": Window(40, 40),
+    "Lung": Window(-600, 1500),
+    "Mediastinum": Window(50, 350),
+    "Abdomen": Window(40, 400),
+    "Liver": Window(60, 160),
+    "Bone": Window(400, 1800),
+}
+
+
 def modality_values(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     values = raw.astype(np.float32)
     if slope != 1.0:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from app.imaging.display import Window
+from app.imaging.geometry import Plane, nearest_slice, parallel
 from app.imaging.pixels import Decoded, FrameInfo
 
 Loader = Callable[[FrameInfo], Decoded]
@@ -25,8 +26,11 @@ def _slice_key(info: FrameInfo) -> tuple[float, float, str]:
 
 
 class SeriesImages:
-    def __init__(self, infos: list[FrameInfo], loader: Loader) -> None:
+    def __init__(self, infos: list[FrameInfo], loader: Loader, *, modality: str = "",
+                 frame_of_reference: str = "") -> None:
         self.instances = sorted(infos, key=_slice_key)
+        self.modality = modality
+        self.frame_of_reference = frame_of_reference
         self._load = loader
         self._index = [(inst, f) for inst, info in enumerate(self.instances)
                        for f in range(info.frames)]
@@ -69,6 +73,32 @@ class SeriesImages:
 
     def uses_voi_lut(self, i: int) -> bool:
         return self._decoded(i)[0].presentation.voi_lut
+
+    def frame_of(self, i: int) -> tuple[str, int]:
+        """The SOP Instance UID and frame number of display index ``i``."""
+        inst, frame = self._index[i]
+        return self.instances[inst].sop_uid, frame
+
+    def index_of(self, sop_uid: str, frame: int = 0) -> int | None:
+        for i, (inst, f) in enumerate(self._index):
+            if f == frame and self.instances[inst].sop_uid == sop_uid:
+                return i
+        return None
+
+    def plane(self, i: int) -> Plane | None:
+        """Where frame ``i`` lies in the patient; None without position and orientation."""
+        info = self.info(i)
+        if not info.position or not info.orientation or len(info.orientation) != 6:
+            return None
+        return Plane.of(info.position, info.orientation, info.pixel_spacing, info.rows, info.columns)
+
+    def matching_index(self, plane: Plane, offset: float = 0.0) -> int | None:
+        """The frame of this series nearest to a parallel ``plane`` of another (same patient)
+        series, ``offset`` mm further along its normal; None when they cannot be matched."""
+        planes = [self.plane(i) for i in range(len(self))]
+        if not planes or any(p is None for p in planes) or not parallel(plane, planes[0]):
+            return None
+        return nearest_slice(plane.origin, plane.normal, planes, offset)
 
     def default_window(self, i: int = 0) -> Window:
         decoded, frame = self._decoded(i)

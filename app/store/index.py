@@ -271,6 +271,23 @@ MIGRATIONS: dict[int, str] = {
     12: """
     ALTER TABLE instances ADD COLUMN needs_header INTEGER;
     """,
+    # Each reader's own measurements and annotations, kept when the cache evicts the study (it
+    # may be fetched again) and destroyed with it when it is shredded.
+    13: """
+    CREATE TABLE measurements (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        frame INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        points TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX measurements_series ON measurements(user, series_uid);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

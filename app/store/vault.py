@@ -46,6 +46,7 @@ from app.errors import (
     VaultExists,
     VaultNotFound,
 )
+from app.imaging.measure import Kind, Measurement
 from app.imaging.pixels import Decoded, FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.media import dicomdir
@@ -766,12 +767,44 @@ class Vault:
             self.audit.append(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
                                          patients=patients,
                                          detail={"series": series_uid, "instances": len(infos)}))
-        return SeriesImages(infos, lambda info: self._frames(session, info))
+        (modality, frame_of_reference), = self._query(
+            "SELECT modality, frame_of_reference FROM series WHERE uid = ?", (series_uid,)) or [("", "")]
+        return SeriesImages(infos, lambda info: self._frames(session, info), modality=modality or "",
+                            frame_of_reference=frame_of_reference or "")
 
     def _frames(self, session: Session, info: FrameInfo) -> Decoded:
         with self._db:
             self.sessions.check(session)  # reading images counts as activity
         return decode_frames(info, self._plaintext(info.sop_uid, info.study_uid, info.blob_id))
+
+    # ------------------------------------------------------------------ measurements
+    def save_measurement(self, session: Session, measurement: Measurement) -> Measurement:
+        """Keep a reader's measurement on an instance of the cache; returns it with its number."""
+        user = self._gate(session, Action.MEASURE)
+        with self._transaction():
+            row = self._conn.execute("SELECT study_uid, series_uid FROM instances WHERE sop_uid = ?",
+                                     (measurement.sop_uid,)).fetchone()
+            if row is None:
+                raise CustodianError("This image is not in the cache; the measurement was not saved.")
+            cursor = self._conn.execute(
+                "INSERT INTO measurements (user, study_uid, series_uid, sop_uid, frame, kind, points, "
+                "text, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user.name, *row, measurement.sop_uid, measurement.frame, measurement.kind.value,
+                 json.dumps(measurement.points), measurement.text, time.time()))
+        return measurement.saved_as(cursor.lastrowid)
+
+    def measurements(self, session: Session, series_uid: str) -> list[Measurement]:
+        """The session user's own measurements on a series (nobody else's)."""
+        user = self._gate(session, Action.MEASURE)
+        rows = self._query("SELECT id, kind, sop_uid, frame, points, text FROM measurements "
+                           "WHERE user = ? AND series_uid = ? ORDER BY id", (user.name, series_uid))
+        return [Measurement(Kind(kind), sop, frame, tuple(tuple(p) for p in json.loads(points)), text,
+                            ident) for ident, kind, sop, frame, points, text in rows]
+
+    def delete_measurement(self, session: Session, ident: int) -> None:
+        user = self._gate(session, Action.MEASURE)
+        with self._transaction():
+            self._conn.execute("DELETE FROM measurements WHERE id = ? AND user = ?", (ident, user.name))
 
     def _plaintext(self, sop_uid: str, study_uid: str, blob_id: str) -> bytes:
         return unseal(self._data_key(study_context(study_uid)), self.blobs.read(blob_id),
@@ -831,9 +864,10 @@ class Vault:
         user = self._gate(session, Action.SHRED)
         if not reason.strip():
             raise UsageError("Shredding needs a stated reason (--reason).")
-        return self._destroy(study_uid, user.name, reason)
+        return self._destroy(study_uid, user.name, reason, forget_measurements=True)
 
-    def _destroy(self, study_uid: str, actor: str, reason: str) -> int:
+    def _destroy(self, study_uid: str, actor: str, reason: str, *,
+                 forget_measurements: bool = False) -> int:
         with self._write_lock():
             blobs = [r[0] for r in self._query("SELECT blob FROM instances WHERE study_uid = ?",
                                                (study_uid,))]
@@ -845,6 +879,8 @@ class Vault:
                     raise CustodianError("This study is not in the cache.")
                 pid = conn.execute("SELECT patient_id FROM patients WHERE id = ?", row).fetchone()
                 conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
+                if forget_measurements:
+                    conn.execute("DELETE FROM measurements WHERE study_uid = ?", (study_uid,))
                 conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
                 conn.execute("DELETE FROM studies WHERE uid = ?", (study_uid,))
                 conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))

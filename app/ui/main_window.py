@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
 from app.imaging.hanging import relevant_prior
+from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
 from app.net.watch import PacsStatus
 from app.security.accounts import User
@@ -80,6 +81,22 @@ class LockedWork:
     study_uid: str | None
     filter_text: str
     grid: GridState
+
+
+def _corner_lines(study: StudySummary | None,
+                  series: SeriesSummary | None) -> tuple[list[str], list[str]]:
+    """Top-left patient and top-right study lines, from what the vault let this role see."""
+    if study is None:
+        return [], []
+    born = " ".join(p for p in (iso_date(study.birth_date) if study.birth_date else "",
+                                study.sex or "") if p)
+    patient = [study.patient_name.replace("^", " ").strip() if study.patient_name else "",
+               f"ID {study.patient_id}" if study.patient_id else "", born]
+    described = [iso_date(study.study_date), study.description,
+                 f"Acc {study.accession}" if study.accession else "",
+                 " ".join(p for p in (f"Se {series.number}" if series and series.number is not None
+                                      else "", series.description if series else "") if p)]
+    return [line for line in patient if line], [line for line in described if line]
 
 
 class MainWindow(QMainWindow):
@@ -151,6 +168,8 @@ class MainWindow(QMainWindow):
         self.browser.seriesSelected.connect(self._series_chosen)
         self.browser.seriesOpened.connect(self._series_chosen)
         self.grid.activeChanged.connect(self._viewport_activated)
+        self.grid.measured.connect(self._save_measurement)
+        self.grid.measurementRemoved.connect(self._delete_measurement)
         self.grid.failed.connect(self.show_error)
         self.idle_watch.idle.connect(self.lock)
         self.idle_watch.active.connect(self._keep_alive)
@@ -180,6 +199,11 @@ class MainWindow(QMainWindow):
                                       toolTip="Read a CD, USB stick, CD image or zip from elsewhere, see "
                                               "what is on it and import it (Ctrl+I)")
         self.outside_action.triggered.connect(self.import_outside_media)
+        self.sync_action = QAction("&Synchronise scrolling", self, checkable=True, checked=True,
+                                   shortcut=QKeySequence("S"),
+                                   toolTip="Scroll viewports of the same patient together, by slice "
+                                           "position; turning it on keeps the slices now side by side (S)")
+        self.sync_action.toggled.connect(self.grid.set_synchronised)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -214,6 +238,7 @@ class MainWindow(QMainWindow):
         layout_menu = view_menu.addMenu("&Layout")
         layout_menu.addActions(list(layouts.values()))
         view_menu.addAction(reset)
+        view_menu.addAction(self.sync_action)
         self.menuBar().addMenu(menu)
         self.menuBar().addMenu("&Help").addAction(controls)
 
@@ -226,11 +251,14 @@ class MainWindow(QMainWindow):
         toolbar.addActions(list(layouts.values()))
         toolbar.addSeparator()
         toolbar.addAction(reset)
+        toolbar.addAction(self.sync_action)
         self.addToolBar(toolbar)
+        self.sync_action.setIconText("Sync")
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work_actions = [refresh, reset, controls, self.send_action, self.export_action,
+        self._work_actions = [refresh, reset, self.sync_action, controls, self.send_action,
+                              self.export_action,
                               self.outside_action, *layouts.values(), *menu.actions()]
         return layouts
 
@@ -610,14 +638,36 @@ class MainWindow(QMainWindow):
         if images is None:
             return None
         key = study.patient_key if study else None
-        viewport.show_series(series_uid, study_uid, key, images)
+        viewport.show_series(series_uid, study_uid, key, images, self._measurements_of(series_uid))
         if viewport.series_uid is None:
             return None  # its first image could not be shown; the view reported why
+        viewport.view.set_corner_text(*_corner_lines(study, next(
+            (s for s in self._series if s.series_uid == series_uid), None)))
         others = [v for v in self.grid.viewports
                   if v is not viewport and v.series_uid and v.patient_key != key]
         for other in others:  # never leave another patient's images beside this one
             other.clear()
         return len(others)
+
+    def _may_measure(self) -> bool:
+        return self._session is not None and permits(self._session.user.role, Action.MEASURE)
+
+    def _measurements_of(self, series_uid: str) -> list[Measurement]:
+        """The reader's saved measurements (roles that may not save them draw them for the moment)."""
+        if not self._may_measure():
+            return []
+        return self._ask(self._vault.measurements, self._session, series_uid) or []
+
+    def _save_measurement(self, viewport: Viewport, measurement: Measurement) -> None:
+        if not self._may_measure():
+            return
+        saved = self._ask(self._vault.save_measurement, self._session, measurement)
+        if saved is not None and viewport.view.series is not None:
+            viewport.view.add_measurement(saved)
+
+    def _delete_measurement(self, viewport: Viewport, measurement: Measurement) -> None:
+        if measurement.id is not None and self._may_measure():
+            self._ask(self._vault.delete_measurement, self._session, measurement.id)
 
     def _open_series(self, series_uid: str, study: StudySummary | None) -> SeriesImages | None:
         """The series' images; a restricted patient's refusal offers break-glass first."""

@@ -97,13 +97,14 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
             IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, env.out / "matrix.zip"), "000000"),
         A.DISCLOSURES: lambda v, s: v.disclosures(s, "PID-0001"),
         A.MANAGE_AGREEMENTS: lambda v, s: v.agreements(s),
+        A.MEASURE: lambda v, s: v.measurements(s, env.series_uid),
     }
 
 
 IMPLEMENTED = [A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.VERIFY, A.SHRED, A.ROTATE_KEYS, A.MANAGE_USERS,
                A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS,
                A.MANAGE_NODES, A.ECHO_NODE, A.QUERY, A.RETRIEVE, A.SEND, A.EXPORT, A.DISCLOSURES,
-               A.MANAGE_AGREEMENTS]
+               A.MANAGE_AGREEMENTS, A.MEASURE]
 
 
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)

@@ -86,6 +86,7 @@ def view(qtbot: QtBot) -> ImageView:
     view = ImageView()
     qtbot.addWidget(view)
     view.resize(VIEW_WIDTH, VIEW_HEIGHT)
+    view.set_annotations(False)  # pixel checks see the image alone; annotations are tested apart
     view.show()
     qtbot.waitExposed(view)
     return view
@@ -103,6 +104,8 @@ def test_pixels_equal_the_ps33_window_of_the_stored_values(view: ImageView, ct_s
     pixels = grab_pixels(view)
     assert not pixels[: IMAGE_AREA.top()].any(), "the band above the image must be black"
     assert view.overlay_text() == ("Im 1/10", "W:400 L:40")
+    view.set_annotations(True)
+    pixels = grab_pixels(view)
     band = pixels[IMAGE_AREA.bottom() + 1:].astype(int)
     yellowish = (band[..., 0] > 150) & (band[..., 1] > 120) & (band[..., 2] < band[..., 0] - 40)
     assert yellowish[:, : VIEW_WIDTH // 3].any() and yellowish[:, -VIEW_WIDTH // 3:].any(), \

@@ -98,6 +98,7 @@ def test_unlock_restores_layout_series_slices_and_windows(
         qtbot: QtBot, open_window: OpenWindow, reader: Reader, ct_datasets: list[Dataset], grab_pixels: Grab):
     window = reading(qtbot, open_window, reader, ct_datasets, layout="1x2", idle_limit=60)
     left, right = window.grid.visible_viewports()
+    window.sync_action.setChecked(False)  # two independent slices of one series
     window.grid.set_active(right)
     assert window.load_series(ct_datasets[0].SeriesInstanceUID)
     left.view.set_index(6)
