@@ -42,11 +42,13 @@ class SeriesImages:
     def info(self, i: int) -> FrameInfo:
         return self.instances[self._index[i][0]]
 
-    def _decoded(self, i: int) -> tuple[Decoded, int]:
+    def _decoded(self, i: int, keep: bool = True) -> tuple[Decoded, int]:
         inst, frame = self._index[i]
         decoded = self._cache.get(inst)
         if decoded is None:
             decoded = self._load(self.instances[inst])
+            if not keep:
+                return decoded, frame
             self._cache[inst] = decoded
             if len(self._cache) > CACHE_INSTANCES:
                 self._cache.popitem(last=False)
@@ -61,9 +63,13 @@ class SeriesImages:
     def is_colour(self, i: int) -> bool:
         return self._decoded(i)[0].presentation.is_colour
 
-    def values(self, i: int) -> np.ndarray:
-        """Modality values (e.g. Hounsfield units) of frame ``i``."""
-        decoded, frame = self._decoded(i)
+    def values(self, i: int, *, keep: bool = True) -> np.ndarray:
+        """Modality values (e.g. Hounsfield units) of frame ``i``.
+
+        ``keep=False`` decodes without the recently-used cache (one pass over a whole series, from
+        several threads: the cache is for scrolling in the UI thread).
+        """
+        decoded, frame = self._decoded(i, keep)
         return decoded.presentation.modality(decoded.frames[frame], frame)
 
     def windows(self, i: int) -> tuple[Window, ...]:

@@ -38,6 +38,7 @@ from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotP
 from app.imaging.hanging import relevant_prior
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
+from app.imaging.volume import build_volume
 from app.net.watch import PacsStatus
 from app.security.accounts import User
 from app.security.roles import Action, permits
@@ -120,6 +121,7 @@ class MainWindow(QMainWindow):
         self._listed_study: str | None = None
         self._locked_work: LockedWork | None = None
         self._audit_viewer: AuditViewer | None = None
+        self._mpr_window: QWidget | None = None
 
         self.browser = StudyBrowser()
         self.pacs_panel = PacsPanel(vault, lambda: self._session)
@@ -204,6 +206,10 @@ class MainWindow(QMainWindow):
                                    toolTip="Scroll viewports of the same patient together, by slice "
                                            "position; turning it on keeps the slices now side by side (S)")
         self.sync_action.toggled.connect(self.grid.set_synchronised)
+        self.mpr_action = QAction("3D / &MPR…", self, shortcut=QKeySequence("Ctrl+M"),
+                                  toolTip="Axial, coronal and sagittal planes, thick slabs, oblique and "
+                                          "volume rendering of the active viewport's series (Ctrl+M)")
+        self.mpr_action.triggered.connect(self.open_3d)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -239,6 +245,7 @@ class MainWindow(QMainWindow):
         layout_menu.addActions(list(layouts.values()))
         view_menu.addAction(reset)
         view_menu.addAction(self.sync_action)
+        view_menu.addAction(self.mpr_action)
         self.menuBar().addMenu(menu)
         self.menuBar().addMenu("&Help").addAction(controls)
 
@@ -252,12 +259,15 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addAction(reset)
         toolbar.addAction(self.sync_action)
+        toolbar.addAction(self.mpr_action)
         self.addToolBar(toolbar)
         self.sync_action.setIconText("Sync")
+        self.mpr_action.setIconText("3D")
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work_actions = [refresh, reset, self.sync_action, controls, self.send_action,
+        self._work_actions = [refresh, reset, self.sync_action, self.mpr_action, controls,
+                              self.send_action,
                               self.export_action,
                               self.outside_action, *layouts.values(), *menu.actions()]
         return layouts
@@ -540,6 +550,7 @@ class MainWindow(QMainWindow):
         while popup is not None and popup.close():  # an open menu
             popup = QApplication.activePopupWidget()
         QToolTip.hideText()  # a table cell's tooltip repeats the patient's name
+        self._close_3d()
         work = LockedWork(self.browser.current_study_uid(), self.browser.filter_edit.text(),
                           self.grid.blank())
         self.browser.clear()
@@ -669,6 +680,37 @@ class MainWindow(QMainWindow):
         if measurement.id is not None and self._may_measure():
             self._ask(self._vault.delete_measurement, self._session, measurement.id)
 
+    def open_3d(self) -> QWidget | None:
+        """MPR and volume rendering of the active viewport's series, in a window of its own."""
+        series = self.grid.active.view.series
+        if series is None:
+            self.show_error("Open a series first: 3D shows the series of the active viewport.")
+            return None
+        from app.ui.mpr_window import MprWindow, display_available  # VTK loads only for 3D
+
+        if not display_available():
+            self.show_error("3D needs a display: VTK cannot draw on Qt's offscreen platform.")
+            return None
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            volume = self._ask(build_volume, series)
+        finally:
+            QApplication.restoreOverrideCursor()
+        if volume is None:
+            return None
+        self._close_3d()
+        summary = next((s for s in self._series if s.series_uid == self.grid.active.series_uid), None)
+        title = f"3D / MPR — {summary.modality} {summary.description}" if summary else "3D / MPR"
+        self._mpr_window = MprWindow(volume, title, self)
+        self._mpr_window.show()
+        return self._mpr_window
+
+    def _close_3d(self) -> None:
+        if self._mpr_window is not None:
+            self._mpr_window.close()
+            self._mpr_window.deleteLater()  # the volume goes with it
+            self._mpr_window = None
+
     def _open_series(self, series_uid: str, study: StudySummary | None) -> SeriesImages | None:
         """The series' images; a restricted patient's refusal offers break-glass first."""
         try:
@@ -725,6 +767,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.idle_watch.stop()
+        self._close_3d()
         for viewport in self.grid.viewports:  # drop decoded pixels as soon as the window goes
             viewport.clear()
         super().closeEvent(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pydicom
@@ -29,7 +30,9 @@ def info_of(data: bytes) -> FrameInfo:
     return FrameInfo(p.sop_uid, p.study_uid, "", "", p.transfer_syntax, p.rows, p.columns, p.frames,
                      p.samples, p.bits_allocated, p.bits_stored, p.pixel_representation,
                      p.photometric, p.rescale_slope, p.rescale_intercept, p.window_center,
-                     p.window_width, None, None, None, p.pixel_offset, None, bool(p.needs_header))
+                     p.window_width, *(tuple(json.loads(v)) if v else None
+                                       for v in (p.pixel_spacing, p.position, p.orientation)),
+                     p.pixel_offset, p.instance_number, bool(p.needs_header))
 
 
 def series_of(data: bytes) -> SeriesImages:

@@ -279,3 +279,14 @@ def test_scrolling_is_synchronised_with_the_prior(qtbot: QtBot, vault: Vault, im
     assert left.view.index == 2
     left.view.set_index(3)  # ...and the active one now keeps the new pairing (2 ↔ 5)
     assert right.view.index == 6
+
+
+def test_3d_on_the_offscreen_platform_refuses_plainly(qtbot: QtBot, ct_datasets: list[Dataset],
+                                                     open_window: Callable[..., MainWindow],
+                                                     reader: Reader) -> None:
+    window = open_window(reader.session, quiet=True)
+    window.mpr_action.trigger()
+    assert window.errors[-1] == "Open a series first: 3D shows the series of the active viewport."
+    assert window.open_study(ct_datasets[0].StudyInstanceUID)
+    window.mpr_action.trigger()
+    assert window.errors[-1] == "3D needs a display: VTK cannot draw on Qt's offscreen platform."

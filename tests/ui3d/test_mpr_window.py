@@ -1,0 +1,77 @@
+"""The MPR / 3D window under a real X server (Xvfb, Mesa), checked against numpy reformats."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.peers.xvfb import Xvfb
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, np.ndarray]]:
+    server = Xvfb()
+    server.start()
+    out = tmp_path_factory.mktemp("mpr") / "scene.npz"
+    env = {**os.environ, "DISPLAY": server.display, "QT_QPA_PLATFORM": "xcb",
+           "LIBGL_ALWAYS_SOFTWARE": "1"}
+    try:
+        run = subprocess.run([sys.executable, "-m", "tests.ui3d.scene", str(out)], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=240)
+        assert run.returncode == 0, run.stderr[-3000:]
+        with np.load(out) as data:
+            yield dict(data)
+    finally:
+        server.stop()
+
+
+def _grey_matches(shown: np.ndarray, expected: np.ndarray) -> float:
+    """The share of grey pane pixels within one level of the numpy reformat (cursor lines are
+    coloured and left out), after checking the pane is exactly the image's size."""
+    assert shown.shape[:2] == expected.shape
+    grey = (shown[..., 0] == shown[..., 1]) & (shown[..., 1] == shown[..., 2])
+    assert grey.mean() > 0.95, "the cursor lines cover only a row and a column"
+    close = np.abs(shown[..., 0].astype(int) - expected.astype(int)) <= 1
+    return float(close[grey].mean())
+
+
+@pytest.mark.parametrize("tag", ["start", "clicked", "slab"])
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_planes_show_the_numpy_reformat(scene: dict[str, np.ndarray], tag: str, plane: str) -> None:
+    assert _grey_matches(scene[f"{tag}_{plane}"], scene[f"{tag}_{plane}_reference"]) > 0.99
+
+
+def test_a_click_moves_the_other_planes_through_the_point(scene: dict[str, np.ndarray]) -> None:
+    axial, coronal, sagittal = scene["start_cursor"]
+    assert (axial, coronal, sagittal) == (20, 70, 70)
+    # Column 30, row 5 of the coronal plane: sagittal 30, axial 40 - 1 - 5; coronal unchanged.
+    assert scene["clicked_cursor"].tolist() == [34, 70, 30]
+
+
+def test_cursor_lines_are_drawn_where_the_other_planes_cut(scene: dict[str, np.ndarray]) -> None:
+    axial = scene["clicked_axial"].astype(int)
+    coloured = ~((axial[..., 0] == axial[..., 1]) & (axial[..., 1] == axial[..., 2]))
+    assert coloured[:, 30].mean() > 0.9, "the sagittal plane's line at column 30"
+    assert coloured[70, :].mean() > 0.9, "the coronal plane's line at row 70"
+
+
+def test_the_slab_is_a_maximum_over_slices(scene: dict[str, np.ndarray]) -> None:
+    single, slab = scene["clicked_axial_reference"], scene["slab_axial_reference"]
+    assert (slab.astype(int) >= single.astype(int)).all() and (slab != single).any()
+
+
+def test_volume_rendering_shows_the_phantom(scene: dict[str, np.ndarray]) -> None:
+    bone, mip = scene["render_Bone"].astype(int), scene["render_MIP"].astype(int)
+    for image in (bone, mip):
+        assert image.sum(axis=2).max() > 300, "something bright is drawn"
+        assert (image.sum(axis=2) == 0).mean() > 0.2, "the background stays black"
+    assert not np.array_equal(bone, mip)
+    assert scene["reslice_ms"][0] < 1000
