@@ -6,6 +6,7 @@ with a bone rod (1000 HU) of radius 3.84 pixels near its left edge.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -290,3 +291,17 @@ def test_3d_on_the_offscreen_platform_refuses_plainly(qtbot: QtBot, ct_datasets:
     assert window.open_study(ct_datasets[0].StudyInstanceUID)
     window.mpr_action.trigger()
     assert window.errors[-1] == "3D needs a display: VTK cannot draw on Qt's offscreen platform."
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12")
+def test_painting_does_not_leak_references_to_none(view: ImageView, ct_series: SeriesImages) -> None:
+    # PySide6 6.12.0 dropped a reference to None per QPainter call returning nothing: a reading
+    # session then aborted the interpreter after some thousands of frames ("deallocating None").
+    view.set_series(ct_series)
+    view.set_annotations(True)
+    qtbot_frames = 200
+    before = sys.getrefcount(None)
+    for i in range(qtbot_frames):
+        view.set_index(i % len(ct_series))
+        view.repaint()
+    assert sys.getrefcount(None) - before > -qtbot_frames // 2
