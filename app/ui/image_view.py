@@ -246,7 +246,10 @@ class ImageView(QWidget):
     def set_tool(self, tool: Tool) -> None:
         self._tool = tool
         self._draft = []
-        self.unsetCursor() if tool is Tool.WINDOW else self.setCursor(Qt.CursorShape.CrossCursor)
+        if tool is Tool.WINDOW:
+            self.unsetCursor()
+        else:
+            self.setCursor(Qt.CursorShape.CrossCursor)
         self.update()
 
     def set_zoom(self, zoom: float | None) -> None:

@@ -305,3 +305,30 @@ def test_painting_does_not_leak_references_to_none(view: ImageView, ct_series: S
         view.set_index(i % len(ct_series))
         view.repaint()
     assert sys.getrefcount(None) - before > -qtbot_frames // 2
+
+
+def test_reference_line_of_the_active_slice_on_a_crossing_series(
+        qtbot: QtBot, vault: Vault, importer: Importer, open_window: Callable[..., MainWindow],
+        reader: Reader) -> None:
+    patient = Patient("REF1", "Ref^Rita")
+    axial = ct_study(patient, slices=8, size=32)
+    sagittal = ct_study(patient, slices=4, size=32, study_uid=axial[0].StudyInstanceUID)
+    series_uid = generate_uid()
+    for i, ds in enumerate(sagittal):  # a sagittal reformat in the axial series' frame of reference
+        ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, 2
+        ds.FrameOfReferenceUID = axial[0].FrameOfReferenceUID
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-5.0 + 5 * i, -175.0, 0.0]
+    importer([(f"r{i}", to_bytes(ds)) for i, ds in enumerate(axial + sagittal)])
+    window = open_window(reader.session, layout="1x2")
+    assert window.open_study(axial[0].StudyInstanceUID)
+    left, right = window.grid.visible_viewports()
+    assert right.series_uid == series_uid
+    window.grid.set_active(left)
+    left.view.set_index(4)  # z = -10 mm
+    ((x0, y0), (x1, y1)), = right.view._reference_lines
+    row_mm = 350.0 / 32
+    assert y0 == pytest.approx(10.0 / row_mm) and y1 == pytest.approx(10.0 / row_mm)
+    assert sorted((x0, x1)) == pytest.approx([-0.5, 31.5])
+    left.view.set_index(6)
+    assert right.view._reference_lines[0][0][1] == pytest.approx(15.0 / row_mm)
