@@ -1,4 +1,4 @@
-"""Hanging: which prior study a radiologist wants beside the current one."""
+"""Hanging: the patient's studies in time, and which prior a radiologist wants beside the current one."""
 
 from __future__ import annotations
 
@@ -7,14 +7,25 @@ from collections.abc import Iterable
 from app.store.records import StudySummary
 
 
+def patient_studies(current: StudySummary, studies: Iterable[StudySummary]) -> list[StudySummary]:
+    """The current study's patient's studies, newest first (the timeline of priors).
+
+    A study filed without a Patient ID stands alone: an unknown patient has no known priors.
+    """
+    if current.patient_id == "":
+        return [current]
+    return sorted((s for s in studies if s.patient_key == current.patient_key),
+                  key=lambda s: (s.study_date, s.study_uid), reverse=True)
+
+
 def relevant_prior(current: StudySummary, studies: Iterable[StudySummary]) -> StudySummary | None:
     """The same patient's most recent earlier study, preferring one that shares a modality.
 
-    Studies filed without a Patient ID are never paired: an unknown patient has no known priors.
+    A restricted patient's priors are never hung automatically: each needs its own break-glass.
     """
-    if current.patient_id == "" or current.restricted:
+    if current.restricted:
         return None
-    priors = [s for s in studies if s.patient_key == current.patient_key
-              and s.study_uid != current.study_uid and s.study_date < current.study_date]
+    priors = [s for s in patient_studies(current, studies)
+              if s.study_uid != current.study_uid and s.study_date < current.study_date]
     comparable = [s for s in priors if set(s.modalities) & set(current.modalities)]
-    return max(comparable or priors, key=lambda s: s.study_date, default=None)
+    return (comparable or priors or [None])[0]

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,6 +50,7 @@ from app.errors import (
 from app.imaging.measure import Kind, Measurement
 from app.imaging.pixels import Decoded, FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
+from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
 from app.media import dicomdir
 from app.media.agreements import Agreement, AgreementBook
 from app.media.deid import Deidentifier
@@ -751,6 +753,49 @@ class Vault:
     def open_series(self, session: Session, series_uid: str) -> SeriesImages:
         """The images of one series, in slice order; opening them is one audited access."""
         user = self._gate(session, Action.VIEW_IMAGES)
+        images = self._series_images(series_uid, lambda info: self._frames(session, info))
+        if images is None:
+            raise CustodianError("This series has no images in the cache.")
+        study_uid = images.instances[0].study_uid
+        patients = self._check_restriction(user, study_uid)
+        with self._transaction():  # the cache keeps what was opened lately
+            self._conn.execute("UPDATE studies SET last_opened = ? WHERE uid = ?", (time.time(), study_uid))
+            self.audit.append(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
+                                         patients=patients,
+                                         detail={"series": series_uid, "instances": len(images.instances)}))
+        return images
+
+    def thumbnails(self, session: Session, study_uid: str,
+                   size: int = THUMBNAIL_SIZE) -> dict[str, np.ndarray]:
+        """A small picture of the middle image of each series of a study, by series UID.
+
+        Showing them is one audited access to the study. A restricted patient without a live
+        break-glass grant gets none and nothing is decrypted: browsing past such a study in the
+        list is not an attempt to open it (that is refused and alerted when it is opened). A series
+        whose middle image cannot be decoded has no thumbnail; opening it says why.
+        """
+        user = self._gate(session, Action.VIEW_IMAGES)
+        patient = self._patient_of(study_uid)
+        if patient is None:
+            return {}
+        key, pid, restricted = patient
+        if restricted and key not in self._break_glass_patients(user):
+            return {}
+        uids = [uid for uid, in self._query("SELECT uid FROM series WHERE study_uid = ?", (study_uid,))]
+        pictures: dict[str, np.ndarray] = {}
+        for series_uid in uids:
+            images = self._series_images(series_uid, self._decode)
+            if images is None:
+                continue
+            with contextlib.suppress(CustodianError):
+                pictures[series_uid] = shrink(images.render(len(images) // 2), size)
+        if pictures:
+            self._record(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
+                                    patients=(pid,), detail={"thumbnails": len(pictures)}))
+        return pictures
+
+    def _series_images(self, series_uid: str, loader: Callable[[FrameInfo], Decoded]) -> SeriesImages | None:
+        """A series' images as the index describes them (nothing decrypted yet), or None."""
         rows = self._query(
             "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
             "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
@@ -758,23 +803,18 @@ class Vault:
             "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number, i.needs_header "
             "FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL", (series_uid,))
         if not rows:
-            raise CustodianError("This series has no images in the cache.")
-        infos = [FrameInfo.from_row(row) for row in rows]
-        study_uid = infos[0].study_uid
-        patients = self._check_restriction(user, study_uid)
-        with self._transaction():  # the cache keeps what was opened lately
-            self._conn.execute("UPDATE studies SET last_opened = ? WHERE uid = ?", (time.time(), study_uid))
-            self.audit.append(AuditEvent(EventType.INSTANCES_READ, user=user.name, studies=(study_uid,),
-                                         patients=patients,
-                                         detail={"series": series_uid, "instances": len(infos)}))
+            return None
         (modality, frame_of_reference), = self._query(
             "SELECT modality, frame_of_reference FROM series WHERE uid = ?", (series_uid,)) or [("", "")]
-        return SeriesImages(infos, lambda info: self._frames(session, info), modality=modality or "",
+        return SeriesImages([FrameInfo.from_row(row) for row in rows], loader, modality=modality or "",
                             frame_of_reference=frame_of_reference or "")
 
     def _frames(self, session: Session, info: FrameInfo) -> Decoded:
         with self._db:
             self.sessions.check(session)  # reading images counts as activity
+        return self._decode(info)
+
+    def _decode(self, info: FrameInfo) -> Decoded:
         return decode_frames(info, self._plaintext(info.sop_uid, info.study_uid, info.blob_id))
 
     # ------------------------------------------------------------------ measurements

@@ -1,29 +1,65 @@
-"""Results from background threads, handed to the GUI thread (Qt widgets live only there)."""
+"""Results from background threads, handed to the GUI thread (Qt widgets live only there).
+
+A worker may finish after the widget that asked has been closed and deleted. Emitting a signal
+of a QObject that the GUI thread is destroying at that moment is undefined behaviour (a crash),
+so workers never emit on the asker's objects: they emit on one dispatcher that lives as long as
+the application, and the dispatcher, on the GUI thread, drops results whose receiver is gone.
+"""
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, Signal
+import shiboken6
+from PySide6.QtCore import QCoreApplication, QObject, Signal, Slot
 
 from app.errors import CustodianError
 
 T = TypeVar("T")
 
 
-class Bridge(QObject):
-    """``post(*values)`` from any thread calls ``receiver(*values)`` on the GUI thread."""
+class _Dispatcher(QObject):
+    delivered = Signal(object, tuple)  # weak reference to a Bridge, values
 
-    _posted = Signal(tuple)
+    def __init__(self, parent: QObject | None) -> None:
+        super().__init__(parent)
+        self.delivered.connect(self._deliver)  # queued: the dispatcher lives in the GUI thread
+
+    @Slot(object, tuple)
+    def _deliver(self, bridge_ref: weakref.ref[Bridge], values: tuple[Any, ...]) -> None:
+        bridge = bridge_ref()
+        if bridge is not None and shiboken6.isValid(bridge):
+            bridge.receive(values)
+
+
+_dispatcher: _Dispatcher | None = None
+
+
+def _the_dispatcher() -> _Dispatcher:
+    """Made on first use, by a Bridge created on the GUI thread, and kept by the application."""
+    global _dispatcher
+    if _dispatcher is None or not shiboken6.isValid(_dispatcher):
+        _dispatcher = _Dispatcher(QCoreApplication.instance())
+    return _dispatcher
+
+
+class Bridge(QObject):
+    """``post(*values)`` from any thread calls ``receiver(*values)`` on the GUI thread, unless
+    the bridge (a child of the receiver's widget) was deleted meanwhile."""
 
     def __init__(self, receiver: Callable[..., None], parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._posted.connect(lambda values: receiver(*values))
+        self._receiver = receiver
+        self._dispatcher = _the_dispatcher()
 
     def post(self, *values: Any) -> None:
-        self._posted.emit(values)
+        self._dispatcher.delivered.emit(weakref.ref(self), values)
+
+    def receive(self, values: tuple[Any, ...]) -> None:
+        self._receiver(*values)
 
 
 def in_background(name: str, call: Callable[[], T],

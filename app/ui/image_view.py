@@ -9,11 +9,13 @@ measurements, and turns the mouse and keys into requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from itertools import pairwise
 
 import numpy as np
-from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QFocusEvent,
@@ -666,10 +668,10 @@ class ImageView(QWidget):
         self.update()
         self.measurementRemoved.emit(last)
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:
+    def _key_action(self, event: QKeyEvent) -> Callable[[], object] | None:
+        """What a key does in this view, or None when it is not one of the view's keys."""
         if self._series is None:
-            super().keyPressEvent(event)
-            return
+            return None
         key, mods = Qt.Key(event.key()), event.modifiers()
         plain = mods in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.KeypadModifier)
         page = max(1, len(self._series) // 10)
@@ -700,21 +702,33 @@ class ImageView(QWidget):
             Qt.Key.Key_Backspace: self.remove_last_measurement,
         }
         if key in moves and plain:
-            self.set_index(moves[key])
-        elif key == Qt.Key.Key_R and mods == Qt.KeyboardModifier.ControlModifier:
-            self.reset_view()
-            self._refresh()
-        elif key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
-            self.set_annotations(not self._annotations)
-        elif key in TOOL_KEYS and plain:
-            self.set_tool(TOOL_KEYS[key])
-        elif key in PRESET_KEYS[:len(CT_PRESETS)] and plain and self._window is not None:
-            self.apply_preset(list(CT_PRESETS)[PRESET_KEYS.index(key)])
-        elif key in actions and (plain or key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal)):
-            actions[key]()
-        else:
+            return partial(self.set_index, moves[key])
+        if key == Qt.Key.Key_R and mods == Qt.KeyboardModifier.ControlModifier:
+            return lambda: (self.reset_view(), self._refresh())
+        if key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
+            return lambda: self.set_annotations(not self._annotations)
+        if key in TOOL_KEYS and plain:
+            return partial(self.set_tool, TOOL_KEYS[key])
+        if key in PRESET_KEYS[:len(CT_PRESETS)] and plain and self._window is not None:
+            return partial(self.apply_preset, list(CT_PRESETS)[PRESET_KEYS.index(key)])
+        if key in actions and (plain or key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal)):
+            return actions[key]
+        return None
+
+    def event(self, event: QEvent) -> bool:
+        # The view's own keys win over the window's shortcuts while it has the focus: F5 here is
+        # the lung window, not "refresh the study list".
+        if event.type() == QEvent.Type.ShortcutOverride and self._key_action(event) is not None:
+            event.accept()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        action = self._key_action(event)
+        if action is None:
             super().keyPressEvent(event)
             return
+        action()
         event.accept()
 
     def focusInEvent(self, event: QFocusEvent) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from PySide6.QtCore import Qt
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -51,6 +52,7 @@ from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.bridge import Bridge, in_background
 from app.ui.clipboard_guard import ClipboardGuard
+from app.ui.dicom_text import iso_date
 from app.ui.disclosures_dialog import DisclosuresDialog
 from app.ui.enrolment_dialog import reenrol
 from app.ui.export_wizard import ExportWizard
@@ -60,7 +62,7 @@ from app.ui.lock_screen import LockScreen
 from app.ui.login_dialog import LoginDialog
 from app.ui.outside_media_dialog import OutsideMediaDialog
 from app.ui.pacs_panel import PacsPanel
-from app.ui.study_list import StudyBrowser, iso_date
+from app.ui.study_list import StudyBrowser
 from app.ui.user_menu import UserMenu
 from app.ui.viewport_grid import GridState, Viewport, ViewportGrid
 
@@ -68,6 +70,15 @@ T = TypeVar("T")
 
 LAYOUT_SHORTCUTS = {"1x1": "Ctrl+1", "1x2": "Ctrl+2", "2x2": "Ctrl+4"}
 STATUS_SECONDS = 8
+BROWSER_HELP = (
+    "Study list: select to list the series, Enter or double-click opens the study with the relevant "
+    "prior beside it",
+    "Timeline (above the series): the patient's studies, newest first, the relevant prior in amber; "
+    "click to list, double-click to open",
+    "Series list: select or double-click to show in the active viewport, or drag a series onto any "
+    "viewport",
+)
+THUMBNAIL_DELAY_MS = 250  # a reader arrowing down the list is not asking for every study's images
 LOCKED_TITLE = "Custodian — locked"
 
 
@@ -122,6 +133,7 @@ class MainWindow(QMainWindow):
         self._locked_work: LockedWork | None = None
         self._audit_viewer: AuditViewer | None = None
         self._mpr_window: QWidget | None = None
+        self._thumbnail_ticket = 0  # answers to older requests are dropped
 
         self.browser = StudyBrowser()
         self.pacs_panel = PacsPanel(vault, lambda: self._session)
@@ -165,6 +177,9 @@ class MainWindow(QMainWindow):
         self.pacs_panel.retrieved.connect(self._retrieved)
         self._send_done = Bridge(self._sent, self)
         self._prefetched = Bridge(self._fetched_priors, self)
+        self._thumbnails_ready = Bridge(self._show_thumbnails, self)
+        self._thumbnail_timer = QTimer(self, singleShot=True, interval=THUMBNAIL_DELAY_MS)
+        self._thumbnail_timer.timeout.connect(self._load_thumbnails)
         self.browser.studySelected.connect(self._list_series)
         self.browser.studyOpened.connect(self.open_study)
         self.browser.seriesSelected.connect(self._series_chosen)
@@ -173,6 +188,7 @@ class MainWindow(QMainWindow):
         self.grid.measured.connect(self._save_measurement)
         self.grid.measurementRemoved.connect(self._delete_measurement)
         self.grid.failed.connect(self.show_error)
+        self.grid.seriesDropped.connect(self._series_dropped)
         self.idle_watch.idle.connect(self.lock)
         self.idle_watch.active.connect(self._keep_alive)
         self.lock_screen.unlocked.connect(self._unlocked)
@@ -551,6 +567,8 @@ class MainWindow(QMainWindow):
             popup = QApplication.activePopupWidget()
         QToolTip.hideText()  # a table cell's tooltip repeats the patient's name
         self._close_3d()
+        self._thumbnail_timer.stop()
+        self._thumbnail_ticket += 1
         work = LockedWork(self.browser.current_study_uid(), self.browser.filter_edit.text(),
                           self.grid.blank())
         self.browser.clear()
@@ -749,6 +767,31 @@ class MainWindow(QMainWindow):
             listed = _count(len(series), "series", "series")
             self.statusBar().showMessage(f"{iso_date(study.study_date)} {study.description} · {listed}",
                                          STATUS_SECONDS * 1000)
+            self._thumbnail_ticket += 1
+            self._thumbnail_timer.start()
+
+    def _load_thumbnails(self) -> None:
+        """Thumbnails of the listed study's series, decoded in the background (one audited access)."""
+        session, study_uid, ticket = self._session, self._listed_study, self._thumbnail_ticket
+        if session is None or study_uid is None or self.locked \
+                or not permits(session.user.role, Action.VIEW_IMAGES):
+            return
+        # A failure (the session ended meanwhile, a busy vault) only means no thumbnails: opening
+        # the series reports it plainly.
+        in_background("thumbnails", lambda: self._vault.thumbnails(session, study_uid),
+                      lambda pictures, _error: self._thumbnails_ready.post(ticket, study_uid, pictures or {}))
+
+    def _show_thumbnails(self, ticket: int, study_uid: str, pictures: dict[str, np.ndarray]) -> None:
+        # An answer for a study no longer listed, or from before a lock or another user's login,
+        # is dropped: it must never appear on someone else's screen.
+        if ticket == self._thumbnail_ticket and study_uid == self._listed_study and not self.locked:
+            self.browser.set_thumbnails(pictures)
+
+    def _series_dropped(self, viewport: Viewport, series_uid: str) -> None:
+        """A series dragged from the series list onto a viewport: show it there and work in it."""
+        if self.load_series(series_uid, viewport):
+            self.grid.set_active(viewport)
+            viewport.view.setFocus()
 
     def _series_chosen(self, series_uid: str) -> None:
         if self.grid.active.series_uid != series_uid:
@@ -757,8 +800,15 @@ class MainWindow(QMainWindow):
     def _viewport_activated(self, viewport: Viewport) -> None:
         self.browser.select_series(viewport.series_uid)
 
+    def help_text(self) -> str:
+        """The viewports' controls, the browser's, and every shortcut of the window's own actions."""
+        shortcuts = sorted({f"{action.shortcut().toString()}: {action.text().replace('&', '')}"
+                            for action in self.findChildren(QAction) if not action.shortcut().isEmpty()})
+        return "\n".join(["In a viewport:", *CONTROLS_HELP, "", "Study browser:", *BROWSER_HELP, "",
+                          "Window:", *shortcuts])
+
     def _show_controls(self) -> None:
-        QMessageBox.information(self, "Viewer controls", "\n".join(CONTROLS_HELP))
+        QMessageBox.information(self, "Viewer controls", self.help_text())
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

@@ -26,8 +26,9 @@ from app.net.query import RemoteStudy
 from app.security.sessions import Session
 from app.store.vault import Vault
 from app.ui.bridge import Bridge, in_background
+from app.ui.dicom_text import iso_date, person_name
 from app.ui.forms import error_label, hint_label, show_message
-from app.ui.study_list import UID_ROLE, Column, RecordTableModel, iso_date, person_name, record_table, shown
+from app.ui.study_list import UID_ROLE, Column, RecordTableModel, record_table, shown
 
 
 class RemoteStudyModel(RecordTableModel):

@@ -1,26 +1,31 @@
-"""The study list and, below it, the series of the selected study.
+"""The study list, the patient's timeline of studies, and the series of the selected study.
 
-The tables only display the summaries the vault hands out and report the reader's choices as
-UIDs; the main window does the vault calls. A demographic the role may not see arrives as None
-and shows as a dash; a restricted patient's hidden name shows as "Restricted patient".
+The tables only display the summaries and thumbnails the vault hands out and report the reader's
+choices as UIDs; the main window does the vault calls. A demographic the role may not see arrives
+as None and shows as a dash; a restricted patient's hidden name shows as "Restricted patient".
+A series row can be dragged onto a viewport.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import (
     QAbstractTableModel,
     QItemSelectionModel,
+    QMimeData,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
+    QSize,
     QSortFilterProxyModel,
     Qt,
     Signal,
 )
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -31,7 +36,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.imaging.thumbnail import THUMBNAIL_SIZE
 from app.store.records import SeriesSummary, StudySummary
+from app.ui.dicom_text import iso_date, person_name
+from app.ui.dragging import SERIES_MIME, series_mime
+from app.ui.timeline import PatientTimeline
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -42,20 +51,16 @@ RESTRICTED = "Restricted patient"
 ModelIndex = QModelIndex | QPersistentModelIndex
 
 
-def person_name(value: str) -> str:
-    """DICOM PN 'Family^Given^Middle^Prefix^Suffix' the way readers write it: 'Family, Given'."""
-    family, given, middle, prefix, suffix = ([*value.split("=")[0].split("^"), "", "", "", ""])[:5]
-    rest = " ".join(part for part in (prefix, given, middle, suffix) if part)
-    return f"{family}, {rest}" if family and rest else family or rest
-
-
-def iso_date(value: str) -> str:
-    """DICOM DA 'YYYYMMDD' as an unambiguous 'YYYY-MM-DD'; anything else as stored."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
-
-
 def shown(value: str | None, text: Callable[[str], str] = str) -> str:
     return HIDDEN if value is None else text(value)
+
+
+def pixmap(pixels: np.ndarray) -> QPixmap:
+    """Display-ready 8-bit grey (rows, cols) or RGB (rows, cols, 3) pixels as a pixmap (a copy)."""
+    pixels = np.ascontiguousarray(pixels)
+    rows, cols = pixels.shape[:2]
+    fmt = QImage.Format.Format_Grayscale8 if pixels.ndim == 2 else QImage.Format.Format_RGB888
+    return QPixmap.fromImage(QImage(pixels.data, cols, rows, pixels.strides[0], fmt))
 
 
 def patient_text(study: StudySummary) -> str:
@@ -88,6 +93,10 @@ class RecordTableModel(QAbstractTableModel):
         self.beginResetModel()
         self._records = list(records)
         self.endResetModel()
+
+    @property
+    def records(self) -> tuple[Any, ...]:
+        return tuple(self._records)
 
     def row_of(self, uid: str) -> int | None:
         return next((row for row, r in enumerate(self._records) if self._uid(r) == uid), None)
@@ -156,6 +165,35 @@ class SeriesTableModel(RecordTableModel):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(lambda s: s.series_uid, parent)
+        self._pictures: dict[str, QPixmap] = {}
+
+    def set_records(self, records: Sequence[Any]) -> None:
+        self._pictures = {}  # another study's series
+        super().set_records(records)
+
+    def set_thumbnails(self, pictures: Mapping[str, QPixmap]) -> None:
+        self._pictures = dict(pictures)
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, 0),
+                                  [Qt.ItemDataRole.DecorationRole])
+
+    def thumbnail(self, series_uid: str) -> QPixmap | None:
+        return self._pictures.get(series_uid)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if role == Qt.ItemDataRole.DecorationRole and index.isValid() and index.column() == 0:
+            return self._pictures.get(self._uid(self._records[index.row()]))
+        return super().data(index, role)
+
+    def flags(self, index: ModelIndex) -> Qt.ItemFlag:
+        flags = super().flags(index)
+        return flags | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else flags
+
+    def mimeTypes(self) -> list[str]:
+        return [SERIES_MIME]
+
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:
+        return series_mime(indexes[0].data(UID_ROLE))
 
 
 def record_table(model: QAbstractTableModel, columns: Sequence[Column], tip: str) -> QTableView:
@@ -181,7 +219,8 @@ def record_table(model: QAbstractTableModel, columns: Sequence[Column], tip: str
 
 
 class StudyBrowser(QWidget):
-    """Filterable, sortable study table above the series table of the current study."""
+    """Filterable, sortable study table; below it the selected patient's timeline of studies and
+    the series of the current study, with thumbnails once the window has them."""
 
     studySelected = Signal(str)
     studyOpened = Signal(str)
@@ -209,14 +248,24 @@ class StudyBrowser(QWidget):
         date_column = [column.title for column in StudyTableModel.columns].index("Date")
         self.study_table.sortByColumn(date_column, Qt.SortOrder.DescendingOrder)
 
+        self.timeline = PatientTimeline()
         self.series_model = SeriesTableModel(self)
         self.series_table = record_table(self.series_model, SeriesTableModel.columns,
                                    "Series of the selected study: select or double-click to show "
-                                   "in the active viewport")
+                                   "in the active viewport, or drag onto any viewport")
+        self.series_table.setIconSize(QSize(THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        self.series_table.setDragEnabled(True)
+        self.series_table.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
 
+        below = QWidget()
+        column = QVBoxLayout(below)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(4)
+        column.addWidget(self.timeline)
+        column.addWidget(self.series_table, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.study_table)
-        splitter.addWidget(self.series_table)
+        splitter.addWidget(below)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -231,23 +280,34 @@ class StudyBrowser(QWidget):
         self.study_table.activated.connect(lambda index: self.studyOpened.emit(index.data(UID_ROLE)))
         self.series_table.selectionModel().currentRowChanged.connect(self._series_current)
         self.series_table.activated.connect(lambda index: self.seriesOpened.emit(index.data(UID_ROLE)))
+        self.timeline.studyChosen.connect(self.select_study)
+        self.timeline.studyOpened.connect(self.studyOpened.emit)
 
     def current_study_uid(self) -> str | None:
         index = self.study_table.currentIndex()
         return index.data(UID_ROLE) if index.isValid() else None
 
     def clear(self) -> None:
-        """Empty both tables and the filter."""
+        """Empty the tables, the timeline and the filter."""
         self.filter_edit.clear()
         self.set_studies([])
         self.set_series([])
 
     def set_studies(self, studies: Sequence[StudySummary]) -> None:
+        self.timeline.clear()  # filled again when a study is made current
         self.study_model.set_records(studies)
         self.study_table.resizeColumnsToContents()
 
     def set_series(self, series: Sequence[SeriesSummary]) -> None:
         self.series_model.set_records(series)
+        self.series_table.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
+        self.series_table.resizeColumnsToContents()
+
+    def set_thumbnails(self, pictures: Mapping[str, np.ndarray]) -> None:
+        """Show each series' thumbnail (display-ready pixels by series UID) beside its number."""
+        self.series_model.set_thumbnails({uid: pixmap(p) for uid, p in pictures.items()})
+        if pictures:
+            self.series_table.verticalHeader().setDefaultSectionSize(THUMBNAIL_SIZE + 4)
         self.series_table.resizeColumnsToContents()
 
     def select_study(self, study_uid: str) -> bool:
@@ -278,8 +338,14 @@ class StudyBrowser(QWidget):
         table.scrollTo(index)
 
     def _study_current(self, current: QModelIndex, previous: QModelIndex) -> None:
-        if current.isValid():
-            self.studySelected.emit(current.data(UID_ROLE))
+        if not current.isValid():
+            self.timeline.clear()
+            return
+        uid = current.data(UID_ROLE)
+        studies = self.study_model.records
+        study = next(s for s in studies if s.study_uid == uid)
+        self.timeline.show_patient(study, studies)
+        self.studySelected.emit(uid)
 
     def _series_current(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid():

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from functools import partial
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QGridLayout, QVBoxLayout, QWidget
 
 from app.imaging.display import Window
 from app.imaging.geometry import reference_line
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
+from app.ui.dragging import dragged_series
 from app.ui.image_view import ImageView
 
 LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
@@ -47,10 +48,14 @@ class GridState:
 
 
 class Viewport(QWidget):
-    """An :class:`ImageView` in a one-pixel frame that lights up while the cell is active."""
+    """An :class:`ImageView` in a one-pixel frame that lights up while the cell is active; a
+    series dragged from the series list may be dropped on it."""
+
+    dropped = Signal(str)  # series UID
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setAcceptDrops(True)
         self.view = ImageView(self)
         self.series_uid: str | None = None
         self.study_uid: str | None = None
@@ -86,6 +91,16 @@ class Viewport(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         QPainter(self).fillRect(self.rect(), ACTIVE_FRAME if self._highlight else Qt.GlobalColor.black)
 
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if dragged_series(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        series_uid = dragged_series(event.mimeData())
+        if series_uid is not None:
+            event.acceptProposedAction()
+            self.dropped.emit(series_uid)
+
 
 class ViewportGrid(QWidget):
     """Four viewports, of which the layout shows the first one, two or four."""
@@ -94,6 +109,7 @@ class ViewportGrid(QWidget):
     failed = Signal(str)
     measured = Signal(object, object)  # Viewport, Measurement
     measurementRemoved = Signal(object, object)  # Viewport, Measurement
+    seriesDropped = Signal(object, str)  # Viewport, series UID
 
     def __init__(self, layout: str = "1x1", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -113,6 +129,7 @@ class ViewportGrid(QWidget):
             viewport.view.indexChanged.connect(partial(self._scrolled, viewport))
             viewport.view.measured.connect(partial(self.measured.emit, viewport))
             viewport.view.measurementRemoved.connect(partial(self.measurementRemoved.emit, viewport))
+            viewport.dropped.connect(partial(self.seriesDropped.emit, viewport))
         self.set_layout(layout)
 
     @property

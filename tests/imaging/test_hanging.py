@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.imaging.hanging import relevant_prior
+from app.imaging.hanging import patient_studies, relevant_prior
 from app.store.records import StudySummary
 
 
@@ -22,3 +22,12 @@ def test_falls_back_to_any_earlier_study_and_never_pairs_unknown_patients() -> N
     assert relevant_prior(current, [study("x", "P2", "20250101", "CT")]) is None
     anonymous = study("a", "", "20260315", "CT")
     assert relevant_prior(anonymous, [study("b", "", "20250101", "CT")]) is None
+
+
+def test_timeline_is_the_patients_studies_newest_first() -> None:
+    current = study("c", "P1", "20260315", "CT")
+    others = [study("old", "P1", "20200101", "CR"), current, study("other", "P2", "20260301", "CT"),
+              study("later", "P1", "20260401", "MR")]
+    assert [s.study_uid for s in patient_studies(current, others)] == ["later", "c", "old"]
+    anonymous = study("a", "", "20260315", "CT")
+    assert patient_studies(anonymous, [anonymous, study("b", "", "20250101", "CT")]) == [anonymous]

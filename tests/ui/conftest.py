@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QLabel,
     QLineEdit,
+    QListView,
     QMenu,
     QStatusBar,
     QWidget,
@@ -208,8 +209,9 @@ def shown_texts(window: QWidget) -> list[str]:
             texts += [widget.title(), *(action.text() for action in widget.actions())]
         if isinstance(widget, QAbstractItemView) and widget.model() is not None:
             model = widget.model()
+            columns = 1 if isinstance(widget, QListView) else model.columnCount()
             texts += [str(model.index(row, column).data(role))
-                      for row in range(model.rowCount()) for column in range(model.columnCount())
+                      for row in range(model.rowCount()) for column in range(columns)
                       for role in (0, 3)]  # display and tooltip
     return texts
 
