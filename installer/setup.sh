@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up Custodian in ./.venv (idempotent). As root on Debian/Ubuntu it also installs the
 # system packages the test suite uses as real peers (DCMTK, Orthanc, rsyslog-gnutls, 7-Zip,
-# xorriso, Xvfb with Mesa) and the libraries Qt needs to run offscreen.
+# xorriso, OpenJPH for HTJ2K test images, Xvfb with Mesa) and the libraries Qt needs to run offscreen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(
-    dcmtk orthanc rsyslog-gnutls p7zip-full xorriso xvfb libgl1-mesa-dri libegl1 libxkbcommon0
+    dcmtk orthanc rsyslog-gnutls p7zip-full xorriso openjph-tools xvfb libgl1-mesa-dri libegl1 libxkbcommon0
     libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libfontconfig1
     libdbus-1-3 fonts-dejavu-core
 )

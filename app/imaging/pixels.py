@@ -55,6 +55,7 @@ class FrameInfo:
     pixel_offset: int | None
     number: int | None
     needs_header: bool = True  # LUTs, palette, overlays...; unknown (older imports) counts as yes
+    frame_positions: tuple[tuple[float, ...], ...] | None = None  # enhanced multi-frame: per frame
 
     @classmethod
     def from_row(cls, row: tuple[object, ...]) -> FrameInfo:
@@ -62,7 +63,12 @@ class FrameInfo:
         for i in (17, 18, 19):  # pixel_spacing, position, orientation are stored as JSON
             values[i] = _vector(values[i])
         values[22] = values[22] is None or bool(values[22])
+        if len(values) > 23:
+            values[23] = tuple(tuple(p) for p in json.loads(values[23])) if values[23] else None
         return cls(*values)
+
+    def frame_position(self, frame: int) -> tuple[float, ...] | None:
+        return self.frame_positions[frame] if self.frame_positions else self.position
 
     @property
     def slope(self) -> float:

@@ -17,23 +17,27 @@ CACHE_INSTANCES = 64
 OVERLAY_GREY = 255  # overlay planes are drawn in full white, as the standard's display does
 
 
-def _slice_key(info: FrameInfo) -> tuple[float, float, str]:
-    """Order against the slice normal when geometry is known (axial: head first), else by number."""
-    if info.position and info.orientation:
+def _frame_key(info: FrameInfo, frame: int) -> tuple[float, float, str, int]:
+    """Order against the slice normal when geometry is known (axial: head first), else by number
+    and then frame: an enhanced multi-frame image's frames are placed one by one, wherever the
+    modality wrote them in the file."""
+    position = info.frame_position(frame)
+    if position and info.orientation:
         row, col = np.array(info.orientation[:3]), np.array(info.orientation[3:])
-        return (0.0, -float(np.dot(np.cross(row, col), info.position)), info.sop_uid)
-    return (1.0, float(info.number or 0), info.sop_uid)
+        return (0.0, -float(np.dot(np.cross(row, col), position)), info.sop_uid, frame)
+    return (1.0, float(info.number or 0), info.sop_uid, frame)
 
 
 class SeriesImages:
     def __init__(self, infos: list[FrameInfo], loader: Loader, *, modality: str = "",
                  frame_of_reference: str = "") -> None:
-        self.instances = sorted(infos, key=_slice_key)
+        self.instances = sorted(infos, key=lambda info: _frame_key(info, 0))
         self.modality = modality
         self.frame_of_reference = frame_of_reference
         self._load = loader
-        self._index = [(inst, f) for inst, info in enumerate(self.instances)
-                       for f in range(info.frames)]
+        self._index = sorted(((inst, f) for inst, info in enumerate(self.instances)
+                              for f in range(info.frames)),
+                             key=lambda pair: _frame_key(self.instances[pair[0]], pair[1]))
         self._cache: OrderedDict[int, Decoded] = OrderedDict()
 
     def __len__(self) -> int:
@@ -93,10 +97,12 @@ class SeriesImages:
 
     def plane(self, i: int) -> Plane | None:
         """Where frame ``i`` lies in the patient; None without position and orientation."""
-        info = self.info(i)
-        if not info.position or not info.orientation or len(info.orientation) != 6:
+        inst, frame = self._index[i]
+        info = self.instances[inst]
+        position = info.frame_position(frame)
+        if not position or not info.orientation or len(info.orientation) != 6:
             return None
-        return Plane.of(info.position, info.orientation, info.pixel_spacing, info.rows, info.columns)
+        return Plane.of(position, info.orientation, info.pixel_spacing, info.rows, info.columns)
 
     def matching_index(self, plane: Plane, offset: float = 0.0) -> int | None:
         """The frame of this series nearest to a parallel ``plane`` of another (same patient)
@@ -134,13 +140,17 @@ class SeriesImages:
         return out
 
     def volume(self, threads: int = 2) -> np.ndarray:
-        """Every frame stacked (stored values) for single-sample series of one frame size."""
+        """Every frame stacked in display order (stored values) for single-sample series of one
+        frame size."""
         shapes = {(info.rows, info.columns, info.samples) for info in self.instances}
         if len(shapes) != 1 or next(iter(shapes))[2] != 1:
             raise ValueError("The series mixes image sizes or is colour; it has no single volume.")
         with ThreadPoolExecutor(threads) as pool:
             parts = [decoded.frames for decoded in pool.map(self._load, self.instances)]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        stacked = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        starts = np.cumsum([0] + [info.frames for info in self.instances])
+        order = [starts[inst] + frame for inst, frame in self._index]
+        return stacked if order == list(range(len(order))) else stacked[order]
 
 
 def _draw_plane(out: np.ndarray, plane: np.ndarray, origin: tuple[int, int]) -> None:

@@ -49,9 +49,10 @@ def build_volume(series: SeriesImages, threads: int = 2) -> Volume:
     """The series' slices as one volume; refused (plainly) when they do not form one."""
     planes = [series.plane(i) for i in range(len(series))]
     infos = series.instances
-    if len(infos) < 2 or len(planes) != len(infos) or any(p is None for p in planes):
-        raise CustodianError("3D needs a series of at least two single-frame slices with position and "
-                             "orientation; this series has none.")
+    if len(planes) < 2 or any(p is None for p in planes):
+        raise CustodianError("3D needs a series of at least two slices with position and orientation "
+                             "(single-frame slices, or an enhanced multi-frame image with per-frame "
+                             "positions); this series has none.")
     first = planes[0]
     shapes = {(i.rows, i.columns, i.samples) for i in infos}
     if len(shapes) != 1 or infos[0].samples != 1:
@@ -66,14 +67,17 @@ def build_volume(series: SeriesImages, threads: int = 2) -> Volume:
     if step <= 0 or np.abs(gaps - step).max() > SPACING_TOLERANCE * step:
         raise CustodianError("The slices of this series are not evenly spaced; 3D needs a regular volume.")
     rows, cols = infos[0].rows, infos[0].columns
-    count = len(infos)
+    count = len(planes)
     integral = all(float(i.slope).is_integer() and float(i.intercept).is_integer() for i in infos)
     data = np.empty((count, rows, cols), np.int16 if integral else np.float32)
 
     def fill(k: int) -> bool:
         """Slice k of the volume from display index count-1-k; False if int16 cannot hold it."""
         values = series.values(count - 1 - k, keep=False)
-        if data.dtype == np.int16 and (values.min() < _INT16.min or values.max() > _INT16.max):
+        if data.dtype == np.int16 and (values.min() < _INT16.min or values.max() > _INT16.max
+                                       # a per-frame rescale (enhanced images) the index cannot see
+                                       or (values.dtype.kind == "f" and not np.array_equal(values,
+                                                                                           np.rint(values)))):
             return False
         data[k] = values
         return True

@@ -299,8 +299,8 @@ INSERT_INSTANCE = (
     "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class, number, blob, size, sha256, "
     "transfer_syntax, rows, columns, frames, samples, bits_allocated, bits_stored, "
     "pixel_representation, photometric, rescale_slope, rescale_intercept, window_center, "
-    "window_width, pixel_spacing, position, orientation, pixel_offset, needs_header, imported_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "window_width, pixel_spacing, position, orientation, pixel_offset, needs_header, frame_positions, "
+    "imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -310,5 +310,6 @@ def _instance_row(p: ParsedInstance, blob_id: str, size: int, digest: str,
             size, digest, p.transfer_syntax, p.rows, p.columns, p.frames, p.samples,
             p.bits_allocated, p.bits_stored, p.pixel_representation, p.photometric,
             p.rescale_slope, p.rescale_intercept, p.window_center, p.window_width,
-            p.pixel_spacing, p.position, p.orientation, p.pixel_offset, p.needs_header, now)
+            p.pixel_spacing, p.position, p.orientation, p.pixel_offset, p.needs_header,
+            p.frame_positions, now)
 

@@ -288,6 +288,11 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX measurements_series ON measurements(user, series_uid);
     """,
+    # One position per frame of an enhanced multi-frame image (from its functional groups), so
+    # its frames are ordered, synchronised and stacked in 3D by where they lie; NULL otherwise.
+    14: """
+    ALTER TABLE instances ADD COLUMN frame_positions TEXT;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -85,6 +85,7 @@ class ParsedInstance:
     position: str | None = None
     orientation: str | None = None
     pixel_offset: int | None = None  # where native little-endian pixel bytes start, for fast loads
+    frame_positions: str | None = None  # JSON, one Image Position (Patient) per frame (enhanced)
     needs_header: bool | None = None  # display needs more than rescale and one window (LUTs...)
 
 
@@ -277,7 +278,42 @@ def parse(data: bytes) -> ParsedInstance:
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if raw is not None:
         record.update(_pixel_description(h, raw, data, syntax))
+        if (record["frames"] or 1) > 1 and h.has("PerFrameFunctionalGroupsSequence"):
+            record.update(_frame_geometry(ds, record))
     return ParsedInstance(**record)
+
+
+def _frame_geometry(ds: Dataset, record: dict[str, object]) -> dict[str, object]:
+    """Where each frame of an enhanced multi-frame image lies (PS3.3 C.7.6.16.2.3 Plane Position,
+    C.7.6.16.2.4 Plane Orientation, C.7.6.16.2.1 Pixel Measures), from the per-frame or shared
+    functional groups; nothing when a frame has no position (the frames then stay in file order)."""
+    try:
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+
+        def group_value(item: Dataset, sequence: str, keyword: str, count: int) -> list[float] | None:
+            for source in (item, shared):
+                group = source.get(sequence)
+                value = group[0].get(keyword) if group else None
+                if value is not None and len(value) == count:
+                    return [float(v) for v in value]
+            return None
+
+        positions = [group_value(item, "PlanePositionSequence", "ImagePositionPatient", 3)
+                     for item in per_frame]
+        orientation = group_value(per_frame[0], "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+        spacing = group_value(per_frame[0], "PixelMeasuresSequence", "PixelSpacing", 2)
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise Rejected("the functional groups of this multi-frame image are malformed") from exc
+    found: dict[str, object] = {}
+    if record.get("orientation") is None and orientation is not None:
+        found["orientation"] = json.dumps(orientation)
+    if record.get("pixel_spacing") is None and spacing is not None:
+        found["pixel_spacing"] = json.dumps(spacing)
+    if len(positions) == record["frames"] and all(p is not None for p in positions):
+        found["frame_positions"] = json.dumps(positions)
+        found["position"] = json.dumps(positions[0])
+    return found
 
 
 def _pixel_description(h: _Header, raw: object, data: bytes, syntax: str) -> dict[str, object]:

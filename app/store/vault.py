@@ -800,8 +800,8 @@ class Vault:
             "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
             "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
             "i.photometric, i.rescale_slope, i.rescale_intercept, i.window_center, i.window_width, "
-            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number, i.needs_header "
-            "FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL", (series_uid,))
+            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number, i.needs_header, "
+            "i.frame_positions FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL", (series_uid,))
         if not rows:
             return None
         (modality, frame_of_reference), = self._query(
