@@ -78,6 +78,20 @@ class Reslicer:
     def oblique(self, tilt: float, index: int, thickness: int = 1, mode: str = "mip") -> np.ndarray:
         """An axial plane turned ``tilt`` degrees about the left-right axis through the volume's
         centre, then moved ``index`` slices along its own normal (linear interpolation)."""
+        axes, size, spacing = self._oblique_axes(tilt, index)
+        return self._run(axes, size, spacing, self.volume.spacing[0], thickness, mode, nearest=False)
+
+    def oblique_point(self, tilt: float, index: int, column: float, row: float) -> tuple[float, float, float]:
+        """The voxel (slice, row, column; fractional) that pixel (``column``, ``row``) of
+        :meth:`oblique` shows: where a click on the tilted plane points in the volume."""
+        (x, down, _normal, corner), _, (dx, step) = self._oblique_axes(tilt, index)
+        point = np.asarray(corner) + column * dx * np.asarray(x) + row * step * np.asarray(down)
+        dz, dy, dx = self.volume.spacing
+        return float(point[2] / dz), float(point[1] / dy), float(point[0] / dx)
+
+    def _oblique_axes(self, tilt: float, index: int) -> tuple[tuple[tuple[float, ...], ...], tuple[int, int],
+                                                              tuple[float, float]]:
+        """Reslice axes (x, y, normal, origin in mm from voxel 0), image size and pixel spacing."""
         slices, rows, cols = self.volume.shape
         dz, dy, dx = self.volume.spacing
         a = math.radians(tilt)
@@ -88,8 +102,7 @@ class Reslicer:
         height = math.ceil(math.hypot((rows - 1) * dy, (slices - 1) * dz) / step) + 1
         corner = centre - np.array(down) * (height - 1) * step / 2 - np.array([(cols - 1) * dx / 2, 0, 0])
         corner = corner + np.array(normal) * (index - (slices - 1) / 2) * dz
-        axes = ((1, 0, 0), down, normal, tuple(corner))
-        return self._run(axes, (cols, height), (dx, step), dz, thickness, mode, nearest=False)
+        return ((1.0, 0.0, 0.0), down, normal, tuple(corner)), (cols, height), (dx, step)
 
     def _run(self, axes: tuple[tuple[float, ...], ...], size: tuple[int, int],
              spacing: tuple[float, float], across: float, thickness: int, mode: str, *,

@@ -317,7 +317,12 @@ class MprWindow(QWidget):
         """Put the cursor on a point of ``plane``: the other two planes move through it."""
         slices = self.volume.shape[0]
         column, row = round(x), round(y)
-        if plane == "axial" and not self.tilt:
+        if plane == "axial" and self.tilt:
+            # The tilted plane stays where it is (the axial cursor places it); the coronal and
+            # sagittal planes move through the clicked point.
+            _, at_row, at_column = self.reslicer.oblique_point(self.tilt, self.cursor["axial"], x, y)
+            self.cursor["coronal"], self.cursor["sagittal"] = round(at_row), round(at_column)
+        elif plane == "axial":
             self.cursor["sagittal"], self.cursor["coronal"] = column, row
         elif plane == "coronal":
             self.cursor["sagittal"], self.cursor["axial"] = column, slices - 1 - row

@@ -10,9 +10,12 @@ sized to its image, so one voxel is one screen pixel and the panes can be compar
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import shiboken6
 from PySide6.QtWidgets import QApplication
 
 from app.demo.studies import Patient, ct_study, to_bytes
@@ -20,7 +23,10 @@ from app.imaging.display import apply_window
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesImages
 from app.imaging.volume import build_volume, reference_slice
+from app.security.roles import Role
+from app.ui.main_window import MainWindow
 from app.ui.mpr_window import MprWindow
+from tests.conftest import make_env
 from tests.imaging.frames import info_of
 
 SIZE, SLICES = 140, 40
@@ -58,6 +64,11 @@ def main(out: str) -> None:
     window.set_slab("mip", 25.0)  # 10 slices of 2.5 mm: 11, centred on the cursor
     keep("slab")
     window.set_slab("", 25.0)
+    window.set_tilt(30.0)
+    window.panes["axial"].clicked.emit(50.0, 60.0)  # a point of the tilted plane
+    saved["tilted_cursor"] = np.array([window.cursor[p] for p in ("axial", "coronal", "sagittal")])
+    saved["tilted_point"] = np.array(window.reslicer.oblique_point(30.0, window.cursor["axial"], 50.0, 60.0))
+    window.set_tilt(0.0)
     window.set_window(window.volume.window)
     start = time.perf_counter()
     for step in range(20):
@@ -66,8 +77,32 @@ def main(out: str) -> None:
     for preset in ("Bone", "MIP"):
         window.volume_pane.set_preset(preset)
         saved[f"render_{preset}"] = window.volume_pane.pixels()
-    np.savez(out, **saved)
     window.close()
+    saved["lock_closes_3d"] = np.array(_lock_closes_3d(datasets))
+    np.savez(out, **saved)
+
+
+def _lock_closes_3d(datasets: list) -> list[bool]:
+    """Open 3D from the reading window, lock it: (3D shown before, 3D gone after, nothing left)."""
+    with tempfile.TemporaryDirectory() as home:
+        env = make_env(Path(home) / "home")
+        env.add("tech", Role.TECHNOLOGIST)
+        env.add("rad", Role.RADIOLOGIST)
+        env.vault.import_bytes(env.login("tech"), [(f"m{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+        reading = MainWindow(env.vault, env.login("rad"))
+        reading.show()
+        reading.refresh()
+        reading.open_study(datasets[0].StudyInstanceUID)
+        mpr = reading.open_3d()
+        QApplication.processEvents()
+        shown = mpr is not None and mpr.isVisible()
+        reading.lock()
+        QApplication.processEvents()
+        gone = not shiboken6.isValid(mpr) or not mpr.isVisible()
+        left = [w for w in QApplication.topLevelWidgets() if isinstance(w, MprWindow) and w.isVisible()]
+        reading.close()
+        env.vault.close()
+        return [shown, gone, not left]
 
 
 if __name__ == "__main__":

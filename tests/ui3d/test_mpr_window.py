@@ -56,6 +56,20 @@ def test_a_click_moves_the_other_planes_through_the_point(scene: dict[str, np.nd
     assert scene["clicked_cursor"].tolist() == [34, 70, 30]
 
 
+def test_a_click_on_the_tilted_plane_moves_the_other_planes_through_the_point(
+        scene: dict[str, np.ndarray]) -> None:
+    axial, coronal, sagittal = scene["tilted_cursor"]
+    _, row, column = scene["tilted_point"]
+    assert (coronal, sagittal) == (round(row), round(column)) and sagittal == 50
+    assert axial == scene["slab_cursor"][0], "the tilted plane itself stays where it was"
+    assert round(row) != 60, "at 30° the point's row is not the pixel's row"
+
+
+def test_locking_the_reading_window_closes_3d(scene: dict[str, np.ndarray]) -> None:
+    shown, gone, nothing_left = scene["lock_closes_3d"]
+    assert shown and gone and nothing_left
+
+
 def test_cursor_lines_are_drawn_where_the_other_planes_cut(scene: dict[str, np.ndarray]) -> None:
     axial = scene["clicked_axial"].astype(int)
     coloured = ~((axial[..., 0] == axial[..., 1]) & (axial[..., 1] == axial[..., 2]))
