@@ -26,6 +26,7 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
 from app.errors import CustodianError, NotAuthenticated, UsageError
+from app.imaging.hanging import LAYOUTS
 from app.media.disclosures import Delivery, IdentityCheck, MediaKind, Purpose, RecipientKind
 from app.net.nodes import Node
 from app.paths import resolve_home
@@ -991,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("gui", cmd_gui, "open the workstation")
     p.add_argument("--open", metavar="STUDY_UID")
-    p.add_argument("--layout", choices=["1x1", "1x2", "2x2"], default="1x1")
+    p.add_argument("--layout", choices=list(LAYOUTS), default="1x1")
     p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
     p = add("demo", cmd_demo, "make a throw-away demo home and open the workstation")
     p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")

@@ -6,6 +6,16 @@ from collections.abc import Iterable
 
 from app.store.records import StudySummary
 
+# Viewport layouts, rows × columns, smallest first.
+LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2), "2x3": (2, 3),
+                                       "3x3": (3, 3)}
+MAX_ROWS, MAX_COLUMNS = 3, 3
+
+
+def layout_for(count: int) -> str:
+    """The smallest layout with a viewport for each of ``count`` series (at most 3×3)."""
+    return next((name for name, (rows, cols) in LAYOUTS.items() if rows * cols >= count), "3x3")
+
 
 def patient_studies(current: StudySummary, studies: Iterable[StudySummary]) -> list[StudySummary]:
     """The current study's patient's studies, newest first (the timeline of priors).

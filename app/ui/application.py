@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QDialog
 
 from app.audit.repository import sync_job
 from app.errors import CustodianError, UsageError
+from app.imaging.hanging import LAYOUTS
 from app.net.scp import StorageScp
 from app.net.watch import pacs_job
 from app.security.sessions import Session
@@ -21,7 +22,6 @@ from app.ui.enrolment_dialog import required_reenrolment
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
-from app.ui.viewport_grid import LAYOUTS
 
 SCREENSHOT_SIZE = (1280, 800)
 

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
-from app.imaging.hanging import relevant_prior
+from app.imaging.hanging import layout_for, relevant_prior
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
 from app.imaging.volume import build_volume
@@ -68,7 +68,7 @@ from app.ui.viewport_grid import GridState, Viewport, ViewportGrid
 
 T = TypeVar("T")
 
-LAYOUT_SHORTCUTS = {"1x1": "Ctrl+1", "1x2": "Ctrl+2", "2x2": "Ctrl+4"}
+LAYOUT_SHORTCUTS = {"1x1": "Ctrl+1", "1x2": "Ctrl+2", "2x2": "Ctrl+4", "2x3": "Ctrl+6", "3x3": "Ctrl+9"}
 STATUS_SECONDS = 8
 BROWSER_HELP = (
     "Study list: select to list the series, Enter or double-click opens the study with the relevant "
@@ -226,6 +226,10 @@ class MainWindow(QMainWindow):
                                   toolTip="Axial, coronal and sagittal planes, thick slabs, oblique and "
                                           "volume rendering of the active viewport's series (Ctrl+M)")
         self.mpr_action.triggered.connect(self.open_3d)
+        per_series = QAction("One viewport per &series", self, shortcut=QKeySequence("Ctrl+0"),
+                             toolTip="A layout with a viewport for each series of the selected study, "
+                                     "all of them hung (Ctrl+0)")
+        per_series.triggered.connect(self.hang_per_series)
         controls = QAction("Viewer &controls", self, shortcut=QKeySequence("F1"),
                            toolTip="Mouse and keyboard controls of the viewports (F1)")
         controls.triggered.connect(self._show_controls)
@@ -259,6 +263,8 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         layout_menu = view_menu.addMenu("&Layout")
         layout_menu.addActions(list(layouts.values()))
+        layout_menu.addSeparator()
+        layout_menu.addAction(per_series)
         view_menu.addAction(reset)
         view_menu.addAction(self.sync_action)
         view_menu.addAction(self.mpr_action)
@@ -282,7 +288,7 @@ class MainWindow(QMainWindow):
         refresh.setIconText("Refresh")
         reset.setIconText("Reset W/L")
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work_actions = [refresh, reset, self.sync_action, self.mpr_action, controls,
+        self._work_actions = [refresh, reset, self.sync_action, self.mpr_action, controls, per_series,
                               self.send_action,
                               self.export_action,
                               self.outside_action, *layouts.values(), *menu.actions()]
@@ -394,6 +400,22 @@ class MainWindow(QMainWindow):
     def set_layout(self, name: str) -> None:
         self.grid.set_layout(name)
         self.layout_actions[name].setChecked(True)
+
+    def hang_per_series(self) -> bool:
+        """Switch to the layout with a viewport for each series of the selected study and open it."""
+        study_uid = self.browser.current_study_uid()
+        if study_uid is None:
+            self.show_error("Select a study first: each of its series gets a viewport.")
+            return False
+        self._list_series(study_uid)
+        if self._listed_study != study_uid:
+            return False
+        self.set_layout(layout_for(len(self._series)))
+        if len(self._series) > len(self.grid.visible_viewports()):
+            self.statusBar().showMessage(f"The first {len(self.grid.visible_viewports())} of "
+                                         f"{len(self._series)} series are shown; drag others onto a "
+                                         "viewport.", STATUS_SECONDS * 1000)
+        return self.open_study(study_uid)
 
     def show_error(self, message: str) -> None:
         self.errors.append(message)

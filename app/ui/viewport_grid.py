@@ -1,4 +1,4 @@
-"""The viewport grid: 1×1, 1×2 or 2×2 image views, one of them active.
+"""The viewport grid: 1×1, 1×2, 2×2, 2×3 or 3×3 image views, one of them active.
 
 Each cell remembers which series and patient it shows, so the window can hang series into the
 right cell and never leave another patient's images next to the ones just opened. At the lock
@@ -20,12 +20,12 @@ from PySide6.QtWidgets import QGridLayout, QVBoxLayout, QWidget
 
 from app.imaging.display import Window
 from app.imaging.geometry import reference_line
+from app.imaging.hanging import LAYOUTS, MAX_COLUMNS, MAX_ROWS
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
 from app.ui.dragging import dragged_series
 from app.ui.image_view import ImageView
 
-LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
 ACTIVE_FRAME = QColor(61, 142, 230)
 GRID_GAP = QColor(24, 25, 27)
 
@@ -103,7 +103,7 @@ class Viewport(QWidget):
 
 
 class ViewportGrid(QWidget):
-    """Four viewports, of which the layout shows the first one, two or four."""
+    """Nine viewports, of which the layout shows the first one, two, four, six or nine."""
 
     activeChanged = Signal(object)  # Viewport
     failed = Signal(str)
@@ -113,7 +113,7 @@ class ViewportGrid(QWidget):
 
     def __init__(self, layout: str = "1x1", parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewports = [Viewport(self) for _ in range(4)]
+        self.viewports = [Viewport(self) for _ in range(MAX_ROWS * MAX_COLUMNS)]
         self._active = self.viewports[0]
         self._layout_name = ""
         self._sync = True
@@ -156,8 +156,9 @@ class ViewportGrid(QWidget):
                 viewport.show()
             else:
                 viewport.hide()
-        for i in range(2):
+        for i in range(MAX_ROWS):
             self._grid.setRowStretch(i, 1 if i < rows else 0)
+        for i in range(MAX_COLUMNS):
             self._grid.setColumnStretch(i, 1 if i < cols else 0)
         visible = self.visible_viewports()
         self.set_active(self._active if self._active in visible else visible[0])

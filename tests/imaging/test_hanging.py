@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.imaging.hanging import patient_studies, relevant_prior
+from app.imaging.hanging import layout_for, patient_studies, relevant_prior
 from app.store.records import StudySummary
 
 
@@ -31,3 +31,8 @@ def test_timeline_is_the_patients_studies_newest_first() -> None:
     assert [s.study_uid for s in patient_studies(current, others)] == ["later", "c", "old"]
     anonymous = study("a", "", "20260315", "CT")
     assert patient_studies(anonymous, [anonymous, study("b", "", "20250101", "CT")]) == [anonymous]
+
+
+def test_the_smallest_layout_that_holds_every_series() -> None:
+    assert [layout_for(n) for n in (0, 1, 2, 3, 4, 5, 6, 7, 9, 14)] == [
+        "1x1", "1x1", "1x2", "2x2", "2x2", "2x3", "2x3", "3x3", "3x3", "3x3"]

@@ -210,3 +210,22 @@ def test_viewport_keys_win_over_window_shortcuts(qtbot: QtBot, reader: Reader,
     synced = window.sync_action.isChecked()
     qtbot.keyClick(view, Qt.Key.Key_S)  # not a viewport key: the window's shortcut still works
     assert window.sync_action.isChecked() is not synced
+
+
+def test_one_viewport_per_series(qtbot: QtBot, reader: Reader, open_window: Callable[..., MainWindow],
+                                 importer: Importer) -> None:
+    patient = Patient("P-MANY", "Many^Series")
+    first = ct_study(patient, slices=2, size=16)
+    study_uid = first[0].StudyInstanceUID
+    series = [first] + [ct_study(patient, slices=2, size=16, study_uid=study_uid) for _ in range(4)]
+    _import(importer, [ds for datasets in series for ds in datasets], "many")
+    window = _window(open_window, reader)
+    window.browser.select_study(study_uid)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    qtbot.keySequence(window, "Ctrl+0")
+    assert window.grid.layout_name == "2x3" and window.layout_actions["2x3"].isChecked()
+    shown = [v.series_uid for v in window.grid.visible_viewports()]
+    assert set(shown[:5]) == {datasets[0].SeriesInstanceUID for datasets in series}
+    assert shown[5] is None and len(window.grid.viewports) == 9
+    assert all(v.view.series is not None for v in window.grid.visible_viewports()[:5])

@@ -134,8 +134,8 @@ def test_run_gui_screenshot_writes_the_window_with_an_image(tmp_path: Path, vaul
 
 
 def test_run_gui_refuses_unknown_layouts(vault: Vault, session: Session):
-    with pytest.raises(UsageError, match="1x1, 1x2, 2x2"):
-        run_gui(vault, session, layout="3x3")
+    with pytest.raises(UsageError, match="1x1, 1x2, 2x2, 2x3, 3x3"):
+        run_gui(vault, session, layout="4x4")
 
 
 def test_run_gui_returns_1_when_the_login_is_cancelled(vault: Vault, monkeypatch: pytest.MonkeyPatch):
