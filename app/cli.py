@@ -758,6 +758,17 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
         vault.close()
 
 
+def cmd_selftest(args: argparse.Namespace, out: Output) -> int:
+    from app import selftest
+
+    checks = selftest.run(resolve_home(args.home), passphrase_source, network=not args.offline)
+    failed = [c for c in checks if c.result == selftest.FAIL]
+    out.emit({"ok": not failed, "checks": [c.as_dict() for c in checks]}, selftest.report(checks))
+    if any(c.group == "vault" and c.name == "index integrity" for c in failed):
+        return 4  # integrity failure found
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from app.demo.home import make_demo_home
 
@@ -994,6 +1005,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", metavar="STUDY_UID")
     p.add_argument("--layout", choices=list(LAYOUTS), default="1x1")
     p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
+    p = add("selftest", cmd_selftest, "check crypto, decoders, Qt, VTK, the vault, the clock, the PACS "
+            "and the audit repository (exit 1 when a check fails, 4 when the index is damaged)")
+    p.add_argument("--offline", action="store_true", help="skip the PACS and audit repository checks")
     p = add("demo", cmd_demo, "make a throw-away demo home and open the workstation")
     p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")
     return parser

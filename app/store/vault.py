@@ -121,6 +121,15 @@ def _deidentified(deid: Deidentifier, load: Callable[[], bytes], patient: str) -
 
 
 @dataclass(frozen=True)
+class StorageHealth:
+    key_mode: str  # "keyring" or "passphrase"
+    cipher_errors: list[str]  # pages whose SQLCipher HMAC does not match
+    quick_check: str  # "ok", or SQLite's findings
+    schema: int
+    newest_audit: datetime | None
+
+
+@dataclass(frozen=True)
 class SendResult:
     report: SendReport
     queued: bool  # the node could not be reached: the send waits in the outbox
@@ -206,6 +215,21 @@ class Vault:
     @property
     def key_mode(self) -> str:
         return self._keystore.mode
+
+    def storage_health(self) -> StorageHealth:
+        """What the self-test reports of the index: SQLCipher's page authentication, SQLite's own
+        check, the schema and the audit trail's newest time. No patient data is read, so it needs
+        no session."""
+        with self._db:
+            schema = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            cipher = [str(row[0]) for row in self._conn.execute("PRAGMA cipher_integrity_check")]
+            try:
+                quick = "; ".join(str(row[0]) for row in self._conn.execute("PRAGMA quick_check"))
+                newest = self._conn.execute("SELECT at FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            except sqlcipher3.DatabaseError as exc:  # a damaged page stops SQLite's own walk
+                quick, newest = f"the index cannot be read through ({type(exc).__name__})", None
+        return StorageHealth(self.key_mode, cipher, quick, schema,
+                             datetime.fromisoformat(newest[0]) if newest else None)
 
     def close(self) -> None:
         if self._prefetcher is not None:
