@@ -115,6 +115,22 @@ def current_session(vault: Vault) -> Session:
 
 
 # ---------------------------------------------------------------------------- commands
+def _key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | None]:
+    """Where a new (or restored) vault's master key goes, and the passphrase if it is wrapped."""
+    use_keyring = {"auto": None, "keyring": True, "passphrase": False}[args.key_storage]
+    if use_keyring is None:
+        from app.security.keys import keyring_usable
+
+        use_keyring = keyring_usable()
+    if use_keyring:
+        return True, None
+    out.note(PASSPHRASE_FALLBACK_NOTICE)
+    passphrase = _secret("CUSTODIAN_PASSPHRASE", "New vault passphrase: ", confirm=True)
+    if not passphrase:
+        raise UsageError("Set CUSTODIAN_PASSPHRASE or run this interactively to choose one.")
+    return False, passphrase
+
+
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
     home = resolve_home(args.home)
     if Vault.exists(home):
@@ -122,17 +138,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     password = _secret("CUSTODIAN_PASSWORD", f"Password for {args.admin}: ", confirm=True)
     if not password:
         raise UsageError("The administrator needs a password (CUSTODIAN_PASSWORD or the prompt).")
-    use_keyring = {"auto": None, "keyring": True, "passphrase": False}[args.key_storage]
-    passphrase = None
-    if use_keyring is None:
-        from app.security.keys import keyring_usable
-
-        use_keyring = keyring_usable()
-    if not use_keyring:
-        out.note(PASSPHRASE_FALLBACK_NOTICE)
-        passphrase = _secret("CUSTODIAN_PASSPHRASE", "New vault passphrase: ", confirm=True)
-        if not passphrase:
-            raise UsageError("Set CUSTODIAN_PASSPHRASE or run init interactively to choose one.")
+    use_keyring, passphrase = _key_protection(args, out)
     vault, enrolment = Vault.create(home, admin=args.admin, password=password,
                                     passphrase=passphrase, use_keyring=use_keyring)
     vault.close()
@@ -758,6 +764,40 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
         vault.close()
 
 
+def _backup_passphrase(confirm: bool) -> str:
+    from app.store.backup import check_passphrase
+
+    return check_passphrase(_secret("CUSTODIAN_BACKUP_PASSPHRASE", "Backup passphrase: ", confirm=confirm))
+
+
+def cmd_backup(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        result = vault.backup(current_session(vault), Path(args.out).resolve(), _backup_passphrase(True))
+    out.emit({"file": str(result.path), "instances": result.instances, "bytes": result.size,
+              "sha256": result.sha256},
+             f"Backup written to {result.path}: {result.instances} instance(s), {result.size:,} bytes, "
+             f"SHA-256 {result.sha256}. Keep the passphrase apart from the backup.")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace, out: Output) -> int:
+    home = resolve_home(args.home)
+    if Vault.exists(home):
+        raise CustodianError(f"There is already a vault in {home}; restore into an empty folder.")
+    source = Path(args.backup)
+    if not source.is_file():
+        raise UsageError(f"{source} is not a file.")
+    passphrase = _backup_passphrase(False)
+    use_keyring, vault_passphrase = _key_protection(args, out)
+    with Vault.restore(source, home, passphrase, vault_passphrase=vault_passphrase,
+                       use_keyring=use_keyring) as vault:
+        mode = vault.key_mode
+    out.emit({"home": str(home), "key_storage": mode},
+             f"Vault restored into {home} (master key in the {mode}). Log in as before, then run "
+             "'custodian verify' and 'custodian audit verify'.")
+    return EXIT_OK
+
+
 def cmd_selftest(args: argparse.Namespace, out: Output) -> int:
     from app import selftest
 
@@ -1005,6 +1045,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", metavar="STUDY_UID")
     p.add_argument("--layout", choices=list(LAYOUTS), default="1x1")
     p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
+    p = add("backup", cmd_backup, "write the whole vault to one encrypted file (passphrase: "
+            "CUSTODIAN_BACKUP_PASSPHRASE or the prompt)")
+    p.add_argument("out", metavar="FILE")
+    p = add("restore", cmd_restore, "restore a backup into an empty --home")
+    p.add_argument("backup", metavar="FILE")
+    p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
+                   help="where the restored master key lives (auto: the OS keyring when one is usable)")
     p = add("selftest", cmd_selftest, "check crypto, decoders, Qt, VTK, the vault, the clock, the PACS "
             "and the audit repository (exit 1 when a check fails, 4 when the index is damaged)")
     p.add_argument("--offline", action="store_true", help="skip the PACS and audit repository checks")

@@ -96,6 +96,10 @@ EVENTS: dict[EventType, tuple[Code, str, Code | None]] = {
     EventType.STUDY_PIN: (PATIENT_RECORD, "U", None),
     EventType.COMMITMENT: (INSTANCES_TRANSFERRED, "U", None),
     EventType.EXPORT: (EXPORT, "R", None),
+    # A backup copies every instance out of the vault (an export to backup media); a restore
+    # brings them in.
+    EventType.BACKUP: (EXPORT, "R", None),
+    EventType.RESTORE: (IMPORT, "C", None),
 }
 
 HOSTNAME = socket.gethostname() or "localhost"

@@ -49,6 +49,8 @@ class EventType(StrEnum):
     STUDY_PIN = "study-pinned"
     COMMITMENT = "storage-commitment"
     EXPORT = "export"
+    BACKUP = "backup"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True)

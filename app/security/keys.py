@@ -66,6 +66,20 @@ def derive(key: bytes, purpose: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
 
 
+def new_kdf() -> dict[str, object]:
+    """Argon2id parameters with a fresh salt, as stored beside what they protect."""
+    return {**KDF_PARAMS, "salt": _b64(os.urandom(16))}
+
+
+def derive_kek(passphrase: str, kdf: dict[str, object]) -> bytes:
+    """The 256-bit key-encryption key a passphrase gives under stored Argon2id parameters."""
+    return hash_secret_raw(
+        passphrase.encode("utf-8"), _unb64(str(kdf["salt"])),
+        time_cost=int(kdf["time_cost"]), memory_cost=int(kdf["memory_cost"]),
+        parallelism=int(kdf["parallelism"]), hash_len=32, type=Type.ID,
+    )
+
+
 def keyring_usable() -> bool:
     """True when the OS keyring is a real secret store (not the fail or a plaintext backend)."""
     backend = keyring.get_keyring()
@@ -170,7 +184,7 @@ class KeyStore:
         if not use_keyring:
             if not passphrase:
                 raise VaultLocked("A passphrase is needed to protect the vault's master key.")
-            store.kdf = {**KDF_PARAMS, "salt": _b64(os.urandom(16))}
+            store.kdf = new_kdf()
         master = os.urandom(32)
         kid = store._add_master(master, passphrase)
         index_key = os.urandom(32)
@@ -249,12 +263,29 @@ class KeyStore:
 
     # -- helpers -----------------------------------------------------------------------------
     def _kek(self, passphrase: str) -> bytes:
-        kdf = self.kdf or {}
-        return hash_secret_raw(
-            passphrase.encode("utf-8"), _unb64(str(kdf["salt"])),
-            time_cost=int(kdf["time_cost"]), memory_cost=int(kdf["memory_cost"]),
-            parallelism=int(kdf["parallelism"]), hash_len=32, type=Type.ID,
-        )
+        return derive_kek(passphrase, self.kdf or {})
+
+    def adopt(self, masters: dict[str, bytes], *, passphrase: str | None, use_keyring: bool) -> Keys:
+        """Protect restored master keys on this machine (OS keyring, or wrapped with ``passphrase``)
+        under their own key ids, so the restored index and data keys open with them."""
+        if set(masters) != set(self.index_keys):
+            raise CustodianError("The backup's master keys do not match its index keys.")
+        self.mode = "keyring" if use_keyring else "passphrase"
+        self.masters = {}
+        self.kdf = None
+        if not use_keyring:
+            if not passphrase:
+                raise VaultLocked("A passphrase is needed to protect the restored vault's master key.")
+            self.kdf = new_kdf()
+        kek = self._kek(passphrase) if passphrase and not use_keyring else None
+        for kid, master in masters.items():
+            if use_keyring:
+                keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
+            else:
+                self.masters[kid] = _b64(wrap(kek, master, self._master_aad(kid)))
+        index_key = unwrap(masters[self.current_kid], _unb64(self.index_keys[self.current_kid]),
+                           self._index_aad(self.current_kid))
+        return Keys(self.vault_id, self.current_kid, dict(masters), index_key)
 
     def _keyring_name(self, kid: str) -> str:
         return f"{self.vault_id}/{kid}"

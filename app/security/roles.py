@@ -40,6 +40,7 @@ class Action(StrEnum):
     ECHO_NODE = "check a PACS node"
     SITE_POLICY = "change the site policy"
     ROTATE_KEYS = "rotate keys"
+    BACKUP = "back up the vault"
 
 
 class Field(StrEnum):
@@ -63,7 +64,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
                                      A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
     Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS,
-                           A.VERIFY, A.AUDIT_VERIFY}),
+                           A.BACKUP, A.VERIFY, A.AUDIT_VERIFY}),
 }
 
 VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {

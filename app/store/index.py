@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 
 import sqlcipher3
@@ -303,6 +304,19 @@ SCHEMA_VERSION = max(MIGRATIONS)
 NEW_INDEX_CIPHER: dict[str, object] = {"cipher_page_size": 16384, "cipher_hmac_algorithm": "HMAC_SHA256"}
 _CIPHER_SETTINGS = {"cipher_page_size": {1024, 4096, 8192, 16384, 32768, 65536},
                     "cipher_hmac_algorithm": {"HMAC_SHA1", "HMAC_SHA256", "HMAC_SHA512"}}
+
+
+def health(conn: sqlcipher3.Connection) -> tuple[list[str], str, int, datetime | None]:
+    """SQLCipher's page authentication failures, SQLite's quick check ("ok" when clean), the
+    schema version and the audit trail's newest time."""
+    schema = conn.execute("PRAGMA user_version").fetchone()[0]
+    cipher = [str(row[0]) for row in conn.execute("PRAGMA cipher_integrity_check")]
+    try:
+        quick = "; ".join(str(row[0]) for row in conn.execute("PRAGMA quick_check"))
+        newest = conn.execute("SELECT at FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlcipher3.DatabaseError as exc:  # a damaged page stops SQLite's own walk
+        return cipher, f"the index cannot be read through ({type(exc).__name__})", schema, None
+    return cipher, quick, schema, datetime.fromisoformat(newest[0]) if newest else None
 
 
 def connect(home: Path, index_key: bytes, *, create: bool = False,

@@ -8,12 +8,15 @@ file lock; readers in other processes keep working through SQLite's WAL.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
 import io
+import itertools
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,8 +85,8 @@ from app.security.policy import SitePolicy
 from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session, Sessions
 from app.security.tls import TlsIdentity, server_context
-from app.store import index
-from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
+from app.store import backup, index
+from app.store.blobs import BLOB_DIR, BlobDamaged, BlobStore, instance_aad, seal, unseal
 from app.store.importer import (
     IO_THREADS,
     Entry,
@@ -108,6 +111,7 @@ SEND_ATTEMPTS = 3
 SCP_TLS_KEY = "scp_tls"
 SEND_RETRY_SECONDS = 1.0
 LOCK_FILE = "write.lock"
+BACKUP_MASTERS = "masters.json"  # inside the sealed backup only; never written out
 TOKEN_FILE = "session.bin"
 
 
@@ -118,6 +122,22 @@ def _negated(date: str) -> str:
 
 def _deidentified(deid: Deidentifier, load: Callable[[], bytes], patient: str) -> bytes:
     return deid.dataset(load(), patient)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    instances: int
+    size: int
+    sha256: str
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -221,15 +241,8 @@ class Vault:
         check, the schema and the audit trail's newest time. No patient data is read, so it needs
         no session."""
         with self._db:
-            schema = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            cipher = [str(row[0]) for row in self._conn.execute("PRAGMA cipher_integrity_check")]
-            try:
-                quick = "; ".join(str(row[0]) for row in self._conn.execute("PRAGMA quick_check"))
-                newest = self._conn.execute("SELECT at FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            except sqlcipher3.DatabaseError as exc:  # a damaged page stops SQLite's own walk
-                quick, newest = f"the index cannot be read through ({type(exc).__name__})", None
-        return StorageHealth(self.key_mode, cipher, quick, schema,
-                             datetime.fromisoformat(newest[0]) if newest else None)
+            cipher, quick, schema, newest = index.health(self._conn)
+        return StorageHealth(self.key_mode, cipher, quick, schema, newest)
 
     def close(self) -> None:
         if self._prefetcher is not None:
@@ -568,6 +581,88 @@ class Vault:
                                              detail={"data_keys": len(rows)}))
             self._keystore.finish_rotation(self._keys, new_kid)
         return len(rows)
+
+    # ------------------------------------------------------------------ contingency
+    def backup(self, session: Session, out: Path, passphrase: str) -> BackupResult:
+        """The whole vault as one encrypted file that opens on another machine with ``passphrase``
+        (HIPAA 164.308(a)(7)(ii)(A)). Writers wait while it is made, so what it holds is one
+        consistent state; the file appears under its name only when complete."""
+        actor = self._gate(session, Action.BACKUP)
+        backup.check_passphrase(passphrase)
+        if out.exists():
+            raise UsageError(f"{out} already exists; choose a new file name for the backup.")
+        partial_out = out.with_name(out.name + ".part")
+        with self._write_lock(), tempfile.TemporaryDirectory(dir=out.parent, prefix=".custodian-") as work:
+            snapshot = Path(work)
+            with self._db:  # the online backup API copies a consistent state of the index
+                target = index.connect(snapshot, self._keys.index_key, create=True,
+                                       cipher=self._keystore.index_cipher)
+                try:
+                    self._conn.backup(target)
+                    blobs = [b for b, in target.execute("SELECT blob FROM instances UNION ALL "
+                                                        "SELECT blob FROM quarantine")]
+                finally:
+                    target.close()
+            masters = json.dumps({kid: base64.b64encode(key).decode()
+                                  for kid, key in self._keys.masters.items()}).encode()
+            made = datetime.now(UTC).isoformat(timespec="seconds")
+            header = backup.new_header(self._keystore.vault_id, made, len(blobs))
+            members = itertools.chain(
+                [(KEYSTORE_FILE, (self.home / KEYSTORE_FILE).read_bytes()), (BACKUP_MASTERS, masters),
+                 (index.INDEX_FILE, snapshot / index.INDEX_FILE)],
+                ((f"{BLOB_DIR}/{b[:2]}/{b}", self.blobs.path(b)) for b in blobs))
+            try:
+                with partial_out.open("xb") as sink:
+                    backup.write(sink, header, passphrase, members)
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                partial_out.rename(out)
+            except BaseException:
+                partial_out.unlink(missing_ok=True)
+                raise
+        digest = _file_sha256(out)
+        self._record(AuditEvent(EventType.BACKUP, user=actor.name,
+                                detail={"file": out.name, "instances": len(blobs), "sha256": digest}))
+        return BackupResult(out, len(blobs), out.stat().st_size, digest)
+
+    @classmethod
+    def restore(cls, source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
+                use_keyring: bool | None = None) -> Vault:
+        """A backup made by :meth:`backup`, opened into ``home`` (which must hold no vault), its
+        master keys protected on this machine, its index checked; recorded in its audit trail."""
+        if cls.exists(home):
+            raise VaultExists(f"There is already a vault in {home}; restore into an empty folder.")
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if use_keyring is None:
+            use_keyring = keyring_usable()
+        with tempfile.TemporaryDirectory(dir=home, prefix=".restore-") as work, source.open("rb") as stream:
+            staged = Path(work)
+            header, kept = backup.extract(stream, passphrase, staged, frozenset({BACKUP_MASTERS}))
+            try:
+                encoded = json.loads(kept[BACKUP_MASTERS])
+                masters = {kid: base64.b64decode(key) for kid, key in encoded.items()}
+                keystore = KeyStore.load(staged)
+            except (KeyError, ValueError, CustodianError) as exc:
+                raise backup.BackupDamaged("The backup's keys are missing or damaged.") from exc
+            keys = keystore.adopt(masters, passphrase=vault_passphrase, use_keyring=use_keyring)
+            conn = index.connect(staged, keys.index_key, cipher=keystore.index_cipher)
+            try:
+                cipher, quick, _, _ = index.health(conn)
+            finally:
+                conn.close()
+            if cipher or quick != "ok":
+                raise backup.BackupDamaged("The backup's index fails its integrity check; nothing was "
+                                           "restored.")
+            if (staged / BLOB_DIR).exists():
+                (staged / BLOB_DIR).rename(home / BLOB_DIR)
+            (staged / index.INDEX_FILE).rename(home / index.INDEX_FILE)
+            keystore.path = home / KEYSTORE_FILE
+            keystore.save()  # last: the key store appearing is what makes the folder a vault
+        vault = cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
+        vault._record(AuditEvent(EventType.RESTORE, detail={
+            "backup": source.name, "sha256": _file_sha256(source), "made": header.created,
+            "instances": header.instances}))
+        return vault
 
     # ------------------------------------------------------------------ import
     def import_paths(self, session: Session, paths: list[Path],
