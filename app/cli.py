@@ -32,6 +32,7 @@ from app.net.nodes import Node
 from app.paths import resolve_home
 from app.security import totp
 from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
+from app.security.policy import SitePolicy
 from app.security.roles import parse_role
 from app.security.sessions import Session
 from app.security.tls import TlsIdentity
@@ -223,8 +224,28 @@ def cmd_passwd(args: argparse.Namespace, out: Output) -> int:
 def cmd_policy_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         current_session(vault)
-        policy = asdict(vault.policy)
-    out.emit(policy, lambda: "\n".join(f"{k.replace('_', ' ')}: {v}" for k, v in policy.items()))
+        policy, managed = asdict(vault.policy), vault.managed_settings
+    out.emit(policy, lambda: "\n".join(f"{k.replace('_', ' ')}: {v}"
+                                       + (" (site-managed)" if k in managed else "")
+                                       for k, v in policy.items()))
+    return EXIT_OK
+
+
+def cmd_policy_sign(args: argparse.Namespace, out: Output) -> int:
+    from app.security import managed_policy
+
+    try:
+        settings = json.loads(Path(args.settings).read_text())
+        key = Path(args.key).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"The settings (a JSON object) or the key could not be read: {exc}") from None
+    if not isinstance(settings, dict):
+        raise UsageError("The settings file must hold one JSON object of site policy settings.")
+    SitePolicy().under(settings)  # refuse unknown or out-of-range settings before signing
+    Path(args.out).write_bytes(managed_policy.sign(settings, key))
+    out.emit({"out": args.out, "settings": sorted(settings)},
+             f"Signed site policy written to {args.out}; install it as "
+             f"{managed_policy.SYSTEM_DIR / managed_policy.POLICY_FILE}.")
     return EXIT_OK
 
 
@@ -800,8 +821,9 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_selftest(args: argparse.Namespace, out: Output) -> int:
     from app import selftest
+    from app.ui.health import qt_check
 
-    checks = selftest.run(resolve_home(args.home), passphrase_source, network=not args.offline)
+    checks = selftest.run(resolve_home(args.home), passphrase_source, network=not args.offline, qt=qt_check)
     failed = [c for c in checks if c.result == selftest.FAIL]
     out.emit({"ok": not failed, "checks": [c.as_dict() for c in checks]}, selftest.report(checks))
     if any(c.group == "vault" and c.name == "index integrity" for c in failed):
@@ -1031,6 +1053,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("set", cmd_policy_set, "change one site policy setting (admin)", policy)
     p.add_argument("name")
     p.add_argument("value")
+    p = add("sign", cmd_policy_sign, "sign managed site policy settings with the site's Ed25519 key "
+            "(IT's tool; no vault needed)", policy)
+    p.add_argument("settings", metavar="SETTINGS.json")
+    p.add_argument("--key", required=True, metavar="SITE_KEY.pem")
+    p.add_argument("--out", required=True, metavar="FILE")
     patient = sub.add_parser("patient", help="patient records").add_subparsers(
         dest="patient_command", required=True)
     p = add("restrict", cmd_restrict, "restrict a patient (VIP): images only through break-glass", patient)

@@ -120,33 +120,6 @@ def decoder_checks() -> list[Check]:
     return checks
 
 
-def display_checks() -> list[Check]:
-    """Qt draws text on an image (platform plugin, fonts) and VTK reslices a volume like numpy."""
-    return [_qt_check(), _vtk_check()]
-
-
-def _qt_check() -> Check:
-    try:
-        from PySide6.QtCore import QLibraryInfo, Qt
-        from PySide6.QtGui import QGuiApplication, QImage, QPainter
-
-        plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
-        app = QGuiApplication.instance() or QGuiApplication(["custodian", "-platform", "offscreen"])
-        image = QImage(120, 30, QImage.Format.Format_Grayscale8)
-        image.fill(0)
-        painter = QPainter(image)
-        painter.setPen(Qt.GlobalColor.white)
-        painter.drawText(image.rect(), "Custodian")
-        painter.end()
-        lit = sum(image.pixelColor(x, y).value() > 128 for x in range(120) for y in range(30))
-    except Exception as exc:
-        return Check("display", "Qt", FAIL, f"Qt could not start ({type(exc).__name__})")
-    found = len(list(plugins.glob("*"))) if plugins.is_dir() else 0
-    if not lit:
-        return Check("display", "Qt", FAIL, "Qt drew no text: fonts or the platform plugin are missing")
-    return Check("display", "Qt", PASS, f"platform {app.platformName()}, {found} platform plugin(s)")
-
-
 def _vtk_check() -> Check:
     try:
         import numpy as np
@@ -230,8 +203,11 @@ def network_checks(vault: Vault) -> Iterator[Check]:
         yield Check("network", "audit repository", FAIL, str(exc))
 
 
-def run(home: Path, passphrase: Callable[[], str | None], *, network: bool = True) -> list[Check]:
-    return [*crypto_checks(), *decoder_checks(), *display_checks(),
+def run(home: Path, passphrase: Callable[[], str | None], *, network: bool = True,
+        qt: Callable[[], Check] | None = None) -> list[Check]:
+    """Every check; ``qt`` is the UI's own check (the core does not load Qt)."""
+    return [*crypto_checks(), *decoder_checks(),
+            qt() if qt else Check("display", "Qt", SKIP, "not checked here"), _vtk_check(),
             *vault_checks(home, passphrase, network=network)]
 
 

@@ -24,6 +24,7 @@ from app.net.nodes import Node
 from app.security.tls import client_context
 
 CONNECT_TIMEOUT = 10.0
+UNEXPLAINED = "the connection failed"
 RESPONSE_TIMEOUT = 30.0
 
 
@@ -87,7 +88,7 @@ def _why(lines: Sequence[str]) -> tuple[str, bool]:
         return "it accepts none of the services asked for", False
     if "Aborted" in text or "reset by peer" in text:
         return "it broke the connection off (does it expect TLS where none is set, or the reverse?)", True
-    return "the connection failed", True
+    return UNEXPLAINED, True
 
 
 def _no_delay(event: evt.Event) -> None:
@@ -118,11 +119,16 @@ def associated(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
     if node.tls is not None:
         tls_args = (client_context(node.tls), node.server_name or node.host)
     handlers = [NO_DELAY, *options.pop("evt_handlers", [])]
-    with _peer_log() as log:
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args,
-                             evt_handlers=handlers, **options)
-    if not assoc.is_established:
+    for attempt in range(2):
+        with _peer_log() as log:
+            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args,
+                                 evt_handlers=handlers, **options)
         why, transient = _why(log.lines)
+        # A peer that rejects and hangs up at once can close the line before pynetdicom has read
+        # the rejection (a busy machine): nothing to say why. Asking once more gets the reason.
+        if assoc.is_established or why != UNEXPLAINED or attempt:
+            break
+    if not assoc.is_established:
         raise PeerError(f"Could not reach the PACS node '{node.name}' ({node.ae_title} at "
                         f"{node.host}:{node.port}): {why}.", transient=transient)
     try:

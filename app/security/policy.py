@@ -79,6 +79,14 @@ class SitePolicy:
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                      (_KEY, json.dumps(asdict(self), sort_keys=True)))
 
+    def under(self, managed: dict[str, object]) -> SitePolicy:
+        """This policy with the managed site policy's settings in force: they win over local ones."""
+        unknown = set(managed) - {f.name for f in fields(self)}
+        if unknown:
+            raise UsageError("Site policy: the managed policy names settings this version does not know: "
+                             f"{', '.join(sorted(unknown))}.")
+        return SitePolicy(**{**asdict(self), **managed})
+
     def with_setting(self, name: str, value: str) -> SitePolicy:
         names = {f.name for f in fields(self)}
         if name not in names:

@@ -78,7 +78,7 @@ from app.net.query import RemoteStudy, RetrieveReport, body_parts, find_studies,
 from app.net.scp import StorageScp
 from app.net.send import Outgoing, SendReport, send_instances
 from app.net.watch import PacsStatus
-from app.security import passwords
+from app.security import managed_policy, passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
 from app.security.policy import SitePolicy
@@ -112,6 +112,7 @@ SCP_TLS_KEY = "scp_tls"
 SEND_RETRY_SECONDS = 1.0
 LOCK_FILE = "write.lock"
 BACKUP_MASTERS = "masters.json"  # inside the sealed backup only; never written out
+POLICY_REFUSED_ALERT = "managed site policy refused"
 TOKEN_FILE = "session.bin"
 
 
@@ -182,6 +183,26 @@ class Vault:
         self.accounts = Accounts(conn)
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
         self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
+        self._managed: dict[str, object] = {}
+        self._enforce_managed_policy()
+
+    def _enforce_managed_policy(self) -> None:
+        """Put the site's signed policy in force; one that does not verify stops the application,
+        and the refusal is in the trail (fail closed: its settings cannot be known)."""
+        try:
+            for managed in managed_policy.load():  # the system location last: it wins
+                self._managed = {**self._managed, **managed.settings}
+            self.sessions.policy = self.sessions.policy.under(self._managed)
+        except (managed_policy.PolicyRefused, UsageError) as exc:
+            self._record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE,
+                                    detail={"alert": POLICY_REFUSED_ALERT, "why": str(exc)}))
+            self._conn.close()
+            raise managed_policy.PolicyRefused(str(exc)) from None
+
+    @property
+    def managed_settings(self) -> frozenset[str]:
+        """The site policy settings the managed (signed) policy sets; nobody here may change them."""
+        return frozenset(self._managed)
 
     def _audit_signing_key(self) -> Ed25519PrivateKey:
         """The workstation's Ed25519 key for audit checkpoints, kept like a data key (wrapped)."""
@@ -476,13 +497,16 @@ class Vault:
     # ------------------------------------------------------------------ site policy
     def set_policy(self, session: Session, name: str, value: str) -> SitePolicy:
         actor = self._gate(session, Action.SITE_POLICY)
+        if name in self._managed:
+            raise UsageError(f"'{name}' is set by the site's managed policy ({self._managed[name]}); it "
+                             "cannot be changed at the workstation.")
         with self._transaction():
-            policy = self.policy.with_setting(name, value)
-            policy.save(self._conn)
+            local = SitePolicy.load(self._conn).with_setting(name, value)
+            local.save(self._conn)
             self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name,
                                          detail={"setting": name, "value": value}))
-        self.sessions.policy = policy
-        return policy
+        self.sessions.policy = local.under(self._managed)
+        return self.sessions.policy
 
     def inactivity_limit(self, user: User) -> float:
         """Seconds of inactivity after which this user's screen locks (site or own, the shorter)."""

@@ -1,0 +1,106 @@
+"""The managed site policy: settings the hospital's IT sets for every workstation, signed with
+the site's Ed25519 key, which nobody at the workstation can weaken.
+
+Two files in a system location only administrators of the machine can write (see
+:data:`SYSTEM_DIR`): ``site-key.pub``, the site's public key (the trust anchor, installed with
+the package), and ``site-policy.json``, ``{"policy": {...}, "signature": "<base64>"}`` where the
+signature covers the canonical JSON of ``policy`` (sorted keys, no spaces). The environment
+variables ``CUSTODIAN_SITE_POLICY`` and ``CUSTODIAN_SITE_KEY`` name further files (for a test
+site); they add to the system location, never replace it, so unsetting them removes nothing the
+site installed.
+
+A policy that does not verify stops the application: the settings it should enforce cannot be
+known, and running without them would be running with weaker ones (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+from app.errors import CustodianError
+
+POLICY_FILE, KEY_FILE = "site-policy.json", "site-key.pub"
+if sys.platform == "win32":
+    SYSTEM_DIR = Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "Custodian"
+elif sys.platform == "darwin":
+    SYSTEM_DIR = Path("/Library/Application Support/Custodian")
+else:
+    SYSTEM_DIR = Path("/etc/custodian")
+
+
+class PolicyRefused(CustodianError):
+    """The managed policy is there but cannot be trusted; the application must not start."""
+
+
+@dataclass(frozen=True)
+class ManagedPolicy:
+    settings: dict[str, object]
+    source: Path
+
+
+def canonical(settings: dict[str, object]) -> bytes:
+    return json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(settings: dict[str, object], private_key_pem: bytes) -> bytes:
+    """The signed policy file's content (the site's tool; the private key never leaves IT)."""
+    key = load_pem_private_key(private_key_pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CustodianError("The site key must be an Ed25519 private key (PEM).")
+    signature = base64.b64encode(key.sign(canonical(settings))).decode()
+    return json.dumps({"policy": settings, "signature": signature}, indent=1, sort_keys=True).encode()
+
+
+def _places() -> list[tuple[Path, Path]]:
+    """(policy, key) pairs to honour: the system location, and the environment's if set."""
+    places = [(SYSTEM_DIR / POLICY_FILE, SYSTEM_DIR / KEY_FILE)]
+    policy, key = os.environ.get("CUSTODIAN_SITE_POLICY"), os.environ.get("CUSTODIAN_SITE_KEY")
+    if policy or key:
+        places.append((Path(policy or SYSTEM_DIR / POLICY_FILE), Path(key or SYSTEM_DIR / KEY_FILE)))
+    return places
+
+
+def load() -> list[ManagedPolicy]:
+    """Every managed policy that applies, verified; PolicyRefused when one does not verify."""
+    found = []
+    for policy_path, key_path in _places():
+        if not policy_path.exists():
+            if policy_path != SYSTEM_DIR / POLICY_FILE:
+                raise PolicyRefused(f"The site policy file {policy_path} is missing; Custodian will not "
+                                    "start without the settings the site set.")
+            continue
+        found.append(_verified(policy_path, key_path))
+    return found
+
+
+def _verified(policy_path: Path, key_path: Path) -> ManagedPolicy:
+    where = f"The site policy {policy_path}"
+    try:
+        public = load_pem_public_key(key_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PolicyRefused(f"{where} cannot be checked: the site's public key {key_path} is missing or "
+                            "unreadable. Ask IT to reinstall it.") from exc
+    if not isinstance(public, Ed25519PublicKey):
+        raise PolicyRefused(f"{where} cannot be checked: {key_path} is not an Ed25519 public key.")
+    try:
+        doc = json.loads(policy_path.read_bytes())
+        settings, signature = doc["policy"], base64.b64decode(doc["signature"], validate=True)
+        if not isinstance(settings, dict):
+            raise TypeError("policy is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PolicyRefused(f"{where} is damaged and cannot be read. Ask IT to reinstall it.") from exc
+    try:
+        public.verify(signature, canonical(settings))
+    except InvalidSignature:
+        raise PolicyRefused(f"{where} has been changed since the site signed it. Custodian will not start; "
+                            "ask IT to reinstall the signed policy.") from None
+    return ManagedPolicy(settings, policy_path)
