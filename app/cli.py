@@ -831,6 +831,18 @@ def cmd_selftest(args: argparse.Namespace, out: Output) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_compliance_report(args: argparse.Namespace, out: Output) -> int:
+    from app import compliance
+
+    results = Path(args.results) if args.results else Path("test-results.xml")
+    listed, states = compliance.report(results if args.results or results.exists() else None, Path(args.out))
+    counts = {state: list(states.values()).count(state) for state in sorted(set(states.values()))}
+    out.emit({"out": args.out, "items": states},
+             f"Compliance report written to {args.out}: {len(listed)} item(s), "
+             + ", ".join(f"{n} {state}" for state, n in counts.items()) + ".")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from app.demo.home import make_demo_home
 
@@ -1082,6 +1094,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("selftest", cmd_selftest, "check crypto, decoders, Qt, VTK, the vault, the clock, the PACS "
             "and the audit repository (exit 1 when a check fails, 4 when the index is damaged)")
     p.add_argument("--offline", action="store_true", help="skip the PACS and audit repository checks")
+    p = add("compliance-report", cmd_compliance_report, "map HIPAA 164.312 and the imaging checklist to "
+            "features and tests, with the tests' last results")
+    p.add_argument("--results", metavar="JUNIT.xml", help="pytest's JUnit XML (default: test-results.xml "
+                   "in this folder, when there is one)")
+    p.add_argument("--out", required=True, metavar="FILE.md|FILE.pdf")
     p = add("demo", cmd_demo, "make a throw-away demo home and open the workstation")
     p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")
     return parser
