@@ -773,6 +773,8 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
 
     vault = open_vault(args)
     try:
+        if args.emergency:
+            vault.enter_emergency_mode()
         try:
             session: Session | None = current_session(vault)
         except NotAuthenticated:
@@ -1084,6 +1086,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", metavar="STUDY_UID")
     p.add_argument("--layout", choices=list(LAYOUTS), default="1x1")
     p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
+    p.add_argument("--emergency", action="store_true",
+                   help="emergency mode when the PACS and the audit repository are both down: the cache "
+                        "opens read-only for reading")
     p = add("backup", cmd_backup, "write the whole vault to one encrypted file (passphrase: "
             "CUSTODIAN_BACKUP_PASSPHRASE or the prompt)")
     p.add_argument("out", metavar="FILE")

@@ -85,6 +85,7 @@ from app.security.policy import SitePolicy
 from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session, Sessions
 from app.security.tls import TlsIdentity, server_context
+from app.selftest import PASS, network_checks
 from app.store import backup, index
 from app.store.blobs import BLOB_DIR, BlobDamaged, BlobStore, instance_aad, seal, unseal
 from app.store.importer import (
@@ -113,6 +114,11 @@ SEND_RETRY_SECONDS = 1.0
 LOCK_FILE = "write.lock"
 BACKUP_MASTERS = "masters.json"  # inside the sealed backup only; never written out
 POLICY_REFUSED_ALERT = "managed site policy refused"
+EMERGENCY_ALERT = "emergency mode: the cache is read-only"
+# What emergency mode refuses: whatever changes the cache or needs the PACS.
+CHANGES = frozenset({Action.IMPORT, Action.SEND, Action.EXPORT, Action.SHRED, Action.ROTATE_KEYS,
+                     Action.MANAGE_USERS, Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
+                     Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE})
 TOKEN_FILE = "session.bin"
 
 
@@ -184,6 +190,7 @@ class Vault:
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
         self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
         self._managed: dict[str, object] = {}
+        self.read_only = False  # emergency mode: see enter_emergency_mode
         self._enforce_managed_policy()
 
     def _enforce_managed_policy(self) -> None:
@@ -252,6 +259,22 @@ class Vault:
         keystore = KeyStore.load(home)
         keys = keystore.unlock(passphrase_source)
         return cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
+
+    # ------------------------------------------------------------------ emergency mode
+    def enter_emergency_mode(self) -> None:
+        """Emergency-mode operation (HIPAA 164.308(a)(7)(ii)(C)): with the PACS and the audit
+        repository both down, the cache is read-only — reading (and the audit trail, which queues)
+        go on; nothing is imported, sent, exported, shredded or reconfigured until a normal start.
+        Refused while either answers: then there is no emergency."""
+        checks = {check.name: check for check in network_checks(self)}
+        up = [name for name, check in checks.items() if check.result == PASS]
+        if up:
+            answering = f"The {' and the '.join(up)} answer{'s' if len(up) == 1 else ''}"
+            raise UsageError(f"{answering}: start normally. Emergency mode is for when the PACS and the "
+                             "audit repository are both down.")
+        self.read_only = True
+        self._record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, detail={
+            "alert": EMERGENCY_ALERT, **{name: check.detail for name, check in checks.items()}}))
 
     @property
     def key_mode(self) -> str:
@@ -488,6 +511,11 @@ class Vault:
             self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
                                     detail={"action": action.value, "why": "role"}))
             raise NotPermitted(f"Not permitted: the {user.role.value} role may not {action.value}.")
+        if self.read_only and action in CHANGES:
+            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
+                                    detail={"action": action.value, "why": "emergency mode"}))
+            raise NotPermitted(f"Emergency mode: the cache is read-only, so you may not {action.value} "
+                               "until Custodian starts normally again.")
         return user
 
     def whoami(self, session: Session) -> Session:

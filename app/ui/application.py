@@ -76,18 +76,22 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
         window = MainWindow(vault, session, layout=layout, quiet=screenshot is not None,
                             demo_codes=demo_codes)
         window.refresh()
+        if vault.read_only:
+            window.show_emergency()
         if open_study:
             window.open_study(open_study)
         if screenshot is not None:
             return _screenshot(app, window, screenshot)
         indicator = AuditSyncStatus()
         window.statusBar().addPermanentWidget(indicator)
-        pacs_status = Bridge(window.set_pacs_status, window)
-        jobs = [sync_job(partial(vault.audit_forwarder, own_connection=True), indicator.report),
-                pacs_job(vault, pacs_status.post)]
+        jobs = [sync_job(partial(vault.audit_forwarder, own_connection=True), indicator.report)]
+        scp = None
+        if not vault.read_only:  # emergency mode: nothing received, nothing sent
+            pacs_status = Bridge(window.set_pacs_status, window)
+            jobs.append(pacs_job(vault, pacs_status.post))
+            scp = _start_receiving(vault, window)
         for job in jobs:
             job.start()
-        scp = _start_receiving(vault, window)
         window.showMaximized()
         try:
             return app.exec()

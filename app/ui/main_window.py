@@ -542,6 +542,13 @@ class MainWindow(QMainWindow):
         self.browser.select_study(study_uid)
         self.statusBar().showMessage(self.pacs_panel.summary.text(), STATUS_SECONDS * 1000)
 
+    def show_emergency(self) -> None:
+        """Emergency mode, said where the downtime banner goes; it stays for the whole run."""
+        self.downtime_banner.setText("Emergency mode: the PACS and the audit repository are both down. You "
+                                     "are reading from the local cache, which is read-only: nothing can be "
+                                     "imported, sent or exported until Custodian starts normally.")
+        self.downtime_banner.show()
+
     def set_pacs_status(self, status: PacsStatus) -> None:
         """The downtime banner: shown while the site's PACS does not answer (reading goes on)."""
         if status.node is None or status.reachable:

@@ -42,3 +42,11 @@ def test_banner_follows_the_pacs(qtbot: QtBot, vault: Vault, session: Session, c
 
     window.set_pacs_status(PacsStatus("pacs", True, 0))
     assert not window.downtime_banner.isVisible() and _banner_pixels(window) == 0
+
+
+def test_the_banner_says_emergency_mode(qtbot: QtBot, vault: Vault, session: Session) -> None:
+    window = MainWindow(vault, session)
+    qtbot.addWidget(window)
+    window.show_emergency()
+    assert window.downtime_banner.isVisibleTo(window)
+    assert window.downtime_banner.text().startswith("Emergency mode: the PACS and the audit repository")

@@ -1,0 +1,79 @@
+"""Emergency mode (HIPAA 164.308(a)(7)(ii)(C)): only when the PACS and the audit repository are
+both down; then the cache reads but changes nothing, and every refusal is in the trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
+from app.errors import NotPermitted, UsageError
+from app.net.nodes import Node
+from app.store.vault import EMERGENCY_ALERT
+from tests.conftest import CliUsers, Codes, VaultEnv, study_bytes
+from tests.peers.ports import free_port
+
+
+@pytest.fixture
+def pacs() -> Iterator[int]:
+    """A DICOM peer answering C-ECHO (pynetdicom's own SCP) on a free loopback port."""
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(Verification)
+    ae.require_called_aet = False
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    yield port
+    server.shutdown()
+
+
+def test_read_only_while_both_are_down(env: VaultEnv) -> None:
+    items = study_bytes(slices=2, size=16)
+    env.vault.import_bytes(env.login("tech"), items)
+    first = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
+    series_uid, study_uid = first.SeriesInstanceUID, first.StudyInstanceUID
+    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", free_port()))  # nobody there
+
+    env.vault.enter_emergency_mode()
+    assert env.vault.read_only
+    rad = env.login("rad")
+    assert len(env.vault.studies(rad)) == 1 and len(env.vault.open_series(rad, series_uid)) == 2
+    with pytest.raises(NotPermitted, match="Emergency mode: the cache is read-only"):
+        env.vault.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
+    with pytest.raises(NotPermitted, match="Emergency mode"):
+        env.vault.send(env.login("tech"), "pacs", study_uid)
+    (alert,) = [r for r in env.vault.audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT))
+                if r.detail.get("alert") == EMERGENCY_ALERT]
+    assert "connection refused" in str(alert.detail["PACS"]).lower()
+    refused = env.vault.audit.records(AuditQuery(user="tech", event_type=EventType.ACCESS_REFUSED))
+    assert [r.detail["why"] for r in refused] == ["emergency mode", "emergency mode"]
+
+
+def test_refused_while_the_pacs_answers(env: VaultEnv, pacs: int) -> None:
+    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", pacs))
+    with pytest.raises(UsageError, match="The PACS answers: start normally"):
+        env.vault.enter_emergency_mode()
+    assert not env.vault.read_only
+
+
+def test_the_workstation_starts_in_emergency_mode_and_says_so(cli_users: CliUsers, tmp_path: Path) -> None:
+    cli = cli_users.cli
+    assert cli_users.login("rad").returncode == 0
+    shot = cli("gui", "--emergency", "--screenshot", str(tmp_path / "screen.png"),
+               extra_env={"QT_QPA_PLATFORM": "offscreen"})
+    assert shot.returncode == 0, shot.stderr
+    assert cli_users.login("admin").returncode == 0
+    added = cli.json("user", "add", "po", "--role", "privacy-officer",
+                     extra_env={"CUSTODIAN_PASSWORD": "privacy officer pass phrase"})
+    cli_users.codes["po"] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    cli_users.passwords["po"] = "privacy officer pass phrase"
+    assert cli_users.login("po").returncode == 0
+    alerts = cli.json("audit", "show", "--type", "security-alert")
+    assert any(EMERGENCY_ALERT in json.dumps(record) for record in alerts)
+
