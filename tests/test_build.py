@@ -46,6 +46,8 @@ def _run(program: Path, home: Path, *args: str, **env: str) -> subprocess.Comple
 
 @pytest.mark.slow
 def test_the_built_program_passes_selftest_and_shows_a_study(built: Path, tmp_path: Path) -> None:
+    """selftest, a vault, an import and the workstation on screen, all by the built program; then
+    the Debian package made from it."""
     home = tmp_path / "home"
     check = _run(built, home, "--json", "selftest", "--offline")
     assert check.returncode == 0, check.stdout + check.stderr
@@ -82,6 +84,9 @@ def test_the_built_program_passes_selftest_and_shows_a_study(built: Path, tmp_pa
     viewport = rows[100:700, 700 * 3:1200 * 3]  # inside the single viewport, right of the study list
     assert len(np.unique(viewport)) >= 3, "air, water and bone of the phantom"
 
+    # (one test, so the parallel runner builds once)
+    _debian_package_installs_and_runs(built, tmp_path)
+
 
 def _secret(added: str) -> str:
     return json.loads(added)["totp_uri"].split("secret=")[1].split("&")[0]
@@ -91,3 +96,22 @@ def _log_in(program: Path, home: Path, name: str, password: str, secret: str) ->
     done = _run(program, home, "login", CUSTODIAN_USER=name, CUSTODIAN_PASSWORD=password,
                 CUSTODIAN_TOTP=totp.current_code(secret))
     return done.returncode == 0
+
+
+def _debian_package_installs_and_runs(built: Path, tmp_path: Path) -> None:
+    """The .deb holds the program, the command, the desktop entry and the policy folder, and the
+    program it unpacks passes its self-test."""
+    made = subprocess.run(["installer/linux/build-deb.sh", str(built.parent), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    deb = Path(made.stdout.strip())
+    info = subprocess.run(["dpkg-deb", "--field", str(deb), "Package", "Version", "Depends"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Package: custodian" in info and "Version: 0.1.0" in info and "libxcb-cursor0" in info
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    assert os.readlink(root / "usr/bin/custodian") == "/opt/custodian/custodian"
+    assert (root / "etc/custodian/README.txt").is_file()
+    assert (root / "usr/share/applications/custodian.desktop").read_text().count("Exec=custodian gui") == 1
+    check = _run(root / "opt/custodian/custodian", tmp_path / "home", "selftest", "--offline")
+    assert check.returncode == 0 and "all passed" in check.stdout, check.stdout + check.stderr
