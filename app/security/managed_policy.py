@@ -26,7 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from app.errors import CustodianError
+from app.errors import CustodianError, UsageError
+from app.security.roles import Field, Role, narrowed
 
 POLICY_FILE, KEY_FILE = "site-policy.json", "site-key.pub"
 if sys.platform == "win32":
@@ -45,6 +46,22 @@ class PolicyRefused(CustodianError):
 class ManagedPolicy:
     settings: dict[str, object]
     source: Path
+
+
+VISIBLE_FIELDS_KEY = "visible_fields"  # role -> the demographic fields it is shown (fewer only)
+
+
+def split(settings: dict[str, object]) -> tuple[dict[str, object], dict[Role, frozenset[Field]]]:
+    """The site policy settings, and the demographic fields each role is shown under this policy.
+    UsageError when the fields are not a narrowing of Custodian's table."""
+    rest = dict(settings)
+    fields = rest.pop(VISIBLE_FIELDS_KEY, {})
+    try:
+        if not isinstance(fields, dict):
+            raise ValueError("it must map roles to lists of fields")
+        return rest, narrowed(fields)
+    except ValueError as exc:
+        raise UsageError(f"Site policy: visible fields: {exc}.") from None
 
 
 def canonical(settings: dict[str, object]) -> bytes:

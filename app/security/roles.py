@@ -7,6 +7,7 @@ demographic field before a record leaves it, so hidden values never reach a UI m
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 
@@ -82,8 +83,23 @@ def permits(role: Role, action: Action) -> bool:
     return action in PERMISSIONS.get(role, frozenset())
 
 
-def sees(role: Role, field: Field) -> bool:
-    return field in VISIBLE_FIELDS.get(role, frozenset())
+def narrowed(site: Mapping[str, Iterable[str]]) -> dict[Role, frozenset[Field]]:
+    """:data:`VISIBLE_FIELDS` with a site's lists (role -> field names) in force; a site may show a
+    role fewer fields than the table, never more. ValueError names what is wrong."""
+    visible = dict(VISIBLE_FIELDS)
+    for role_name, names in site.items():
+        role = parse_role(role_name)
+        try:
+            fields = frozenset(Field(name) for name in names)
+        except ValueError:
+            known = ", ".join(f.value for f in Field)
+            raise ValueError(f"unknown demographic field for the {role.value} role; fields: "
+                             f"{known}") from None
+        if extra := fields - VISIBLE_FIELDS[role]:
+            raise ValueError(f"the {role.value} role may only be shown fewer fields than Custodian's table, "
+                             f"not also {', '.join(sorted(f.value for f in extra))}")
+        visible[role] = fields
+    return visible
 
 
 def parse_role(text: str) -> Role:

@@ -190,6 +190,7 @@ class Vault:
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
         self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
         self._managed: dict[str, object] = {}
+        self._visible = dict(VISIBLE_FIELDS)  # minimum necessary, narrowed by the managed policy
         self.read_only = False  # emergency mode: see enter_emergency_mode
         self._enforce_managed_policy()
 
@@ -197,8 +198,10 @@ class Vault:
         """Put the site's signed policy in force; one that does not verify stops the application,
         and the refusal is in the trail (fail closed: its settings cannot be known)."""
         try:
+            merged: dict[str, object] = {}
             for managed in managed_policy.load():  # the system location last: it wins
-                self._managed = {**self._managed, **managed.settings}
+                merged = {**merged, **managed.settings}
+            self._managed, self._visible = managed_policy.split(merged)
             self.sessions.policy = self.sessions.policy.under(self._managed)
         except (managed_policy.PolicyRefused, UsageError) as exc:
             self._record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE,
@@ -835,7 +838,7 @@ class Vault:
             params = (patient_id,)
         rows = self._query(sql + " ORDER BY s.study_date DESC, s.study_time DESC", params)
         granted = self._break_glass_patients(user)
-        visible = VISIBLE_FIELDS[user.role]
+        visible = self._visible[user.role]
         result = []
         for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, mods, nseries,
              ninst) in rows:
@@ -1273,7 +1276,7 @@ class Vault:
             self._record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=user.name,
                                     detail={"node": node_name, "query": asked, "why": str(exc)}))
             raise
-        visible = VISIBLE_FIELDS[user.role]
+        visible = self._visible[user.role]
         shown = [replace(
             study,
             patient_id=study.patient_id if Field.PATIENT_ID in visible else None,

@@ -20,7 +20,7 @@ from app.audit.report import AuditQuery
 from app.errors import UsageError
 from app.security import managed_policy
 from app.store.vault import POLICY_REFUSED_ALERT, Vault
-from tests.conftest import PASSPHRASE, Cli, CliUsers, VaultEnv
+from tests.conftest import PASSPHRASE, Cli, CliUsers, VaultEnv, study_bytes
 
 
 @pytest.fixture
@@ -54,8 +54,19 @@ def test_signed_settings_are_in_force_and_cannot_be_changed_here(env: VaultEnv, 
     assert vault.set_policy(admin, "prefetch_priors", "4").inactivity_seconds == 120
 
 
+def test_the_site_may_show_a_role_fewer_demographics(env: VaultEnv, site: tuple) -> None:
+    policy, _, private = site
+    env.vault.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
+    policy.write_bytes(managed_policy.sign({"visible_fields": {"technologist": ["patient ID"]}}, private))
+    vault = _reopen(env)
+    (study,) = vault.studies(env.login("tech"))
+    assert study.patient_id == "PID-0001" and study.patient_name is None and study.birth_date is None
+    (full,) = vault.studies(env.login("rad"))  # other roles keep Custodian's table
+    assert full.patient_name == "Testperson^Quentin"
+
+
 @pytest.mark.parametrize("fault", ["edited", "other key", "no key", "out of range", "unknown setting",
-                                   "missing"])
+                                   "missing", "shows more"])
 def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tuple,
                                                        monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     policy, public, private = site
@@ -64,6 +75,8 @@ def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tupl
         settings = {"inactivity_seconds": 3600}  # the workstation's limit is 10 minutes
     elif fault == "unknown setting":
         settings = {"inactivity_seconds": 120, "screensaver": "off"}
+    elif fault == "shows more":
+        settings = {"visible_fields": {"librarian": ["patient name", "sex"]}}
     policy.write_bytes(managed_policy.sign(settings, private))
     if fault == "edited":
         doc = json.loads(policy.read_bytes())
@@ -81,7 +94,8 @@ def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tupl
         Vault.open(env.home, lambda: PASSPHRASE)
     expected = {"edited": "changed since the site signed it", "other key": "changed since the site signed it",
                 "no key": "public key", "out of range": "from 30 to 600", "unknown setting": "screensaver",
-                "missing": "is missing"}[fault]
+                "missing": "is missing",
+                "shows more": "fewer fields than Custodian's table, not also sex"}[fault]
     assert expected in str(refused.value)
     monkeypatch.delenv("CUSTODIAN_SITE_POLICY")
     monkeypatch.delenv("CUSTODIAN_SITE_KEY")
