@@ -241,7 +241,7 @@ def cmd_policy_sign(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(f"The settings (a JSON object) or the key could not be read: {exc}") from None
     if not isinstance(settings, dict):
         raise UsageError("The settings file must hold one JSON object of site policy settings.")
-    SitePolicy().under(managed_policy.split(settings)[0])  # refuse what the workstation would refuse
+    SitePolicy().under(managed_policy.split(settings).settings)  # refuse what a workstation would refuse
     Path(args.out).write_bytes(managed_policy.sign(settings, key))
     out.emit({"out": args.out, "settings": sorted(settings)},
              f"Signed site policy written to {args.out}; install it as "

@@ -103,9 +103,13 @@ class SyncResult:
 class Forwarder:
     """Sends what the repository has not yet confirmed; one per connection to the index."""
 
-    def __init__(self, log: AuditLog, conn: sqlcipher3.Connection) -> None:
+    def __init__(self, log: AuditLog, conn: sqlcipher3.Connection, managed: Repository | None = None) -> None:
         self._log = log
         self._conn = conn
+        self._managed = managed  # the site's managed policy names the repository: it wins
+
+    def _repository(self) -> Repository | None:
+        return self._managed or Repository.load(self._conn)
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -116,13 +120,13 @@ class Forwarder:
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def status(self) -> SyncStatus:
-        repository = Repository.load(self._conn)
+        repository = self._repository()
         return SyncStatus(repository is not None, repository.address if repository else None,
                           int(self._meta(SENT_KEY) or 0), self._log.head(), self._meta(HALTED_KEY))
 
     def drain(self, batch: int = BATCH, stop: threading.Event | None = None) -> SyncResult:
         """Send every queued record, oldest first, in batches the repository confirms."""
-        repository = Repository.load(self._conn)
+        repository = self._repository()
         if repository is None:
             raise UsageError("No audit repository is set: an administrator sets one with "
                              "'custodian audit repository set'.")

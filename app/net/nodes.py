@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import sqlcipher3
@@ -47,25 +48,40 @@ class Node:
 
 
 class NodeBook:
-    def __init__(self, conn: sqlcipher3.Connection) -> None:
+    """The workstation's own nodes, under the site's (the managed policy's), which win by name and
+    cannot be changed here."""
+
+    def __init__(self, conn: sqlcipher3.Connection, managed: Sequence[Node] = ()) -> None:
         self._conn = conn
+        self._managed = {node.name: node for node in managed}
 
     def put(self, node: Node) -> None:
+        self._refuse_managed(node.name)
         self._conn.execute("INSERT OR REPLACE INTO nodes (name, config) VALUES (?, ?)",
                            (node.name, json.dumps(asdict(node))))
 
     def get(self, name: str) -> Node:
+        if name in self._managed:
+            return self._managed[name]
         row = self._conn.execute("SELECT config FROM nodes WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise CustodianError(f"There is no PACS node named '{name}' ('custodian node list' shows them).")
         return _node(row[0])
 
     def list(self) -> list[Node]:
-        return [_node(config) for (config,) in self._conn.execute("SELECT config FROM nodes ORDER BY name")]
+        local = [_node(config) for (config,) in self._conn.execute("SELECT config FROM nodes ORDER BY name")]
+        return sorted([*self._managed.values(), *(n for n in local if n.name not in self._managed)],
+                      key=lambda node: node.name)
 
     def remove(self, name: str) -> None:
+        self._refuse_managed(name)
         if self._conn.execute("DELETE FROM nodes WHERE name = ?", (name,)).rowcount != 1:
             raise CustodianError(f"There is no PACS node named '{name}'.")
+
+    def _refuse_managed(self, name: str) -> None:
+        if name in self._managed:
+            raise UsageError(f"The node '{name}' is set by the site's managed policy; it cannot be changed "
+                             "at the workstation.")
 
 
 def _node(config: str) -> Node:

@@ -26,8 +26,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
+from app.audit.repository import Repository
 from app.errors import CustodianError, UsageError
+from app.net.nodes import Node
 from app.security.roles import Field, Role, narrowed
+from app.security.tls import TlsIdentity
 
 POLICY_FILE, KEY_FILE = "site-policy.json", "site-key.pub"
 if sys.platform == "win32":
@@ -49,19 +52,60 @@ class ManagedPolicy:
 
 
 VISIBLE_FIELDS_KEY = "visible_fields"  # role -> the demographic fields it is shown (fewer only)
+NODES_KEY = "nodes"  # the PACS nodes every workstation of the site talks to
+REPOSITORY_KEY = "audit_repository"  # where every workstation's audit trail goes
 
 
-def split(settings: dict[str, object]) -> tuple[dict[str, object], dict[Role, frozenset[Field]]]:
-    """The site policy settings, and the demographic fields each role is shown under this policy.
-    UsageError when the fields are not a narrowing of Custodian's table."""
-    rest = dict(settings)
-    fields = rest.pop(VISIBLE_FIELDS_KEY, {})
+@dataclass(frozen=True)
+class SiteRules:
+    """A managed policy taken apart: site policy settings, demographics per role, PACS nodes and
+    the audit repository (TLS material read from the files the policy names)."""
+
+    settings: dict[str, object]
+    visible: dict[Role, frozenset[Field]]
+    nodes: tuple[Node, ...] = ()
+    repository: Repository | None = None
+
+
+def split(doc: dict[str, object]) -> SiteRules:
+    """UsageError, saying what, when a part is not what the workstation can put in force."""
+    rest = dict(doc)
+    fields, nodes, repository = (rest.pop(VISIBLE_FIELDS_KEY, {}), rest.pop(NODES_KEY, []),
+                                 rest.pop(REPOSITORY_KEY, None))
     try:
         if not isinstance(fields, dict):
             raise ValueError("it must map roles to lists of fields")
-        return rest, narrowed(fields)
+        visible = narrowed(fields)
     except ValueError as exc:
         raise UsageError(f"Site policy: visible fields: {exc}.") from None
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        raise UsageError("Site policy: nodes must be a list of nodes (name, ae_title, host, port).")
+    try:
+        made = tuple(Node(**{k: v for k, v in n.items() if k != "tls"}, tls=_identity(n.get("tls")))
+                     for n in nodes)
+        repo = None
+        if repository is not None:
+            if not isinstance(repository, dict):
+                raise TypeError("not an object")
+            repo = Repository(**{k: v for k, v in repository.items() if k != "tls"},
+                              identity=_identity(repository.get("tls")) or _missing_tls())
+    except TypeError:
+        raise UsageError("Site policy: a node or the audit repository has fields this version does not "
+                         "know or lacks one it needs.") from None
+    return SiteRules(rest, visible, made, repo)
+
+
+def _identity(files: object) -> TlsIdentity | None:
+    """TLS trust anchors, certificate and key from the files ``{"ca", "cert", "key"}`` names."""
+    if files is None:
+        return None
+    if not isinstance(files, dict) or set(files) != {"ca", "cert", "key"}:
+        raise UsageError("Site policy: tls must name the files ca, cert and key.")
+    return TlsIdentity.from_files(Path(files["ca"]), Path(files["cert"]), Path(files["key"]))
+
+
+def _missing_tls() -> TlsIdentity:
+    raise UsageError("Site policy: the audit repository needs tls (ca, cert and key files).")
 
 
 def canonical(settings: dict[str, object]) -> bytes:

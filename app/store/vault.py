@@ -191,6 +191,8 @@ class Vault:
         self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
         self._managed: dict[str, object] = {}
         self._visible = dict(VISIBLE_FIELDS)  # minimum necessary, narrowed by the managed policy
+        self._managed_nodes: tuple[Node, ...] = ()
+        self._managed_repository: Repository | None = None
         self.read_only = False  # emergency mode: see enter_emergency_mode
         self._enforce_managed_policy()
 
@@ -201,13 +203,18 @@ class Vault:
             merged: dict[str, object] = {}
             for managed in managed_policy.load():  # the system location last: it wins
                 merged = {**merged, **managed.settings}
-            self._managed, self._visible = managed_policy.split(merged)
+            rules = managed_policy.split(merged)
+            self._managed, self._visible = rules.settings, rules.visible
+            self._managed_nodes, self._managed_repository = rules.nodes, rules.repository
             self.sessions.policy = self.sessions.policy.under(self._managed)
         except (managed_policy.PolicyRefused, UsageError) as exc:
             self._record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE,
                                     detail={"alert": POLICY_REFUSED_ALERT, "why": str(exc)}))
             self._conn.close()
             raise managed_policy.PolicyRefused(str(exc)) from None
+
+    def _nodes(self) -> NodeBook:
+        return NodeBook(self._conn, self._managed_nodes)
 
     @property
     def managed_settings(self) -> frozenset[str]:
@@ -1160,6 +1167,9 @@ class Vault:
     def set_audit_repository(self, session: Session, repository: Repository) -> None:
         """Where the trail is forwarded; setting it again also resumes a sync stopped by a bad certificate."""
         actor = self._gate(session, Action.SITE_POLICY)
+        if self._managed_repository is not None:
+            raise UsageError("The audit repository is set by the site's managed policy; it cannot be changed "
+                             "at the workstation.")
         repository.identity.check()
         with self._transaction():
             repository.save(self._conn)
@@ -1170,7 +1180,7 @@ class Vault:
         """The sender of the queue. Forwarding is the workstation's own duty, not a user's action, so
         it needs the opened vault but no session; a background thread asks for its own connection."""
         conn = self._reader() if own_connection else self._conn
-        return Forwarder(AuditLog(conn, self.audit.signing_key), conn)
+        return Forwarder(AuditLog(conn, self.audit.signing_key), conn, self._managed_repository)
 
     def audit_sync_status(self, session: Session) -> SyncStatus:
         self._gate(session, Action.AUDIT_VERIFY)
@@ -1195,26 +1205,26 @@ class Vault:
         if node.tls is not None:
             node.tls.check()
         with self._transaction():
-            NodeBook(self._conn).put(node)
+            self._nodes().put(node)
             self.audit.append(AuditEvent(EventType.NODE_CHANGE, user=actor.name,
                                          detail={"node": node.name, "set": node.describe()}))
 
     def remove_node(self, session: Session, name: str) -> None:
         actor = self._gate(session, Action.MANAGE_NODES)
         with self._transaction():
-            NodeBook(self._conn).remove(name)
+            self._nodes().remove(name)
             self.audit.append(AuditEvent(EventType.NODE_CHANGE, user=actor.name,
                                          detail={"node": name, "removed": True}))
 
     def nodes(self, session: Session) -> list[Node]:
         self._gate(session, Action.ECHO_NODE)
         with self._db:
-            return NodeBook(self._conn).list()
+            return self._nodes().list()
 
     def echo_node(self, session: Session, name: str) -> EchoResult:
         user = self._gate(session, Action.ECHO_NODE)
         with self._db:
-            node = NodeBook(self._conn).get(name)
+            node = self._nodes().get(name)
         try:
             result = echo(node, self.policy.ae_title)
         except CustodianError as exc:
@@ -1228,7 +1238,7 @@ class Vault:
         """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes;
         with TLS (client certificates required) once the site set an identity for it."""
         with self._db:
-            senders = sorted({node.ae_title for node in NodeBook(self._conn).list()})
+            senders = sorted({node.ae_title for node in self._nodes().list()})
             identity = self._scp_identity()
         tls = server_context(identity) if identity is not None else None
         if senders:  # (without any, the SCP refuses to be made)
@@ -1266,7 +1276,7 @@ class Vault:
         """Study-level C-FIND at a PACS node, shown under the same minimum-necessary rules."""
         user = self._gate(session, Action.QUERY)
         with self._db:
-            node = NodeBook(self._conn).get(node_name)
+            node = self._nodes().get(node_name)
             restricted = {pid for (pid,) in self._conn.execute(
                 "SELECT patient_id FROM patients WHERE restricted = 1")}
         asked = {k: v for k, v in filters.items() if v}
@@ -1300,7 +1310,7 @@ class Vault:
         move the SCP must be listening: the GUI's, else one started for the duration."""
         user = self._gate(session, Action.RETRIEVE)
         with self._db:
-            node = NodeBook(self._conn).get(node_name)
+            node = self._nodes().get(node_name)
         workers = None if move else self.receiving_workers()
         try:
             if workers is None:
@@ -1330,14 +1340,14 @@ class Vault:
         outbox and goes out when it is back (:meth:`flush_outbox`)."""
         user = self._gate(session, Action.SEND)
         with self._db:
-            NodeBook(self._conn).get(node_name)  # a clear error now for a node that does not exist
+            self._nodes().get(node_name)  # a clear error now for a node that does not exist
         self._check_restriction(user, study_uid)
         return self._send(user.name, node_name, study_uid, progress, queue=True)
 
     def _send(self, requester: str, node_name: str, study_uid: str,
               progress: Callable[[int, int], None] | None, *, queue: bool) -> SendResult:
         with self._db:
-            node = NodeBook(self._conn).get(node_name)
+            node = self._nodes().get(node_name)
             rows = self._conn.execute(
                 "SELECT sop_uid, sop_class, transfer_syntax, blob FROM instances WHERE study_uid = ? "
                 "ORDER BY series_uid, number", (study_uid,)).fetchall()
@@ -1456,7 +1466,7 @@ class Vault:
     def pacs_node(self) -> Node | None:
         """The site's PACS: the node the site policy names, else the first one set."""
         with self._db:
-            nodes = NodeBook(self._conn).list()
+            nodes = self._nodes().list()
         named = [n for n in nodes if n.name == self.policy.pacs_node]
         return (named or nodes or [None])[0]
 

@@ -17,10 +17,13 @@ from cryptography.hazmat.primitives.serialization import (
 
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
+from app.audit.repository import Repository
 from app.errors import UsageError
+from app.net.nodes import Node
 from app.security import managed_policy
 from app.store.vault import POLICY_REFUSED_ALERT, Vault
 from tests.conftest import PASSPHRASE, Cli, CliUsers, VaultEnv, study_bytes
+from tests.peers.pki import Site
 
 
 @pytest.fixture
@@ -65,8 +68,36 @@ def test_the_site_may_show_a_role_fewer_demographics(env: VaultEnv, site: tuple)
     assert full.patient_name == "Testperson^Quentin"
 
 
+def test_the_site_sets_the_pacs_nodes_and_the_audit_repository(env: VaultEnv, site: tuple,
+                                                                tmp_path: Path) -> None:
+    policy, _, private = site
+    admin = env.login("admin")
+    env.vault.add_node(admin, Node("local", "MINE", "127.0.0.1", 11113))
+    pki = Site(tmp_path, "audit.hospital.test")
+    tls = {"ca": str(pki.ca.cert), "cert": str(pki.client.cert), "key": str(pki.client.key)}
+    policy.write_bytes(managed_policy.sign({
+        "nodes": [{"name": "pacs", "ae_title": "PACS", "host": "pacs.hospital.test", "port": 104},
+                  {"name": "local", "ae_title": "SITE", "host": "10.0.0.9", "port": 11112, "tls": tls,
+                   "server_name": "pacs.hospital.test"}],
+        "audit_repository": {"host": "audit.hospital.test", "port": 6514, "tls": tls},
+        "pacs_node": "pacs"}, private))
+    vault = _reopen(env)
+    admin = env.login("admin")
+    nodes = {n.name: n for n in vault.nodes(admin)}
+    assert set(nodes) == {"pacs", "local"} and nodes["local"].ae_title == "SITE" and nodes["local"].tls
+    assert vault.pacs_node().name == "pacs"
+    with pytest.raises(UsageError, match="managed policy"):
+        vault.remove_node(admin, "pacs")
+    with pytest.raises(UsageError, match="managed policy"):
+        vault.add_node(admin, Node("local", "OTHER", "127.0.0.1", 104))
+    vault.add_node(admin, Node("spare", "SPARE", "127.0.0.1", 104))  # the site's nodes stay beside
+    assert vault.audit_forwarder().status().address == "audit.hospital.test:6514"
+    with pytest.raises(UsageError, match="managed policy"):
+        vault.set_audit_repository(admin, Repository("elsewhere", 6514, pki.identity()))
+
+
 @pytest.mark.parametrize("fault", ["edited", "other key", "no key", "out of range", "unknown setting",
-                                   "missing", "shows more"])
+                                   "missing", "shows more", "bad node"])
 def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tuple,
                                                        monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     policy, public, private = site
@@ -77,6 +108,8 @@ def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tupl
         settings = {"inactivity_seconds": 120, "screensaver": "off"}
     elif fault == "shows more":
         settings = {"visible_fields": {"librarian": ["patient name", "sex"]}}
+    elif fault == "bad node":
+        settings = {"nodes": [{"name": "pacs", "aet": "PACS", "host": "pacs", "port": 104}]}
     policy.write_bytes(managed_policy.sign(settings, private))
     if fault == "edited":
         doc = json.loads(policy.read_bytes())
@@ -95,7 +128,8 @@ def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tupl
     expected = {"edited": "changed since the site signed it", "other key": "changed since the site signed it",
                 "no key": "public key", "out of range": "from 30 to 600", "unknown setting": "screensaver",
                 "missing": "is missing",
-                "shows more": "fewer fields than Custodian's table, not also sex"}[fault]
+                "shows more": "fewer fields than Custodian's table, not also sex",
+                "bad node": "fields this version does not know"}[fault]
     assert expected in str(refused.value)
     monkeypatch.delenv("CUSTODIAN_SITE_POLICY")
     monkeypatch.delenv("CUSTODIAN_SITE_KEY")
