@@ -478,6 +478,13 @@ def _sync_status_text(status: SyncStatus) -> str:
             f"event(s) confirmed, {status.pending} queued.")
 
 
+def cmd_audit_repository_resume(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        vault.resume_audit_sync(current_session(vault))
+    out.emit({"resumed": True}, "Audit sync resumed: queued events go out at the next sync.")
+    return EXIT_OK
+
+
 def cmd_audit_repository_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         status = vault.audit_sync_status(current_session(vault))
@@ -967,6 +974,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, required=True, help="this workstation's PEM private key")
     p.add_argument("--server-name", help="the name in the repository's certificate, if not HOST")
     add("show", cmd_audit_repository_show, "the repository and how much is queued", repository)
+    add("resume", cmd_audit_repository_resume, "send again after an untrusted certificate stopped the "
+        "sync (once the repository was checked)", repository)
     p = add("sync", cmd_audit_sync, "send queued events to the central repository", audit)
     p.add_argument("--watch", action="store_true", help="keep sending as events arrive")
     p = add("reconcile", cmd_audit_reconcile,

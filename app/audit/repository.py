@@ -133,7 +133,8 @@ class Forwarder:
         halted = self._meta(HALTED_KEY)
         if halted:
             raise RepositoryHalted(f"Audit sync is stopped: {halted}. The events stay queued; an "
-                                   "administrator must check the repository and set it again.")
+                                   "administrator must check the repository, then set it again or run "
+                                   "'custodian audit repository resume'.")
         context = client_context(repository.identity)
         sent = 0
         while stop is None or not stop.is_set():

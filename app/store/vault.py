@@ -38,7 +38,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
 from app.audit.reconcile import Reconciliation, reconcile
 from app.audit.report import AuditQuery, AuditRecord, AuditReport, ReportKind
-from app.audit.repository import Forwarder, Repository, SyncStatus
+from app.audit.repository import HALTED_KEY, Forwarder, Repository, SyncStatus
 from app.errors import (
     AuthenticationFailed,
     BusyError,
@@ -1175,6 +1175,15 @@ class Vault:
             repository.save(self._conn)
             self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name, detail={
                 "audit_repository": repository.address, "certificate": repository.identity.subject()}))
+
+    def resume_audit_sync(self, session: Session) -> None:
+        """Send again after an untrusted certificate stopped the sync, once an administrator has
+        checked the repository (the way for a repository the managed policy sets)."""
+        actor = self._gate(session, Action.SITE_POLICY)
+        with self._transaction():
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (HALTED_KEY,))
+            self.audit.append(AuditEvent(EventType.POLICY_CHANGE, user=actor.name,
+                                         detail={"audit_repository": "sync resumed"}))
 
     def audit_forwarder(self, *, own_connection: bool = False) -> Forwarder:
         """The sender of the queue. Forwarding is the workstation's own duty, not a user's action, so

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
-from app.audit.repository import Repository
+from app.audit.repository import HALTED_KEY, Repository
 from app.errors import UsageError
 from app.net.nodes import Node
 from app.security import managed_policy
@@ -94,6 +94,15 @@ def test_the_site_sets_the_pacs_nodes_and_the_audit_repository(env: VaultEnv, si
     assert vault.audit_forwarder().status().address == "audit.hospital.test:6514"
     with pytest.raises(UsageError, match="managed policy"):
         vault.set_audit_repository(admin, Repository("elsewhere", 6514, pki.identity()))
+    # An untrusted certificate stopped the sync (tests/audit/test_sync.py makes one for real): the
+    # administrator resumes it once the repository is checked, since it cannot be set again here.
+    with vault._db:
+        vault._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (HALTED_KEY, "an impostor"))
+    assert vault.audit_forwarder().status().halted
+    vault.resume_audit_sync(admin)
+    assert not vault.audit_forwarder().status().halted
+    (change, *_) = vault.audit.records(AuditQuery(event_type=EventType.POLICY_CHANGE, limit=1))
+    assert change.detail == {"audit_repository": "sync resumed"} and change.user == "admin"
 
 
 @pytest.mark.parametrize("fault", ["edited", "other key", "no key", "out of range", "unknown setting",
