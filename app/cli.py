@@ -803,10 +803,12 @@ def _backup_passphrase(confirm: bool) -> str:
 def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         result = vault.backup(current_session(vault), Path(args.out).resolve(), _backup_passphrase(True))
+    missing = (f" {result.missing} damaged instance(s) had no file to back up: run 'custodian verify'."
+               if result.missing else "")
     out.emit({"file": str(result.path), "instances": result.instances, "bytes": result.size,
-              "sha256": result.sha256},
+              "sha256": result.sha256, "missing": result.missing},
              f"Backup written to {result.path}: {result.instances} instance(s), {result.size:,} bytes, "
-             f"SHA-256 {result.sha256}. Keep the passphrase apart from the backup.")
+             f"SHA-256 {result.sha256}. Keep the passphrase apart from the backup.{missing}")
     return EXIT_OK
 
 

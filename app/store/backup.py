@@ -166,7 +166,13 @@ def read_header(source: BinaryIO) -> tuple[BackupHeader, bytes]:
     encoded = source.read(length) if 0 < length < 1 << 16 else b""
     try:
         doc = json.loads(encoded)
-        return BackupHeader(doc["vault_id"], doc["created"], int(doc["instances"]), dict(doc["kdf"])), encoded
+        header = BackupHeader(doc["vault_id"], doc["created"], int(doc["instances"]), dict(doc["kdf"]))
+        # A hostile file must not make the key derivation take the machine's memory or hours.
+        limits = {"time_cost": 10, "memory_cost": 1 << 20, "parallelism": 16}
+        if header.kdf.get("name") != "argon2id" or not all(
+                0 < int(str(header.kdf[name])) <= most for name, most in limits.items()):
+            raise ValueError("key derivation outside what Custodian makes")
+        return header, encoded
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupDamaged("The backup's header is damaged.") from exc
 

@@ -134,9 +134,10 @@ def _deidentified(deid: Deidentifier, load: Callable[[], bytes], patient: str) -
 @dataclass(frozen=True)
 class BackupResult:
     path: Path
-    instances: int
+    instances: int  # blobs in the backup (instances and quarantined files)
     size: int
     sha256: str
+    missing: int = 0  # blob files the index names but the disk no longer has ('verify' reports them)
 
 
 def _file_sha256(path: Path) -> str:
@@ -665,14 +666,17 @@ class Vault:
                                                         "SELECT blob FROM quarantine")]
                 finally:
                     target.close()
+            # A blob file already missing is damage 'verify' reports; the backup keeps the rest.
+            present = [b for b in blobs if self.blobs.path(b).exists()]
+            missing = len(blobs) - len(present)
             masters = json.dumps({kid: base64.b64encode(key).decode()
                                   for kid, key in self._keys.masters.items()}).encode()
             made = datetime.now(UTC).isoformat(timespec="seconds")
-            header = backup.new_header(self._keystore.vault_id, made, len(blobs))
+            header = backup.new_header(self._keystore.vault_id, made, len(present))
             members = itertools.chain(
                 [(KEYSTORE_FILE, (self.home / KEYSTORE_FILE).read_bytes()), (BACKUP_MASTERS, masters),
                  (index.INDEX_FILE, snapshot / index.INDEX_FILE)],
-                ((f"{BLOB_DIR}/{b[:2]}/{b}", self.blobs.path(b)) for b in blobs))
+                ((f"{BLOB_DIR}/{b[:2]}/{b}", self.blobs.path(b)) for b in present))
             try:
                 with partial_out.open("xb") as sink:
                     backup.write(sink, header, passphrase, members)
@@ -683,9 +687,9 @@ class Vault:
                 partial_out.unlink(missing_ok=True)
                 raise
         digest = _file_sha256(out)
-        self._record(AuditEvent(EventType.BACKUP, user=actor.name,
-                                detail={"file": out.name, "instances": len(blobs), "sha256": digest}))
-        return BackupResult(out, len(blobs), out.stat().st_size, digest)
+        self._record(AuditEvent(EventType.BACKUP, user=actor.name, detail={
+            "file": out.name, "instances": len(present), "missing": missing, "sha256": digest}))
+        return BackupResult(out, len(present), out.stat().st_size, digest, missing)
 
     @classmethod
     def restore(cls, source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
@@ -1483,8 +1487,8 @@ class Vault:
         """Whether the PACS answers; when it does, the sends that waited for it go out. The
         workstation's own duty (no session), run in the background of the GUI."""
         node = self.pacs_node()
-        if node is None:
-            return PacsStatus(None, False, 0)
+        if node is None or self.read_only:  # (emergency mode: nothing is sent)
+            return PacsStatus(node.name if node else None, False, 0)
         try:
             echo(node, self.policy.ae_title)
         except CustodianError as exc:
@@ -1514,6 +1518,8 @@ class Vault:
         then the same modality, the most recent first within each. The workstation's own work on
         behalf of whoever opened the study (named in the trail)."""
         node, wanted = self.pacs_node(), self.policy.prefetch_priors
+        if self.read_only:
+            return []  # emergency mode: nothing comes into the cache
         with self._db:
             row = self._conn.execute(
                 "SELECT p.patient_id, s.study_date, (SELECT group_concat(DISTINCT modality) FROM series "

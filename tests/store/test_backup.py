@@ -3,6 +3,8 @@ keys of that machine, and a wrong passphrase or a changed backup is refused, lea
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import pydicom
@@ -12,7 +14,7 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.demo.studies import Patient
 from app.errors import CustodianError, VaultExists
-from app.store.backup import BackupDamaged
+from app.store.backup import MAGIC, BackupDamaged
 from app.store.vault import Vault
 from tests.conftest import PASSPHRASE, CliUsers, VaultEnv, study_bytes, write_study
 
@@ -78,6 +80,34 @@ def test_a_wrong_passphrase_or_changed_backup_restores_nothing(env: VaultEnv, tm
         Vault.restore(out, home, passphrase, vault_passphrase=NEW_PASSPHRASE, use_keyring=False)
     assert refused.value.exit_code == 4
     assert not Vault.exists(home) and not [p for p in home.rglob("*") if p.is_file()]
+
+
+def test_a_missing_blob_file_is_counted_and_the_rest_backed_up(env: VaultEnv, tmp_path: Path) -> None:
+    env.vault.import_bytes(env.login("tech"), study_bytes(Patient("BKP-3", "Gap^Gina"), slices=3, size=16))
+    (blob,) = env.vault._query("SELECT blob FROM instances LIMIT 1")[0]
+    env.vault.blobs.path(blob).unlink()  # lost to a disk fault
+    result = env.vault.backup(env.login("admin"), tmp_path / "gap.backup", BACKUP_PASSPHRASE)
+    assert (result.instances, result.missing) == (2, 1)
+    with Vault.restore(result.path, tmp_path / "restored", BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
+                       use_keyring=False) as restored:
+        admin = restored.login("admin", env.accounts["admin"].password, env.accounts["admin"].codes.next())[1]
+        report = restored.verify(admin)
+        assert report.instances == 3 and len(report.damaged) == 1  # said, not hidden
+
+
+def test_a_hostile_header_cannot_make_the_key_derivation_take_the_machine(env: VaultEnv,
+                                                                         tmp_path: Path) -> None:
+    out, _ = _backed_up(env, tmp_path)
+    data = out.read_bytes()
+    start = len(MAGIC) + 4
+    (length,) = struct.unpack(">I", data[len(MAGIC):start])
+    header = json.loads(data[start:start + length])
+    header["kdf"]["memory_cost"] = 1 << 30  # a terabyte of Argon2 memory
+    encoded = json.dumps(header, sort_keys=True).encode()
+    out.write_bytes(MAGIC + struct.pack(">I", len(encoded)) + encoded + data[start + length:])
+    with pytest.raises(BackupDamaged, match="header is damaged"):
+        Vault.restore(out, tmp_path / "restored", BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
+                      use_keyring=False)
 
 
 def test_restore_never_overwrites_a_vault_and_backup_never_overwrites_a_file(env: VaultEnv,

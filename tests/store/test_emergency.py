@@ -60,6 +60,10 @@ def test_refused_while_the_pacs_answers(env: VaultEnv, pacs: int) -> None:
     with pytest.raises(UsageError, match="The PACS answers: start normally"):
         env.vault.enter_emergency_mode()
     assert not env.vault.read_only
+    assert env.vault.watch_pacs().reachable
+    # Had the PACS come back during an emergency-mode run, the watch would still send nothing.
+    env.vault.read_only = True
+    assert not env.vault.watch_pacs().reachable
 
 
 def test_the_workstation_starts_in_emergency_mode_and_says_so(cli_users: CliUsers, tmp_path: Path) -> None:
