@@ -139,11 +139,12 @@ def load() -> list[ManagedPolicy]:
                 raise PolicyRefused(f"The site policy file {policy_path} is missing; Custodian will not "
                                     "start without the settings the site set.")
             continue
-        found.append(_verified(policy_path, key_path))
+        found.append(load_file(policy_path, key_path))
     return found
 
 
-def _verified(policy_path: Path, key_path: Path) -> ManagedPolicy:
+def load_file(policy_path: Path, key_path: Path) -> ManagedPolicy:
+    """One policy file, verified against the public key in ``key_path``; PolicyRefused if not."""
     where = f"The site policy {policy_path}"
     try:
         public = load_pem_public_key(key_path.read_bytes())

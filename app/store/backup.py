@@ -14,6 +14,7 @@ something else.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -172,6 +173,9 @@ def read_header(source: BinaryIO) -> tuple[BackupHeader, bytes]:
         if header.kdf.get("name") != "argon2id" or not all(
                 0 < int(str(header.kdf[name])) <= most for name, most in limits.items()):
             raise ValueError("key derivation outside what Custodian makes")
+        # (base64 decoding fails with binascii.Error, a ValueError)
+        if len(base64.b64decode(str(header.kdf["salt"]), validate=True)) < 16:
+            raise ValueError("salt too short")
         return header, encoded
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupDamaged("The backup's header is damaged.") from exc

@@ -411,11 +411,12 @@ class MainWindow(QMainWindow):
         if self._listed_study != study_uid:
             return False
         self.set_layout(layout_for(len(self._series)))
-        if len(self._series) > len(self.grid.visible_viewports()):
+        opened = self.open_study(study_uid)
+        if opened and len(self._series) > len(self.grid.visible_viewports()):
             self.statusBar().showMessage(f"The first {len(self.grid.visible_viewports())} of "
                                          f"{len(self._series)} series are shown; drag others onto a "
                                          "viewport.", STATUS_SECONDS * 1000)
-        return self.open_study(study_uid)
+        return opened
 
     def show_error(self, message: str) -> None:
         self.errors.append(message)

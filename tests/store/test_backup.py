@@ -102,12 +102,15 @@ def test_a_hostile_header_cannot_make_the_key_derivation_take_the_machine(env: V
     start = len(MAGIC) + 4
     (length,) = struct.unpack(">I", data[len(MAGIC):start])
     header = json.loads(data[start:start + length])
-    header["kdf"]["memory_cost"] = 1 << 30  # a terabyte of Argon2 memory
-    encoded = json.dumps(header, sort_keys=True).encode()
-    out.write_bytes(MAGIC + struct.pack(">I", len(encoded)) + encoded + data[start + length:])
-    with pytest.raises(BackupDamaged, match="header is damaged"):
-        Vault.restore(out, tmp_path / "restored", BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
-                      use_keyring=False)
+    for field, value in (("memory_cost", 1 << 30),  # a terabyte of Argon2 memory
+                         ("salt", "not base64!")):  # (found by the fuzzing runner: a crash before)
+        changed = json.loads(json.dumps(header))
+        changed["kdf"][field] = value
+        encoded = json.dumps(changed, sort_keys=True).encode()
+        out.write_bytes(MAGIC + struct.pack(">I", len(encoded)) + encoded + data[start + length:])
+        with pytest.raises(BackupDamaged, match="header is damaged"):
+            Vault.restore(out, tmp_path / "restored", BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
+                          use_keyring=False)
 
 
 def test_restore_never_overwrites_a_vault_and_backup_never_overwrites_a_file(env: VaultEnv,

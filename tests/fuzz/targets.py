@@ -1,0 +1,173 @@
+"""Fuzz targets: what the workstation does with hostile or damaged input, one input at a time.
+
+Each target takes bytes (a mutation of a real input) and answers accepted or refused with the
+plain reason. Anything else it raises is a crash: the finding. The CI subset (tests/fuzz/
+test_fuzz.py) and the long runner (``python -m tests.fuzz.run``) share these targets and the
+mutations, so the figures in the README come from the same code the suite checks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from pydicom.data import get_testdata_file
+
+from app.demo.studies import Patient, ct_study, to_bytes
+from app.errors import CustodianError
+from app.imaging.pixels import decode_frames
+from app.imaging.series import SeriesImages
+from app.security import managed_policy
+from app.security.sessions import Session
+from app.store.ingest import DicomDirectory, Rejected, parse
+from app.store.vault import Vault
+from tests.imaging.frames import info_of
+
+# Real inputs the mutations start from: pydicom's own files (compressed, big-endian, broken) and
+# the demo's CT.
+SEED_FILES = ("CT_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEG2000.dcm",
+              "SC_rgb_jpeg_dcmtk.dcm", "MR_small_bigendian.dcm", "examples_palette.dcm",
+              "examples_overlay.dcm", "rtdose.dcm", "ExplVR_BigEndNoMeta.dcm", "MR_truncated.dcm")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    reason: str = ""
+
+
+@cache
+def dicom_seeds() -> tuple[bytes, ...]:
+    seeds = []
+    for name in SEED_FILES:
+        path = get_testdata_file(name)
+        if path:
+            seeds.append(Path(path).read_bytes())
+    seeds.append(to_bytes(ct_study(Patient("FUZZ-1", "Fuzz^Felix"), slices=1, size=32)[0]))
+    return tuple(seeds)
+
+
+def mutate(data: bytes, rng: random.Random, edits: int) -> bytes:
+    """Byte flips, overwritten lengths, cuts and inserted junk: what damaged media and hostile
+    senders produce. Biased to the header, where the parser's decisions are."""
+    out = bytearray(data)
+    for _ in range(edits):
+        if not out:
+            break
+        where = rng.randrange(len(out)) if rng.random() < 0.5 else rng.randrange(min(len(out), 1024))
+        kind = rng.choices(range(5), weights=(40, 25, 5, 15, 15))[0]
+        if kind == 0:
+            out[where] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            out[where:where + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\xfe\xff\xff\x7f",
+                                               rng.randbytes(4)])
+        elif kind == 2:
+            del out[where:]
+        elif kind == 3:
+            out[where:where] = rng.randbytes(rng.randrange(1, 64))
+        else:
+            del out[where:where + rng.randrange(1, 64)]
+    return bytes(out)
+
+
+def dicom_import(data: bytes) -> Outcome:
+    """What the importer, the storage SCP and outside media all do first: parse for the index."""
+    try:
+        parse(data)
+    except Rejected as exc:
+        return Outcome(False, str(exc))
+    except DicomDirectory:
+        return Outcome(False, "a DICOMDIR")
+    return Outcome(True)
+
+
+def dicom_display(data: bytes) -> Outcome:
+    """An accepted file as the viewer shows it: decoded and rendered through the pixel pipeline."""
+    try:
+        info = info_of(data)
+    except (Rejected, DicomDirectory) as exc:
+        return Outcome(False, str(exc))
+    if info.rows is None:
+        return Outcome(False, "no pixel data")
+    try:
+        SeriesImages([info], lambda i: decode_frames(i, data)).render(0)
+    except CustodianError as exc:
+        return Outcome(False, str(exc))
+    return Outcome(True)
+
+
+@cache
+def _site() -> tuple[bytes, Path]:
+    key = Ed25519PrivateKey.generate()
+    folder = Path(tempfile.mkdtemp(prefix="custodian-fuzz-site-"))
+    public = folder / "site-key.pub"
+    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    settings = {"inactivity_seconds": 120, "visible_fields": {"technologist": ["patient ID"]}}
+    private = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    signed = managed_policy.sign(settings, private)
+    return signed, public
+
+
+def policy_seed() -> bytes:
+    return _site()[0]
+
+
+def site_policy(data: bytes) -> Outcome:
+    """A site policy file as the workstation reads it at every start: verified, then taken apart."""
+    _, public = _site()
+    fd, name = tempfile.mkstemp(prefix="custodian-fuzz-policy-")
+    try:
+        os.write(fd, data)
+        os.close(fd)
+        managed = managed_policy.load_file(Path(name), public)
+        managed_policy.split(managed.settings)
+    except CustodianError as exc:
+        return Outcome(False, str(exc))
+    finally:
+        os.unlink(name)
+    return Outcome(True)
+
+
+TARGETS: dict[str, tuple[Callable[[bytes], Outcome], Callable[[], tuple[bytes, ...]]]] = {
+    "DICOM import (parse)": (dicom_import, dicom_seeds),
+    "DICOM display (decode, render)": (dicom_display, dicom_seeds),
+    "signed site policy": (site_policy, lambda: (policy_seed(),)),
+}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    files: int
+    imported: int
+    refused: int
+    duplicates: int
+    damaged_after: int  # instances 'verify' finds damaged after the batch: must stay 0
+
+
+def import_batch(vault: Vault, tech: Session, files: list[bytes]) -> BatchResult:
+    """Mutated files imported together with intact ones: each one is imported or refused, none
+    lost or half-written, and the whole vault still verifies."""
+    report = vault.import_bytes(tech, [(f"fuzz-{i}", data) for i, data in enumerate(files)])
+    verified = vault.verify(tech)
+    return BatchResult(len(files), report.imported, len(report.rejected), report.duplicates,
+                       len(verified.damaged))
+
+
+def restore_mutated(backup_file: Path, data: bytes, passphrase: str, home: Path) -> Outcome:
+    """A changed backup is refused and leaves no vault behind (a wrong restore is worse than none)."""
+    changed = backup_file.with_name("mutated.backup")
+    changed.write_bytes(data)
+    try:
+        Vault.restore(changed, home, passphrase, vault_passphrase=passphrase, use_keyring=False).close()
+    except CustodianError as exc:
+        if Vault.exists(home):
+            raise AssertionError("a refused restore left a vault behind") from exc
+        return Outcome(False, str(exc))
+    return Outcome(True)
