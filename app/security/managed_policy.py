@@ -122,11 +122,13 @@ def sign(settings: dict[str, object], private_key_pem: bytes) -> bytes:
 
 
 def _places() -> list[tuple[Path, Path]]:
-    """(policy, key) pairs to honour: the system location, and the environment's if set."""
-    places = [(SYSTEM_DIR / POLICY_FILE, SYSTEM_DIR / KEY_FILE)]
+    """(policy, key) pairs to honour: the environment's if set, then the system location, whose
+    settings are applied last and so win where both set one."""
+    places = []
     policy, key = os.environ.get("CUSTODIAN_SITE_POLICY"), os.environ.get("CUSTODIAN_SITE_KEY")
     if policy or key:
         places.append((Path(policy or SYSTEM_DIR / POLICY_FILE), Path(key or SYSTEM_DIR / KEY_FILE)))
+    places.append((SYSTEM_DIR / POLICY_FILE, SYSTEM_DIR / KEY_FILE))
     return places
 
 
