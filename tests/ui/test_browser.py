@@ -94,10 +94,11 @@ def test_thumbnails_go_with_the_lock_and_a_late_answer_is_dropped(
     assert model.rowCount() == 0 and model.thumbnail(uid) is None
 
     # A slow decode whose answer arrives after the lock must not reach the screen.
-    release, answered = threading.Event(), threading.Event()
+    entered, release, answered = threading.Event(), threading.Event(), threading.Event()
     real = vault.thumbnails
 
     def slow(*args: object, **kwargs: object) -> dict[str, np.ndarray]:
+        entered.set()
         release.wait(10)
         try:
             return real(*args, **kwargs)
@@ -107,7 +108,7 @@ def test_thumbnails_go_with_the_lock_and_a_late_answer_is_dropped(
     monkeypatch.setattr(vault, "thumbnails", slow)
     other = _window(open_window, reader)
     other.browser.select_study(two_series[0][0].StudyInstanceUID)
-    qtbot.wait(400)  # the request went out after the selection settled
+    qtbot.waitUntil(entered.is_set, timeout=10000)  # the request went out once the selection settled
     other.lock()
     release.set()
     assert answered.wait(10)
