@@ -38,7 +38,7 @@ def test_read_only_while_both_are_down(env: VaultEnv) -> None:
     env.vault.import_bytes(env.login("tech"), items)
     first = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     series_uid, study_uid = first.SeriesInstanceUID, first.StudyInstanceUID
-    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", free_port()))  # nobody there
+    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", 9))  # discard: nobody there
 
     env.vault.enter_emergency_mode()
     assert env.vault.read_only
