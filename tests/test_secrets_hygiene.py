@@ -1,0 +1,64 @@
+"""Secrets hygiene after a whole working day in one vault: import, reading (images, thumbnails,
+a measurement note), an export to the patient, a backup. No file under the home, the media, the
+backup or the temporary directory holds a patient's name or ID, a UID, pixel bytes, the note or
+any key in plaintext."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pydicom
+
+from app.demo.studies import Patient
+from app.imaging.measure import Kind, Measurement
+from app.media.disclosures import Delivery, ExportRequest, IdentityCheck, MediaKind, Purpose, RecipientKind
+from app.security.roles import Role
+from tests.conftest import VaultEnv, study_bytes
+
+
+def _files(*roots: Path) -> list[Path]:
+    return [p for root in roots if root.exists() for p in ([root] if root.is_file() else root.rglob("*"))
+            if p.is_file()]
+
+
+def test_nothing_of_a_patient_or_a_key_is_left_in_plaintext(env: VaultEnv, tmp_path: Path) -> None:
+    temp = Path(tempfile.gettempdir())
+    before = {p for p in temp.iterdir()} if temp.exists() else set()
+    marker = secrets.token_hex(4).upper()
+    patient = Patient(f"PID-{marker}", f"Hygiene{marker}^Hanna")
+    items = study_bytes(patient, slices=4, size=64)
+    first = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
+    note = f"spiculated nodule {marker}"
+
+    env.vault.import_bytes(env.login("tech"), items)
+    env.add("films", Role.LIBRARIAN)
+    rad = env.login("rad")
+    images = env.vault.open_series(rad, first.SeriesInstanceUID)
+    images.render(2)
+    assert env.vault.thumbnails(rad, first.StudyInstanceUID)
+    (tmp_path / "out").mkdir()
+    env.vault.save_measurement(rad, Measurement(Kind.TEXT, first.SOPInstanceUID, 0, ((10.0, 12.0),), note))
+    media = env.vault.export(env.login("films"), ExportRequest(
+        (first.StudyInstanceUID,), RecipientKind.PATIENT, "The patient herself", Purpose.PATIENT_REQUEST,
+        IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, tmp_path / "out" / "media.zip"),
+        env.accounts["films"].codes.next())
+    backup = env.vault.backup(env.login("admin"), tmp_path / "day.backup", "a backup passphrase for today")
+
+    keys = [*env.vault._keys.masters.values(), env.vault._keys.index_key]
+    needles = [patient.name.encode(), f"Hygiene{marker}".encode(), patient.patient_id.encode(),
+               first.StudyInstanceUID.encode(), first.SeriesInstanceUID.encode(),
+               first.SOPInstanceUID.encode(),
+               bytes(first.PixelData[2000:2032]), note.encode(), marker.encode(), media.passphrase.encode(),
+               *keys, *(base64.b64encode(k) for k in keys), *(k.hex().encode() for k in keys)]
+    new_temp = [p for p in temp.iterdir() if p not in before] if temp.exists() else []
+    scanned = _files(env.home, media.out, backup.path, *new_temp)
+    assert len(scanned) > 10 and media.out in scanned and backup.path in scanned
+    for path in scanned:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{needle[:24]!r} in plaintext in {path.relative_to(path.anchor)}"
+    assert os.stat(env.home).st_mode & 0o077 == 0, "the home is for this OS user only"
