@@ -19,7 +19,6 @@ from app.ui.dicom_text import iso_date
 
 UID_ROLE = Qt.ItemDataRole.UserRole
 PRIOR_COLOUR = QColor("#f0b44c")  # the theme's warning amber: stands out without alarming
-PRIOR_TAG = "relevant prior"
 LINES = 3
 
 
