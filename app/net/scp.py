@@ -87,6 +87,13 @@ def part10(event: evt.Event) -> bytes:
     return buffer.getvalue()
 
 
+# A flood of connections is closed at the door: bounded threads and memory, and one peer cannot
+# take the places of the others (a modality keeps sending while another address floods).
+MAX_CONNECTIONS = 64  # open at once, associated or not
+MAX_PER_PEER = 8  # from one address
+ASSOCIATE_WAIT = 10.0  # seconds a new connection has to ask for an association (the ARTIM timer)
+
+
 class StorageScp:
     def __init__(self, store: Store, *, ae_title: str, port: int, allowed: list[str],
                  host: str = "", tls: ssl.SSLContext | None = None,
@@ -115,7 +122,14 @@ class StorageScp:
         ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         ae.maximum_associations = 16
         ae.maximum_pdu_size = 1 << 20  # large P-DATA PDUs cost less Python per image; bounded memory
+        ae.acse_timeout = ASSOCIATE_WAIT  # a silent connection (slow-loris) is closed after this
         return ae
+
+    def _admit(self, _request: object, client_address: tuple[str, int]) -> bool:
+        """Whether a new connection may be served (socketserver's verify_request)."""
+        active = self._server.active_associations  # type: ignore[attr-defined]
+        from_peer = sum(1 for assoc in active if assoc.requestor.address == client_address[0])
+        return len(active) < MAX_CONNECTIONS and from_peer < MAX_PER_PEER
 
     def _on_store(self, event: evt.Event) -> int:
         try:
@@ -129,6 +143,7 @@ class StorageScp:
             (self._host, self.port), block=False, ssl_context=self._tls,
             evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store),
                           report_handler(self._reports or (lambda report: None))])
+        self._server.verify_request = self._admit  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]  # type: ignore[attr-defined]
 
     def stop(self) -> None:
