@@ -8,8 +8,11 @@ AE titles of configured PACS nodes may send, and only to our own AE title.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -109,6 +112,7 @@ class StorageScp:
         self._on_stop = on_stop
         self._reports = reports
         self._server: object | None = None
+        self._stopping = threading.Event()
 
     @staticmethod
     def _make_ae(ae_title: str, allowed: list[str]) -> AE:
@@ -145,8 +149,27 @@ class StorageScp:
                           report_handler(self._reports or (lambda report: None))])
         self._server.verify_request = self._admit  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]  # type: ignore[attr-defined]
+        self._stopping.clear()
+        threading.Thread(target=self._watch, args=(self._server,), name="scp-watchdog", daemon=True).start()
+
+    def _watch(self, server: object) -> None:
+        """Hang up on connections that have not become associations within ASSOCIATE_WAIT.
+
+        pynetdicom waits as long as the peer likes for the rest of a PDU whose header declared more
+        bytes than were sent, so its own timer never fires; closing the socket ends that wait."""
+        first_seen: dict[int, float] = {}
+        while not self._stopping.wait(1.0):
+            now, alive = time.monotonic(), set()
+            for assoc in server.active_associations:  # type: ignore[attr-defined]
+                alive.add(id(assoc))
+                since = first_seen.setdefault(id(assoc), now)
+                if not assoc.is_established and now - since > ASSOCIATE_WAIT and assoc.dul.socket:
+                    with contextlib.suppress(OSError, AttributeError):
+                        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+            first_seen = {key: at for key, at in first_seen.items() if key in alive}
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()  # type: ignore[attr-defined]
             self._server = None

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from app.demo.studies import Patient
-from app.net.association import RESPONSE_TIMEOUT
 from app.net.nodes import Node
 from app.net.scp import ASSOCIATE_WAIT, MAX_PER_PEER, StorageScp
 from tests.conftest import VaultEnv, write_study
@@ -57,13 +56,19 @@ def _sends(scp: StorageScp, tmp_path: Path, pid: str) -> bool:
 
 
 def test_garbage_and_absurd_lengths_are_dropped(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
-    # (Not here: a PDU that declares more bytes than it sends — random bytes usually do — holds its
-    # connection open; the per-address limit below is what bounds it. See the README's known limits.)
-    for payload in (b"\x04\x00\x00\x00\x00\x10" + os.urandom(16),  # P-DATA before any association
-                    b"\x01\x00\x00\x00\x00\x08" + os.urandom(8)):  # an A-ASSOCIATE-RQ of nonsense
-        with _connect(scp.port) as sock:
-            sock.sendall(payload)
-            assert _closed_by_server(sock, RESPONSE_TIMEOUT + 5), payload[:6]
+    hostile: list[socket.socket] = []
+    for payload in (b"\x01\x00\xff\xff\xff\xff" + os.urandom(64),  # A-ASSOCIATE-RQ declaring 4 GiB
+                    b"\x04\x00\x00\x00\x00\x10" + os.urandom(16),  # P-DATA before any association
+                    b"\x01\x00\x00\x00\x00\x08" + os.urandom(8),  # an A-ASSOCIATE-RQ of nonsense
+                    os.urandom(512)):
+        sock = _connect(scp.port)
+        sock.sendall(payload)
+        hostile.append(sock)
+    try:  # all at once: each is closed by the SCP's own timers, within the associate wait and a margin
+        assert all(_closed_by_server(sock, ASSOCIATE_WAIT + 5) for sock in hostile)
+    finally:
+        for sock in hostile:
+            sock.close()
     assert _sends(scp, tmp_path, "PID-AFTER-GARBAGE")
     assert env.vault.verify(env.login("tech")).ok
 
