@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -157,16 +158,15 @@ class StorageScp:
 
         pynetdicom waits as long as the peer likes for the rest of a PDU whose header declared more
         bytes than were sent, so its own timer never fires; closing the socket ends that wait."""
-        first_seen: dict[int, float] = {}
+        # Keyed by the association itself (weakly): an id() could be reused by the next connection.
+        first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         while not self._stopping.wait(1.0):
-            now, alive = time.monotonic(), set()
+            now = time.monotonic()
             for assoc in server.active_associations:  # type: ignore[attr-defined]
-                alive.add(id(assoc))
-                since = first_seen.setdefault(id(assoc), now)
+                since = first_seen.setdefault(assoc, now)
                 if not assoc.is_established and now - since > ASSOCIATE_WAIT and assoc.dul.socket:
                     with contextlib.suppress(OSError, AttributeError):
                         assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
-            first_seen = {key: at for key, at in first_seen.items() if key in alive}
 
     def stop(self) -> None:
         self._stopping.set()
