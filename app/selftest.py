@@ -2,7 +2,7 @@
 
 Run after installing, after an update and by support: the cryptography against published
 known-answer vectors (a broken or substituted library must not encrypt anyone's images), the
-image decoders and the Qt and VTK runtimes on real pixels, the vault's index (SQLCipher's page
+image decoders and VTK on real pixels (and Qt, from the UI package), the vault's index (SQLCipher's page
 authentication and SQLite's own check) and key mode, the clock (TOTP and audit times depend on
 it), and whether the PACS and the audit repository answer. Nothing here reads patient data, so
 it needs no login; a check that cannot be made is reported as skipped with the reason, never as

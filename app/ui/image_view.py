@@ -85,6 +85,14 @@ CINE_LIMITS = (1.0, 60.0)
 SCALE_BAR_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500)  # mm
 
 
+def qimage(pixels: np.ndarray) -> QImage:
+    """Contiguous display-ready 8-bit grey (rows, cols) or RGB (rows, cols, 3) pixels as a QImage
+    over the same buffer (no copy: the caller keeps ``pixels`` alive while the image is used)."""
+    rows, cols = pixels.shape[:2]
+    fmt = QImage.Format.Format_Grayscale8 if pixels.ndim == 2 else QImage.Format.Format_RGB888
+    return QImage(pixels.data, cols, rows, pixels.strides[0], fmt)
+
+
 def _level_text(value: float) -> str:
     """Window numbers as readers quote them: whole numbers, decimals only for small ranges."""
     return f"{value:.0f}" if abs(value) >= 100 or value == round(value) else f"{value:.3g}"
@@ -419,11 +427,9 @@ class ImageView(QWidget):
             self.update()
             self.failed.emit(str(exc))
             return
-        rows, cols = pixels.shape[:2]
-        fmt = QImage.Format.Format_Grayscale8 if pixels.ndim == 2 else QImage.Format.Format_RGB888
         # QImage does not copy: self._pixels keeps the buffer alive as long as the image.
         self._pixels = pixels
-        self._image = QImage(pixels.data, cols, rows, pixels.strides[0], fmt)
+        self._image = qimage(pixels)
         spacing = info.pixel_spacing
         self._pixel_aspect = (spacing[1] / spacing[0]
                               if spacing and len(spacing) >= 2 and spacing[0] > 0 and spacing[1] > 0

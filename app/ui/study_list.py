@@ -25,7 +25,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -40,6 +40,7 @@ from app.imaging.thumbnail import THUMBNAIL_SIZE
 from app.store.records import SeriesSummary, StudySummary
 from app.ui.dicom_text import iso_date, person_name
 from app.ui.dragging import SERIES_MIME, series_mime
+from app.ui.image_view import qimage
 from app.ui.timeline import PatientTimeline
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
@@ -56,11 +57,8 @@ def shown(value: str | None, text: Callable[[str], str] = str) -> str:
 
 
 def pixmap(pixels: np.ndarray) -> QPixmap:
-    """Display-ready 8-bit grey (rows, cols) or RGB (rows, cols, 3) pixels as a pixmap (a copy)."""
-    pixels = np.ascontiguousarray(pixels)
-    rows, cols = pixels.shape[:2]
-    fmt = QImage.Format.Format_Grayscale8 if pixels.ndim == 2 else QImage.Format.Format_RGB888
-    return QPixmap.fromImage(QImage(pixels.data, cols, rows, pixels.strides[0], fmt))
+    """Display-ready 8-bit pixels as a pixmap (a copy: the array may go)."""
+    return QPixmap.fromImage(qimage(np.ascontiguousarray(pixels)))
 
 
 def patient_text(study: StudySummary) -> str:

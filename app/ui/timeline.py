@@ -41,11 +41,13 @@ class PatientTimeline(QListWidget):
         # has already deleted, and wrapping a deleted item crashes.
         self.currentRowChanged.connect(self._current)
         self.itemActivated.connect(lambda item: self.studyOpened.emit(item.data(UID_ROLE)))
+        self._prior_uid: str | None = None
 
     def show_patient(self, current: StudySummary, studies: Iterable[StudySummary]) -> None:
         """The timeline of ``current``'s patient, with ``current`` selected."""
         studies = list(studies)
         prior = relevant_prior(current, studies)
+        self._prior_uid = prior.study_uid if prior is not None else None
         with QSignalBlocker(self):
             super().clear()
             for study in patient_studies(current, studies):
@@ -75,10 +77,10 @@ class PatientTimeline(QListWidget):
 
     def prior_uid(self) -> str | None:
         """The study marked as the relevant prior, if any."""
-        return next((self.item(row).data(UID_ROLE) for row in range(self.count())
-                     if self.item(row).foreground().color() == PRIOR_COLOUR), None)
+        return self._prior_uid
 
     def clear(self) -> None:
+        self._prior_uid = None
         with QSignalBlocker(self):  # emptying it is no choice of the reader's
             super().clear()
 
