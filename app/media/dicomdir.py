@@ -124,6 +124,7 @@ def build(items: list[Listed]) -> bytes:
     first one's record: making each record anew is most of the time of a large series.
     """
     fileset = FileSet()
+    fileset._stage["t"].cleanup()  # its staging folder in the temp dir: nothing is staged here
     fileset.ID = FILESET_ID
     series_numbers: dict[str, int] = {}
     instance_numbers: dict[str, int] = {}

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from app.errors import CustodianError, UsageError
-from app.store.importer import Entry
+from app.store.importer import Entry, Unreadable
 from app.store.sources import iter_sources
 
 MAX_MEMBER_BYTES = 2 * 1024 * 1024 * 1024
@@ -112,6 +112,18 @@ def open_media(path: Path, passphrase: str | None = None) -> list[Entry]:
     return entries
 
 
+def _damaged_member(read: Callable[[], bytes], media: str) -> Callable[[], bytes]:
+    """A file the media's damage makes unreadable is refused with a reason; the rest go on."""
+
+    def guarded() -> bytes:
+        try:
+            return read()
+        except Exception:  # zip and ISO readers raise many kinds of errors on damaged bytes
+            raise Unreadable(f"it could not be read from the {media}: the media is damaged") from None
+
+    return guarded
+
+
 def _zip_entries(read: Callable[[], bytes], label: str, passphrase: str | None) -> list[Entry]:
     try:
         archive = pyzipper.AESZipFile(io.BytesIO(read()))
@@ -124,12 +136,12 @@ def _zip_entries(read: Callable[[], bytes], label: str, passphrase: str | None) 
             archive.read(members[0].filename)  # a wrong passphrase fails here, before anything is imported
     except UsageError:
         raise
-    except (pyzipper.BadZipFile, RuntimeError, OSError):
+    except Exception:  # a damaged zip fails in the zip reader in many ways
         raise CustodianError("The zip file could not be opened: it is damaged or the passphrase is wrong.") \
             from None
     if any(m.file_size > MAX_MEMBER_BYTES for m in members):
         raise CustodianError("The zip file holds a member larger than 2 GiB; it is refused.")
-    return [(f"{label}:{m.filename}", lambda m=m: archive.read(m.filename))
+    return [(f"{label}:{m.filename}", _damaged_member(lambda m=m: archive.read(m.filename), "zip file"))
             for m in members if not is_other(m.filename)]
 
 
@@ -137,13 +149,14 @@ def _iso_entries(path: Path, passphrase: str | None) -> list[Entry]:
     image = pycdlib.PyCdlib()
     try:
         image.open(str(path))
-    except (pycdlib.pycdlibexception.PyCdlibException, OSError):
+        joliet = image.has_joliet()
+        key = "joliet_path" if joliet else "iso_path"
+        listing = [(folder, files) for folder, _dirs, files in image.walk(**{key: "/"})]
+    except Exception:  # pycdlib's own errors, and struct or value errors on damaged directory records
         raise CustodianError("The CD image could not be read: it is not an ISO 9660 image "
                              "or it is damaged.") from None
-    joliet = image.has_joliet()
-    key = "joliet_path" if joliet else "iso_path"
     entries: list[Entry] = []
-    for folder, _dirs, files in image.walk(**{key: "/"}):
+    for folder, files in listing:
         for name in files:
             inner = f"{folder.rstrip('/')}/{name}"
             shown = inner if joliet else inner.split(";")[0]
@@ -156,7 +169,7 @@ def _iso_entries(path: Path, passphrase: str | None) -> list[Entry]:
             if shown.upper().endswith(".ZIP"):  # an encrypted export (ours or another's) on the CD
                 entries += _zip_entries(read, f"{path}:{shown}", passphrase)
             elif not is_other(shown):
-                entries.append((f"{path}:{shown}", read))
+                entries.append((f"{path}:{shown}", _damaged_member(read, "CD image")))
     return entries
 
 

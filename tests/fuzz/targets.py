@@ -8,6 +8,7 @@ mutations, so the figures in the README come from the same code the suite checks
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -16,18 +17,24 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import pyzipper
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from pydicom.data import get_testdata_file
 
+from app.audit.dicom_xml import HOSTNAME
+from app.audit.syslog import checkpoint_message, event_message
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.errors import CustodianError
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesImages
+from app.media.disclosures import Delivery, ExportRequest, IdentityCheck, MediaKind, Purpose, RecipientKind
 from app.security import managed_policy
+from app.security.roles import Role
 from app.security.sessions import Session
 from app.store.ingest import DicomDirectory, Rejected, parse
 from app.store.vault import Vault
+from tests.conftest import VaultEnv, make_env, study_bytes
 from tests.imaging.frames import info_of
 
 # Real inputs the mutations start from: pydicom's own files (compressed, big-endian, broken) and
@@ -135,10 +142,120 @@ def site_policy(data: bytes) -> Outcome:
     return Outcome(True)
 
 
+@dataclass(frozen=True)
+class _Media:
+    """A workstation that exported one small study to each kind of media (the seeds) and that
+    imports, surveys and reconciles the mutations."""
+
+    env: VaultEnv
+    folder: Path
+    zip: bytes
+    iso: bytes
+    dicomdir: bytes  # the DICOMDIR of the unpacked media, beside its files
+    passphrases: dict[str, str]  # each export has its own
+    central: bytes  # the central audit repository's file, as rsyslog writes it
+
+
+@cache
+def _media() -> _Media:
+    folder = Path(tempfile.mkdtemp(prefix="custodian-fuzz-media-"))
+    env = make_env(folder / "home")
+    env.add("lib", Role.LIBRARIAN)
+    env.add("po", Role.PRIVACY_OFFICER)
+    lib = env.login("lib")
+    report = env.vault.import_bytes(lib, study_bytes(Patient("FUZZ-M", "Media^Mona"), slices=3, size=16))
+    made = {}
+    for kind in (MediaKind.ZIP, MediaKind.ISO):
+        out = folder / f"seed.{kind.value}"
+        request = ExportRequest(tuple(report.studies), RecipientKind.PATIENT, "Mona Media",
+                                Purpose.PATIENT_REQUEST, IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER,
+                                kind, out)
+        result = env.vault.export(lib, request, env.accounts["lib"].codes.next())
+        made[kind] = (out.read_bytes(), result)
+    unpacked = folder / "unpacked"
+    with pyzipper.AESZipFile(io.BytesIO(made[MediaKind.ZIP][0])) as archive:
+        archive.setpassword(made[MediaKind.ZIP][1].passphrase.encode())
+        archive.extractall(unpacked)
+    log = env.vault.audit
+    lines = [event_message(entry, HOSTNAME) for entry in log.entries()]
+    lines.append(checkpoint_message(log.sign_head(log.entries()[-1]), HOSTNAME, log.key_id))
+    return _Media(env, unpacked, made[MediaKind.ZIP][0], made[MediaKind.ISO][0],
+                  (unpacked / "DICOMDIR").read_bytes(),
+                  {f"mutated.{kind.value}": result.passphrase for kind, (_, result) in made.items()},
+                  b"\n".join(lines))
+
+
+def _survey_and_import(path: Path, passphrase: str | None = None) -> Outcome:
+    """Outside media as the film library reads it: surveyed, then imported (beside the studies
+    already in the vault: nothing stored before may be lost)."""
+    media = _media()
+    lib = media.env.login("lib")
+    try:
+        found = media.env.vault.survey_media(lib, path, passphrase)
+        report = media.env.vault.import_media(lib, path, passphrase)
+    except CustodianError as exc:
+        return Outcome(False, str(exc))
+    return Outcome(bool(found.studies) and report.imported + report.duplicates > 0,
+                   f"{len(report.rejected)} files refused")
+
+
+def _media_file(name: str, data: bytes) -> Outcome:
+    media = _media()
+    path = media.folder.parent / name
+    path.write_bytes(data)
+    try:
+        return _survey_and_import(path, media.passphrases[name])
+    finally:
+        path.unlink()
+
+
+def media_zip(data: bytes) -> Outcome:
+    return _media_file("mutated.zip", data)
+
+
+def media_iso(data: bytes) -> Outcome:
+    return _media_file("mutated.iso", data)
+
+
+def media_dicomdir(data: bytes) -> Outcome:
+    """A damaged DICOMDIR beside intact files: read as the index of the media."""
+    media = _media()
+    path = media.folder / "DICOMDIR"
+    path.write_bytes(data)
+    try:
+        return _survey_and_import(path)
+    finally:
+        path.write_bytes(media.dicomdir)
+
+
+def media_vault_damage() -> int:
+    """Instances of the media targets' vault that no longer verify: must stay 0."""
+    media = _media()
+    return len(media.env.vault.verify(media.env.login("po")).damaged)
+
+
+def central_audit(data: bytes) -> Outcome:
+    """The central repository's copy of the trail, read back by ``audit reconcile``."""
+    media = _media()
+    path = media.folder.parent / "central.log"
+    path.write_bytes(data)
+    try:
+        result = media.env.vault.audit_reconcile(media.env.login("po"), path)
+    except CustodianError as exc:
+        return Outcome(False, str(exc))
+    finally:
+        path.unlink()
+    return Outcome(result.ok, "findings reported")
+
+
 TARGETS: dict[str, tuple[Callable[[bytes], Outcome], Callable[[], tuple[bytes, ...]]]] = {
     "DICOM import (parse)": (dicom_import, dicom_seeds),
     "DICOM display (decode, render)": (dicom_display, dicom_seeds),
     "signed site policy": (site_policy, lambda: (policy_seed(),)),
+    "outside media: encrypted zip": (media_zip, lambda: (_media().zip,)),
+    "outside media: CD image (ISO 9660)": (media_iso, lambda: (_media().iso,)),
+    "outside media: DICOMDIR": (media_dicomdir, lambda: (_media().dicomdir,)),
+    "central audit repository file (reconcile)": (central_audit, lambda: (_media().central,)),
 }
 
 

@@ -1,6 +1,7 @@
 """The CI subset of the fuzzing (the long runner is ``python -m tests.fuzz.run``): mutated DICOM
-files, site policies and backups are accepted or refused with a reason, never crash anything, and
-nothing is half-written."""
+files, site policies, outside media (zip, CD image, DICOMDIR), the central audit repository's file
+and backups are accepted or refused with a reason, never crash anything, and nothing is
+half-written."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.fuzz.targets import (
     TARGETS,
     dicom_seeds,
     import_batch,
+    media_vault_damage,
     mutate,
     restore_mutated,
 )
@@ -37,6 +39,8 @@ def test_mutated_input_is_accepted_or_refused_never_a_crash(name: str) -> None:
         assert outcome.accepted or outcome.reason  # a refusal always says why
 
     case()
+    if name.startswith("outside media"):  # their imports land in one vault: it lost nothing
+        assert media_vault_damage() == 0
 
 
 def test_a_batch_with_damaged_files_loses_nothing(env: VaultEnv) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import zipfile
 from pathlib import Path
 
 import pydicom
@@ -57,6 +58,22 @@ def test_an_encrypted_usb_export_is_surveyed_and_imported_under_the_outside_issu
     stored = _stored(elsewhere)
     assert {(ds.PatientID, ds.IssuerOfPatientID) for ds in stored} == {(PATIENT.patient_id, "St Elsewhere")}
     assert {str(ds.SOPInstanceUID) for ds in stored} == media.sop_uids
+
+
+def test_a_damaged_file_inside_the_zip_is_refused_and_the_others_arrive(media: MediaEnv,
+                                                                        elsewhere: VaultEnv) -> None:
+    """Found by fuzzing: a member that fails its authentication code stopped the whole import."""
+    result = media.export(media.request())
+    archive = media.out / "media.zip"
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as listing:
+        member = next(m for m in listing.infolist() if m.filename.endswith("IM000005"))
+    data[member.header_offset + 30 + len(member.filename) + 200] ^= 0xFF  # inside its encrypted data
+    archive.write_bytes(data)
+    report = elsewhere.vault.import_media(elsewhere.login("lib"), archive, result.passphrase)
+    assert report.imported == 11
+    assert [r.reason for r in report.rejected] == [
+        "it could not be read from the zip file: the media is damaged"]
 
 
 def test_a_cd_image_is_reconciled_with_the_local_patient(media: MediaEnv, elsewhere: VaultEnv) -> None:
