@@ -155,6 +155,10 @@ class CliUsers:
 
 @pytest.fixture
 def cli_users(cli: Cli) -> CliUsers:
+    return make_cli_users(cli)
+
+
+def make_cli_users(cli: Cli) -> CliUsers:
     """A CLI home with admin, rad (radiologist) and tech (technologist) accounts."""
     users = CliUsers(cli)
     init = cli.json("init", "--admin", "admin", extra_env={"CUSTODIAN_PASSWORD": ADMIN_PASSWORD})

@@ -9,6 +9,7 @@ later) and never an index row without its blob.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -23,6 +24,7 @@ import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.store.blobs import instance_aad, quarantine_aad, seal
+from app.store.faults import storage_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source
@@ -134,6 +136,18 @@ class ImportRun:
         self._committing: Future[None] | None = None
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
+        try:
+            return self._run(entries, total, progress)
+        except (OSError, sqlcipher3.OperationalError) as exc:
+            if self._committing is not None:  # a batch being indexed finishes (or fails) first
+                with contextlib.suppress(Exception):
+                    self._committing.result()
+            fault = storage_fault(exc, f"The import stopped after storing {self.report.imported} instances")
+            if fault is None:
+                raise
+            raise fault from None
+
+    def _run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         committer = self._workers.committer
         for done, (label, data) in enumerate(_read_ahead(entries, self._workers.readers), 1):
             try:

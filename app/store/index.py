@@ -7,6 +7,7 @@ UIDs and hashes never reach the disk in plaintext.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import sqlcipher3
 
 from app.errors import CustodianError, VaultLocked
+from app.store.faults import READ_ONLY, StorageFault
 
 INDEX_FILE = "index.db"
 
@@ -336,6 +338,9 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher3.DatabaseError as exc:
         conn.close()
+        if not os.access(home, os.W_OK):  # SQLite cannot open its journal: not a key problem
+            raise StorageFault(f"The vault could not be opened because {READ_ONLY}. Nothing in it "
+                               "was changed.") from None
         raise VaultLocked("The vault's index could not be opened with this key.") from exc
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a committed import or audit event survives power loss, not just a crash.

@@ -88,6 +88,7 @@ from app.security.tls import TlsIdentity, server_context
 from app.selftest import PASS, network_checks
 from app.store import backup, index
 from app.store.blobs import BLOB_DIR, BlobDamaged, BlobStore, instance_aad, seal, unseal
+from app.store.faults import StorageFault, storage_fault
 from app.store.importer import (
     IO_THREADS,
     Entry,
@@ -312,8 +313,14 @@ class Vault:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._db, index.write_transaction(self._conn):
-            yield
+        try:
+            with self._db, index.write_transaction(self._conn):
+                yield
+        except sqlcipher3.OperationalError as exc:
+            fault = storage_fault(exc, "The change could not be saved")
+            if fault is None:
+                raise
+            raise fault from None
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._db:
@@ -815,13 +822,17 @@ class Vault:
         with self._write_lock():
             if sweep:
                 self._sweep()
-            if workers is not None:
-                return ImportRun(self, actor, workers).run(entries, total, progress)
-            own = Workers(self._reader())
+            borrowed = workers is not None
+            run_with = workers if workers is not None else Workers(self._reader())
             try:
-                return ImportRun(self, actor, own).run(entries, total, progress)
+                return ImportRun(self, actor, run_with).run(entries, total, progress)
+            except StorageFault:
+                with contextlib.suppress(OSError, sqlcipher3.Error):
+                    self._sweep()  # give back the space the unfinished batch took
+                raise
             finally:
-                own.close()
+                if not borrowed:
+                    run_with.close()
 
     def _sweep(self) -> int:
         """Remove blobs left by an interrupted import (they were never indexed); needs the lock."""

@@ -147,11 +147,17 @@ def kill_imports(station: Station, work: Path, iterations: int, rng: random.Rand
             marks.append(time.perf_counter() - clock)
         time.sleep(0.002)
     assert process.wait() == 0 and len(marks) == 2
-    first, last, whole = *marks, time.perf_counter() - clock
+    first, last = marks
     for folder in folders[1:]:
         study_uid = _study_of(folder)
-        delay = rng.uniform(0.8 * first, last) if rng.random() < 0.75 else rng.uniform(0, whole)
-        if not _kill(station.start("import", str(folder)), delay):
+        process = station.start("import", str(folder))
+        if rng.random() < 0.75:  # once its first batch is in (start-up time varies with load)
+            while not station.instances(study_uid) and process.poll() is None:
+                time.sleep(0.002)
+            delay = rng.uniform(0, last - first)
+        else:
+            delay = rng.uniform(0, first)
+        if not _kill(process, delay):
             tally.found("an import finished before its kill")
         tally.kills += 1
         indexed = len(station.instances(study_uid))
@@ -189,23 +195,24 @@ class _Sender(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.datasets = port, datasets
         self.acknowledged: list[str] = []
-        self.first_sent = threading.Event()
+        self.associated = threading.Event()
+        self.first_stored = threading.Event()
 
     def run(self) -> None:
         ae = AE(ae_title=SENDER_AE)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(CTImageStorage)
         assoc = ae.associate("127.0.0.1", self.port, ae_title="CUSTODIAN")
-        self.first_sent.set()
-        if not assoc.is_established:
-            return
+        self.associated.set()
         try:
-            for ds in self.datasets:
+            for ds in self.datasets if assoc.is_established else ():
                 status = assoc.send_c_store(ds)
                 if not assoc.is_established or getattr(status, "Status", None) != 0x0000:
                     break
                 self.acknowledged.append(str(ds.SOPInstanceUID))
+                self.first_stored.set()
         finally:
+            self.first_stored.set()
             if assoc.is_established:
                 assoc.release()
 
@@ -236,13 +243,15 @@ def kill_scps(station: Station, iterations: int, rng: random.Random, slices: int
         sender = _Sender(port, datasets)
         clock = time.perf_counter()
         sender.start()
-        sender.first_sent.wait(30)
         if i == 0:  # the calibration: one whole send, then a graceful stop
             sender.join()
             whole = time.perf_counter() - clock
             process.terminate()
             process.wait()
             continue
+        # Mostly once the first instance is stored (so a kill can fall between two), else as the
+        # association starts.
+        (sender.first_stored if rng.random() < 0.75 else sender.associated).wait(30)
         if not _kill(process, rng.uniform(0, whole)):
             tally.found("an SCP exited before its kill")
         sender.join(60)
