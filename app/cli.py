@@ -30,7 +30,7 @@ from app.imaging.hanging import LAYOUTS
 from app.media.disclosures import Delivery, IdentityCheck, MediaKind, Purpose, RecipientKind
 from app.net.nodes import Node
 from app.paths import resolve_home
-from app.security import totp
+from app.security import process, totp
 from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
 from app.security.policy import SitePolicy
 from app.security.roles import parse_role
@@ -1120,18 +1120,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _no_core_dumps() -> None:
-    """A core dump would put decrypted images and keys in a plaintext file."""
-    try:
-        import resource
-    except ImportError:  # Windows writes no core files unless configured to
-        return
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # everything Custodian writes is for this OS user only
-    _no_core_dumps()
+    process.harden()  # a core dump would put decrypted images and keys in a plaintext file
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(args.json)

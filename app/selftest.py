@@ -2,7 +2,8 @@
 
 Run after installing, after an update and by support: the cryptography against published
 known-answer vectors (a broken or substituted library must not encrypt anyone's images), the
-image decoders and VTK on real pixels (and Qt, from the UI package), the vault's index (SQLCipher's page
+image decoders and VTK on real pixels (and Qt, from the UI package), whether memory could reach the
+disk in plaintext (core dumps, unencrypted swap), the vault's index (SQLCipher's page
 authentication and SQLite's own check) and key mode, the clock (TOTP and audit times depend on
 it), and whether the PACS and the audit repository answer. Nothing here reads patient data, so
 it needs no login; a check that cannot be made is reported as skipped with the reason, never as
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import CustodianError
+from app.security import process
 
 if TYPE_CHECKING:
     from app.store.vault import Vault
@@ -203,12 +205,28 @@ def network_checks(vault: Vault) -> Iterator[Check]:
         yield Check("network", "audit repository", FAIL, str(exc))
 
 
+def memory_checks(swap: list[process.Swap] | None = None) -> list[Check]:
+    """What the OS could write of decrypted images and keys to disk: a core file, or swap."""
+    if process.hardened():
+        core = Check("memory", "core dumps", PASS, "off, and other processes cannot read this one's memory")
+    else:
+        core = Check("memory", "core dumps", FAIL, "a crash could write memory to a core file")
+    areas = process.swap_areas() if swap is None else swap
+    plain = [a.device for a in areas if not a.encrypted]
+    if plain:
+        swapped = Check("memory", "swap", FAIL, f"swap on {', '.join(plain)} is not encrypted: decrypted "
+                        "images and keys could be written to it; use encrypted swap or none")
+    else:
+        swapped = Check("memory", "swap", PASS, "encrypted" if areas else "none")
+    return [core, swapped]
+
+
 def run(home: Path, passphrase: Callable[[], str | None], *, network: bool = True,
         qt: Callable[[], Check] | None = None) -> list[Check]:
     """Every check; ``qt`` is the UI's own check (the core does not load Qt)."""
     return [*crypto_checks(), *decoder_checks(),
             qt() if qt else Check("display", "Qt", SKIP, "not checked here"), _vtk_check(),
-            *vault_checks(home, passphrase, network=network)]
+            *memory_checks(), *vault_checks(home, passphrase, network=network)]
 
 
 def report(checks: list[Check]) -> str:

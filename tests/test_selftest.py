@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import aead
 
 from app import selftest
-from tests.conftest import Cli, CliUsers
+from app.security.process import Swap, encrypted_block, swap_areas
+from app.selftest import FAIL, PASS, memory_checks
+from tests.conftest import REPO, Cli, CliUsers
 
 
 def _checks(result: dict) -> dict[str, dict]:
@@ -93,3 +98,30 @@ def test_report_counts_failures_and_skips() -> None:
               selftest.Check("network", "c", selftest.FAIL, "down")]
     text = selftest.report(checks)
     assert "FAIL  network  c — down" in text and text.endswith("3 checks: 1 failed, 1 skipped.")
+
+
+def test_the_process_cannot_dump_core_or_be_read_by_another() -> None:
+    code = ("from app.security import process; assert not process.hardened(); process.harden(); "
+            "assert process.hardened(); print('hardened')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "hardened", result.stderr
+
+
+def test_unencrypted_swap_fails_and_encrypted_or_none_passes(tmp_path: Path) -> None:
+    # A fake sysfs: dm-1 (LVM) stacked on dm-0 (dm-crypt), and a plain disk partition.
+    crypt, lvm, disk = tmp_path / "dm-0", tmp_path / "dm-1", tmp_path / "sda2"
+    for block, uuid in ((crypt, "CRYPT-LUKS2-abc-swap"), (lvm, "LVM-xyz")):
+        (block / "dm").mkdir(parents=True)
+        (block / "dm" / "uuid").write_text(uuid)
+    (lvm / "slaves").mkdir()
+    (lvm / "slaves" / "dm-0").symlink_to(crypt)
+    disk.mkdir()
+    assert encrypted_block(crypt) and encrypted_block(lvm) and not encrypted_block(disk)
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename Type Size Used Priority\n/dev/zram0 partition 1 0 100\n"
+                     "/nonexistent/swapfile file 1 0 -2\n")
+    assert swap_areas(swaps) == [Swap("/dev/zram0", True), Swap("/nonexistent/swapfile", False)]
+    checks = {c.name: c for c in memory_checks([Swap("/dev/sda2", False), Swap("/dev/dm-1", True)])}
+    assert checks["swap"].result == FAIL and "/dev/sda2" in checks["swap"].detail
+    assert memory_checks([Swap("/dev/dm-1", True)])[1].result == PASS
+    assert memory_checks([])[1].detail == "none"

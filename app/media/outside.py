@@ -13,6 +13,7 @@ import io
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pycdlib
@@ -22,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from app.errors import CustodianError, UsageError
-from app.store.importer import Entry, Unreadable
+from app.store.importer import Entry, Unreadable, read_source
 from app.store.sources import iter_sources
 
 MAX_MEMBER_BYTES = 2 * 1024 * 1024 * 1024
@@ -103,13 +104,11 @@ def open_media(path: Path, passphrase: str | None = None) -> list[Entry]:
         return _iso_entries(path, passphrase)
     if path.is_file() and path.suffix.lower() == ".zip":
         return _zip_entries(path.read_bytes, str(path), passphrase)
-    entries: list[Entry] = []
-    for source in iter_sources([path]):
-        if source.problem:
-            raise CustodianError(f"The media could not be read: {source.problem}.")
-        if not is_other(str(source.path)):
-            entries.append((str(source.path), source.path.read_bytes))
-    return entries
+    if not path.exists():
+        raise CustodianError("The media could not be read: there is no such file or folder.")
+    # A file that cannot be read (listed but missing, unreadable) is refused with its reason; the rest go on.
+    return [(str(source.path), partial(read_source, source)) for source in iter_sources([path])
+            if not is_other(str(source.path))]
 
 
 def _damaged_member(read: Callable[[], bytes], media: str) -> Callable[[], bytes]:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.fileset import FileSet
 
 
 @dataclass(frozen=True)
@@ -30,16 +29,32 @@ def _is_dicomdir(path: Path) -> bool:
 
 
 def _from_dicomdir(path: Path) -> Iterator[Source]:
+    """The files a DICOMDIR's records reference, each once, missing ones included (so they are
+    reported; pydicom's FileSet would drop them silently)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fileset = FileSet(pydicom.dcmread(path))
-            files = [Path(instance.path) for instance in fileset]
+            records = pydicom.dcmread(path).DirectoryRecordSequence
+            file_ids = [record.get("ReferencedFileID") for record in records]
     except Exception:
         yield Source(path, "DICOMDIR could not be read")
         return
-    for file in files:
-        yield Source(file) if file.is_file() else Source(file, "file listed in DICOMDIR is missing")
+    root = path.parent.resolve()
+    for file_id in file_ids:
+        if not file_id:
+            continue  # a patient, study or series record
+        file = root.joinpath(*(str(part) for part in ([file_id] if isinstance(file_id, str) else file_id)))
+        try:
+            inside, present = file.resolve().is_relative_to(root), file.is_file()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL in the name
+            yield Source(root, "a file name in the DICOMDIR is damaged")
+            continue
+        if not inside:  # a damaged or hostile reference
+            yield Source(file, "file listed in DICOMDIR is outside the DICOMDIR's folder")
+        elif not present:
+            yield Source(file, "file listed in DICOMDIR is missing")
+        else:
+            yield Source(file)
 
 
 def iter_sources(paths: list[Path]) -> Iterator[Source]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.fileset import FileSet
 
 from app.errors import CustodianError, UsageError
 from app.media.disclosures import MediaKind
@@ -104,3 +105,19 @@ def test_a_real_file_set_with_junk_beside_it(elsewhere: VaultEnv, tmp_path: Path
     assert report.imported == sum(s.instances for s in found.studies)
     assert [r.path.endswith("BROKEN") for r in report.rejected] == [True]  # quarantined, not lost
     assert len(elsewhere.vault.quarantined(lib)) == 1
+
+
+def test_a_file_set_missing_a_listed_file_imports_the_rest(elsewhere: VaultEnv, tmp_path: Path) -> None:
+    """A DICOMDIR naming a file that is not on the media used to stop the whole import."""
+    media = tmp_path / "cd"
+    shutil.copytree(Path(get_testdata_file("DICOMDIR")).parent, media)
+    listed = [Path(i.path) for i in FileSet(pydicom.dcmread(media / "DICOMDIR"))]
+    listed[3].unlink()
+    lib = elsewhere.login("lib")
+    found = elsewhere.vault.survey_media(lib, media / "DICOMDIR")
+    assert sum(s.instances for s in found.studies) == len(listed) - 1 and found.unreadable == 1
+    report = elsewhere.vault.import_media(lib, media / "DICOMDIR")
+    assert report.imported == len(listed) - 1
+    assert [r.reason for r in report.rejected] == ["file listed in DICOMDIR is missing"]
+    with pytest.raises(CustodianError, match="no such file or folder"):
+        elsewhere.vault.survey_media(lib, tmp_path / "not-there")

@@ -49,6 +49,7 @@ class Tally:
 
     what: str
     kills: int = 0
+    finished: int = 0  # processes that had ended by their kill's moment (checked all the same)
     mid_work: int | None = 0  # kills after some work was durable and before all of it was
     acknowledged: int = 0  # instances stored (import) or confirmed (SCP), media made (export)
     lost: int = 0  # acknowledged but missing, or indexed but damaged
@@ -158,7 +159,7 @@ def kill_imports(station: Station, work: Path, iterations: int, rng: random.Rand
         else:
             delay = rng.uniform(0, first)
         if not _kill(process, delay):
-            tally.found("an import finished before its kill")
+            tally.finished += 1
         tally.kills += 1
         indexed = len(station.instances(study_uid))
         tally.acknowledged += indexed
@@ -253,7 +254,7 @@ def kill_scps(station: Station, iterations: int, rng: random.Random, slices: int
         # association starts.
         (sender.first_stored if rng.random() < 0.75 else sender.associated).wait(30)
         if not _kill(process, rng.uniform(0, whole)):
-            tally.found("an SCP exited before its kill")
+            tally.found(f"the SCP exited by itself before kill {i}")
         sender.join(60)
         tally.kills += 1
         acknowledged = set(sender.acknowledged)
@@ -303,7 +304,7 @@ def kill_exports(station: Station, work: Path, iterations: int, rng: random.Rand
         tally.kills += 1
         delay = rng.uniform(0.6 * appeared, whole) if rng.random() < 0.75 else rng.uniform(0, whole)
         if not _kill(process, delay):
-            tally.found("an export finished before its kill")
+            tally.finished += 1
         made = _made(station, patient)  # the accounting settles what the killed export left pending
         files = list(folder.iterdir())
         new = made[len(made_before):]
