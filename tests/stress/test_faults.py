@@ -15,7 +15,7 @@ import pytest
 from app.demo.studies import Patient
 from app.errors import NotAuthenticated, VaultLocked
 from app.store.vault import Vault
-from tests.conftest import ADMIN_PASSWORD, Cli, VaultEnv, make_cli_users, write_study
+from tests.conftest import ADMIN_PASSWORD, Cli, CliUsers, VaultEnv, make_cli_users, write_study
 from tests.security.test_keys import MemoryKeyring
 
 
@@ -50,13 +50,19 @@ def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
+def _with_a_study(cli: Cli, folder: Path, patient: Patient, slices: int, size: int) -> CliUsers:
+    """The technologist logged in, one study imported: what the fault must not lose."""
+    users = make_cli_users(cli)
+    assert users.login("tech").returncode == 0
+    write_study(folder, patient, slices=slices, size=size)
+    assert cli.json("import", str(folder))["imported"] == slices
+    return users
+
+
 def test_a_full_disk_stops_the_import_plainly_and_loses_nothing(cli_on_disk: Cli, small_disk: Path,
                                                                 tmp_path: Path) -> None:
-    users = make_cli_users(cli_on_disk)
     cli = cli_on_disk
-    assert users.login("tech").returncode == 0
-    write_study(tmp_path / "first", Patient("PID-DISK1", "Before^Full"), slices=40, size=256)
-    assert cli.json("import", str(tmp_path / "first"))["imported"] == 40
+    users = _with_a_study(cli, tmp_path / "first", Patient("PID-DISK1", "Before^Full"), 40, 256)
     write_study(tmp_path / "big", Patient("PID-DISK2", "Too^Big"), slices=400, size=256)  # ~52 MB
     result = cli("import", str(tmp_path / "big"))
     assert result.returncode == 1, result.stderr
@@ -79,11 +85,8 @@ def test_a_full_disk_stops_the_import_plainly_and_loses_nothing(cli_on_disk: Cli
 
 def test_a_read_only_data_folder_is_refused_plainly(cli_on_disk: Cli, small_disk: Path,
                                                     tmp_path: Path) -> None:
-    users = make_cli_users(cli_on_disk)
     cli = cli_on_disk
-    assert users.login("tech").returncode == 0
-    write_study(tmp_path / "ct", Patient("PID-RO", "Read^Only"), slices=5, size=64)
-    assert cli.json("import", str(tmp_path / "ct"))["imported"] == 5
+    _with_a_study(cli, tmp_path / "ct", Patient("PID-RO", "Read^Only"), 5, 64)
     _remount(small_disk, "ro")
     try:
         for args in (("studies",), ("import", str(tmp_path / "ct"))):
