@@ -1,7 +1,7 @@
 """Secrets hygiene after a whole working day in one vault: import, reading (images, thumbnails,
-a measurement note), an export to the patient, a backup. No file under the home, the media, the
-backup or the temporary directory may hold a patient's name or ID, a UID, pixel bytes, the note
-or any key in plaintext.
+a measurement note), an export to the patient, a backup, and the audit trail sent to a real
+rsyslog over TLS. No file under the home, the media, the backup or the temporary directory may
+hold a patient's name or ID, a UID, pixel bytes, the note or any key (vault or TLS) in plaintext.
 
 Shared by the CI test (tests/stress/test_hygiene.py) and the long runner (tests/stress/run.py).
 """
@@ -11,22 +11,45 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 
+from app.audit.repository import Repository
 from app.demo.studies import Patient
 from app.imaging.measure import Kind, Measurement
 from app.media.disclosures import Delivery, ExportRequest, IdentityCheck, MediaKind, Purpose, RecipientKind
 from app.security.roles import Role
 from tests.conftest import VaultEnv, study_bytes
+from tests.peers.pki import Site
+from tests.peers.rsyslog import Rsyslog
 
 
 def _files(*roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in ([root] if root.is_file() else root.rglob("*"))
             if p.is_file()]
+
+
+def _sync_audit(env: VaultEnv, folder: Path) -> list[bytes]:
+    """The day's audit trail sent to the central repository (mutual TLS); the workstation's TLS
+    private key, which must not be left in a file either. Nothing when rsyslog is not installed."""
+    if shutil.which("rsyslogd") is None and not Path("/usr/sbin/rsyslogd").exists():
+        return []
+    site = Site(folder, "audit.hospital.test")
+    repository = Rsyslog(folder / "rsyslog", site.ca.cert, site.server)
+    repository.start()
+    try:
+        env.vault.set_audit_repository(env.login("admin"), Repository(
+            "127.0.0.1", repository.port, site.identity(), "audit.hospital.test"))
+        assert env.vault.audit_forwarder().drain().status.pending == 0
+    finally:
+        repository.stop()
+    key = site.client.key.read_bytes()
+    body = b"".join(key.splitlines()[1:-1])
+    return [body[:48], body[len(body) // 2:][:48]]  # two runs of the key's base64 body
 
 
 @dataclass
@@ -59,13 +82,14 @@ def working_day(env: VaultEnv, tmp_path: Path) -> Hygiene:
         IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, tmp_path / "out" / "media.zip"),
         env.accounts["films"].codes.next())
     backup = env.vault.backup(env.login("admin"), tmp_path / "day.backup", "a backup passphrase for today")
+    tls_key = _sync_audit(env, tmp_path / "central")
 
     keys = [*env.vault._keys.masters.values(), env.vault._keys.index_key]
     needles = [patient.name.encode(), f"Hygiene{marker}".encode(), patient.patient_id.encode(),
                first.StudyInstanceUID.encode(), first.SeriesInstanceUID.encode(),
                first.SOPInstanceUID.encode(),
                bytes(first.PixelData[2000:2032]), note.encode(), marker.encode(), media.passphrase.encode(),
-               *keys, *(base64.b64encode(k) for k in keys), *(k.hex().encode() for k in keys)]
+               *keys, *(base64.b64encode(k) for k in keys), *(k.hex().encode() for k in keys), *tls_key]
     new_temp = [p for p in temp.iterdir() if p not in before] if temp.exists() else []
     scanned = _files(env.home, media.out, backup.path, *new_temp)
     assert media.out in scanned and backup.path in scanned

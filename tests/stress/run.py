@@ -103,9 +103,11 @@ def _hygiene_line(work: Path) -> Line:
         found = working_day(env, work / "day-out")
     finally:
         env.vault.close()
-    return Line("secrets", "a working day: import, images, thumbnails, a note, an export, a backup",
+    return Line("secrets", "a working day: import, images, thumbnails, a note, an export, a backup, "
+                "the audit trail sent over TLS",
                 found.files, None, None, len(found.leaks),
-                f"{found.needles} secrets (names, IDs, UIDs, pixels, note, passphrase, keys raw/base64/hex) "
+                f"{found.needles} secrets (names, IDs, UIDs, pixels, note, passphrase, keys raw/base64/hex, "
+                "TLS key) "
                 f"looked for in {found.files} files" + (f"; {found.leaks[:3]}" if found.leaks else ""),
                 time.perf_counter() - started)
 
