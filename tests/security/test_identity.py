@@ -73,7 +73,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> VaultEnv:
 
 
 def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
-    """Each action the vault implements today, as one call that needs exactly that permission."""
+    """Each action, as one call that needs exactly that permission (the matrix test takes them all,
+    so a new action without its call here fails)."""
     return {
         A.LIST_STUDIES: lambda v, s: v.studies(s),
         A.VIEW_IMAGES: lambda v, s: v.open_series(s, env.series_uid),
@@ -103,14 +104,8 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
     }
 
 
-IMPLEMENTED = [A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.VERIFY, A.SHRED, A.ROTATE_KEYS, A.MANAGE_USERS,
-               A.AUDIT_VERIFY, A.AUDIT_READ, A.SITE_POLICY, A.RESTRICT_PATIENT, A.BREAK_GLASS,
-               A.MANAGE_NODES, A.ECHO_NODE, A.QUERY, A.RETRIEVE, A.SEND, A.EXPORT, A.DISCLOSURES,
-               A.MANAGE_AGREEMENTS, A.MEASURE]
-
-
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
-@pytest.mark.parametrize("action", IMPLEMENTED, ids=lambda a: a.name)
+@pytest.mark.parametrize("action", list(Action), ids=lambda a: a.name)
 def test_role_action_matrix(world: VaultEnv, role: Role, action: Action) -> None:
     session = world.login("admin" if role is Role.ADMIN else role.value)
     before = len(world.vault.audit.records())

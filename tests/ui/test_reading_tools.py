@@ -28,6 +28,7 @@ from app.ui.image_view import ImageView, Tool
 from app.ui.main_window import MainWindow
 from tests.ui.conftest import Importer, Reader
 from tests.ui.test_image_view import reference, stack
+from tests.ui.test_lock import unlock
 
 Grab = Callable[[QWidget], np.ndarray]
 SPACING = 350.0 / 64
@@ -200,6 +201,18 @@ def _measure_distance(qtbot: QtBot, window: MainWindow) -> str:
     (a, b) = view.measurements[-1].points
     assert abs(a[0] - 10) < 0.5 and abs(b[0] - 50) < 0.5 and abs(a[1] - 32) < 0.5
     return f"{np.hypot(b[0] - a[0], b[1] - a[1]) * SPACING:.1f} mm"
+
+
+def test_measurements_are_back_after_the_lock(qtbot: QtBot, ct_datasets: list[Dataset], reader: Reader,
+                                             open_window: Callable[..., MainWindow]) -> None:
+    window = open_window(reader.session)
+    assert window.open_study(ct_datasets[0].StudyInstanceUID)
+    text = _measure_distance(qtbot, window)
+    view = window.grid.active.view
+    window.lock()
+    assert view.series is None and view.measurement_labels() == []
+    unlock(qtbot, window, reader.password, reader.next_code())
+    assert not window.locked and window.grid.active.view.measurement_labels() == [text]
 
 
 def test_measurements_are_saved_for_their_reader_only(qtbot: QtBot, vault: Vault, ct_datasets: list[Dataset],
