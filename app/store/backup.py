@@ -138,6 +138,26 @@ class _OpeningReader(io.RawIOBase):
         raise BackupDamaged("The backup passphrase is wrong, or the backup was changed or damaged.")
 
 
+class Digesting:
+    """A backup file passed through while its SHA-256 is taken (the audit trail names a backup by
+    it), so a large backup is not read a second time just to hash it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file, self._sha = file, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._sha.update(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        self._sha.update(data)
+        return self._file.write(data)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
 def write(out: BinaryIO, header: BackupHeader, passphrase: str,
           members: Iterator[tuple[str, Path | bytes]]) -> None:
     """Seal ``members`` (name, file or bytes) as one backup into ``out``."""

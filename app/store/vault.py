@@ -141,11 +141,6 @@ class BackupResult:
     missing: int = 0  # blob files the index names but the disk no longer has ('verify' reports them)
 
 
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as source:
-        return hashlib.file_digest(source, "sha256").hexdigest()
-
-
 @dataclass(frozen=True)
 class StorageHealth:
     key_mode: str  # "keyring" or "passphrase"
@@ -683,14 +678,15 @@ class Vault:
                 ((f"{BLOB_DIR}/{b[:2]}/{b}", self.blobs.path(b)) for b in present))
             try:
                 with partial_out.open("xb") as sink:
-                    backup.write(sink, header, passphrase, members)
+                    digesting = backup.Digesting(sink)
+                    backup.write(digesting, header, passphrase, members)  # type: ignore[arg-type]
                     sink.flush()
                     os.fsync(sink.fileno())
                 partial_out.rename(out)
             except BaseException:
                 partial_out.unlink(missing_ok=True)
                 raise
-        digest = _file_sha256(out)
+        digest = digesting.hexdigest()
         self._record(AuditEvent(EventType.BACKUP, user=actor.name, detail={
             "file": out.name, "instances": len(present), "missing": missing, "sha256": digest}))
         return BackupResult(out, len(present), out.stat().st_size, digest, missing)
@@ -705,9 +701,11 @@ class Vault:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if use_keyring is None:
             use_keyring = keyring_usable()
-        with tempfile.TemporaryDirectory(dir=home, prefix=".restore-") as work, source.open("rb") as stream:
+        with tempfile.TemporaryDirectory(dir=home, prefix=".restore-") as work, source.open("rb") as file:
             staged = Path(work)
-            header, kept = backup.extract(stream, passphrase, staged, frozenset({BACKUP_MASTERS}))
+            stream = backup.Digesting(file)  # extract reads it to the end: every byte is checked
+            header, kept = backup.extract(stream, passphrase, staged,  # type: ignore[arg-type]
+                                          frozenset({BACKUP_MASTERS}))
             try:
                 encoded = json.loads(kept[BACKUP_MASTERS])
                 masters = {kid: base64.b64decode(key) for kid, key in encoded.items()}
@@ -730,7 +728,7 @@ class Vault:
             keystore.save()  # last: the key store appearing is what makes the folder a vault
         vault = cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
         vault._record(AuditEvent(EventType.RESTORE, detail={
-            "backup": source.name, "sha256": _file_sha256(source), "made": header.created,
+            "backup": source.name, "sha256": stream.hexdigest(), "made": header.created,
             "instances": header.instances}))
         return vault
 

@@ -3,6 +3,7 @@ keys of that machine, and a wrong passphrase or a changed backup is refused, lea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -38,7 +39,8 @@ def test_round_trip_into_a_new_home(env: VaultEnv, tmp_path: Path) -> None:
                    .StudyInstanceUID.encode(), items[0][1][-64:]):
         assert secret not in data, "the backup shows no name, ID, UID or pixel bytes"
     (made,) = env.vault.audit.records(AuditQuery(event_type=EventType.BACKUP))
-    assert made.user == "admin" and made.detail["instances"] == 3 and len(made.detail["sha256"]) == 64
+    assert made.user == "admin" and made.detail["instances"] == 3
+    assert made.detail["sha256"] == hashlib.sha256(data).hexdigest()  # the file as written
 
     home = tmp_path / "restored"
     with Vault.restore(out, home, BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
