@@ -20,8 +20,8 @@ from app.security.policy import SitePolicy
 
 # Activity is written at most this often, so scrolling through images costs no disk writes.
 TOUCH_INTERVAL = 5.0
-# The clock may step back this much (NTP corrections) without ending a session; more, and the idle
-# time could not be told, so the session ends rather than stay open for however long it went back.
+# The clock may step back this much (NTP corrections) without locking a session; more, and the idle
+# time could not be told, so the session is refused rather than kept open for as long as it went back.
 CLOCK_STEP_BACK = 120.0
 
 
@@ -113,8 +113,8 @@ class Sessions:
         user = self._accounts.get(user_id)
         if user is None or user.disabled:
             raise NotAuthenticated("This account is disabled.")
-        if now - last_seen < -CLOCK_STEP_BACK:
-            raise NotAuthenticated("The session was ended because the system clock went back: log in again.")
+        if now - last_seen < -CLOCK_STEP_BACK:  # (set right again, the real idle time decides)
+            raise NotAuthenticated("The session was locked because the system clock went back: log in again.")
         if now - last_seen >= self.inactivity_limit(user):
             raise NotAuthenticated("The session was locked after inactivity: log in again.")
         if touch and now - last_seen >= TOUCH_INTERVAL:
