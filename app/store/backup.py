@@ -72,7 +72,7 @@ def _nonce(number: int) -> bytes:
 class _SealingWriter(io.RawIOBase):
     """What tarfile writes, sealed chunk by chunk into ``out``."""
 
-    def __init__(self, out: BinaryIO, key: bytes, header_hash: bytes) -> None:
+    def __init__(self, out: BinaryIO | Digesting, key: bytes, header_hash: bytes) -> None:
         self._out, self._aead, self._hash = out, AESGCM(key), header_hash
         self._buffer = bytearray()
         self._number = 0
@@ -100,7 +100,7 @@ class _SealingWriter(io.RawIOBase):
 class _OpeningReader(io.RawIOBase):
     """The tar stream, opened chunk by chunk; anything out of place raises BackupDamaged."""
 
-    def __init__(self, source: BinaryIO, key: bytes, header_hash: bytes) -> None:
+    def __init__(self, source: BinaryIO | Digesting, key: bytes, header_hash: bytes) -> None:
         self._source, self._aead, self._hash = source, AESGCM(key), header_hash
         self._plain = b""
         self._number = 0
@@ -158,7 +158,7 @@ class Digesting:
         return self._sha.hexdigest()
 
 
-def write(out: BinaryIO, header: BackupHeader, passphrase: str,
+def write(out: BinaryIO | Digesting, header: BackupHeader, passphrase: str,
           members: Iterator[tuple[str, Path | bytes]]) -> None:
     """Seal ``members`` (name, file or bytes) as one backup into ``out``."""
     encoded = header.encode()
@@ -179,7 +179,7 @@ def new_header(vault_id: str, created: str, instances: int) -> BackupHeader:
     return BackupHeader(vault_id, created, instances, new_kdf())
 
 
-def read_header(source: BinaryIO) -> tuple[BackupHeader, bytes]:
+def read_header(source: BinaryIO | Digesting) -> tuple[BackupHeader, bytes]:
     if source.read(len(MAGIC)) != MAGIC:
         raise BackupDamaged("This is not a Custodian backup.")
     prefix = source.read(_LENGTH.size)
@@ -201,7 +201,7 @@ def read_header(source: BinaryIO) -> tuple[BackupHeader, bytes]:
         raise BackupDamaged("The backup's header is damaged.") from exc
 
 
-def extract(source: BinaryIO, passphrase: str, target: Path,
+def extract(source: BinaryIO | Digesting, passphrase: str, target: Path,
             in_memory: frozenset[str] = frozenset()) -> tuple[BackupHeader, dict[str, bytes]]:
     """Open a backup into the empty folder ``target``; members named in ``in_memory`` (key
     material) are returned instead of written. Every part is checked before the restore uses it."""

@@ -679,7 +679,7 @@ class Vault:
             try:
                 with partial_out.open("xb") as sink:
                     digesting = backup.Digesting(sink)
-                    backup.write(digesting, header, passphrase, members)  # type: ignore[arg-type]
+                    backup.write(digesting, header, passphrase, members)
                     sink.flush()
                     os.fsync(sink.fileno())
                 partial_out.rename(out)
@@ -704,8 +704,7 @@ class Vault:
         with tempfile.TemporaryDirectory(dir=home, prefix=".restore-") as work, source.open("rb") as file:
             staged = Path(work)
             stream = backup.Digesting(file)  # extract reads it to the end: every byte is checked
-            header, kept = backup.extract(stream, passphrase, staged,  # type: ignore[arg-type]
-                                          frozenset({BACKUP_MASTERS}))
+            header, kept = backup.extract(stream, passphrase, staged, frozenset({BACKUP_MASTERS}))
             try:
                 encoded = json.loads(kept[BACKUP_MASTERS])
                 masters = {kid: base64.b64decode(key) for kid, key in encoded.items()}
