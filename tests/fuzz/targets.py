@@ -8,9 +8,11 @@ mutations, so the figures in the README come from the same code the suite checks
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +116,7 @@ def dicom_display(data: bytes) -> Outcome:
 def _site() -> tuple[bytes, Path]:
     key = Ed25519PrivateKey.generate()
     folder = Path(tempfile.mkdtemp(prefix="custodian-fuzz-site-"))
+    atexit.register(shutil.rmtree, folder, True)
     public = folder / "site-key.pub"
     public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     settings = {"inactivity_seconds": 120, "visible_fields": {"technologist": ["patient ID"]}}
@@ -159,7 +162,9 @@ class _Media:
 @cache
 def _media() -> _Media:
     folder = Path(tempfile.mkdtemp(prefix="custodian-fuzz-media-"))
+    atexit.register(shutil.rmtree, folder, True)
     env = make_env(folder / "home")
+    atexit.register(env.vault.close)  # (runs first: last registered)
     env.add("lib", Role.LIBRARIAN)
     env.add("po", Role.PRIVACY_OFFICER)
     lib = env.login("lib")
