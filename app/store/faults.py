@@ -1,9 +1,9 @@
 """Disk faults under the vault (full, read-only, failing) as plain errors.
 
 SQLite and the OS report these as an ``OperationalError`` or an ``OSError`` deep inside a write;
-shown as they are they look like a bug, or worse, like a wrong key. The vault turns them into
-one sentence that says what happened and that what was stored before is intact (every write is
-a transaction or a blob indexed only after it is durable).
+shown as they are they look like a bug, or worse, like a wrong key. Every index write commits
+through :func:`app.store.index.write_transaction` and every blob is indexed only after it is
+durable, so one sentence can say what happened and that what was stored before is intact.
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ _BY_SQLITE = {"database or disk is full": FULL, "attempt to write a readonly dat
 class StorageFault(CustodianError):
     """The disk refused a write; nothing stored before was changed."""
 
+    def __init__(self, doing: str, why: str) -> None:
+        super().__init__(f"{doing} because {why}. Everything stored before is intact.")
+        self.why = why
 
-def storage_fault(exc: BaseException, doing: str) -> StorageFault | None:
-    """The plain error for ``exc`` when it is a disk fault, else None. ``doing`` starts the
-    sentence ("The import stopped ... because the disk holding the vault is full; ...")."""
-    why = None
+
+def disk_fault(exc: BaseException) -> str | None:
+    """Why the disk refused, when ``exc`` is a disk fault; else None."""
+    if isinstance(exc, StorageFault):
+        return exc.why
     if isinstance(exc, OSError):
-        why = _BY_ERRNO.get(exc.errno or 0)
-    elif isinstance(exc, sqlcipher3.OperationalError):
-        why = next((text for key, text in _BY_SQLITE.items() if key in str(exc)), None)
-    if why is None:
-        return None
-    return StorageFault(f"{doing} because {why}. Everything stored before is intact.")
+        return _BY_ERRNO.get(exc.errno or 0)
+    if isinstance(exc, sqlcipher3.OperationalError):
+        return next((text for key, text in _BY_SQLITE.items() if key in str(exc)), None)
+    return None

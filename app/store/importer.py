@@ -15,7 +15,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.store.blobs import instance_aad, quarantine_aad, seal
-from app.store.faults import storage_fault
+from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source
@@ -134,18 +134,28 @@ class ImportRun:
         self._study_patient: dict[str, tuple[str, str]] = {}  # study uid -> (patient id, issuer)
         self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
         self._committing: Future[None] | None = None
+        self._writes: list[Future[tuple[str, Path]]] = []  # every blob write this run started
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         try:
             return self._run(entries, total, progress)
-        except (OSError, sqlcipher3.OperationalError) as exc:
-            if self._committing is not None:  # a batch being indexed finishes (or fails) first
-                with contextlib.suppress(Exception):
-                    self._committing.result()
-            fault = storage_fault(exc, f"The import stopped after storing {self.report.imported} instances")
-            if fault is None:
+        except (OSError, sqlcipher3.OperationalError, StorageFault) as exc:
+            why = disk_fault(exc)
+            if why is None:
                 raise
-            raise fault from None
+            self._stop_writing()
+            raise StorageFault(f"The import stopped after storing {self.report.imported} instances",
+                               why) from None
+
+    def _stop_writing(self) -> None:
+        """After a failure: drop the blob writes not yet begun and wait for the running ones and
+        the batch being indexed, so the sweep that follows finds every blob this run wrote."""
+        for future in self._writes:
+            future.cancel()
+        wait(self._writes)
+        if self._committing is not None:
+            with contextlib.suppress(Exception):
+                self._committing.result()
 
     def _run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         committer = self._workers.committer
@@ -229,6 +239,7 @@ class ImportRun:
         # A batch's blobs share one folder, so the batch costs one directory fsync.
         blob_id = batch.folder + secrets.token_hex(15)
         future = self._pool.submit(self._persist, blob_id, dek, aad or quarantine_aad(blob_id), data)
+        self._writes.append(future)
         item = _Pending(blob_id, future, size=len(data), **fields)  # type: ignore[arg-type]
         batch.items.append(item)
         batch.nbytes += len(data)

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlcipher3
 
 from app.errors import CustodianError, VaultLocked
-from app.store.faults import READ_ONLY, StorageFault
+from app.store.faults import READ_ONLY, StorageFault, disk_fault
 
 INDEX_FILE = "index.db"
 
@@ -339,8 +339,7 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
     except sqlcipher3.DatabaseError as exc:
         conn.close()
         if not os.access(home, os.W_OK):  # SQLite cannot open its journal: not a key problem
-            raise StorageFault(f"The vault could not be opened because {READ_ONLY}. Nothing in it "
-                               "was changed.") from None
+            raise StorageFault("The vault could not be opened", READ_ONLY) from None
         raise VaultLocked("The vault's index could not be opened with this key.") from exc
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a committed import or audit event survives power loss, not just a crash.
@@ -364,11 +363,19 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
 @contextlib.contextmanager
 def write_transaction(conn: sqlcipher3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE (the write lock at once, so no reader upgrades into a deadlock), then
-    COMMIT, or ROLLBACK when anything fails."""
-    conn.execute("BEGIN IMMEDIATE")
+    COMMIT, or ROLLBACK when anything fails (a COMMIT refused by a full disk included); a disk
+    fault becomes a plain :class:`StorageFault`."""
     try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlcipher3.OperationalError as exc:
+        why = disk_fault(exc)
+        if why is None:
+            raise
+        raise StorageFault("The change could not be saved", why) from None

@@ -88,7 +88,7 @@ from app.security.tls import TlsIdentity, server_context
 from app.selftest import PASS, network_checks
 from app.store import backup, index
 from app.store.blobs import BLOB_DIR, BlobDamaged, BlobStore, instance_aad, seal, unseal
-from app.store.faults import StorageFault, storage_fault
+from app.store.faults import StorageFault
 from app.store.importer import (
     IO_THREADS,
     Entry,
@@ -308,14 +308,8 @@ class Vault:
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        try:
-            with self._db, index.write_transaction(self._conn):
-                yield
-        except sqlcipher3.OperationalError as exc:
-            fault = storage_fault(exc, "The change could not be saved")
-            if fault is None:
-                raise
-            raise fault from None
+        with self._db, index.write_transaction(self._conn):
+            yield
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._db:
