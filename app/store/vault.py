@@ -813,7 +813,6 @@ class Vault:
         with self._write_lock():
             if sweep:
                 self._sweep()
-            borrowed = workers is not None
             run_with = workers if workers is not None else Workers(self._reader())
             try:
                 return ImportRun(self, actor, run_with).run(entries, total, progress)
@@ -822,7 +821,7 @@ class Vault:
                     self._sweep()  # give back the space the unfinished batch took
                 raise
             finally:
-                if not borrowed:
+                if workers is None:  # ours, not the caller's
                     run_with.close()
 
     def _sweep(self) -> int:
