@@ -15,7 +15,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = True) -> None:
+def write_durable(path: Path, data: bytes | bytearray, *, mode: int = 0o600, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary sibling, fsync it, then rename over.
 
     Callers writing many files in one directory pass ``sync_dir=False`` and call

@@ -34,16 +34,21 @@ def quarantine_aad(blob_id: str) -> bytes:
     return b"custodian/quarantine/" + blob_id.encode("ascii")
 
 
-def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytearray:
+    """Header, ciphertext and tag in one buffer: an image is encrypted once and never copied."""
     nonce = os.urandom(12)
-    return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    sealed = bytearray(_HEADER + len(plaintext) + 16)
+    sealed[:_HEADER] = MAGIC + nonce
+    AESGCM(key).encrypt_into(nonce, plaintext, aad, memoryview(sealed)[_HEADER:])
+    return sealed
 
 
 def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
     if len(sealed) < _HEADER + 16 or not sealed.startswith(MAGIC):
         raise BlobDamaged("blob header is damaged")
     try:
-        return AESGCM(key).decrypt(sealed[len(MAGIC) : _HEADER], sealed[_HEADER:], aad)
+        view = memoryview(sealed)  # the ciphertext is decrypted where it lies, not copied first
+        return AESGCM(key).decrypt(view[len(MAGIC) : _HEADER], view[_HEADER:], aad)
     except InvalidTag:
         raise BlobDamaged("blob failed authentication (altered, truncated or not this instance)") from None
 
@@ -59,7 +64,7 @@ class BlobStore:
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id
 
-    def write(self, blob_id: str, sealed: bytes) -> Path:
+    def write(self, blob_id: str, sealed: bytes | bytearray) -> Path:
         """Durably write one blob; the caller fsyncs the returned parent folders once per batch."""
         path = self.path(blob_id)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
