@@ -26,6 +26,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.store.blobs import instance_aad, quarantine_aad, seal
 from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
+from app.store.manifest import extended
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source
 
@@ -61,14 +62,6 @@ def read_source(source: Source) -> bytes:
 
 def study_context(study_uid: str) -> str:
     return f"study/{study_uid}"
-
-
-def manifest(pairs: Iterable[tuple[str, str]]) -> str:
-    """Hash over a study's (SOP Instance UID, SHA-256) pairs in UID order."""
-    h = hashlib.sha256()
-    for sop_uid, digest in sorted(pairs):
-        h.update(f"{sop_uid}:{digest}\n".encode())
-    return h.hexdigest()
 
 
 @dataclass
@@ -267,6 +260,7 @@ class ImportRun:
         self._vault.blobs.sync_dirs({folder for _, folder in results})
         vault, now = self._vault, time.time()
         studies: dict[str, str] = {}
+        added: dict[str, list[tuple[str, str]]] = {}  # study -> (SOP Instance UID, SHA-256) added
         quarantined = []
         instances = []
         with vault._transaction():
@@ -287,14 +281,15 @@ class ImportRun:
                     (p.series_uid, p.study_uid, p.modality, p.series_number, p.series_description,
                      p.body_part, p.frame_of_reference))
                 instances.append(_instance_row(p, item.blob_id, item.size, digest, now))
+                added.setdefault(p.study_uid, []).append((p.sop_uid, digest))
             conn.executemany(INSERT_INSTANCE, instances)
             conn.executemany("INSERT INTO quarantine (blob, source, reason, size, sha256, at) "
                              "VALUES (?, ?, ?, ?, ?, ?)", quarantined)
-            for study_uid in studies:
-                pairs = conn.execute("SELECT sop_uid, sha256 FROM instances WHERE study_uid = ?",
-                                     (study_uid,)).fetchall()
-                conn.execute("UPDATE studies SET manifest_sha256 = ? WHERE uid = ?",
-                             (manifest(pairs), study_uid))
+            for study_uid, pairs in added.items():
+                (stored,) = conn.execute("SELECT manifest FROM studies WHERE uid = ?",
+                                         (study_uid,)).fetchone()
+                conn.execute("UPDATE studies SET manifest = ? WHERE uid = ?",
+                             (extended(stored, pairs), study_uid))
             if studies:
                 vault.audit.append(AuditEvent(
                     EventType.IMPORT, user=self._actor, studies=tuple(studies),

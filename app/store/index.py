@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlcipher3
 
 from app.errors import CustodianError, VaultLocked
+from app.store import manifest
 from app.store.faults import READ_ONLY, StorageFault, disk_fault
 
 INDEX_FILE = "index.db"
@@ -296,6 +297,14 @@ MIGRATIONS: dict[int, str] = {
     14: """
     ALTER TABLE instances ADD COLUMN frame_positions TEXT;
     """,
+    # The study manifest becomes a set hash that grows with each stored instance (see
+    # app/store/manifest.py) instead of a hash over the sorted list, recomputed in full each time.
+    15: f"""
+    ALTER TABLE studies ADD COLUMN manifest BLOB;
+    UPDATE studies SET manifest = (SELECT {manifest.SQL_FUNCTION}(sop_uid, sha256) FROM instances
+                                   WHERE study_uid = studies.uid);
+    ALTER TABLE studies DROP COLUMN manifest_sha256;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -347,6 +356,7 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 30000")
+    manifest.register(conn)
     if create:
         conn.executescript("BEGIN;" + SCHEMA + "PRAGMA user_version = 1; COMMIT;")
     version = conn.execute("PRAGMA user_version").fetchone()[0]

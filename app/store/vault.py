@@ -86,7 +86,7 @@ from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session, Sessions
 from app.security.tls import TlsIdentity, server_context
 from app.selftest import PASS, network_checks
-from app.store import backup, index
+from app.store import backup, index, manifest
 from app.store.blobs import BLOB_DIR, BlobDamaged, BlobStore, instance_aad, seal, unseal
 from app.store.faults import StorageFault
 from app.store.importer import (
@@ -95,7 +95,6 @@ from app.store.importer import (
     ImportRun,
     Progress,
     Workers,
-    manifest,
     read_source,
     study_context,
 )
@@ -1071,10 +1070,10 @@ class Vault:
                 if progress:
                     progress(done, len(rows))
         report.ok = report.instances - len(report.damaged)
-        for study_uid, recorded in self._query("SELECT uid, manifest_sha256 FROM studies"):
-            pairs = self._query("SELECT sop_uid, sha256 FROM instances WHERE study_uid = ?",
-                                (study_uid,))
-            if manifest(pairs) != recorded:
+        for study_uid, recorded, actual in self._query(
+                f"SELECT uid, manifest, (SELECT {manifest.SQL_FUNCTION}(sop_uid, sha256) FROM instances "
+                "WHERE study_uid = studies.uid) FROM studies"):
+            if (actual or manifest.EMPTY) != (recorded or manifest.EMPTY):
                 report.damaged.append(Damage(None, "study manifest does not match its instances",
                                              study_uid=study_uid))
         self._record(AuditEvent(
