@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import numpy as np
 import sqlcipher3
 
+from app.errors import IntegrityError
+
 LANES = 1024
 SIZE = 2 * LANES  # bytes
 EMPTY = bytes(SIZE)
@@ -28,7 +30,10 @@ def _vector(sop_uid: str, digest: str) -> np.ndarray:
 
 
 def extended(manifest: bytes | None, pairs: Iterable[tuple[str, str]]) -> bytes:
-    """``manifest`` (None or empty: no instances yet) with the (SOP Instance UID, SHA-256) pairs added."""
+    """``manifest`` (None: no instances yet) with the (SOP Instance UID, SHA-256) pairs added."""
+    if manifest is not None and len(manifest) != SIZE:  # only a damaged index holds such a value
+        raise IntegrityError("A study's manifest in the index is damaged, so nothing more can be "
+                             "added to the study; 'custodian verify' names it.")
     lanes = np.frombuffer(manifest or EMPTY, dtype="<u2").copy()
     for sop_uid, digest in pairs:
         lanes += _vector(sop_uid, digest)  # uint16 arithmetic wraps: the sum is modulo 2**16

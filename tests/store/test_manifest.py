@@ -6,6 +6,7 @@ from __future__ import annotations
 import pydicom
 import pytest
 
+from app.errors import IntegrityError
 from app.store import importer, manifest
 from app.store.vault import Vault
 from tests.conftest import PASSPHRASE, VaultEnv, study_bytes
@@ -67,3 +68,16 @@ def test_a_vault_from_before_gets_its_manifests_on_opening(env: VaultEnv) -> Non
     columns = {row[1] for row in env.vault._query("PRAGMA table_info(studies)")}
     assert "manifest" in columns and "manifest_sha256" not in columns
     assert not env.vault.verify(env.login("admin")).damaged
+
+
+def test_a_damaged_manifest_stops_additions_to_its_study_and_verify_names_it(env: VaultEnv) -> None:
+    items = study_bytes(slices=3, size=16)
+    tech = env.login("tech")
+    env.vault.import_bytes(tech, items[:2])
+    with env.vault._transaction():
+        env.vault._conn.execute("UPDATE studies SET manifest = x'00ff'")
+    with pytest.raises(IntegrityError, match="manifest in the index is damaged"):
+        env.vault.import_bytes(tech, items[2:])
+    damaged = env.vault.verify(env.login("admin")).damaged
+    assert [(d.reason, d.study_uid) for d in damaged] == [
+        ("study manifest does not match its instances", env.vault.studies(env.login("rad"))[0].study_uid)]
