@@ -301,8 +301,7 @@ MIGRATIONS: dict[int, str] = {
     # app/store/manifest.py) instead of a hash over the sorted list, recomputed in full each time.
     15: f"""
     ALTER TABLE studies ADD COLUMN manifest BLOB;
-    UPDATE studies SET manifest = (SELECT {manifest.SQL_FUNCTION}(sop_uid, sha256) FROM instances
-                                   WHERE study_uid = studies.uid);
+    UPDATE studies SET manifest = {manifest.OF_STUDY_ROWS};
     ALTER TABLE studies DROP COLUMN manifest_sha256;
     """,
 }

@@ -22,6 +22,9 @@ LANES = 1024
 SIZE = 2 * LANES  # bytes
 EMPTY = bytes(SIZE)
 SQL_FUNCTION = "study_manifest"  # aggregate over (sop_uid, sha256): the manifest of those rows
+# The manifest a row of ``studies`` should hold, computed from its instance rows.
+OF_STUDY_ROWS = (f"(SELECT {SQL_FUNCTION}(sop_uid, sha256) FROM instances "
+                 "WHERE study_uid = studies.uid)")
 
 
 def _vector(sop_uid: str, digest: str) -> np.ndarray:
@@ -29,29 +32,30 @@ def _vector(sop_uid: str, digest: str) -> np.ndarray:
     return np.frombuffer(drawn, dtype="<u2")
 
 
-def extended(manifest: bytes | None, pairs: Iterable[tuple[str, str]]) -> bytes:
-    """``manifest`` (None: no instances yet) with the (SOP Instance UID, SHA-256) pairs added."""
-    if manifest is not None and len(manifest) != SIZE:  # only a damaged index holds such a value
-        raise IntegrityError("A study's manifest in the index is damaged, so nothing more can be "
-                             "added to the study; 'custodian verify' names it.")
-    lanes = np.frombuffer(manifest or EMPTY, dtype="<u2").copy()
-    for sop_uid, digest in pairs:
-        lanes += _vector(sop_uid, digest)  # uint16 arithmetic wraps: the sum is modulo 2**16
-    return lanes.tobytes()
+class _Lanes:
+    """A manifest being summed; also ``study_manifest(sop_uid, sha256)`` in SQL, where SQLite
+    makes one per group of rows and steps it through them."""
 
-
-class _Aggregate:
-    """``study_manifest(sop_uid, sha256)`` in SQL: the manifest of the rows it runs over."""
-
-    def __init__(self) -> None:
-        self._lanes = np.zeros(LANES, dtype="<u2")
+    def __init__(self, manifest: bytes | None = None) -> None:
+        if manifest is not None and len(manifest) != SIZE:  # only a damaged index holds such a value
+            raise IntegrityError("A study's manifest in the index is damaged, so nothing more can be "
+                                 "added to the study; 'custodian verify' names it.")
+        self._lanes = np.frombuffer(manifest or EMPTY, dtype="<u2").copy()
 
     def step(self, sop_uid: str, digest: str) -> None:
-        self._lanes += _vector(sop_uid, digest)
+        self._lanes += _vector(sop_uid, digest)  # uint16 arithmetic wraps: the sum is modulo 2**16
 
     def finalize(self) -> bytes:
         return self._lanes.tobytes()
 
 
+def extended(manifest: bytes | None, pairs: Iterable[tuple[str, str]]) -> bytes:
+    """``manifest`` (None: no instances yet) with the (SOP Instance UID, SHA-256) pairs added."""
+    lanes = _Lanes(manifest)
+    for sop_uid, digest in pairs:
+        lanes.step(sop_uid, digest)
+    return lanes.finalize()
+
+
 def register(conn: sqlcipher3.Connection) -> None:
-    conn.create_aggregate(SQL_FUNCTION, 2, _Aggregate)
+    conn.create_aggregate(SQL_FUNCTION, 2, _Lanes)

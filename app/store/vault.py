@@ -1071,8 +1071,7 @@ class Vault:
                     progress(done, len(rows))
         report.ok = report.instances - len(report.damaged)
         for study_uid, recorded, actual in self._query(
-                f"SELECT uid, manifest, (SELECT {manifest.SQL_FUNCTION}(sop_uid, sha256) FROM instances "
-                "WHERE study_uid = studies.uid) FROM studies"):
+                f"SELECT uid, manifest, {manifest.OF_STUDY_ROWS} FROM studies"):
             if (actual or manifest.EMPTY) != (recorded or manifest.EMPTY):
                 report.damaged.append(Damage(None, "study manifest does not match its instances",
                                              study_uid=study_uid))

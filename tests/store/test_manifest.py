@@ -14,8 +14,7 @@ from tests.conftest import PASSPHRASE, VaultEnv, study_bytes
 
 def _stored_and_recomputed(env: VaultEnv) -> list[tuple[bytes, bytes]]:
     return [(stored, actual) for stored, actual in env.vault._query(
-        f"SELECT manifest, (SELECT {manifest.SQL_FUNCTION}(sop_uid, sha256) FROM instances "
-        "WHERE study_uid = studies.uid) FROM studies")]
+        f"SELECT manifest, {manifest.OF_STUDY_ROWS} FROM studies")]
 
 
 def test_a_manifest_grown_batch_by_batch_equals_the_one_over_all_rows(
