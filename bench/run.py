@@ -13,7 +13,9 @@ import contextlib
 import gc
 import hashlib
 import json
+import os
 import runpy
+import shutil
 import ssl
 import statistics
 import sys
@@ -35,6 +37,14 @@ from app.security.roles import Role  # noqa: E402
 from app.store.vault import Vault  # noqa: E402
 
 MAKE_CT = ROOT.parent / "shared" / "tools" / "make_ct.py"
+
+# FRESH_MEMORY: on this VM, writing into page-cache memory the guest has never used costs about
+# twice what writing into memory the kernel just freed does (measured: 7-Zip's export of the CT
+# takes 0.38 s into a new file while the old ones are kept, 0.17 s after deleting the previous
+# archive). The peers' runs always wrote into freed memory (7-Zip's archive and the durable copy
+# are deleted before each run), so each of our runs deletes the previous run's output too.
+
+UNATTAINABLE_BELOW_1 = "informational (below 1: the target cannot be met on this machine)"
 
 
 @dataclass
@@ -73,23 +83,47 @@ def median_of(runs: int, func: Callable[[], object]) -> float:
     return statistics.median(timed(func) for _ in range(runs))
 
 
+def _write_synced(path: Path, data: bytes | memoryview) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+
+
 def durable_copy(files: list[Path], folder: Path) -> None:
     """What any store that survives power loss must at least do: write and fsync every byte."""
-    import os
-    import shutil
     from concurrent.futures import ThreadPoolExecutor
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-
-    def copy(path: Path) -> None:
-        fd = os.open(folder / path.name, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, path.read_bytes())
-        os.fsync(fd)
-        os.close(fd)
-
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(copy, files))
+        list(pool.map(lambda path: _write_synced(folder / path.name, path.read_bytes()), files))
+
+
+def required_import_cpu(files: list[Path], folder: Path) -> float:
+    """CPU seconds of the work no encrypted, durable import can skip (read, header parse, SHA-256,
+    AES-256-GCM, write + fsync), done one file after another with nothing around it. The kernel's
+    writeback is not counted, so this is a lower bound; divided by the cores it is the fastest any
+    importer could be on this machine, however well it spreads the work."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from app.store.ingest import parse
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    aes, nonce = AESGCM(AESGCM.generate_key(256)), bytes(12)
+    sealed = bytearray()
+    start = time.thread_time()
+    for path in files:
+        data = path.read_bytes()
+        parse(data)
+        hashlib.sha256(data).digest()
+        if len(sealed) < len(data) + 16:
+            sealed = bytearray(len(data) + 16)
+        out = memoryview(sealed)[: len(data) + 16]
+        aes.encrypt_into(nonce, data, b"", out)
+        _write_synced(folder / path.name, out)
+    return time.thread_time() - start
 
 
 class Workstation:
@@ -114,12 +148,15 @@ def bench_import_and_load(work: Path, slices: int, runs: int) -> list[Figure]:
 
     peer_import = median_of(runs, lambda: [pydicom.dcmread(f) for f in files])
     floor = median_of(runs, lambda: durable_copy(files, work / "floor"))
+    required = statistics.median(required_import_cpu(files, work / "floor") for _ in range(runs))
+    cores = len(os.sched_getaffinity(0))
     ours = []
     for i in range(runs):
         station = Workstation(work / f"home{i}")
         ours.append(timed(lambda s=station: s.vault.import_paths(s.tech, [work / "ct"])))
         if i < runs - 1:
             station.vault.close()
+            shutil.rmtree(work / f"home{i}")  # see FRESH_MEMORY
     our_import = statistics.median(ours)
 
     study = station.vault.studies(station.rad)[0]
@@ -139,6 +176,11 @@ def bench_import_and_load(work: Path, slices: int, runs: int) -> list[Figure]:
         Figure(f"import {slices}-slice 512x512 CT ({mb:.0f} MB)", round(our_import, 3), "s",
                "durable copy of the same files (write + fsync each, 4 threads; the disk's floor)",
                round(floor, 3), round(floor / our_import, 2), "informational", None),
+        Figure(f"CPU time of the work any encrypted durable import of the {slices}-slice CT must do "
+               "(read, parse, SHA-256, AES-GCM, write + fsync)", round(required, 3), "CPU-s",
+               f"CPU the 0.7 target leaves: {cores} cores x dcmread time / 0.7",
+               round(cores * peer_import / 0.7, 3), round(cores * peer_import / 0.7 / required, 2),
+               UNATTAINABLE_BELOW_1, None),
         Figure(f"import {slices}-slice 512x512 CT ({mb:.0f} MB)", round(our_import, 3), "s",
                "plain pydicom dcmread of the same files", round(peer_import, 3),
                round(peer_import / our_import, 2), ">= 0.7", peer_import / our_import >= 0.7),
@@ -216,7 +258,6 @@ def bench_audit(work: Path, appends: int, chain: int, backlog: int) -> list[Figu
 
 def bench_drain(work: Path, station: Workstation, backlog: int) -> list[Figure]:
     """Drain a backlog to a real rsyslog over mutual TLS, beside a raw TLS write of the same bytes."""
-    import shutil
     import socket
 
     if shutil.which("rsyslogd") is None and not Path("/usr/sbin/rsyslogd").exists():
@@ -297,7 +338,6 @@ def plain_pynetdicom_scp(folder: Path) -> tuple[object, int]:
 
 def bench_scp(work: Path, slices: int) -> list[Figure]:
     """storescu into the running Custodian SCP, beside DCMTK storescp and a minimal pynetdicom SCP."""
-    import shutil
 
     if shutil.which("storescu") is None:
         print("DCMTK not installed: the storage SCP figures are skipped", file=sys.stderr)
@@ -333,14 +373,17 @@ def bench_scp(work: Path, slices: int) -> list[Figure]:
                round(plain_s, 3), round(plain_s / ours, 2), ">= 1.0", plain_s / ours >= 1.0),
         Figure(label, round(ours, 3), "s", "DCMTK storescp writing plain files (no fsync)",
                round(dcmtk_s, 3), round(dcmtk_s / ours, 2), ">= 0.5", dcmtk_s / ours >= 0.5),
+        # The first target bounds the second: a receiver built on pynetdicom reaches DCMTK's
+        # ratio only where the minimal pynetdicom SCP itself reaches it.
+        Figure(f"{label} by the minimal pynetdicom SCP", round(plain_s, 3), "s",
+               "DCMTK storescp writing plain files (no fsync)", round(dcmtk_s, 3),
+               round(dcmtk_s / plain_s, 2), "informational (what pynetdicom itself reaches)", None),
     ]
 
 
 def bench_retrieve(work: Path, slices: int) -> list[Figure]:
     """A study from Orthanc into the vault by C-GET and by C-MOVE, beside DCMTK getscu writing plain
     files (informational: the issue asks for the throughput, not a ratio)."""
-    import os
-    import shutil
     import subprocess
 
     if shutil.which("Orthanc") is None or shutil.which("getscu") is None:
@@ -386,6 +429,31 @@ def bench_retrieve(work: Path, slices: int) -> list[Figure]:
         pacs.stop()
 
 
+def required_export_cpu(files: list[Path]) -> float:
+    """CPU seconds of the work no encrypted PDI export of ``files`` can skip, one step after another
+    with nothing around it: opening each AES-GCM blob, the DICOMDIR, per entry the WinZip AE key
+    derivation (PBKDF2, 1000 rounds), AES-CTR and HMAC-SHA1, and the container's SHA-256."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from app.media import dicomdir
+    from app.media.archive import seal_entry
+    from app.store.ingest import parse
+
+    aes, nonce = AESGCM(AESGCM.generate_key(256)), bytes(12)
+    blobs = [aes.encrypt(nonce, f.read_bytes(), b"") for f in files]
+    parsed = [parse(aes.decrypt(nonce, blob, b"")) for blob in blobs]
+    paths = dicomdir.file_ids([(p.patient_id, p.study_uid, p.series_uid) for p in parsed])
+    listed = [dicomdir.Listed(p.patient_id, p.patient_name, p.study_uid, p.study_date, p.study_time, "",
+                              p.accession, p.study_description, p.series_uid, p.modality, p.series_number,
+                              p.sop_class, p.sop_uid, p.transfer_syntax, p.instance_number, path)
+              for p, path in zip(parsed, paths, strict=True)]
+    start = time.thread_time()
+    container = hashlib.sha256(dicomdir.build(listed))
+    for path, blob in zip(paths, blobs, strict=True):
+        container.update(seal_entry(b"bench pass phrase", path, aes.decrypt(nonce, blob, b"")).body)
+    return time.thread_time() - start
+
+
 def bench_export(work: Path, slices: int, runs: int) -> list[Figure]:
     """Encrypted USB export of a CT from the vault (read, decrypt, DICOMDIR, AES-256 zip, disclosure
     record) beside 7-Zip zipping the same files from the page cache with AES-256."""
@@ -420,6 +488,7 @@ def bench_export(work: Path, slices: int, runs: int) -> list[Figure]:
                                 Purpose.PATIENT_REQUEST, IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER,
                                 MediaKind.ZIP, out / f"ours{i}.zip")
         ours.append(timed(lambda r=request, s=session, c=code: station.vault.export(s, r, c)))
+        request.out.unlink()  # as 7-Zip's archive is before each of its runs (see FRESH_MEMORY)
     station.vault.close()
 
     def seven_zip() -> None:
@@ -431,15 +500,21 @@ def bench_export(work: Path, slices: int, runs: int) -> list[Figure]:
         (out / "peer.zip").unlink(missing_ok=True)
         peer.append(timed(seven_zip))
     our_s, peer_s = statistics.median(ours), statistics.median(peer)
+    required = statistics.median(required_export_cpu(files) for _ in range(runs))
+    budget = len(os.sched_getaffinity(0)) * peer_s / 0.7
     mb = sum(f.stat().st_size for f in files) / 1e6
     return [Figure(f"encrypted USB export of a {slices}-slice CT ({mb:.0f} MB, PDI zip, AES-256)",
                    round(our_s, 3), "s", "7z a -tzip -mem=AES256 -mx=0 on the same files", round(peer_s, 3),
-                   round(peer_s / our_s, 2), ">= 0.7", peer_s / our_s >= 0.7)]
+                   round(peer_s / our_s, 2), ">= 0.7", peer_s / our_s >= 0.7),
+            Figure(f"CPU time of the work any encrypted PDI export of the {slices}-slice CT must do "
+                   "(open the blobs, DICOMDIR, per-entry PBKDF2 + AES-CTR + HMAC, SHA-256 of the container)",
+                   round(required, 3), "CPU-s",
+                   f"CPU the 0.7 target leaves: {len(os.sched_getaffinity(0))} cores x 7-Zip's time / 0.7",
+                   round(budget, 3), round(budget / required, 2), UNATTAINABLE_BELOW_1, None)]
 
 
 def bench_reading(work: Path, slices: int) -> list[Figure]:
     """Reading a cached CT offscreen: first image, scrolling with W/L, MPR reslice, volume memory."""
-    import os
     import tracemalloc
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
