@@ -170,7 +170,7 @@ class StorageScp:
         self.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
         self._stopping.clear()
-        threading.Thread(target=self._watch, args=(self._server,), name="scp-watchdog", daemon=True).start()
+        threading.Thread(target=self._watch, args=(server,), name="scp-watchdog", daemon=True).start()
 
     def _watch(self, server: object) -> None:
         """Hang up on connections that have not become associations within ASSOCIATE_WAIT.

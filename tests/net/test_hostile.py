@@ -33,17 +33,23 @@ def scp(env: VaultEnv) -> Iterator[StorageScp]:
     server.stop()
 
 
+def _ended(sock: socket.socket) -> bool:
+    """Read what the SCP sent; whether it has hung up."""
+    try:
+        return not sock.recv(4096)
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
 def _closed_by_server(sock: socket.socket, within: float) -> bool:
     """Whether the SCP hung up on this connection within ``within`` seconds."""
     sock.settimeout(within)
     try:
-        while True:
-            if not sock.recv(4096):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
+        while not _ended(sock):
+            pass
     except TimeoutError:
         return False
+    return True
 
 
 def _hung_up(socks: list[socket.socket], *, want: int, within: float) -> int:
@@ -54,11 +60,7 @@ def _hung_up(socks: list[socket.socket], *, want: int, within: float) -> int:
     while closed < want and open_socks and (left := deadline - time.monotonic()) > 0:
         readable, _, _ = select.select(open_socks, [], [], left)
         for sock in readable:
-            try:
-                ended = not sock.recv(4096)
-            except (ConnectionResetError, BrokenPipeError):
-                ended = True
-            if ended:
+            if _ended(sock):
                 open_socks.remove(sock)
                 closed += 1
     return closed
