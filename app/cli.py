@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from app import __version__
+from app.audit.dicom_xml import message_of
 from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
@@ -108,7 +109,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 # ---------------------------------------------------------------------------- vault access
 def open_vault(args: argparse.Namespace) -> Vault:
-    return Vault.open(resolve_home(args.home), passphrase_source)
+    vault = Vault.open(resolve_home(args.home), passphrase_source)
+    for notice in vault.notices:
+        print(notice, file=sys.stderr)
+    return vault
 
 
 def current_session(vault: Vault) -> Session:
@@ -265,6 +269,15 @@ def cmd_restrict(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        moved = vault.reconcile_patients(current_session(vault), args.study_uid, args.into)
+    out.emit({"study_uid": args.study_uid, "into": args.into, "studies_moved": moved},
+             f"{moved} stud{'y' if moved == 1 else 'ies'} now filed under the patient of study "
+             f"{args.into}.")
+    return EXIT_OK
+
+
 def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
     code = _plain("CUSTODIAN_TOTP", "Authenticator code: ")
     if not code:
@@ -290,6 +303,7 @@ def _import_result(report: ImportReport, out: Output) -> int:
         lines += [f"  rejected {r.path}: {r.reason}" for r in report.rejected[:50]]
         if len(report.rejected) > 50:
             lines.append(f"  … and {len(report.rejected) - 50} more (see --json)")
+        lines += [f"  warning: {w}" for w in report.warnings]
         return "\n".join(lines)
     out.emit(report.as_dict(), text)
     if report.rejected:
@@ -328,10 +342,15 @@ def cmd_studies(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         studies = vault.studies(current_session(vault), args.patient)
     hidden = "—"  # a field this role may not see, or a restricted patient
-    rows = [[s.patient_name or hidden, s.patient_id or hidden, s.study_date, ",".join(s.modalities),
-             s.description, str(s.series), str(s.instances), s.study_uid] for s in studies]
+    rows = [[("! " if s.identity_conflict else "") + (s.patient_name or hidden),
+             hidden if s.patient_id is None else s.patient_id or "(none)", s.study_date,
+             ",".join(s.modalities), s.description, str(s.series), str(s.instances), s.study_uid]
+            for s in studies]
+    conflicts = any(s.identity_conflict for s in studies)
     out.emit([s.as_dict() for s in studies], lambda: _table(
         rows, ["Patient", "ID", "Date", "Mod", "Description", "Ser", "Img", "Study UID"])
+        + ("\n! another patient record has this Patient ID with a different name or birth date: "
+           "check, then 'custodian patient reconcile' if they are one person." if conflicts else "")
         if rows else "No studies in the cache.")
     return EXIT_OK
 
@@ -427,12 +446,21 @@ def _audit_query(args: argparse.Namespace) -> AuditQuery:
 
 
 def _record_json(record: AuditRecord) -> dict[str, object]:
-    return {**asdict(record), "at": record.at.isoformat()}
+    data = {**asdict(record), "at": record.at.isoformat()}
+    del data["message"]  # (audit show --xml prints it)
+    return data
 
 
 def cmd_audit_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         records = vault.audit_show(current_session(vault), _audit_query(args))
+    if args.xml:  # one message per line and nothing else: for a repository or a validator
+        messages = [message_of(r) for r in records]
+        if out.as_json:
+            out.emit(messages, "")
+        else:
+            sys.stdout.write("".join(f"{message}\n" for message in messages))
+        return EXIT_OK
     headers = ["Seq", "Local time", "Event", "Outcome", "User", "Patients"]
     out.emit([_record_json(r) for r in records], lambda: _table(
         [[str(r.seq), f"{r.at.astimezone():%Y-%m-%d %H:%M:%S}", r.type, r.outcome_text, r.user or "",
@@ -572,6 +600,10 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         if result.review:
             lines.append(f"Review before release: {result.review} de-identified image(s) may carry burnt-in "
                          "text (ultrasound, screen captures or marked as such).")
+        if result.left_out:
+            lines.append(f"Left off the media: {len(result.left_out)} instance(s) that could not be put "
+                         "on it:")
+            lines += [f"  {uid}: {why}" for uid, why in result.left_out]
         return "\n".join(lines)
     out.emit(result.as_json(), text)
     if args.burn is not None:
@@ -961,6 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--until", metavar="DATE", help="up to this local date (inclusive) or date-time")
     p = add("show", cmd_audit_show, "list audit records, newest first", audit, parents=[filters])
     p.add_argument("--type", choices=[t.value for t in EventType], help="one kind of event")
+    p.add_argument("--xml", action="store_true",
+                   help="print their DICOM PS3.15 audit messages instead, one XML document per line")
     p.add_argument("--limit", type=int, default=100)
     p = add("report", cmd_audit_report, "patient access or user activity report", audit, parents=[filters])
     p.add_argument("--out", type=Path, metavar="FILE", help="write it as CSV or PDF (by extension)")
@@ -1089,6 +1123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("patient_id", metavar="PATIENT_ID")
     p.add_argument("--issuer", default="", help="Issuer of Patient ID, when the ID needs one")
     p.add_argument("--lift", action="store_true", help="lift the restriction")
+    p = add("reconcile", cmd_reconcile, "declare two patient records one person: file the first study's "
+            "patient's studies under the second's (import roles; audited)", patient)
+    p.add_argument("study_uid", metavar="STUDY_UID", help="a study of the record that goes")
+    p.add_argument("--into", required=True, metavar="STUDY_UID", help="a study of the record that stays")
     p = add("break-glass", cmd_break_glass, "emergency access to a restricted study (audited, alerted)")
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--reason", required=True)

@@ -24,9 +24,11 @@ EXPORT_VOLUME = "unusual export volume"
 
 
 class AnomalyRules:
-    def __init__(self, conn: sqlcipher3.Connection, policy: Callable[[], SitePolicy]) -> None:
+    def __init__(self, conn: sqlcipher3.Connection, policy: Callable[[], SitePolicy],
+                 names_of: Callable[[tuple[str, ...]], list[str]]) -> None:
         self._conn = conn
         self._policy = policy
+        self._names_of = names_of  # the stored names of patients, by their audit references
 
     def alerts_for(self, event: AuditEvent, at: datetime) -> list[AuditEvent]:
         if event.user is None or event.type is EventType.SECURITY_ALERT:
@@ -85,9 +87,8 @@ class AnomalyRules:
         surname = row[0].split()[-1].casefold() if row and row[0].strip() else ""
         if not surname or not patients:
             return False
-        rows = self._conn.execute(
-            f"SELECT name FROM patients WHERE patient_id IN ({', '.join('?' * len(patients))})", patients)
-        return any(name.split("=")[0].split("^")[0].strip().casefold() == surname for (name,) in rows)
+        return any(name.split("=")[0].split("^")[0].strip().casefold() == surname
+                   for name in self._names_of(patients))
 
     def _alerted(self, user: str, rule: str, since: datetime) -> bool:
         where, params = self._recent(user, EventType.SECURITY_ALERT, since)

@@ -40,6 +40,9 @@ class EventType(StrEnum):
     SECURITY_ALERT = "security-alert"
     POLICY_CHANGE = "security-configuration"
     PATIENT_RESTRICTION = "patient-restriction"
+    PATIENT_RECORD = "patient-record"  # identity conflicts flagged, records reconciled or split
+    MEASUREMENT_SAVED = "measurement-saved"  # a reader's measurement or note on an image
+    MEASUREMENT_DELETED = "measurement-deleted"
     AUDIT_READ = "audit-log-used"
     NODE_CHANGE = "network-configuration"
     NODE_ECHO = "node-verification"

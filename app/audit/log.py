@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit.anomaly import AnomalyRules
+from app.audit.context import IndexContext, MessageContext
 from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
 from app.audit.report import AuditQuery, AuditRecord
@@ -51,10 +53,14 @@ class ChainReport:
 
 class AuditLog:
     def __init__(self, conn: sqlcipher3.Connection, signing_key: Ed25519PrivateKey | None = None,
-                 rules: AnomalyRules | None = None) -> None:
+                 rules: AnomalyRules | None = None,
+                 context: Callable[[AuditEvent], MessageContext] | None = None) -> None:
         self._conn = conn
         self.signing_key = signing_key
         self.rules = rules
+        # what each message names beyond its record, read in the same transaction (the vault
+        # sets one that knows the managed policy's nodes and AE title)
+        self.context = context or IndexContext(conn)
 
     def append(self, event: AuditEvent) -> int:
         """Record ``event`` and any security alert it raises; returns the event's sequence number."""
@@ -77,7 +83,7 @@ class AuditLog:
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
         at = now.isoformat(timespec="microseconds")
         record = json.dumps(event.as_record(), sort_keys=True, separators=(",", ":"))
-        message = to_xml(event, at)
+        message = to_xml(event, at, self.context(event))
         digest = _digest(prev, seq, at.encode(), record.encode(), message.encode())
         self._conn.execute(
             "INSERT INTO audit (seq, at, record, message, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
@@ -134,9 +140,10 @@ class AuditLog:
         """The records ``query`` selects (all of them without one), newest first."""
         query = query or AuditQuery(limit=None)
         where, params = query.where()
-        rows = self._conn.execute(f"SELECT seq, at, record FROM audit WHERE {where} ORDER BY seq DESC "
-                                  "LIMIT ?", (*params, query.limit or -1))
-        return [AuditRecord.from_row(seq, at, json.loads(record)) for seq, at, record in rows]
+        rows = self._conn.execute(f"SELECT seq, at, record, message FROM audit WHERE {where} "
+                                  "ORDER BY seq DESC LIMIT ?", (*params, query.limit or -1))
+        return [AuditRecord.from_row(seq, at, json.loads(record), message)
+                for seq, at, record, message in rows]
 
     def entries(self, after: int = 0, limit: int | None = None) -> list[ChainEntry]:
         """Records after sequence number ``after``, oldest first, as the repository receives them."""

@@ -82,12 +82,14 @@ class AuditRecord:
     patients: tuple[str, ...]
     studies: tuple[str, ...]
     detail: dict[str, object] = field(default_factory=dict)
+    # its PS3.15 message as stored ('' for records written before messages were kept)
+    message: str = field(default="", repr=False, compare=False)
 
     @classmethod
-    def from_row(cls, seq: int, at: str, record: dict[str, object]) -> AuditRecord:
+    def from_row(cls, seq: int, at: str, record: dict[str, object], message: str = "") -> AuditRecord:
         return cls(seq, datetime.fromisoformat(at), str(record["type"]), int(record["outcome"]),
                    record.get("user"), tuple(record.get("patients") or ()),
-                   tuple(record.get("studies") or ()), dict(record.get("detail") or {}))
+                   tuple(record.get("studies") or ()), dict(record.get("detail") or {}), message)
 
     @property
     def outcome_text(self) -> str:

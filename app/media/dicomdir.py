@@ -10,6 +10,7 @@ and the DICOMDIR is encoded straight into memory; the instances go into the encr
 from __future__ import annotations
 
 import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import FileSet, RecordNode
+from pydicom.uid import generate_uid
 
 from app.errors import CustodianError
 
@@ -54,7 +56,7 @@ def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict
     ds = Dataset()
     if item.extra is not None:
         ds.update(item.extra)
-    ds.PatientID = item.patient_id or "UNKNOWN"
+    ds.PatientID = item.patient_id  # never empty: a patient without one has an ID for this media
     ds.PatientName = item.patient_name
     ds.StudyInstanceUID = item.study_uid
     # Type 1 in the STUDY, SERIES and IMAGE records; where the instance lacks them they are
@@ -76,6 +78,49 @@ def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = item.transfer_syntax
     return ds
+
+
+# Placeholders, by VR, for a Type 1 key of a directory record that the instance itself lacks (an
+# RT Dose without Dose Summation Type): invented for the directory only, as dcmmkdir --invent does.
+_INVENTED = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0",
+             "US": 0, "UL": 0, "SS": 0, "SL": 0, "FL": 0.0, "FD": 0.0}
+_MISSING = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\) '[^']*' element is missing")
+
+
+def _sr_record(record: Dataset, header: Dataset) -> None:
+    """An SR DOCUMENT record as PS3.3 F.5.24 has it: of the content only the HAS CONCEPT MOD items
+    (pydicom copies the whole tree), and a verified document's Verification DateTime, which the
+    instance keeps inside its Verifying Observer Sequence."""
+    if "ContentSequence" in record:
+        kept = [item for item in record.ContentSequence if item.get("RelationshipType") == "HAS CONCEPT MOD"]
+        if kept:
+            record.ContentSequence = kept
+        else:
+            del record.ContentSequence
+    if record.get("VerificationFlag") == "VERIFIED" and "VerificationDateTime" not in record:
+        observers = header.get("VerifyingObserverSequence") or [Dataset()]
+        record.VerificationDateTime = observers[-1].get("VerificationDateTime") or "19000101000000"
+
+
+def _records(fileset: FileSet, header: Dataset) -> list[Dataset]:
+    """The records pydicom's FileSet makes for one instance, with missing Type 1 keys invented."""
+    for _ in range(8):
+        try:
+            records = list(fileset._recordify(header))
+            if records[-1].DirectoryRecordType == "SR DOCUMENT":
+                _sr_record(records[-1], header)
+            return records
+        except ValueError as exc:
+            missing = _MISSING.search(str(exc))
+            if missing is None:
+                why = str(exc).split(": ", 1)[-1].split(". See")[0]
+                raise CustodianError(f"An instance cannot be listed in the DICOMDIR: {why}.") from None
+            tag = int(missing[1] + missing[2], 16)
+            vr = dictionary_VR(tag)
+            value = generate_uid() if vr == "UI" else _INVENTED.get(vr, "UNKNOWN")
+            header[tag] = DataElement(tag, vr, value)
+    raise CustodianError("An instance cannot be listed in the DICOMDIR: too many required values are "
+                         "missing.")
 
 
 def _instance_number(item: Listed, invented: dict[str, int]) -> int:
@@ -137,11 +182,7 @@ def build(items: list[Listed]) -> bytes:
             leaf_record = _leaf_like(same, item, _instance_number(item, instance_numbers))
             parent = series
         else:
-            try:
-                *upper, leaf_record = fileset._recordify(_header(item, series_numbers, instance_numbers))
-            except ValueError as exc:  # an attribute the record needs is missing from the instance
-                why = str(exc).split(": ", 1)[-1].split(". See")[0]
-                raise CustodianError(f"An instance cannot be listed in the DICOMDIR: {why}.") from None
+            *upper, leaf_record = _records(fileset, _header(item, series_numbers, instance_numbers))
             parent = fileset._tree
             for depth, record in enumerate(upper):  # PATIENT, STUDY, SERIES (none for one-level records)
                 key = (item.patient_id, item.study_uid, item.series_uid)[: depth + 1]

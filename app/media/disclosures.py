@@ -101,11 +101,15 @@ class ExportResult:
     size: int
     passphrase: str  # shown once, never stored
     review: int = 0  # de-identified instances that may carry burnt-in text: look before handing over
+    # instances the media could not carry (undecodable pixel data, not de-identifiable): (SOP
+    # Instance UID, reason); the rest of the export went ahead and the disclosure counts only those
+    left_out: tuple[tuple[str, str], ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {"out": str(self.out), "sha256": self.sha256, "disclosure_id": self.disclosure_id,
                 "serial": self.serial, "instances": self.instances, "bytes": self.size,
-                "passphrase": self.passphrase, "burnt_in_review": self.review}
+                "passphrase": self.passphrase, "burnt_in_review": self.review,
+                "left_out": [{"sop_instance_uid": uid, "reason": why} for uid, why in self.left_out]}
 
 
 @dataclass(frozen=True)

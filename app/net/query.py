@@ -2,8 +2,14 @@
 
 C-GET brings the instances back on the same association, so retrieving needs no listening port
 and no plaintext file: each instance arrives in memory and goes into the vault in batches, under
-the same rules as an import. A retrieve reports what arrived, what the vault refused and what the
-PACS could not send.
+the same rules as an import. A retrieve reports what arrived, what was new, what was already here,
+what the vault refused and what the PACS could not send.
+
+C-GET must propose a storage context for every SOP class and transfer syntax it may be sent, and
+an association holds at most 128 contexts; a PACS accepts one transfer syntax per context, so each
+compressed syntax needs a context of its own for the PACS to send its data as it holds it rather
+than decompressed (or not at all). The study's own SOP classes (SOP Classes in Study, from a C-FIND)
+get every syntax; the common classes fill the room left.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import Association, build_role, evt
@@ -20,15 +27,23 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from pynetdicom.sop_class import uid_to_sop_class as storage_class
 
 from app.net.association import PeerError, application_entity, associated
 from app.net.nodes import Node
-from app.net.scp import part10
+from app.net.scp import STORAGE_CLASSES, UNCOMPRESSED, part10, tallying
 from app.store.records import ImportReport
 
 PENDING = (0xFF00, 0xFF01)
-# The image and document types a reading room retrieves; C-GET asks for each as a role.
+MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: odd IDs 1-255)
+# For each SOP class, in order of need: the uncompressed syntaxes together on one context (the PACS
+# picks one, and can always decompress to it), then each compressed syntax on its own context, the
+# ones archives hold most often first (the common classes may not have room for all).
+GET_SYNTAXES: tuple[tuple[str, ...], ...] = (UNCOMPRESSED, *((ts,) for ts in (
+    uid.JPEG2000Lossless, uid.JPEG2000, uid.JPEGLosslessSV1, uid.JPEGBaseline8Bit, uid.RLELossless,
+    uid.JPEGLSLossless, uid.DeflatedExplicitVRLittleEndian, uid.JPEGExtended12Bit, uid.JPEGLSNearLossless,
+    uid.JPEGLossless, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K)))
+# The image and document types a reading room retrieves, for a PACS that does not say which classes
+# a study holds; C-GET asks for each as a role.
 RETRIEVED_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1",  # CT, enhanced CT
     "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",  # MR, enhanced MR
@@ -40,7 +55,9 @@ RETRIEVED_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.11",  # secondary capture, basic SR
     "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.104.1",  # comprehensive SR, PDF
     "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.66",  # presentation state, raw data
+    "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.59",  # segmentation, key objects
 )
+_STORAGE = frozenset(STORAGE_CLASSES)
 BATCH = 32
 
 
@@ -137,37 +154,76 @@ def body_parts(node: Node, local_ae: str, study_uids: list[str]) -> dict[str, se
 @dataclass
 class RetrieveReport:
     received: int = 0
-    imported: int = 0
-    duplicates: int = 0
+    # None: a C-MOVE whose instances a storage SCP of another process (the GUI's) stored
+    imported: int | None = 0
+    duplicates: int | None = 0
     refused: list[str] = field(default_factory=list)  # reasons the vault gave
     failed_at_pacs: int = 0  # sub-operations the PACS reported as failed
-    by_move: bool = False  # sent to our storage SCP: it stored them, so new/duplicate is not counted here
+    by_move: bool = False  # sent to our storage SCP, which counted what it stored
 
     def summary(self) -> str:
-        counts = "" if self.by_move else f": {self.imported} new, {self.duplicates} already here"
+        counts = (f": {self.imported} new, {self.duplicates} already here" if self.imported is not None
+                  else ", stored by the receiver already running on this workstation")
         refused = f", {len(self.refused)} refused by the vault" if self.refused else ""
         failed = f"; the PACS could not send {self.failed_at_pacs}" if self.failed_at_pacs else ""
         return f"Retrieved {self.received} image(s){counts}{refused}{failed}."
+
+
+def study_classes(node: Node, local_ae: str, study_uid: str) -> list[str]:
+    """The SOP classes the PACS says a study holds; [] when it does not say (or refuses to)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    query.SOPClassesInStudy = ""
+    try:
+        with _finding(node, local_ae) as assoc:
+            try:
+                answers = list(_answers(assoc, node, query))
+            except PeerError:
+                return []
+    except PeerError as exc:
+        if exc.transient:  # not there: the C-GET would not get through either
+            raise
+        return []  # it does not take C-FIND from us: the common classes will do
+    found = [str(c) for answer in answers for c in _values(answer.get("SOPClassesInStudy"))]
+    # Only classes pynetdicom hands to our C-STORE handler: on any other it aborts the association.
+    return [c for c in dict.fromkeys(found) if c in _STORAGE]
+
+
+def _values(value: object) -> list[object]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
+def storage_contexts(classes: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The storage contexts a C-GET proposes: the study's classes with every syntax first (nine fit:
+    14 contexts each), then the common classes, syntax by syntax, in the room left."""
+    common = [c for c in RETRIEVED_CLASSES if c not in classes]
+    wanted = [(c, syntaxes) for group in (classes, common) for syntaxes in GET_SYNTAXES for c in group]
+    return wanted[:MAX_CONTEXTS - 1]  # one is the C-GET's own
 
 
 def get_study(node: Node, local_ae: str, study_uid: str,
               store: Callable[[list[tuple[str, bytes]]], ImportReport],
               progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
     """C-GET one study; instances go to ``store`` in batches as they arrive."""
+    contexts = storage_contexts(study_classes(node, local_ae, study_uid))
     ae = application_entity(local_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
-    for uid in RETRIEVED_CLASSES:
-        ae.add_requested_context(storage_class(uid))
-        roles.append(build_role(uid, scp_role=True))
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, list(syntaxes))
+    roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
     report = RetrieveReport()
+    stored = ImportReport()
     pending: list[tuple[str, bytes]] = []
 
     def flush() -> None:
         if pending:
             result = store(list(pending))
-            report.imported += result.imported
-            report.duplicates += result.duplicates
+            stored.imported += result.imported
+            stored.duplicates += result.duplicates
+            report.imported, report.duplicates = stored.imported, stored.duplicates
             report.refused += [r.reason for r in result.rejected]
             pending.clear()
 
@@ -205,15 +261,17 @@ def get_study(node: Node, local_ae: str, study_uid: str,
 def move_study(node: Node, local_ae: str, study_uid: str,
                progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
     """C-MOVE one study to this workstation's own storage SCP (which must be listening, and known
-    to the PACS under our AE title); the SCP stores what arrives. Returns the PACS's counts."""
+    to the PACS under our AE title); the SCP stores what arrives. Returns the PACS's counts, and
+    what the SCP stored of them when it runs in this process."""
     ae = application_entity(local_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
     report = RetrieveReport(by_move=True)
-    with associated(node, ae) as assoc:
-        for status, _ in assoc.send_c_move(query, local_ae, StudyRootQueryRetrieveInformationModelMove):
+    with tallying(local_ae, node.ae_title) as (message_id, tally), associated(node, ae) as assoc:
+        for status, _ in assoc.send_c_move(query, local_ae, StudyRootQueryRetrieveInformationModelMove,
+                                           msg_id=message_id):
             if not status:
                 raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
             completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
@@ -231,4 +289,8 @@ def move_study(node: Node, local_ae: str, study_uid: str,
             if status.Status not in (0x0000, 0xB000):
                 raise PeerError(f"The PACS node '{node.name}' could not send the study "
                                 f"(status 0x{status.Status:04X}).")
+    if tally.arrived or not report.received:
+        report.imported, report.duplicates, report.refused = tally.imported, tally.duplicates, tally.refused
+    else:  # another process's storage SCP (the GUI's) stored them: its counts are not known here
+        report.imported = report.duplicates = None
     return report

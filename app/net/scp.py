@@ -4,24 +4,30 @@ Each C-STORE is answered only once its instance is durably in the vault, so a se
 deletes or forgets something we might lose. Instances arriving on all associations at once are
 imported together (one commit for many), and each handler waits for its own outcome. Only the
 AE titles of configured PACS nodes may send, and only to our own AE title.
+
+It takes what an import takes: every storage SOP class (retired ones too: old modalities and
+archives still send them) in every transfer syntax the viewer can display, kept exactly as sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import socketserver
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pydicom import uid
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom import AE, AllStoragePresentationContexts, evt, register_uid
+from pynetdicom import sop_class as sop
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from app.errors import UsageError
@@ -35,12 +41,100 @@ CANNOT_UNDERSTAND = 0xC000  # refused: unparseable, or in conflict with what is 
 
 Store = Callable[[str, list[tuple[str, bytes]]], ImportReport]
 
+# Uncompressed first, so a sender offering its data both ways never compresses it for us; Explicit VR
+# Little Endian before Implicit, which loses the VRs of private elements.
+UNCOMPRESSED = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian)
+# Lossless before lossy for the same reason. A sender holding compressed data offers its own syntax
+# on a context of its own (as DCMTK and Orthanc do), and it is kept as sent: nothing is transcoded.
+COMPRESSED = (
+    uid.DeflatedExplicitVRLittleEndian, uid.JPEG2000Lossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless,
+    uid.RLELossless, uid.JPEGLossless, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL,
+    uid.JPEG2000, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLSNearLossless, uid.HTJ2K,
+)
+TRANSFER_SYNTAXES = (*UNCOMPRESSED, *COMPRESSED)
+# Not instances the vault files: storage commitment is a service, a DICOMDIR lists files, and
+# non-patient objects (hanging protocols, colour palettes, implant templates, protocols, inventories)
+# have no study to file them under; the vault would only quarantine them.
+_NOT_FOR_THE_VAULT = {
+    sop.StorageCommitmentPushModel, "1.2.840.10008.1.20.2",  # storage commitment (push, pull)
+    uid.MediaStorageDirectoryStorage, sop.HangingProtocolStorage, sop.ColorPaletteStorage,
+    sop.GenericImplantTemplateStorage, sop.ImplantAssemblyTemplateStorage,
+    sop.ImplantTemplateGroupStorage, sop.CTDefinedProcedureProtocolStorage,
+    sop.XADefinedProcedureProtocolStorage, sop.ProtocolApprovalStorage, sop.InventoryStorage,
+}
+
+
+def _storage_classes() -> tuple[str, ...]:
+    """pynetdicom's storage classes and every other (mostly retired) one pydicom's dictionary names;
+    those are registered with pynetdicom's storage service, which otherwise aborts the association
+    on their C-STOREs (here, and on a C-GET's association)."""
+    known = {context.abstract_syntax for context in AllStoragePresentationContexts}
+    for number, (name, kind, _, _, keyword) in uid.UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or number in known | _NOT_FOR_THE_VAULT:
+            continue
+        if sop.uid_to_service_class(number) is ServiceClass and not hasattr(sop, keyword):
+            register_uid(number, keyword, StorageServiceClass)
+            known.add(number)
+    return tuple(sorted(known - _NOT_FOR_THE_VAULT))
+
+
+STORAGE_CLASSES = _storage_classes()
+
+Move = tuple[str, int]  # a C-MOVE a C-STORE answers: the move originator's AE title and message ID
+
+
+@dataclass
+class MoveTally:
+    """What this process's storage SCP stored for one C-MOVE: the PACS counts only what it sent."""
+
+    pacs_ae: str
+    arrived: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    refused: list[str] = field(default_factory=list)
+
+    def add(self, report: ImportReport) -> None:
+        self.arrived += report.imported + report.duplicates + len(report.rejected)
+        self.imported += report.imported
+        self.duplicates += report.duplicates
+        self.refused += [r.reason for r in report.rejected]
+
+
+_tallies: dict[Move, MoveTally] = {}
+_tallies_lock = threading.Lock()
+_move_ids = itertools.count(1)
+
+
+@contextlib.contextmanager
+def tallying(local_ae: str, pacs_ae: str) -> Iterator[tuple[int, MoveTally]]:
+    """A message ID for a C-MOVE and the tally of what arrives for it, while it runs."""
+    with _tallies_lock:
+        message_id = next(_move_ids) % 0xFFFF + 1
+        key = (local_ae.strip(), message_id)
+        tally = _tallies[key] = MoveTally(pacs_ae.strip())
+    try:
+        yield message_id, tally
+    finally:
+        with _tallies_lock:
+            _tallies.pop(key, None)
+
+
+def _tally(calling_ae: str, move: Move | None) -> MoveTally | None:
+    """The running C-MOVE an arrival belongs to: by its move originator; a PACS that does not name
+    the originator is matched by its AE title when only one move from it runs."""
+    with _tallies_lock:
+        if move is not None:
+            return _tallies.get(move)
+        candidates = [t for t in _tallies.values() if t.pacs_ae == calling_ae.strip()]
+        return candidates[0] if len(candidates) == 1 else None
+
 
 @dataclass
 class _Arrival:
     calling_ae: str
     label: str
     data: bytes
+    move: Move | None = None
     done: bool = False
     status: int = OUT_OF_RESOURCES  # until its batch is stored
 
@@ -55,10 +149,10 @@ class Receiver:
     _storing: bool = False
     _labels: int = 0
 
-    def receive(self, calling_ae: str, data: bytes) -> _Arrival:
+    def receive(self, calling_ae: str, data: bytes, move: Move | None = None) -> _Arrival:
         with self._ready:
             self._labels += 1
-            arrival = _Arrival(calling_ae, f"{calling_ae}#{self._labels}", data)
+            arrival = _Arrival(calling_ae, f"{calling_ae}#{self._labels}", data, move)
             self._queue.append(arrival)
             while not arrival.done and self._storing:
                 self._ready.wait()
@@ -67,9 +161,13 @@ class Receiver:
             self._storing = True
             batch, self._queue = self._queue, []
         try:
-            for ae in sorted({a.calling_ae for a in batch}):
-                mine = [a for a in batch if a.calling_ae == ae]
+            # One store per sender and C-MOVE, so each move's tally gets its own counts.
+            for ae, move in sorted({(a.calling_ae, a.move) for a in batch}, key=str):
+                mine = [a for a in batch if (a.calling_ae, a.move) == (ae, move)]
                 report = self.store(ae, [(a.label, a.data) for a in mine])
+                if (tally := _tally(ae, move)) is not None:
+                    with _tallies_lock:
+                        tally.add(report)
                 refused = {r.path for r in report.rejected}
                 for a in mine:
                     a.status = CANNOT_UNDERSTAND if a.label in refused else SUCCESS
@@ -138,11 +236,11 @@ class StorageScp:
         ae = application_entity(ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = allowed
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
-        ae.add_supported_context(Verification)
+        for storage in STORAGE_CLASSES:
+            ae.add_supported_context(storage, TRANSFER_SYNTAXES)
+        ae.add_supported_context(sop.Verification)
         # The PACS reports storage commitment on an association of its own, as the SCP of the class.
-        ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        ae.add_supported_context(sop.StorageCommitmentPushModel, scu_role=True, scp_role=True)
         ae.maximum_associations = 16
         ae.maximum_pdu_size = 1 << 20  # large P-DATA PDUs cost less Python per image; bounded memory
         ae.acse_timeout = ASSOCIATE_WAIT  # a silent connection (slow-loris) is closed after this
@@ -159,7 +257,10 @@ class StorageScp:
             data = part10(event)
         except Exception:  # a malformed request is refused, never fatal
             return CANNOT_UNDERSTAND
-        return self.receiver.receive(event.assoc.requestor.ae_title, data).status
+        request = event.request
+        originator, message_id = request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID
+        move = (originator.strip(), message_id) if originator and message_id is not None else None
+        return self.receiver.receive(event.assoc.requestor.ae_title, data, move).status
 
     def start(self) -> None:
         self._server = server = self._ae.make_server(

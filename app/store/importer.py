@@ -27,6 +27,7 @@ from app.store.blobs import instance_aad, quarantine_aad, seal
 from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
 from app.store.manifest import extended
+from app.store.patients import Demographics, PatientBook
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source
 
@@ -124,7 +125,7 @@ class ImportRun:
         self._batch = _Batch()
         self._new_keys: dict[str, bytes] = {}  # DEKs made by this run, committed with their batch
         self._in_flight: dict[str, _Pending] = {}  # instances of this run, by SOP Instance UID
-        self._study_patient: dict[str, tuple[str, str]] = {}  # study uid -> (patient id, issuer)
+        self._study_patient: dict[str, Demographics] = {}  # study uid -> whose study it is
         self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
         self._committing: Future[None] | None = None
         self._writes: list[Future[tuple[str, Path]]] = []  # every blob write this run started
@@ -171,7 +172,6 @@ class ImportRun:
     def _ingest(self, label: str, data: bytes) -> None:
         try:
             parsed = parse(data)
-            self._check_patient(parsed)
         except DicomDirectory:
             return  # a directory record file, not an instance: the files it lists come themselves
         except Rejected as exc:
@@ -187,22 +187,35 @@ class ImportRun:
         if not parsed_files:
             return
         uids = [p.sop_uid for _, _, p in parsed_files]
-        stored = dict(self._lookup.execute(
-            f"SELECT sop_uid, sha256 FROM instances WHERE sop_uid IN ({','.join('?' * len(uids))})",
-            uids).fetchall())
+        rows = self._lookup.execute(
+            f"SELECT sop_uid, sha256, transfer_syntax, {_IDENTITY} FROM instances "
+            f"WHERE sop_uid IN ({','.join('?' * len(uids))})", uids).fetchall()
+        stored = {uid: (digest, syntax, tuple(identity)) for uid, digest, syntax, *identity in rows}
         for label, data, parsed in parsed_files:
             pending = self._in_flight.get(parsed.sop_uid)
-            known = pending.future.result()[0] if pending else stored.get(parsed.sop_uid)
+            if pending is not None and pending.parsed is not None:
+                first = pending.parsed
+                known = (pending.future.result()[0], first.transfer_syntax, _identity(first))
+            else:
+                known = stored.get(parsed.sop_uid)
             if known is None:
+                why = self._other_patient(parsed)
+                if why:
+                    self._quarantine(label, data, why)
+                    continue
                 dek = self._data_key(study_context(parsed.study_uid))
                 # The record keeps the metadata only; the bytes go to the writer, then are dropped.
                 self._in_flight[parsed.sop_uid] = self._write(
                     dek, instance_aad(parsed.sop_uid), data, parsed=replace(parsed, data=b""))
-            elif hashlib.sha256(data).hexdigest() == known:
+            elif hashlib.sha256(data).hexdigest() == known[0]:
                 self.report.duplicates += 1
-            else:
+            elif parsed.transfer_syntax == known[1] or _identity(parsed) != known[2]:
                 self._quarantine(label, data, "a different object with the same SOP Instance UID "
                                  "is already stored")
+            elif why := self._other_patient(parsed):
+                self._quarantine(label, data, why)
+            else:  # the same instance in another transfer syntax: the copy stored first stays
+                self.report.duplicates += 1
 
     def _data_key(self, context: str) -> bytes:
         made = context in self._new_keys
@@ -211,17 +224,19 @@ class ImportRun:
             self._batch.new_keys.append(context)
         return dek
 
-    def _check_patient(self, parsed: ParsedInstance) -> None:
-        """Refuse an instance whose study is already cached under a different patient."""
+    def _other_patient(self, parsed: ParsedInstance) -> str:
+        """Why a new instance cannot join its study (the study is filed under another patient:
+        a different Patient ID, or the same one with another name or birth date), or ''."""
+        own = demographics(parsed)
         owner = self._study_patient.get(parsed.study_uid)
         if owner is None:
-            row = self._lookup.execute(
-                "SELECT p.patient_id, p.issuer FROM studies s JOIN patients p ON p.id = s.patient "
-                "WHERE s.uid = ?", (parsed.study_uid,)).fetchone()
-            owner = (row[0], row[1]) if row else (parsed.patient_id, parsed.issuer)
-            self._study_patient[parsed.study_uid] = owner
-        if owner != (parsed.patient_id, parsed.issuer):
-            raise Rejected("its study is already cached under a different Patient ID")
+            filed = PatientBook(self._lookup).of_study(parsed.study_uid)
+            owner = self._study_patient[parsed.study_uid] = filed[1] if filed else own
+        if (owner.patient_id, owner.issuer) != (own.patient_id, own.issuer):
+            return "its study is already cached under a different Patient ID"
+        if not owner.same_person(own):
+            return "its study is already cached under the same Patient ID with another name or birth date"
+        return ""
 
     def _quarantine(self, source: str, data: bytes, reason: str) -> None:
         self.report.rejected.append(Rejection(source, reason))
@@ -273,8 +288,7 @@ class ImportRun:
                     quarantined.append((item.blob_id, item.source, item.reason, item.size, digest, now))
                     continue
                 if p.study_uid not in studies:
-                    self._insert_study(p, now)
-                    studies[p.study_uid] = p.patient_id
+                    studies[p.study_uid] = self._insert_study(p, now)
                 conn.execute(
                     "INSERT OR IGNORE INTO series (uid, study_uid, modality, number, description, "
                     "body_part, frame_of_reference) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -293,7 +307,8 @@ class ImportRun:
             if studies:
                 vault.audit.append(AuditEvent(
                     EventType.IMPORT, user=self._actor, studies=tuple(studies),
-                    patients=tuple(sorted(set(studies.values()))), detail={"instances": len(instances)}))
+                    patients=tuple(sorted({ref for ref in studies.values() if ref})),
+                    detail={"instances": len(instances)}))
             if quarantined:
                 vault.audit.append(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
                                               user=self._actor, detail={"files": len(quarantined)}))
@@ -301,18 +316,50 @@ class ImportRun:
         self.report.imported += len(instances)
         self.report.studies.update(studies)
 
-    def _insert_study(self, p: ParsedInstance, now: float) -> None:
-        conn = self._vault._conn
-        conn.execute(
-            "INSERT OR IGNORE INTO patients (patient_id, issuer, name, birth_date, sex) "
-            "VALUES (?, ?, ?, ?, ?)", (p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex))
-        conn.execute(
-            "INSERT OR IGNORE INTO studies (uid, patient, key_id, study_date, study_time, accession, "
-            "description, referring, imported_at) VALUES (?, "
-            "(SELECT id FROM patients WHERE patient_id = ? AND issuer = ?), "
+    def _insert_study(self, p: ParsedInstance, now: float) -> str:
+        """File a study new to the index under its patient's record (a conflict is flagged, never
+        merged); the patient's reference for the audit trail."""
+        book = PatientBook(self._vault._conn)
+        filed = book.of_study(p.study_uid)
+        if filed is not None:
+            return filed[2]
+        own = demographics(p)
+        filing = book.file(p.study_uid, own)
+        self._vault._conn.execute(
+            "INSERT INTO studies (uid, patient, key_id, study_date, study_time, accession, "
+            "description, referring, imported_at) VALUES (?, ?, "
             "(SELECT id FROM data_keys WHERE context = ?), ?, ?, ?, ?, ?, ?)",
-            (p.study_uid, p.patient_id, p.issuer, study_context(p.study_uid), p.study_date,
+            (p.study_uid, filing.key, study_context(p.study_uid), p.study_date,
              p.study_time, p.accession, p.study_description, p.referring, now))
+        if filing.conflict is not None:
+            self.report.warnings.append(
+                f"Patient ID {p.patient_id} is already cached for {filing.conflict.describe()}; study "
+                f"{p.study_uid} names {own.describe()}. It was filed as a separate patient: check the two "
+                "and reconcile them if they are the same person ('custodian patient reconcile').")
+            self._vault.audit.append(AuditEvent(
+                EventType.PATIENT_RECORD, Outcome.MINOR_FAILURE, user=self._actor, studies=(p.study_uid,),
+                patients=(filing.reference,),
+                detail={"why": "the same Patient ID arrived with another name or birth date; filed as a "
+                               "separate patient record"}))
+        return filing.reference
+
+
+# What one instance keeps in any transfer syntax: a copy in another syntax that agrees on all of it
+# is a duplicate (its bytes cannot match); another object under the same SOP Instance UID (another
+# series, slice or pixel matrix, as from a modality that reuses UIDs) is a conflict to quarantine.
+# In the same syntax only identical bytes are a duplicate, as before.
+_IDENTITY = ("sop_class, study_uid, series_uid, number, position, rows, columns, frames, samples, "
+             "bits_allocated")
+
+
+def _identity(p: ParsedInstance) -> tuple[object, ...]:
+    """The values of the _IDENTITY columns, as indexed."""
+    return (p.sop_class, p.study_uid, p.series_uid, p.instance_number, p.position, p.rows, p.columns,
+            p.frames, p.samples, p.bits_allocated)
+
+
+def demographics(p: ParsedInstance) -> Demographics:
+    return Demographics(p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex)
 
 
 INSERT_INSTANCE = (

@@ -304,6 +304,28 @@ MIGRATIONS: dict[int, str] = {
     UPDATE studies SET manifest = {manifest.OF_STUDY_ROWS};
     ALTER TABLE studies DROP COLUMN manifest_sha256;
     """,
+    # Patient records keyed by Patient ID, Issuer and an anchor: '' for the record an ID names, a
+    # study's UID for a study without a Patient ID or whose name or birth date differ from the
+    # record its ID names (app/store/patients.py). Existing vaults are re-derived from their
+    # instances when they are next opened (they need the data keys): 'patients_rederive'.
+    16: """
+    CREATE TABLE patients_new (
+        id INTEGER PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '',
+        birth_date TEXT NOT NULL DEFAULT '',
+        sex TEXT NOT NULL DEFAULT '',
+        restricted INTEGER NOT NULL DEFAULT 0,
+        anchor TEXT NOT NULL DEFAULT '',
+        UNIQUE (patient_id, issuer, anchor)
+    );
+    INSERT INTO patients_new (id, patient_id, issuer, name, birth_date, sex, restricted)
+        SELECT id, patient_id, issuer, name, birth_date, sex, restricted FROM patients;
+    DROP TABLE patients;
+    ALTER TABLE patients_new RENAME TO patients;
+    INSERT INTO meta (key, value) SELECT 'patients_rederive', 'pending' WHERE EXISTS (SELECT 1 FROM studies);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -353,7 +375,6 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
     # FULL: a committed import or audit event survives power loss, not just a crash.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA secure_delete = ON")
-    conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 30000")
     manifest.register(conn)
     if create:
@@ -364,8 +385,11 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
         raise CustodianError(
             f"The vault's index has schema version {version}; this release reads up to {SCHEMA_VERSION}."
         )
+    # Foreign keys are enforced from here on: a step that rebuilds a table (SQLite cannot change
+    # a constraint in place) drops the old one while other tables still refer to it.
     for step in range(version + 1, SCHEMA_VERSION + 1):
         conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 

@@ -22,6 +22,9 @@ class StudySummary:
     birth_date: str | None = None
     sex: str | None = None
     restricted: bool = False  # a restricted (VIP) patient: demographics hidden, images need break-glass
+    # Another patient record has this Patient ID with a different name or birth date: a collision
+    # or a typo that someone who may import should reconcile.
+    identity_conflict: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k != "patient_key"}
@@ -49,12 +52,14 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     studies: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # stored, but someone should look (identity conflicts)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "imported": self.imported,
             "duplicates": self.duplicates,
             "rejected": [asdict(r) for r in self.rejected],
+            "warnings": self.warnings,
         }
 
 

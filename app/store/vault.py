@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.uid import generate_uid
 
 from app.audit.anomaly import AnomalyRules
+from app.audit.context import IndexContext
 from app.audit.dicom_xml import HOSTNAME, SOURCE_ID
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog, ChainReport
@@ -54,7 +55,7 @@ from app.imaging.measure import Kind, Measurement
 from app.imaging.pixels import Decoded, FrameInfo, decode_frames
 from app.imaging.series import SeriesImages
 from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
-from app.media import dicomdir
+from app.media import dicomdir, profile
 from app.media.agreements import Agreement, AgreementBook
 from app.media.deid import Deidentifier
 from app.media.dicomdir import Listed, file_ids
@@ -95,8 +96,18 @@ from app.store.importer import (
     ImportRun,
     Progress,
     Workers,
+    demographics,
     read_source,
     study_context,
+)
+from app.store.ingest import DicomDirectory, Rejected, parse
+from app.store.patients import (
+    CONFLICT_SQL,
+    REDERIVE_KEY,
+    REFERENCE_SQL,
+    Demographics,
+    PatientBook,
+    rederive,
 )
 from app.store.records import (
     Damage,
@@ -128,7 +139,27 @@ def _negated(date: str) -> str:
 
 
 def _deidentified(deid: Deidentifier, load: Callable[[], bytes], patient: str) -> bytes:
-    return deid.dataset(load(), patient)
+    return profile.for_media(deid.dataset(load(), patient))
+
+
+def _on_media(load: Callable[[], bytes], patient_id: str | None) -> bytes:
+    return profile.for_media(load(), patient_id)
+
+
+def media_patient_ids(rows: list[tuple[object, ...]], serial: str) -> dict[int, str]:
+    """Patient ID on the media for each patient record of an export (row: ID first, record key
+    fifth): its own, or for a patient without one an ID unique to this media that the disclosure
+    record keeps (the media serial and a number), so two such patients never share a record there."""
+    ids: dict[int, str] = {}
+    without = 0
+    for r in rows:
+        key = int(str(r[4]))
+        if key in ids:
+            continue
+        if not r[0]:
+            without += 1
+        ids[key] = str(r[0]) or f"{serial}-{without}"
+    return ids
 
 
 @dataclass(frozen=True)
@@ -181,13 +212,46 @@ class Vault:
         self.audit.signing_key = self._audit_signing_key()
         self.accounts = Accounts(conn)
         self.sessions = Sessions(conn, self.accounts, SitePolicy.load(conn))
-        self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy)
+        self.audit.rules = AnomalyRules(conn, lambda: self.sessions.policy, PatientBook(conn).names)
+        self.audit.context = IndexContext(conn, lambda: self._nodes().list(), lambda: self.policy.ae_title)
         self._managed: dict[str, object] = {}
         self._visible = dict(VISIBLE_FIELDS)  # minimum necessary, narrowed by the managed policy
         self._managed_nodes: tuple[Node, ...] = ()
         self._managed_repository: Repository | None = None
         self.read_only = False  # emergency mode: see enter_emergency_mode
+        self.notices: list[str] = []  # what opening did that the person opening should know
         self._enforce_managed_policy()
+        self._rederive_patients()
+
+    def _rederive_patients(self) -> None:
+        """A vault from before patient records: studies that shared a record with another
+        patient's demographics get their own (once; each split is in the audit trail)."""
+        if not self._query("SELECT 1 FROM meta WHERE key = ?", (REDERIVE_KEY,)):
+            return
+        with self._write_lock(), self._transaction():
+            splits = rederive(self._conn, self._own_demographics)
+            for split in splits:
+                self.audit.append(AuditEvent(
+                    EventType.PATIENT_RECORD, Outcome.MINOR_FAILURE, studies=(split.study_uid,),
+                    patients=(split.reference, split.was),
+                    detail={"why": "the study shared a patient record with another patient's name or birth "
+                                   "date (or had no Patient ID); it now has a record of its own"}))
+        if splits:
+            self.notices.append(
+                f"{len(splits)} stud{'y' if len(splits) == 1 else 'ies'} had been filed under another "
+                "patient's record (no Patient ID, or another name or birth date under the same ID) and now "
+                "have records of their own; the audit trail lists them (type patient-record).")
+
+    def _own_demographics(self, study_uid: str) -> Demographics | None:
+        """What a stored study's first instance says of its patient (None if it cannot be read)."""
+        row = self._conn.execute("SELECT sop_uid, blob FROM instances WHERE study_uid = ? "
+                                 "ORDER BY number, sop_uid LIMIT 1", (study_uid,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return demographics(parse(self._plaintext(row[0], study_uid, row[1])))
+        except (BlobDamaged, OSError, Rejected, DicomDirectory):
+            return None
 
     def _enforce_managed_policy(self) -> None:
         """Put the site's signed policy in force; one that does not verify stops the application,
@@ -834,7 +898,7 @@ class Vault:
         user = self._gate(session, Action.LIST_STUDIES)
         sql = (
             "SELECT s.uid, p.id, p.patient_id, p.name, s.study_date, s.description, s.accession, "
-            "p.birth_date, p.sex, p.restricted, "
+            f"p.birth_date, p.sex, p.restricted, {REFERENCE_SQL}, {CONFLICT_SQL}, "
             "(SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid = s.uid), "
             "(SELECT count(*) FROM series WHERE study_uid = s.uid), "
             "(SELECT count(*) FROM instances WHERE study_uid = s.uid) "
@@ -848,8 +912,9 @@ class Vault:
         granted = self._break_glass_patients(user)
         visible = self._visible[user.role]
         result = []
-        for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, mods, nseries,
-             ninst) in rows:
+        refs = set()
+        for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, ref, conflict, mods,
+             nseries, ninst) in rows:
             shown = visible if not restricted or key in granted else frozenset()
             result.append(StudySummary(
                 uid, key, pid if Field.PATIENT_ID in shown else None,
@@ -857,10 +922,12 @@ class Vault:
                 sorted(filter(None, (mods or "").split(","))), desc, nseries, ninst,
                 accession if Field.ACCESSION in shown else None,
                 birth if Field.BIRTH_DATE in shown else None, sex if Field.SEX in shown else None,
-                bool(restricted)))
-        self._record(AuditEvent(EventType.STUDY_LIST, user=user.name,
-                                patients=tuple(sorted({s.patient_id for s in result if s.patient_id})),
-                                detail={"studies": len(result)}))
+                bool(restricted), bool(conflict)))
+            if Field.PATIENT_ID in shown:
+                refs.add(ref)
+        self._record(AuditEvent(EventType.STUDY_LIST, user=user.name, patients=tuple(sorted(refs)),
+                                detail={"studies": len(result),
+                                        **({"query": {"patient_id": patient_id}} if patient_id else {})}))
         return result
 
     def _break_glass_patients(self, user: User) -> set[int]:
@@ -869,8 +936,8 @@ class Vault:
         return {r[0] for r in rows}
 
     def _patient_of(self, study_uid: str) -> tuple[int, str, bool] | None:
-        """(patient key, Patient ID, restricted) of a cached study."""
-        row = self._query("SELECT p.id, p.patient_id, p.restricted FROM studies s JOIN patients p "
+        """(patient key, the patient's reference for the audit trail, restricted) of a cached study."""
+        row = self._query(f"SELECT p.id, {REFERENCE_SQL}, p.restricted FROM studies s JOIN patients p "
                           "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
         return (row[0][0], row[0][1], bool(row[0][2])) if row else None
 
@@ -890,16 +957,32 @@ class Vault:
 
     def restrict_patient(self, session: Session, patient_id: str, restricted: bool = True,
                          issuer: str = "") -> None:
-        """Mark a patient as restricted (VIP, staff, legal hold): images only through break-glass."""
+        """Mark a patient as restricted (VIP, staff, legal hold): images only through break-glass.
+        ``patient_id`` may be the reference of a patient without an ID ('noid:' and its study); every
+        record with the Patient ID is marked, a conflicting one included."""
         actor = self._gate(session, Action.RESTRICT_PATIENT)
         with self._transaction():
             changed = self._conn.execute(
-                "UPDATE patients SET restricted = ? WHERE patient_id = ? AND issuer = ?",
+                f"UPDATE patients AS p SET restricted = ? WHERE {REFERENCE_SQL} = ? AND issuer = ?",
                 (int(restricted), patient_id, issuer)).rowcount
             if not changed:
                 raise CustodianError("No cached patient has this Patient ID.")
             self.audit.append(AuditEvent(EventType.PATIENT_RESTRICTION, user=actor.name,
                                          patients=(patient_id,), detail={"restricted": restricted}))
+
+    def reconcile_patients(self, session: Session, study_uid: str, into_study_uid: str) -> int:
+        """Declare two patient records one person: every study of ``study_uid``'s record is filed
+        under ``into_study_uid``'s, whose demographics stay. An explicit, audited act of a role
+        that may import (it settles what an import flagged); the number of studies moved."""
+        actor = self._gate(session, Action.IMPORT)
+        with self._transaction():
+            moved, kept, count = PatientBook(self._conn).reconcile(study_uid, into_study_uid)
+            self.audit.append(AuditEvent(
+                EventType.PATIENT_RECORD, user=actor.name, studies=(study_uid, into_study_uid),
+                patients=(moved, kept) if moved != kept else (kept,),
+                detail={"reconciled": f"{count} stud{'y' if count == 1 else 'ies'} of the first patient "
+                                      "record filed under the second, whose demographics are kept"}))
+        return count
 
     def break_glass(self, session: Session, study_uid: str, reason: str, code: str) -> float:
         """Emergency access to a restricted patient for a bounded time; alerts the privacy officer."""
@@ -1013,7 +1096,18 @@ class Vault:
                 "text, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (user.name, *row, measurement.sop_uid, measurement.frame, measurement.kind.value,
                  json.dumps(measurement.points), measurement.text, time.time()))
+            self._measurement_event(EventType.MEASUREMENT_SAVED, user.name, row[0], cursor.lastrowid,
+                                    measurement.kind.value)
         return measurement.saved_as(cursor.lastrowid)
+
+    def _measurement_event(self, kind: EventType, user: str, study_uid: str, ident: int | None,
+                           what: str) -> None:
+        """A reader's measurement or note is PHI written about the patient: in the trail with the
+        patient and study, in the same transaction."""
+        filed = PatientBook(self._conn).of_study(study_uid)
+        self.audit.append(AuditEvent(kind, user=user, studies=(study_uid,),
+                                     patients=(filed[2],) if filed else (),
+                                     detail={"measurement": ident, "kind": what}))
 
     def measurements(self, session: Session, series_uid: str) -> list[Measurement]:
         """The session user's own measurements on a series (nobody else's)."""
@@ -1026,7 +1120,12 @@ class Vault:
     def delete_measurement(self, session: Session, ident: int) -> None:
         user = self._gate(session, Action.MEASURE)
         with self._transaction():
-            self._conn.execute("DELETE FROM measurements WHERE id = ? AND user = ?", (ident, user.name))
+            row = self._conn.execute("SELECT study_uid, kind FROM measurements WHERE id = ? AND user = ?",
+                                     (ident, user.name)).fetchone()
+            if row is None:
+                return  # not this reader's (or already gone): nothing was written
+            self._conn.execute("DELETE FROM measurements WHERE id = ?", (ident,))
+            self._measurement_event(EventType.MEASUREMENT_DELETED, user.name, row[0], ident, row[1])
 
     def _plaintext(self, sop_uid: str, study_uid: str, blob_id: str) -> bytes:
         return unseal(self._data_key(study_context(study_uid)), self.blobs.read(blob_id),
@@ -1098,18 +1197,18 @@ class Vault:
                                    (study_uid,)).fetchone()
                 if row is None:
                     raise CustodianError("This study is not in the cache.")
-                pid = conn.execute("SELECT patient_id FROM patients WHERE id = ?", row).fetchone()
+                pid = conn.execute(f"SELECT {REFERENCE_SQL} FROM patients p WHERE id = ?", row).fetchone()
+                # first: its message names the patient and describes the study, both about to go
+                self.audit.append(AuditEvent(EventType.SHRED, user=actor, studies=(study_uid,),
+                                             patients=(pid[0],) if pid else (),
+                                             detail={"reason": reason, "instances": len(blobs)}))
                 conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
                 if forget_measurements:
                     conn.execute("DELETE FROM measurements WHERE study_uid = ?", (study_uid,))
                 conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
                 conn.execute("DELETE FROM studies WHERE uid = ?", (study_uid,))
                 conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))
-                conn.execute("DELETE FROM patients WHERE id = ? AND NOT EXISTS "
-                             "(SELECT 1 FROM studies WHERE patient = ?)", (row[0], row[0]))
-                self.audit.append(AuditEvent(EventType.SHRED, user=actor, studies=(study_uid,),
-                                             patients=(pid[0],) if pid else (),
-                                             detail={"reason": reason, "instances": len(blobs)}))
+                PatientBook(conn).drop_if_unused(row[0])
             self._deks.pop(study_context(study_uid), None)
             with self._db:
                 # Old page images holding the data key must not linger in the WAL.
@@ -1532,7 +1631,8 @@ class Vault:
             found = find_studies(node, self.policy.ae_title, patient_id=patient_id)
         except CustodianError as exc:
             self._record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=actor,
-                                    patients=(patient_id,), detail={"node": node.name, "why": str(exc)}))
+                                    patients=(patient_id,), detail={"node": node.name, "why": str(exc),
+                                                                    "query": {"patient_id": patient_id}}))
             return []
         priors = [s for s in found if s.study_uid not in cached and s.study_uid != study_uid
                   and (s.study_date or "") <= date]
@@ -1622,12 +1722,12 @@ class Vault:
         rows = self._query(
             "SELECT p.patient_id, p.issuer, p.name, p.restricted, p.id, s.uid, s.study_date, s.study_time, "
             "s.accession, s.description, se.uid, se.modality, se.number, i.sop_class, i.sop_uid, "
-            "i.transfer_syntax, i.number, i.blob, i.size, i.rows FROM instances i "
+            f"i.transfer_syntax, i.number, i.blob, i.size, i.rows, {REFERENCE_SQL} FROM instances i "
             "JOIN series se ON se.uid = i.series_uid JOIN studies s ON s.uid = i.study_uid "
             f"JOIN patients p ON p.id = s.patient WHERE s.uid IN ({','.join('?' * len(request.studies))}) "
-            "ORDER BY p.patient_id, s.study_date, s.uid, se.number, se.uid, i.number, i.sop_uid",
+            "ORDER BY p.patient_id, p.id, s.study_date, s.uid, se.number, se.uid, i.number, i.sop_uid",
             request.studies)
-        patients = tuple(sorted({str(r[0]) for r in rows}))
+        patients = tuple(sorted({str(r[20]) for r in rows}))
 
         def refuse(error: CustodianError) -> CustodianError:
             self._record(AuditEvent(EventType.EXPORT, Outcome.MINOR_FAILURE, user=user.name,
@@ -1639,6 +1739,14 @@ class Vault:
         missing = set(request.studies) - {str(r[5]) for r in rows}
         if missing:
             raise refuse(CustodianError(f"{len(missing)} of the chosen studies are not in the cache."))
+        records: dict[tuple[str, str], set[int]] = {}
+        for r in rows:
+            if r[0]:
+                records.setdefault((str(r[0]), str(r[1])), set()).add(int(str(r[4])))
+        if any(len(keys) > 1 for keys in records.values()):
+            raise refuse(CustodianError(
+                "Export refused: the chosen studies name different patients (names or birth dates differ) "
+                "under the same Patient ID. Reconcile them first, or put them on separate media."))
         for study_uid in request.studies:
             self._check_restriction(user, study_uid)
         policy = self.policy
@@ -1661,11 +1769,16 @@ class Vault:
             self.step_up(session, code)
             passphrase, serial = new_passphrase(), new_serial()
             deid = Deidentifier(request.deidentify) if request.deidentify is not None else None
-            entries = self._media_entries(rows, serial, deid)
+            ids = media_patient_ids(rows, serial)
+            rows, loads, left_out = self._media_loads(rows, ids, deid)
+            if not rows:
+                raise refuse(CustodianError(f"Export refused: none of the chosen instances can be put on "
+                                            f"media ({left_out[0][1]})."))
+            entries = self._media_entries(rows, loads, ids, serial, deid)
             sha256, written = write_media(output, request.media, passphrase, entries,
                                           readme(serial, policy.ae_title, inside=False),
                                           lambda done: progress(done, len(entries)) if progress else None)
-            studies = self._disclosed_studies(rows)
+            studies = self._disclosed_studies(rows, ids)
             with self._transaction():
                 disclosure_id = DisclosureBook(self._conn).open_pending(
                     request, serial, user.name, len(rows), written, sha256, studies)
@@ -1680,23 +1793,44 @@ class Vault:
         output.close()
         self._settle_disclosure(disclosure_id, made=True)
         return ExportResult(request.out, sha256, disclosure_id, serial, len(rows), written, passphrase,
-                            len(deid.flagged) if deid else 0)
+                            len(deid.flagged) if deid else 0, tuple(left_out))
 
-    def _media_entries(self, rows: list[tuple[object, ...]], serial: str,
-                       deid: Deidentifier | None) -> list[Entry]:
-        """DICOMDIR, README.TXT and every instance, each read (and de-identified) when the
-        archive writer asks for it."""
-        patients = [f"{r[0]}|{r[1]}" for r in rows]
-        paths = file_ids([(p, str(r[5]), str(r[10])) for p, r in zip(patients, rows, strict=True)])
-        listed = [Listed(str(r[0]), str(r[2]), str(r[5]), str(r[6]), str(r[7]), "", str(r[8]), str(r[9]),
-                         str(r[10]), str(r[11]), r[12], str(r[13]), str(r[14]), str(r[15]), r[16], path)
-                  for r, path in zip(rows, paths, strict=True)]
-        loads = [partial(self._plaintext, str(r[14]), str(r[5]), str(r[17])) for r in rows]
+    def _media_loads(self, rows: list[tuple[object, ...]], ids: dict[int, str], deid: Deidentifier | None
+                     ) -> tuple[list[tuple[object, ...]], list[Callable[[], bytes]], list[tuple[str, str]]]:
+        """How each instance is read for the media (decrypted, de-identified, in the profile's
+        transfer syntax); an instance that cannot be is left out with its reason, found by trying
+        every one that needs more than a copy before anything is written (a damaged JPEG, say,
+        never stops the whole export). (rows kept, their loads, (SOP Instance UID, reason) left out)."""
         if deid is not None:
-            for patient, r in zip(patients, rows, strict=True):
-                deid.remember_names(patient, str(r[2]), str(r[0]))
+            for r in rows:
+                deid.remember_names(str(r[4]), str(r[2]), str(r[0]))
+        kept: list[tuple[tuple[object, ...], Callable[[], bytes]]] = []
+        left_out: list[tuple[str, str]] = []
+        for r in rows:
+            stored = partial(self._plaintext, str(r[14]), str(r[5]), str(r[17]))
+            load = partial(_deidentified, deid, stored, str(r[4])) if deid is not None else \
+                partial(_on_media, stored, None if r[0] else ids[int(str(r[4]))])
+            if deid is not None or not r[0] or r[15] != profile.TRANSFER_SYNTAX:
+                try:
+                    load()
+                except CustodianError as exc:
+                    left_out.append((str(r[14]), str(exc)))
+                    continue
+            kept.append((r, load))
+        return [r for r, _ in kept], [load for _, load in kept], left_out
+
+    def _media_entries(self, rows: list[tuple[object, ...]], loads: list[Callable[[], bytes]],
+                       ids: dict[int, str], serial: str, deid: Deidentifier | None) -> list[Entry]:
+        """DICOMDIR, README.TXT and every instance, each read when the archive writer asks for it.
+        Patients are told apart by their record, not by Patient ID; one without an ID carries its
+        media ID (``ids``) in the directory and in its files."""
+        patients = [str(r[4]) for r in rows]
+        paths = file_ids([(p, str(r[5]), str(r[10])) for p, r in zip(patients, rows, strict=True)])
+        listed = [Listed(ids[int(str(r[4]))], str(r[2]), str(r[5]), str(r[6]), str(r[7]), "", str(r[8]),
+                         str(r[9]), str(r[10]), str(r[11]), r[12], str(r[13]), str(r[14]),
+                         profile.TRANSFER_SYNTAX, r[16], path) for r, path in zip(rows, paths, strict=True)]
+        if deid is not None:
             listed = [deid.listed(item, patient) for item, patient in zip(listed, patients, strict=True)]
-            loads = [partial(_deidentified, deid, load, p) for load, p in zip(loads, patients, strict=True)]
         for n, r in enumerate(rows):
             if r[19] is None:  # not an image (SR, presentation state, KO...): its record needs more
                 data = loads[n]()  # (small: kept, so it is not decrypted and de-identified again)
@@ -1711,11 +1845,11 @@ class Vault:
                 *((item.path, load) for item, load in zip(listed, loads, strict=True))]
 
     @staticmethod
-    def _disclosed_studies(rows: list[tuple[object, ...]]) -> list[DisclosedStudy]:
+    def _disclosed_studies(rows: list[tuple[object, ...]], ids: dict[int, str]) -> list[DisclosedStudy]:
         seen: dict[str, DisclosedStudy] = {}
         for r in rows:
-            seen.setdefault(str(r[5]), DisclosedStudy(str(r[5]), str(r[0]), str(r[1]), str(r[2]), str(r[6]),
-                                                      str(r[9])))
+            seen.setdefault(str(r[5]), DisclosedStudy(str(r[5]), ids[int(str(r[4]))], str(r[1]), str(r[2]),
+                                                      str(r[6]), str(r[9])))
         return list(seen.values())
 
     def _settle_disclosure(self, disclosure_id: int, *, made: bool) -> None:

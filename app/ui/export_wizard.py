@@ -267,8 +267,11 @@ class ExportWizard(QWizard):
         self.passphrase.setText(result.passphrase)
         review = (f"\n{result.review} de-identified image(s) may carry burnt-in text: look at them "
                   "before handing the media over.") if result.review else ""
+        left_out = (f"\n{len(result.left_out)} image(s) could not be put on the media and were left off "
+                    f"({result.left_out[0][1]})") if result.left_out else ""
         self.summary.setText(f"Written {result.out} — {result.instances} images, media serial "
-                             f"{result.serial}, disclosure #{result.disclosure_id} recorded.{review}")
+                             f"{result.serial}, disclosure #{result.disclosure_id} recorded."
+                             + review + left_out)
         self.next()
         self._done.emit()
 

@@ -103,7 +103,8 @@ def _corner_lines(study: StudySummary | None,
     born = " ".join(p for p in (iso_date(study.birth_date) if study.birth_date else "",
                                 study.sex or "") if p)
     patient = [study.patient_name.replace("^", " ").strip() if study.patient_name else "",
-               f"ID {study.patient_id}" if study.patient_id else "", born]
+               ("ID " + (study.patient_id or "(none)")) if study.patient_id is not None else "", born,
+               "\u26a0 ID also names another patient" if study.identity_conflict else ""]
     described = [iso_date(study.study_date), study.description,
                  f"Acc {study.accession}" if study.accession else "",
                  " ".join(p for p in (f"Se {series.number}" if series and series.number is not None

@@ -25,7 +25,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -48,6 +48,7 @@ UID_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_HEIGHT = 24
 HIDDEN = "—"
 RESTRICTED = "Restricted patient"
+WARNING_COLOUR = QColor(230, 120, 0)
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -61,10 +62,19 @@ def pixmap(pixels: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(qimage(np.ascontiguousarray(pixels)))
 
 
+IDENTITY_CONFLICT = ("Another patient record has this Patient ID with a different name or birth date. "
+                     "Check both before reading; someone who may import can reconcile them.")
+
+
 def patient_text(study: StudySummary) -> str:
     if study.patient_name is None and study.restricted:
         return RESTRICTED
-    return shown(study.patient_name, person_name)
+    name = shown(study.patient_name, person_name)
+    return f"\u26a0 {name}" if study.identity_conflict else name
+
+
+def identity_warning(study: StudySummary) -> str:
+    return IDENTITY_CONFLICT if study.identity_conflict else ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class Column:
     tip: str = ""
     numeric: bool = False
     stretch: bool = False  # takes the width left over, so the table never scrolls sideways
+    warning: Callable[[Any], str] = lambda _: ""  # a record's warning: its tooltip, in the warning colour
 
 
 class RecordTableModel(QAbstractTableModel):
@@ -109,8 +120,12 @@ class RecordTableModel(QAbstractTableModel):
         if not index.isValid():
             return None
         record, column = self._records[index.row()], self.columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return column.warning(record) or column.text(record)
+        if role == Qt.ItemDataRole.DisplayRole:
             return column.text(record)
+        if role == Qt.ItemDataRole.ForegroundRole and column.warning(record):
+            return WARNING_COLOUR
         if role == SORT_ROLE:
             return column.key(record)
         if role == UID_ROLE:
@@ -133,7 +148,8 @@ class RecordTableModel(QAbstractTableModel):
 class StudyTableModel(RecordTableModel):
     # Short headers keep the list narrow beside the images; the tooltips say them in full.
     columns = (
-        Column("Patient", patient_text, lambda s: patient_text(s).casefold(), "Patient name"),
+        Column("Patient", patient_text, lambda s: patient_text(s).casefold(), "Patient name",
+               warning=identity_warning),
         Column("ID", lambda s: shown(s.patient_id), lambda s: s.patient_id or "", "Patient ID"),
         Column("Born", lambda s: shown(s.birth_date, iso_date), lambda s: s.birth_date or "",
                "Patient's birth date"),

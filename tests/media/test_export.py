@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
-from lxml import etree
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.demo.studies import Patient
-from app.errors import CustodianError, NotPermitted, UsageError
+from app.errors import AuthenticationFailed, CustodianError, NotPermitted, UsageError
 from app.media.agreements import Agreement
 from app.media.deid import DeidOptions
 from app.media.disclosures import MediaKind, Purpose, RecipientKind
 from app.media.writer import OutputFile
-from tests.audit.test_messages import SCHEMA
+from app.security import totp
+from tests.audit.schema import invalid
 from tests.conftest import study_bytes
 from tests.media.conftest import PATIENT, MediaEnv
 
@@ -101,7 +103,7 @@ def test_disclosure_is_recorded_audited_and_accounted(media: MediaEnv, tmp_path:
     assert [e.detail["serial"] for e in exports] == [result.serial]
     message = dict(vault.audit.messages())[exports[0].seq]
     assert "110106" in message and "110154" in message and "110030" in message  # Export, media, USB
-    SCHEMA.assertValid(etree.fromstring(message))
+    assert invalid([message]) == {}
 
 
 def test_refused_exports_leave_nothing_behind(media: MediaEnv) -> None:
@@ -242,3 +244,39 @@ def test_pydicom_test_files_of_other_kinds_are_listed_and_readable(media: MediaE
                for r in pydicom.dcmread(tmp_path / "open" / "DICOMDIR").DirectoryRecordSequence
                if "ReferencedSOPInstanceUIDInFile" in r}
     assert sorted(set(records.values())) == ["IMAGE", "SR DOCUMENT"]
+
+
+def test_a_wrong_or_replayed_step_up_code_refuses_an_otherwise_valid_export(media: MediaEnv) -> None:
+    env = media.env
+    session = env.login("lib", fresh=True)
+    codes = env.accounts["lib"].codes
+    spent = totp.current_code(codes.secret, at=codes.step * totp.STEP)  # the login's own code
+    now = time.time()
+    accepted = {totp.current_code(codes.secret, now + drift) for drift in (-totp.STEP, 0, totp.STEP)}
+    wrong = next(c for c in (f"{n:06d}" for n in range(123456, 999999, 7919)) if c not in accepted)
+    for code, why in ((spent, "replayed"), (wrong, "wrong")):
+        with pytest.raises(AuthenticationFailed):
+            env.vault.export(session, media.request(), code)
+        assert list(media.out.iterdir()) == [], f"a {why} code left media behind"
+    po = env.login("po")
+    assert env.vault.disclosures(po, PATIENT.patient_id) == []
+    failures = [e for e in env.vault.audit_show(po, AuditQuery(event_type=EventType.LOGIN))
+                if e.outcome and e.detail.get("step_up")]
+    assert len(failures) == 2 and {e.user for e in failures} == {"lib"}
+    media.export(media.request())  # the same request with a fresh code: it was only the code
+    assert len(env.vault.disclosures(po, PATIENT.patient_id)) == 1
+
+
+def test_the_accounting_covers_six_years_and_no_more(media: MediaEnv,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """HIPAA 164.528: disclosures of the six years before the request (leap days included)."""
+    day, serials = 24 * 3600, []
+    for name, age in (("inside.zip", 6 * 365 + 1 - 1), ("outside.zip", 6 * 365 + 1 + 1)):
+        moment = time.time() - age * day
+        monkeypatch.setattr("app.media.disclosures.time", SimpleNamespace(time=lambda m=moment: m,
+                                                                         strftime=time.strftime))
+        serials.append(media.export(media.request(name)).serial)
+    monkeypatch.undo()
+    records = media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id)
+    assert [r.serial for r in records] == serials[:1]
+    assert len(media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id, years=7)) == 2

@@ -110,8 +110,8 @@ def test_move_sends_the_study_to_our_own_scp(env: VaultEnv, tmp_path: Path) -> N
         env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
         study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
         report = env.vault.retrieve(env.login("rad"), "pacs", study_uid, move=True)
-        assert (report.received, report.failed_at_pacs, report.by_move) == (3, 0, True)
-        assert report.summary() == "Retrieved 3 image(s)."
+        assert (report.received, report.imported, report.failed_at_pacs, report.by_move) == (3, 3, 0, True)
+        assert report.summary() == "Retrieved 3 image(s): 3 new, 0 already here."
         (study,) = env.vault.studies(env.login("rad"), "PID-MOVE")
         assert study.instances == 3
         events = env.vault.audit.records(AuditQuery(user=f"dicom:{AET}", event_type=EventType.IMPORT))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
@@ -64,18 +65,30 @@ def test_strangers_and_wrong_addresses_are_refused(env: VaultEnv, scp: StorageSc
 def test_conflicting_data_is_refused_with_a_failure_status(env: VaultEnv, scp: StorageScp,
                                                            tmp_path: Path) -> None:
     (path,) = write_study(tmp_path / "ct", Patient("PID-CONFLICT", "Same^Uid"), slices=1, size=16)
+
+    def implicit(ds: pydicom.Dataset) -> pydicom.Dataset:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(tmp_path / "implicit.dcm", enforce_file_format=True)
+        return pydicom.dcmread(tmp_path / "implicit.dcm")
+
     original = pydicom.dcmread(path)
     altered = pydicom.dcmread(path)
     altered.PixelData = bytes(len(altered.PixelData))  # same SOP Instance UID, other pixels
+    other_slice = pydicom.dcmread(path)  # another slice under the same UID, in another syntax
+    other_slice.InstanceNumber = 2
+    other_slice.ImagePositionPatient[2] += 5
     sender = AE(ae_title="PYSENDER")
     sender.add_requested_context(CTImageStorage, original.file_meta.TransferSyntaxUID)
+    sender.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
     assoc = sender.associate("127.0.0.1", scp.port, ae_title="CUSTODIAN")
     assert assoc.is_established
     try:
-        statuses = [assoc.send_c_store(ds).Status for ds in (original, original, altered)]
+        statuses = [assoc.send_c_store(ds).Status for ds in (
+            original, original, implicit(pydicom.dcmread(path)), altered, implicit(other_slice))]
     finally:
         assoc.release()
-    assert statuses == [SUCCESS, SUCCESS, CANNOT_UNDERSTAND]  # a repeat is fine, a clash is not
+    # a repeat is fine, so is the same instance in another syntax; a clash is not
+    assert statuses == [SUCCESS, SUCCESS, SUCCESS, CANNOT_UNDERSTAND, CANNOT_UNDERSTAND]
     (study,) = env.vault.studies(env.login("rad"), "PID-CONFLICT")
     assert study.instances == 1
 

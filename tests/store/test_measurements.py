@@ -5,6 +5,8 @@ from __future__ import annotations
 import pydicom
 import pytest
 
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
 from app.errors import CustodianError
 from app.imaging.measure import Kind, Measurement
 from app.security.roles import Role
@@ -43,3 +45,22 @@ def test_shredding_the_study_destroys_its_measurements(env: VaultEnv) -> None:
     env.vault.shred(env.login("po"), study_uid, "patient's erasure request")
     rows = env.vault._query("SELECT count(*) FROM measurements")
     assert rows == [(0,)] and env.vault.measurements(rad, series_uid) == []
+
+
+def test_saving_and_deleting_are_audited_with_the_patient_and_study(env: VaultEnv) -> None:
+    study_uid, _, sop_uid = _imported(env)
+    env.add("po", Role.PRIVACY_OFFICER)
+    rad = env.login("rad")
+    note = env.vault.save_measurement(rad, Measurement(Kind.TEXT, sop_uid, 0, ((3.0, 4.5),), "nodule?"))
+    env.add("rad2", Role.RADIOLOGIST)
+    env.vault.delete_measurement(env.login("rad2"), note.id or 0)  # not theirs: nothing done, nothing audited
+    env.vault.delete_measurement(rad, note.id or 0)
+
+    trail = env.vault.audit_show(env.login("po"), AuditQuery())
+    events = [(r.type, r.user, r.studies, r.patients, r.detail) for r in reversed(trail)
+              if r.type in (EventType.MEASUREMENT_SAVED.value, EventType.MEASUREMENT_DELETED.value)]
+    assert events == [
+        (EventType.MEASUREMENT_SAVED.value, "rad", (study_uid,), ("PID-0001",),
+         {"measurement": note.id, "kind": "text"}),
+        (EventType.MEASUREMENT_DELETED.value, "rad", (study_uid,), ("PID-0001",),
+         {"measurement": note.id, "kind": "text"})]
