@@ -79,6 +79,12 @@ def test_permissions_exit_3(cli_users: CliUsers) -> None:
     refused = cli("user", "add", "eve", "--role", "admin", extra_env={"CUSTODIAN_PASSWORD": "x" * 14})
     assert refused.returncode == 3 and "may not manage users" in refused.stderr
     assert cli("--json", "audit", "verify").returncode == 3
+    # The cache commands are in the role table like any other: a reader may pin, not evict.
+    evict = cli("cache", "--evict")
+    assert evict.returncode == 3 and "may not evict studies to the cache budget" in evict.stderr
+    assert cli_users.login("tech").returncode == 0
+    assert cli.json("cache", "--evict")["evicted"] == []  # no budget set: nothing to drop
+    assert cli("cache", "--pin", "1.2.3.404").stderr.strip() == "custodian: This study is not in the cache."
 
 
 def test_admin_commands(cli_users: CliUsers) -> None:

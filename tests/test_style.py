@@ -1,4 +1,4 @@
-"""The codebase stays ruff-clean, the core never imports Qt, and only 3D loads VTK."""
+"""The codebase stays ruff- and mypy-clean, the core never imports Qt, and only 3D loads VTK."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_clean() -> None:
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "app", "tests", "bench"],
                             cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_clean() -> None:
+    """Every function in app/ typed (disallow_untyped_defs) and every call checked against it; the
+    settings are pyproject.toml's [tool.mypy]."""
+    result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", os.devnull], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -100,7 +100,8 @@ class IndexContext:
         rows = {row[0]: row[1:] for row in self._conn.execute(
             f"SELECT s.uid, {REFERENCE_SQL}, p.name, s.accession, s.description FROM studies s "
             f"JOIN patients p ON p.id = s.patient WHERE s.uid IN ({marks})", uids)}
-        studies, names = {}, {}
+        studies: dict[str, StudyFacts] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for uid in dict.fromkeys(uids):
             if uid in rows:
                 ref, name, accession, description = rows[uid]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from app.audit.events import EventType, Outcome
 from app.documents import tabular_pdf
@@ -39,7 +41,8 @@ class AuditQuery:
             raise UsageError("The report's start must be before its end.")
 
     def where(self) -> tuple[str, list[object]]:
-        clauses, params = ["1"], []
+        clauses = ["1"]
+        params: list[object] = []
         if self.user:
             clauses.append("json_extract(record, '$.user') = ?")
             params.append(self.user)
@@ -86,7 +89,8 @@ class AuditRecord:
     message: str = field(default="", repr=False, compare=False)
 
     @classmethod
-    def from_row(cls, seq: int, at: str, record: dict[str, object], message: str = "") -> AuditRecord:
+    def from_row(cls, seq: int, at: str, record: Mapping[str, Any], message: str = "") -> AuditRecord:
+        """One row of the trail; ``record`` is its JSON, as decoded."""
         return cls(seq, datetime.fromisoformat(at), str(record["type"]), int(record["outcome"]),
                    record.get("user"), tuple(record.get("patients") or ()),
                    tuple(record.get("studies") or ()), dict(record.get("detail") or {}), message)

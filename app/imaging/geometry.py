@@ -16,7 +16,7 @@ _LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))  # + and - direction of each pat
 OBLIQUE_SHARE = 0.25  # a secondary axis is named when it carries at least this much of the vector
 
 
-def direction_letters(vector: Sequence[float]) -> str:
+def direction_letters(vector: Sequence[float] | np.ndarray) -> str:
     """e.g. (1, 0, 0) -> "L", (0, -0.7, -0.7) -> "AF": the main axes first."""
     v = np.asarray(vector, float)
     order = np.argsort(-np.abs(v))

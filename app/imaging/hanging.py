@@ -38,4 +38,5 @@ def relevant_prior(current: StudySummary, studies: Iterable[StudySummary]) -> St
     priors = [s for s in patient_studies(current, studies)
               if s.study_uid != current.study_uid and s.study_date < current.study_date]
     comparable = [s for s in priors if set(s.modalities) & set(current.modalities)]
-    return (comparable or priors or [None])[0]
+    candidates = comparable or priors
+    return candidates[0] if candidates else None

@@ -102,15 +102,18 @@ def label(m: Measurement, values: np.ndarray | None, spacing: tuple[float, ...] 
           unit: str) -> str:
     """What a reader sees beside the measurement."""
     if m.kind is Kind.DISTANCE:
-        length, units = distance(*m.points, spacing)
+        p, q = m.points
+        length, units = distance(p, q, spacing)
         return f"{length:.1f} {units}"
     if m.kind is Kind.ANGLE:
-        return f"{angle(*m.points, spacing):.1f}°"
+        a, vertex, b = m.points
+        return f"{angle(a, vertex, b, spacing):.1f}°"
     if m.kind is Kind.TEXT:
         return m.text
     if values is None:
         return ""
-    stats = ellipse_stats(values, *m.points, spacing, unit)
+    p, q = m.points
+    stats = ellipse_stats(values, p, q, spacing, unit)
     area_unit = "mm²" if _scale(spacing)[2] else "px²"
     suffix = f" {unit}" if unit else ""
     if stats.pixels == 0:

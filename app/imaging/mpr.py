@@ -32,7 +32,9 @@ def as_vtk_image(volume: Volume) -> vtkImageData:
     flat = np.ascontiguousarray(volume.data).reshape(-1)
     scalars = numpy_to_vtk(flat, deep=False, array_type=kind)
     image.GetPointData().SetScalars(scalars)
-    image._custodian_keep = flat  # VTK does not own the numpy buffer: keep it alive with the image
+    # VTK does not own the numpy buffer: keep it alive with the image. VTK's Python objects take
+    # attributes of our own, which its stubs cannot know of.
+    image._custodian_keep = flat  # type: ignore[attr-defined]
     return image
 
 
@@ -62,6 +64,7 @@ class Reslicer:
         low = slab_start(index, thickness, self.extent(plane))
         at = low + (thickness - 1) / 2  # VTK centres the slab on the plane
         top = (slices - 1) * dz  # coronal and sagittal start at the head (the last slice)
+        axes: tuple[tuple[float, ...], ...]
         if plane == "axial":
             axes = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, at * dz))
             size, spacing, across = (cols, rows), (dx, dy), dz

@@ -12,6 +12,7 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -59,7 +60,7 @@ class FrameInfo:
 
     @classmethod
     def from_row(cls, row: tuple[object, ...]) -> FrameInfo:
-        values = list(row)
+        values: list[Any] = list(row)  # a database row: types as the columns store them
         for i in (17, 18, 19):  # pixel_spacing, position, orientation are stored as JSON
             values[i] = _vector(values[i])
         values[22] = values[22] is None or bool(values[22])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -41,7 +42,7 @@ _EIGHT_BIT.PixelRepresentation = 0
 _EIGHT_BIT.PhotometricInterpretation = "MONOCHROME2"  # inversion is applied afterwards
 
 
-def _numbers(value: object) -> list[float]:
+def _numbers(value: Any) -> list[float]:  # an element's value, as pydicom gives it
     if value is None or value == "":
         return []
     return [float(v) for v in value] if isinstance(value, MultiValue | list | tuple) else [float(value)]
@@ -105,7 +106,8 @@ class Presentation:
     @classmethod
     def from_dataset(cls, ds: Dataset) -> Presentation:
         header = Dataset()
-        header.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+        implicit_vr, little_endian = ds.original_encoding
+        header.set_original_encoding(implicit_vr, little_endian, ds.original_character_set)
         for keyword in _DISPLAY_KEYWORDS:
             if keyword in ds:
                 element = ds[keyword]
@@ -128,6 +130,11 @@ class Presentation:
                 frames=_frame_values(ds),
             )
 
+    def _lut_header(self) -> Dataset:
+        """The trimmed header, which a presentation with LUTs or a non-linear VOI always has."""
+        assert self.header is not None, "only from_dataset() sets LUTs, and it keeps the header"
+        return self.header
+
     # ------------------------------------------------------------------ grey
     def _frame(self, frame: int) -> FrameValues | None:
         return self.frames[frame] if frame < len(self.frames) else None
@@ -135,7 +142,7 @@ class Presentation:
     def modality(self, raw: np.ndarray, frame: int = 0) -> np.ndarray:
         """Modality values (e.g. Hounsfield units) of one frame's stored values."""
         if self.modality_lut:
-            return apply_modality_lut(raw, self.header).astype(np.float32)
+            return apply_modality_lut(raw, self._lut_header()).astype(np.float32)
         values = self._frame(frame)
         if values is not None:
             return modality_values(raw, values.slope, values.intercept)
@@ -151,7 +158,7 @@ class Presentation:
         if stored:
             return stored[0]
         if self.voi_lut:
-            entries, first, _ = self.header.VOILUTSequence[0].LUTDescriptor
+            entries, first, _ = self._lut_header().VOILUTSequence[0].LUTDescriptor
             entries = entries or 65536
             return Window(first + entries / 2, max(float(entries), 1.0))
         return auto_window(values)
@@ -162,15 +169,16 @@ class Presentation:
         flip = self.inverted != invert
         if window is None and self.voi_lut:
             # The LUT is indexed by whole modality values; fractional rescales are rounded.
-            out = apply_voi_lut(np.rint(values).astype(np.int32), self.header, prefer_lut=True)
-            bits = int(self.header.VOILUTSequence[0].LUTDescriptor[2]) or 16
+            header = self._lut_header()
+            out = apply_voi_lut(np.rint(values).astype(np.int32), header, prefer_lut=True)
+            bits = int(header.VOILUTSequence[0].LUTDescriptor[2]) or 16
             scaled = out.astype(np.float32) * np.float32(255.0 / ((1 << bits) - 1))
             return _to_uint8(255.0 - scaled if flip else scaled)
         window = window or self.default_window(values, frame)
         if self.nonlinear:  # LINEAR_EXACT or SIGMOID: pydicom's functions, mapped to 0–255
             item = Dataset()
             item.update(_EIGHT_BIT)
-            item.VOILUTFunction = self.header.VOILUTFunction
+            item.VOILUTFunction = self._lut_header().VOILUTFunction
             item.WindowCenter, item.WindowWidth = window.center, window.width
             out = apply_windowing(values.astype(np.float64), item)
             return _to_uint8(255.0 - out if flip else out)
@@ -222,7 +230,8 @@ def _frame_values(ds: Dataset) -> tuple[FrameValues, ...]:
     base = shared[0] if shared else Dataset()
     out = []
     for item in per_frame or [Dataset()] * int(ds.get("NumberOfFrames", 1) or 1):
-        slope, intercept, windows = 1.0, 0.0, ()
+        slope, intercept = 1.0, 0.0
+        windows: tuple[Window, ...] = ()
         for source in (base, item):  # per-frame values override the shared ones
             for transform in source.get("PixelValueTransformationSequence") or []:
                 slope = _number(transform, "RescaleSlope", slope)

@@ -107,8 +107,9 @@ class SeriesImages:
     def matching_index(self, plane: Plane, offset: float = 0.0) -> int | None:
         """The frame of this series nearest to a parallel ``plane`` of another (same patient)
         series, ``offset`` mm further along its normal; None when they cannot be matched."""
-        planes = [self.plane(i) for i in range(len(self))]
-        if not planes or any(p is None for p in planes) or not parallel(plane, planes[0]):
+        found = [self.plane(i) for i in range(len(self))]
+        planes = [p for p in found if p is not None]
+        if not planes or len(planes) < len(found) or not parallel(plane, planes[0]):
             return None
         return nearest_slice(plane.origin, plane.normal, planes, offset)
 

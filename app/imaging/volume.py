@@ -9,6 +9,7 @@ feet to head), so the volume's axes are the patient axes of the first image's or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.data.shape  # type: ignore[return-value]
+        return self.data.shape
 
     def orientation(self, plane: str) -> tuple[float, ...]:
         """Image Orientation (Patient) of a reformatted plane as the MPR shows it (for letters)."""
@@ -47,9 +48,10 @@ class Volume:
 
 def build_volume(series: SeriesImages, threads: int = 2) -> Volume:
     """The series' slices as one volume; refused (plainly) when they do not form one."""
-    planes = [series.plane(i) for i in range(len(series))]
+    found = [series.plane(i) for i in range(len(series))]
+    planes = [p for p in found if p is not None]
     infos = series.instances
-    if len(planes) < 2 or any(p is None for p in planes):
+    if len(planes) < 2 or len(planes) < len(found):
         raise CustodianError("3D needs a series of at least two slices with position and orientation "
                              "(single-frame slices, or an enhanced multi-frame image with per-frame "
                              "positions); this series has none.")
@@ -121,6 +123,7 @@ def reference_slice(volume: Volume, plane: str, index: int, thickness: int = 1,
     thickness = slab_slices(thickness, volume.data.shape[axis])
     low = slab_start(index, thickness, volume.data.shape[axis])
     slab = np.take(volume.data, range(low, low + thickness), axis=axis).astype(np.float32)
-    reduce = {"mip": np.max, "minip": np.min, "mean": np.mean}[mode]
+    reducers: dict[str, Callable[..., np.ndarray]] = {"mip": np.max, "minip": np.min, "mean": np.mean}
+    reduce = reducers[mode]
     image = reduce(slab, axis=axis)
     return image if plane == "axial" else image[::-1]

@@ -14,12 +14,13 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import FileSet, RecordNode
-from pydicom.uid import generate_uid
+from pydicom.tag import Tag
+from pydicom.uid import UID, generate_uid
 
 from app.errors import CustodianError
 
@@ -76,7 +77,7 @@ def _header(item: Listed, series_numbers: dict[str, int], instance_numbers: dict
     if any(not str(v).isascii() for v in (ds.PatientName, ds.StudyDescription, ds.PatientID)):
         ds.SpecificCharacterSet = "ISO_IR 192"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = item.transfer_syntax
+    ds.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
     return ds
 
 
@@ -137,7 +138,7 @@ def _leaf_like(template: Dataset, item: Listed, number: int) -> Dataset:
                            ("OffsetOfReferencedLowerLevelDirectoryEntity", 0),
                            ("ReferencedFileID", item.path.split("/")),
                            ("ReferencedSOPInstanceUIDInFile", item.sop_uid), ("InstanceNumber", number)):
-        tag = tag_for_keyword(keyword)
+        tag = Tag(keyword)
         leaf[tag] = DataElement(tag, dictionary_VR(tag), value)
     return leaf
 

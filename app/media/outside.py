@@ -140,7 +140,7 @@ def _zip_entries(read: Callable[[], bytes], label: str, passphrase: str | None) 
             from None
     if any(m.file_size > MAX_MEMBER_BYTES for m in members):
         raise CustodianError("The zip file holds a member larger than 2 GiB; it is refused.")
-    return [(f"{label}:{m.filename}", _damaged_member(lambda m=m: archive.read(m.filename), "zip file"))
+    return [(f"{label}:{m.filename}", _damaged_member(partial(archive.read, m.filename), "zip file"))
             for m in members if not is_other(m.filename)]
 
 
@@ -199,7 +199,11 @@ def reconciled(entries: list[Entry], reconcile: Reconcile | None) -> Iterator[En
         if reconcile is None:
             yield label, read
         else:
-            yield label, lambda read=read: _reconciled_or_raw(reconcile, read())
+            yield label, partial(_read_reconciled, reconcile, read)
+
+
+def _read_reconciled(reconcile: Reconcile, read: Callable[[], bytes]) -> bytes:
+    return _reconciled_or_raw(reconcile, read())
 
 
 def _reconciled_or_raw(reconcile: Reconcile, data: bytes) -> bytes:

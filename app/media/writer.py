@@ -18,7 +18,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pycdlib
 
@@ -75,7 +74,7 @@ class OutputFile:
         except (AttributeError, OSError):  # no O_TMPFILE (other systems, some file systems)
             self._named = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial"
             fd = os.open(self._named, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        self.file: BinaryIO = os.fdopen(fd, "w+b")
+        self.file: io.BufferedRandom = os.fdopen(fd, "w+b")
 
     def sha256(self) -> tuple[str, int]:
         """Read back what was written (for formats whose writer seeks)."""

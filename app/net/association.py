@@ -14,10 +14,11 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, Association, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom import sop_class as _sop_classes
+from pynetdicom.sop_class import SOPClass
 
 from app.errors import CustodianError
 from app.net.nodes import Node
@@ -26,6 +27,16 @@ from app.security.tls import client_context
 CONNECT_TIMEOUT = 10.0
 UNEXPLAINED = "the connection failed"
 RESPONSE_TIMEOUT = 30.0
+
+
+def named_sop_class(keyword: str) -> SOPClass:
+    """pynetdicom's SOP class of this keyword (``"Verification"``). pynetdicom makes its SOP classes
+    when it is imported, writing them into its module's globals(), so no type checker knows them by
+    name; this is the same object as ``pynetdicom.sop_class.<keyword>``."""
+    return cast(SOPClass, getattr(_sop_classes, keyword))
+
+
+Verification = named_sop_class("Verification")
 
 
 class PeerError(CustodianError):

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.sop_class import StorageCommitmentPushModel
 
-from app.net.association import PeerError, application_entity, associated
+from app.net.association import PeerError, application_entity, associated, named_sop_class
 from app.net.nodes import Node
+
+StorageCommitmentPushModel = named_sop_class("StorageCommitmentPushModel")
 
 INSTANCE_UID = "1.2.840.10008.1.20.1.1"  # the well-known Storage Commitment Push Model instance
 REQUEST = 1  # N-ACTION type: Request Storage Commitment
@@ -47,7 +48,8 @@ def read_report(event: evt.Event) -> CommitmentReport | None:
                             uids("FailedSOPSequence"))
 
 
-def report_handler(deliver: Reports) -> tuple[object, Callable[[evt.Event], tuple[int, None]]]:
+def report_handler(
+        deliver: Reports) -> tuple[evt.InterventionEvent, Callable[[evt.Event], tuple[int, None]]]:
     def handle(event: evt.Event) -> tuple[int, None]:
         report = read_report(event)
         if report is None:

@@ -22,16 +22,18 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import Association, build_role, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
-from app.net.association import PeerError, application_entity, associated
+from app.net.association import PeerError, application_entity, associated, named_sop_class
 from app.net.nodes import Node
 from app.net.scp import STORAGE_CLASSES, UNCOMPRESSED, part10, tallying
 from app.store.records import ImportReport
+
+StudyRootQueryRetrieveInformationModelFind = named_sop_class(
+    "StudyRootQueryRetrieveInformationModelFind")
+StudyRootQueryRetrieveInformationModelGet = named_sop_class(
+    "StudyRootQueryRetrieveInformationModelGet")
+StudyRootQueryRetrieveInformationModelMove = named_sop_class(
+    "StudyRootQueryRetrieveInformationModelMove")
 
 PENDING = (0xFF00, 0xFF01)
 MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: odd IDs 1-255)

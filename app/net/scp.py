@@ -21,17 +21,19 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydicom import uid
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, evt, register_uid
 from pynetdicom import sop_class as sop
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from app.errors import UsageError
-from app.net.association import NO_DELAY, application_entity
+from app.net.association import NO_DELAY, application_entity, named_sop_class
 from app.net.commitment import Reports, report_handler
 from app.store.records import ImportReport
 
@@ -55,12 +57,13 @@ TRANSFER_SYNTAXES = (*UNCOMPRESSED, *COMPRESSED)
 # Not instances the vault files: storage commitment is a service, a DICOMDIR lists files, and
 # non-patient objects (hanging protocols, colour palettes, implant templates, protocols, inventories)
 # have no study to file them under; the vault would only quarantine them.
-_NOT_FOR_THE_VAULT = {
-    sop.StorageCommitmentPushModel, "1.2.840.10008.1.20.2",  # storage commitment (push, pull)
-    uid.MediaStorageDirectoryStorage, sop.HangingProtocolStorage, sop.ColorPaletteStorage,
-    sop.GenericImplantTemplateStorage, sop.ImplantAssemblyTemplateStorage,
-    sop.ImplantTemplateGroupStorage, sop.CTDefinedProcedureProtocolStorage,
-    sop.XADefinedProcedureProtocolStorage, sop.ProtocolApprovalStorage, sop.InventoryStorage,
+_NOT_FOR_THE_VAULT: set[str] = {
+    # storage commitment (push, pull)
+    named_sop_class("StorageCommitmentPushModel"), "1.2.840.10008.1.20.2",
+    uid.MediaStorageDirectoryStorage, *map(named_sop_class, (
+        "HangingProtocolStorage", "ColorPaletteStorage", "GenericImplantTemplateStorage",
+        "ImplantAssemblyTemplateStorage", "ImplantTemplateGroupStorage", "CTDefinedProcedureProtocolStorage",
+        "XADefinedProcedureProtocolStorage", "ProtocolApprovalStorage", "InventoryStorage")),
 }
 
 
@@ -68,7 +71,9 @@ def _storage_classes() -> tuple[str, ...]:
     """pynetdicom's storage classes and every other (mostly retired) one pydicom's dictionary names;
     those are registered with pynetdicom's storage service, which otherwise aborts the association
     on their C-STOREs (here, and on a C-GET's association)."""
-    known = {context.abstract_syntax for context in AllStoragePresentationContexts}
+    # (each of these contexts has its abstract syntax: pynetdicom types it as optional)
+    known: set[str] = {context.abstract_syntax for context in AllStoragePresentationContexts
+                       if context.abstract_syntax is not None}
     for number, (name, kind, _, _, keyword) in uid.UID_dictionary.items():
         if kind != "SOP Class" or "Storage" not in name or number in known | _NOT_FOR_THE_VAULT:
             continue
@@ -182,12 +187,20 @@ class Receiver:
         return arrival
 
 
+def _store_request(event: evt.Event) -> C_STORE:
+    """The request of an EVT_C_STORE event (pynetdicom types it as any DIMSE request)."""
+    return cast(C_STORE, event.request)
+
+
 def part10(event: evt.Event) -> bytes:
-    """The received data set as a Part 10 file, in memory: preamble, file meta, data set."""
+    """The received C-STORE's data set as a Part 10 file, in memory: preamble, file meta, data set."""
+    dataset = _store_request(event).DataSet
+    if dataset is None:
+        raise ValueError("the C-STORE request carries no data set")
     buffer = DicomBytesIO()
     buffer.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
-    buffer.write(event.request.DataSet.getvalue())
+    buffer.write(dataset.getvalue())
     return buffer.getvalue()
 
 
@@ -228,8 +241,11 @@ class StorageScp:
         self._tls = tls
         self._on_stop = on_stop
         self._reports = reports
-        self._server: object | None = None
+        self._server: ThreadedAssociationServer | None = None
         self._stopping = threading.Event()
+        # Connections admitted whose association thread is not running yet (by their socket): on a
+        # loaded machine a flood's next connections are checked before those threads start.
+        self._admitted: dict[socket.socket, str] = {}
 
     @staticmethod
     def _make_ae(ae_title: str, allowed: list[str]) -> AE:
@@ -238,26 +254,40 @@ class StorageScp:
         ae.require_calling_aet = allowed
         for storage in STORAGE_CLASSES:
             ae.add_supported_context(storage, TRANSFER_SYNTAXES)
-        ae.add_supported_context(sop.Verification)
+        ae.add_supported_context(named_sop_class("Verification"))
         # The PACS reports storage commitment on an association of its own, as the SCP of the class.
-        ae.add_supported_context(sop.StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        ae.add_supported_context(named_sop_class("StorageCommitmentPushModel"), scu_role=True,
+                                 scp_role=True)
         ae.maximum_associations = 16
         ae.maximum_pdu_size = 1 << 20  # large P-DATA PDUs cost less Python per image; bounded memory
         ae.acse_timeout = ASSOCIATE_WAIT  # a silent connection (slow-loris) is closed after this
         return ae
 
-    def _admit(self, _request: object, client_address: tuple[str, int]) -> bool:
-        """Whether a new connection may be served (socketserver's verify_request)."""
-        active = self._server.active_associations  # type: ignore[attr-defined]
-        from_peer = sum(1 for assoc in active if assoc.requestor.address == client_address[0])
-        return len(active) < MAX_CONNECTIONS and from_peer < MAX_PER_PEER
+    def _admit(self, request: socket.socket | tuple[bytes, socket.socket],
+               client_address: tuple[str, int]) -> bool:
+        """Whether a new connection may be served (socketserver's verify_request, called on the
+        acceptor thread only): the running associations and those admitted but not started yet
+        count, so a flood cannot slip past its share while the threads start."""
+        assert self._server is not None  # only the running server calls it
+        active = self._server.active_associations
+        running = {assoc.dul.socket.socket for assoc in active if assoc.dul.socket is not None}
+        # one started (its socket is an association's), closed, or wrapped for TLS (detached): gone
+        self._admitted = {sock: peer for sock, peer in self._admitted.items()
+                          if sock not in running and sock.fileno() != -1}
+        peer = client_address[0]
+        from_peer = sum(1 for assoc in active if assoc.requestor.address == peer) + \
+            sum(1 for waiting in self._admitted.values() if waiting == peer)
+        admitted = len(active) + len(self._admitted) < MAX_CONNECTIONS and from_peer < MAX_PER_PEER
+        if admitted and isinstance(request, socket.socket):
+            self._admitted[request] = peer
+        return admitted
 
     def _on_store(self, event: evt.Event) -> int:
         try:
             data = part10(event)
         except Exception:  # a malformed request is refused, never fatal
             return CANNOT_UNDERSTAND
-        request = event.request
+        request = _store_request(event)
         originator, message_id = request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID
         move = (originator.strip(), message_id) if originator and message_id is not None else None
         return self.receiver.receive(event.assoc.requestor.ae_title, data, move).status
@@ -267,13 +297,14 @@ class StorageScp:
             (self._host, self.port), ssl_context=self._tls, server_class=_Server,
             evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store),
                           report_handler(self._reports or (lambda report: None))])
+        # This server's own admission check in place of socketserver's, which admits everyone.
         server.verify_request = self._admit  # type: ignore[method-assign]
         self.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
         self._stopping.clear()
         threading.Thread(target=self._watch, args=(server,), name="scp-watchdog", daemon=True).start()
 
-    def _watch(self, server: object) -> None:
+    def _watch(self, server: ThreadedAssociationServer) -> None:
         """Hang up on connections that have not become associations within ASSOCIATE_WAIT.
 
         pynetdicom waits as long as the peer likes for the rest of a PDU whose header declared more
@@ -282,16 +313,17 @@ class StorageScp:
         first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         while not self._stopping.wait(1.0):
             now = time.monotonic()
-            for assoc in server.active_associations:  # type: ignore[attr-defined]
+            for assoc in server.active_associations:
                 since = first_seen.setdefault(assoc, now)
                 if not assoc.is_established and now - since > ASSOCIATE_WAIT and assoc.dul.socket:
                     with contextlib.suppress(OSError, AttributeError):
-                        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+                        if (sock := assoc.dul.socket.socket) is not None:  # None: closed already
+                            sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()  # type: ignore[attr-defined]
+            self._server.shutdown()
             self._server = None
         if self._on_stop is not None:
             self._on_stop()

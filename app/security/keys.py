@@ -17,9 +17,10 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backends.fail
@@ -71,8 +72,9 @@ def new_kdf() -> dict[str, object]:
     return {**KDF_PARAMS, "salt": _b64(os.urandom(16))}
 
 
-def derive_kek(passphrase: str, kdf: dict[str, object]) -> bytes:
-    """The 256-bit key-encryption key a passphrase gives under stored Argon2id parameters."""
+def derive_kek(passphrase: str, kdf: Mapping[str, Any]) -> bytes:
+    """The 256-bit key-encryption key a passphrase gives under stored Argon2id parameters (as
+    :func:`new_kdf` made them, read back from JSON)."""
     return hash_secret_raw(
         passphrase.encode("utf-8"), _unb64(str(kdf["salt"])),
         time_cost=int(kdf["time_cost"]), memory_cost=int(kdf["memory_cost"]),
@@ -279,7 +281,7 @@ class KeyStore:
             self.kdf = new_kdf()
         kek = self._kek(passphrase) if passphrase and not use_keyring else None
         for kid, master in masters.items():
-            if use_keyring:
+            if kek is None:  # the OS keyring keeps them (without it, a passphrase gave the kek)
                 keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
             else:
                 self.masters[kid] = _b64(wrap(kek, master, self._master_aad(kid)))

@@ -42,6 +42,20 @@ class Action(StrEnum):
     SITE_POLICY = "change the site policy"
     ROTATE_KEYS = "rotate keys"
     BACKUP = "back up the vault"
+    PIN_STUDY = "pin a study in the cache"
+    EVICT_CACHE = "evict studies to the cache budget"
+    PREFETCH = "prefetch a patient's priors"
+
+
+class Duty(StrEnum):
+    """The workstation's own work, done while nobody is logged in or on a reader's behalf. Each is
+    held to the action it performs, so emergency mode stops the duties that change the cache as
+    it stops people."""
+
+    RECEIVE = "receive instances"
+    FLUSH_OUTBOX = "send what waited in the outbox"
+    EVICT_CACHE = "keep the cache to its budget"
+    PREFETCH = "prefetch priors"
 
 
 class Field(StrEnum):
@@ -58,14 +72,22 @@ class Field(StrEnum):
 A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
-                                 A.RETRIEVE, A.ECHO_NODE}),
+                                 A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH}),
     Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY,
-                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE}),
+                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY,
+                                  A.EVICT_CACHE, A.PREFETCH}),
     Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES}),
     Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
                                      A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
     Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS,
-                           A.BACKUP, A.VERIFY, A.AUDIT_VERIFY}),
+                           A.BACKUP, A.VERIFY, A.AUDIT_VERIFY, A.EVICT_CACHE}),
+}
+# What each duty does, in the terms of the table above.
+DUTIES: dict[Duty, Action] = {
+    Duty.RECEIVE: A.IMPORT,
+    Duty.FLUSH_OUTBOX: A.SEND,
+    Duty.EVICT_CACHE: A.EVICT_CACHE,
+    Duty.PREFETCH: A.RETRIEVE,
 }
 
 VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {

@@ -193,6 +193,7 @@ class ImportRun:
         stored = {uid: (digest, syntax, tuple(identity)) for uid, digest, syntax, *identity in rows}
         for label, data, parsed in parsed_files:
             pending = self._in_flight.get(parsed.sop_uid)
+            known: tuple[str, str, tuple[object, ...]] | None
             if pending is not None and pending.parsed is not None:
                 first = pending.parsed
                 known = (pending.future.result()[0], first.transfer_syntax, _identity(first))

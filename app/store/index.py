@@ -334,8 +334,9 @@ SCHEMA_VERSION = max(MIGRATIONS)
 # 4 KiB / HMAC-SHA512 on CPUs with SHA extensions (the audit chain is read end to end on every
 # verify); both stay AES-256 with an authenticated page each. Kept in the key store per vault.
 NEW_INDEX_CIPHER: dict[str, object] = {"cipher_page_size": 16384, "cipher_hmac_algorithm": "HMAC_SHA256"}
-_CIPHER_SETTINGS = {"cipher_page_size": {1024, 4096, 8192, 16384, 32768, 65536},
-                    "cipher_hmac_algorithm": {"HMAC_SHA1", "HMAC_SHA256", "HMAC_SHA512"}}
+_CIPHER_SETTINGS: dict[str, set[int] | set[str]] = {
+    "cipher_page_size": {1024, 4096, 8192, 16384, 32768, 65536},
+    "cipher_hmac_algorithm": {"HMAC_SHA1", "HMAC_SHA256", "HMAC_SHA512"}}
 
 
 def health(conn: sqlcipher3.Connection) -> tuple[list[str], str, int, datetime | None]:

@@ -7,11 +7,13 @@ plain sentences without PHI, safe for reports and logs.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import pydicom
 from pydicom.charset import convert_encodings, decode_bytes
@@ -22,6 +24,7 @@ from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -89,7 +92,9 @@ class ParsedInstance:
     needs_header: bool | None = None  # display needs more than rescale and one window (LUTs...)
 
 
-_TEXT_DELIMITERS = {"PN": {"^", "="}}
+# In a name, each component and each group may switch the ISO 2022 character set anew (byte values:
+# decode_bytes compares them with the bytes of the value).
+_TEXT_DELIMITERS = {"PN": {ord("^"), ord("=")}}
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
 # Display attributes beyond a linear rescale and one window: loading such an image reads its header.
 _PRESENTATION_KEYWORDS = ("ModalityLUTSequence", "VOILUTSequence", "VOILUTFunction",
@@ -116,7 +121,9 @@ class _Header:
 
     def _raw(self, keyword: str) -> tuple[str, bytes, bool] | None:
         tag = keyword_dict.get(keyword)
-        elem = self._elements.get(tag) if tag is not None else None
+        if tag is None:
+            return None
+        elem = self._elements.get(tag)
         if elem is None:
             return None
         if not isinstance(elem, RawDataElement):  # already converted (e.g. by a rewrite)
@@ -175,7 +182,7 @@ class _Header:
         values = self.numbers(keyword)
         return values[0] if values else None
 
-    def floats(self, keyword: str, count: int) -> str | None:
+    def floats(self, keyword: str, count: builtins.int) -> str | None:  # (int here is the method)
         values = self.numbers(keyword)
         return json.dumps(values) if values and len(values) == count else None
 
@@ -220,8 +227,8 @@ def _read(data: bytes) -> tuple[Dataset, io.BytesIO]:
 def _as_part10(ds: Dataset, sop_class: str, sop_uid: str) -> bytes:
     """Wrap a bare data set (no preamble, no file meta) as a Part 10 file."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     implicit, little = ds.original_encoding
     meta.TransferSyntaxUID = (
         ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
@@ -261,7 +268,7 @@ def parse(data: bytes) -> ParsedInstance:
         except Exception as exc:
             raise Rejected("truncated or malformed DICOM data") from exc
     syntax = str(meta.TransferSyntaxUID)
-    record = dict(
+    record: dict[str, Any] = dict(  # the fields of a ParsedInstance
         data=data, sop_uid=sop_uid, sop_class=sop_class, transfer_syntax=syntax,
         study_uid=study_uid, series_uid=series_uid,
         patient_id=h.text("PatientID"), issuer=h.text("IssuerOfPatientID"),
@@ -316,13 +323,17 @@ def _frame_geometry(ds: Dataset, record: dict[str, object]) -> dict[str, object]
     return found
 
 
+def _required(h: _Header, keyword: str, label: str) -> int:
+    value = h.int(keyword)
+    if not value or value < 0:
+        raise Rejected(f"pixel data header is incomplete (no valid {label})")
+    return value
+
+
 def _pixel_description(h: _Header, raw: object, data: bytes, syntax: str) -> dict[str, object]:
-    rows, columns = h.int("Rows"), h.int("Columns")
-    bits, samples = h.int("BitsAllocated"), h.int("SamplesPerPixel") or 1
+    rows, columns = _required(h, "Rows", "Rows"), _required(h, "Columns", "Columns")
+    bits, samples = _required(h, "BitsAllocated", "Bits Allocated"), h.int("SamplesPerPixel") or 1
     photometric = h.text("PhotometricInterpretation")
-    for label, value in (("Rows", rows), ("Columns", columns), ("Bits Allocated", bits)):
-        if not value or value < 0:
-            raise Rejected(f"pixel data header is incomplete (no valid {label})")
     if not photometric:
         raise Rejected("pixel data header is incomplete (no Photometric Interpretation)")
     frames = h.int("NumberOfFrames") or 1

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -83,7 +84,7 @@ from app.security import managed_policy, passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
 from app.security.policy import SitePolicy
-from app.security.roles import VISIBLE_FIELDS, Action, Field, Role, permits
+from app.security.roles import DUTIES, VISIBLE_FIELDS, Action, Duty, Field, Role, permits
 from app.security.sessions import Session, Sessions
 from app.security.tls import TlsIdentity, server_context
 from app.selftest import PASS, network_checks
@@ -129,8 +130,10 @@ EMERGENCY_ALERT = "emergency mode: the cache is read-only"
 # What emergency mode refuses: whatever changes the cache or needs the PACS.
 CHANGES = frozenset({Action.IMPORT, Action.SEND, Action.EXPORT, Action.SHRED, Action.ROTATE_KEYS,
                      Action.MANAGE_USERS, Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
-                     Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE})
+                     Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE, Action.PIN_STUDY,
+                     Action.EVICT_CACHE, Action.PREFETCH})
 TOKEN_FILE = "session.bin"
+Row = tuple[Any, ...]  # a row of the index: SQLite's values carry no static type
 
 
 def _negated(date: str) -> str:
@@ -146,7 +149,7 @@ def _on_media(load: Callable[[], bytes], patient_id: str | None) -> bytes:
     return profile.for_media(load(), patient_id)
 
 
-def media_patient_ids(rows: list[tuple[object, ...]], serial: str) -> dict[int, str]:
+def media_patient_ids(rows: list[Row], serial: str) -> dict[int, str]:
     """Patient ID on the media for each patient record of an export (row: ID first, record key
     fifth): its own, or for a patient without one an ID unique to this media that the disclosure
     record keeps (the media serial and a number), so two such patients never share a record there."""
@@ -374,7 +377,7 @@ class Vault:
         with self._db, index.write_transaction(self._conn):
             yield
 
-    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
         with self._db:
             return self._conn.execute(sql, params).fetchall()
 
@@ -585,6 +588,11 @@ class Vault:
                                "until Custodian starts normally again.")
         return user
 
+    def _duty(self, duty: Duty) -> bool:
+        """Whether the workstation's own work may run now: the one place that holds a duty to the
+        action it performs (emergency mode stops those that change the cache or need the PACS)."""
+        return not (self.read_only and DUTIES[duty] in CHANGES)
+
     def whoami(self, session: Session) -> Session:
         with self._transaction():
             return self.sessions.check(session)
@@ -729,7 +737,7 @@ class Vault:
                                   for kid, key in self._keys.masters.items()}).encode()
             made = datetime.now(UTC).isoformat(timespec="seconds")
             header = backup.new_header(self._keystore.vault_id, made, len(present))
-            members = itertools.chain(
+            members: Iterator[tuple[str, Path | bytes]] = itertools.chain(
                 [(KEYSTORE_FILE, (self.home / KEYSTORE_FILE).read_bytes()), (BACKUP_MASTERS, masters),
                  (index.INDEX_FILE, snapshot / index.INDEX_FILE)],
                 ((f"{BLOB_DIR}/{b[:2]}/{b}", self.blobs.path(b)) for b in present))
@@ -831,6 +839,9 @@ class Vault:
         ``workers`` (from :meth:`receiving_workers`) spares a receiver that stores instance by
         instance the cost of starting threads and a connection each time.
         """
+        if not self._duty(Duty.RECEIVE):
+            raise NotPermitted("Emergency mode: the cache is read-only, so nothing is received until "
+                               "Custodian starts normally again.")
         entries = ((label, partial(bytes, data)) for label, data in items)
         report = self._import(f"dicom:{calling_ae}", entries, len(items), None, sweep=False,
                               workers=workers)
@@ -850,7 +861,7 @@ class Vault:
         if self._prefetcher is None:
             self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         for uid in new:
-            self._prefetcher.submit(self._quietly, self.prefetch_priors, uid, f"arrival from {calling_ae}")
+            self._prefetcher.submit(self._quietly, self._prefetch_priors, uid, f"arrival from {calling_ae}")
 
     @staticmethod
     def _quietly(call: Callable[..., object], *args: object) -> None:
@@ -1150,7 +1161,7 @@ class Vault:
                            "ORDER BY study_uid, sop_uid")
         report = VerifyReport(instances=len(rows))
 
-        def check(row: tuple[object, ...]) -> Damage | None:
+        def check(row: Row) -> Damage | None:
             sop_uid, study_uid, blob_id, expected = row
             try:
                 plain = self._plaintext(sop_uid, study_uid, blob_id)
@@ -1539,20 +1550,27 @@ class Vault:
                                 detail={"node": node_name, "sent": len(report.sent),
                                         "failed": len(report.failed), **({"why": error} if error else {})}))
 
-    def outbox(self, session: Session) -> list[dict[str, object]]:
+    def outbox(self, session: Session) -> list[dict[str, Any]]:
         """Sends still waiting for their PACS node: node, study UID, who asked, tries, why."""
         self._gate(session, Action.SEND)
         return self._waiting_sends()
 
-    def _waiting_sends(self) -> list[dict[str, object]]:
+    def _waiting_sends(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT id, node, study_uid, requested_by, requested_at, attempts, last_error "
                            "FROM outbox WHERE done_at IS NULL ORDER BY id")
         keys = ("id", "node", "study_uid", "requested_by", "requested_at", "attempts", "last_error")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def flush_outbox(self) -> int:
-        """Try the waiting sends again, oldest first; the workstation's duty, like audit forwarding.
-        Returns how many went out."""
+    def flush_outbox(self, session: Session) -> int:
+        """Try the waiting sends again now, at a technologist's request; how many went out."""
+        self._gate(session, Action.SEND)
+        return self._flush_outbox()
+
+    def _flush_outbox(self) -> int:
+        """Try the waiting sends again, oldest first; the workstation's duty when the PACS is back,
+        like audit forwarding. Returns how many went out."""
+        if not self._duty(Duty.FLUSH_OUTBOX):
+            return 0
         done = 0
         for item in self._waiting_sends():
             try:
@@ -1576,19 +1594,19 @@ class Vault:
         with self._db:
             nodes = self._nodes().list()
         named = [n for n in nodes if n.name == self.policy.pacs_node]
-        return (named or nodes or [None])[0]
+        return next(iter(named or nodes), None)
 
     def watch_pacs(self) -> PacsStatus:
         """Whether the PACS answers; when it does, the sends that waited for it go out. The
         workstation's own duty (no session), run in the background of the GUI."""
         node = self.pacs_node()
-        if node is None or self.read_only:  # (emergency mode: nothing is sent)
+        if node is None or not self._duty(Duty.FLUSH_OUTBOX):  # (emergency mode: nothing is sent)
             return PacsStatus(node.name if node else None, False, 0)
         try:
             echo(node, self.policy.ae_title)
         except CustodianError as exc:
             return PacsStatus(node.name, False, len(self._waiting_sends()), str(exc))
-        self.flush_outbox()
+        self._flush_outbox()
         return PacsStatus(node.name, True, len(self._waiting_sends()))
 
     @contextlib.contextmanager
@@ -1607,13 +1625,18 @@ class Vault:
             scp.stop()
 
     # ------------------------------------------------------------------ priors and the cache budget
-    def prefetch_priors(self, study_uid: str, requested_by: str) -> list[str]:
+    def prefetch_priors(self, session: Session, study_uid: str) -> list[str]:
+        """The priors of a study a reader opened (see :meth:`_prefetch_priors`)."""
+        user = self._gate(session, Action.PREFETCH)
+        return self._prefetch_priors(study_uid, user.name)
+
+    def _prefetch_priors(self, study_uid: str, requested_by: str) -> list[str]:
         """Fetch the patient's most relevant earlier studies from the PACS into the cache, as many
         as the site's policy says: same modality and body part first, then the same body part,
         then the same modality, the most recent first within each. The workstation's own work on
-        behalf of whoever opened the study (named in the trail)."""
+        behalf of whoever opened the study or sent it (named in the trail)."""
         node, wanted = self.pacs_node(), self.policy.prefetch_priors
-        if self.read_only:
+        if not self._duty(Duty.PREFETCH):
             return []  # emergency mode: nothing comes into the cache
         with self._db:
             row = self._conn.execute(
@@ -1668,15 +1691,21 @@ class Vault:
                 fetched.append(prior.study_uid)
         finally:
             workers.close()
-        self.evict_to_budget()
+        self._evict_to_budget()
         return fetched
 
-    def evict_to_budget(self) -> list[str]:
+    def evict_to_budget(self, session: Session) -> list[str]:
+        """Bring the cache within its budget now (see :meth:`_evict_to_budget`)."""
+        self._gate(session, Action.EVICT_CACHE)
+        return self._evict_to_budget()
+
+    def _evict_to_budget(self) -> list[str]:
         """Keep the cache within the site's budget: drop the least recently used studies the PACS
         holds (they can be fetched again), never pinned ones, ones opened in the last day, or ones
-        the PACS has not confirmed. Returns the study UIDs dropped."""
+        the PACS has not confirmed. The workstation's duty after priors arrive. Returns the study
+        UIDs dropped."""
         budget = self.policy.cache_budget_mb * 1_000_000
-        if not budget:
+        if not budget or not self._duty(Duty.EVICT_CACHE):
             return []
         with self._db:
             total = self._conn.execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()[0]
@@ -1695,7 +1724,7 @@ class Vault:
 
     def pin_study(self, session: Session, study_uid: str, pinned: bool = True) -> None:
         """Keep a study in the cache whatever the budget (teaching file, follow-up)."""
-        user = self._gate(session, Action.LIST_STUDIES)
+        user = self._gate(session, Action.PIN_STUDY)
         with self._transaction():
             if not self._conn.execute("UPDATE studies SET pinned = ? WHERE uid = ?",
                                       (int(pinned), study_uid)).rowcount:
@@ -1703,7 +1732,7 @@ class Vault:
             self.audit.append(AuditEvent(EventType.STUDY_PIN, user=user.name, studies=(study_uid,),
                                          detail={"pinned": pinned}))
 
-    def cache_usage(self, session: Session) -> dict[str, object]:
+    def cache_usage(self, session: Session) -> dict[str, Any]:
         self._gate(session, Action.LIST_STUDIES)
         with self._db:
             total, studies = self._conn.execute(
@@ -1795,8 +1824,8 @@ class Vault:
         return ExportResult(request.out, sha256, disclosure_id, serial, len(rows), written, passphrase,
                             len(deid.flagged) if deid else 0, tuple(left_out))
 
-    def _media_loads(self, rows: list[tuple[object, ...]], ids: dict[int, str], deid: Deidentifier | None
-                     ) -> tuple[list[tuple[object, ...]], list[Callable[[], bytes]], list[tuple[str, str]]]:
+    def _media_loads(self, rows: list[Row], ids: dict[int, str], deid: Deidentifier | None
+                     ) -> tuple[list[Row], list[Callable[[], bytes]], list[tuple[str, str]]]:
         """How each instance is read for the media (decrypted, de-identified, in the profile's
         transfer syntax); an instance that cannot be is left out with its reason, found by trying
         every one that needs more than a copy before anything is written (a damaged JPEG, say,
@@ -1804,7 +1833,7 @@ class Vault:
         if deid is not None:
             for r in rows:
                 deid.remember_names(str(r[4]), str(r[2]), str(r[0]))
-        kept: list[tuple[tuple[object, ...], Callable[[], bytes]]] = []
+        kept: list[tuple[Row, Callable[[], bytes]]] = []
         left_out: list[tuple[str, str]] = []
         for r in rows:
             stored = partial(self._plaintext, str(r[14]), str(r[5]), str(r[17]))
@@ -1819,7 +1848,7 @@ class Vault:
             kept.append((r, load))
         return [r for r, _ in kept], [load for _, load in kept], left_out
 
-    def _media_entries(self, rows: list[tuple[object, ...]], loads: list[Callable[[], bytes]],
+    def _media_entries(self, rows: list[Row], loads: list[Callable[[], bytes]],
                        ids: dict[int, str], serial: str, deid: Deidentifier | None) -> list[Entry]:
         """DICOMDIR, README.TXT and every instance, each read when the archive writer asks for it.
         Patients are told apart by their record, not by Patient ID; one without an ID carries its
@@ -1845,7 +1874,7 @@ class Vault:
                 *((item.path, load) for item, load in zip(listed, loads, strict=True))]
 
     @staticmethod
-    def _disclosed_studies(rows: list[tuple[object, ...]], ids: dict[int, str]) -> list[DisclosedStudy]:
+    def _disclosed_studies(rows: list[Row], ids: dict[int, str]) -> list[DisclosedStudy]:
         seen: dict[str, DisclosedStudy] = {}
         for r in rows:
             seen.setdefault(str(r[5]), DisclosedStudy(str(r[5]), ids[int(str(r[4]))], str(r[1]), str(r[2]),

@@ -7,8 +7,9 @@ main window and closes with everything else on auto-logoff.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import QDate
 from PySide6.QtWidgets import (
@@ -127,8 +128,10 @@ class AuditViewer(QDialog):
         self._update_buttons()
 
     def query(self) -> AuditQuery:
-        since = datetime.combine(self.from_edit.date().toPython(), time()).astimezone()
-        until = datetime.combine(self.to_edit.date().toPython() + timedelta(days=1), time()).astimezone()
+        # (a QDate's toPython() is a date; PySide6's stubs say only object)
+        first, last = cast(date, self.from_edit.date().toPython()), cast(date, self.to_edit.date().toPython())
+        since = datetime.combine(first, time()).astimezone()
+        until = datetime.combine(last + timedelta(days=1), time()).astimezone()
         event = self.type_box.currentData()
         return AuditQuery(user=self.user_edit.text().strip() or None,
                           patient=self.patient_edit.text().strip() or None,

@@ -66,7 +66,7 @@ DELIVERY = {Delivery.HANDED_OVER: "Handed over in person, apart from the media",
             Delivery.SEPARATE_EMAIL: "Separate e-mail"}
 
 
-def _combo(choices: dict) -> QComboBox:  # type: ignore[type-arg]
+def _combo(choices: dict) -> QComboBox:
     box = QComboBox()
     for value, text in choices.items():
         box.addItem(text, value)
@@ -95,7 +95,8 @@ class ExportWizard(QWizard):
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
         self._vault, self._session = vault, session
-        self.result: ExportResult | None = None
+        # the export once done (the name the class docstring and callers use), not QDialog.result()
+        self.result: ExportResult | None = None  # type: ignore[assignment]
         self._finished = Bridge(self._exported, self)
         self._progressed = Bridge(self._progress, self)
 

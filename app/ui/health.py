@@ -14,7 +14,8 @@ def qt_check() -> Check:
         from PySide6.QtGui import QGuiApplication, QImage, QPainter
 
         plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
-        app = QGuiApplication.instance() or QGuiApplication(["custodian", "-platform", "offscreen"])
+        # held in a name: the application must outlive the drawing below
+        _app = QGuiApplication.instance() or QGuiApplication(["custodian", "-platform", "offscreen"])
         image = QImage(120, 30, QImage.Format.Format_Grayscale8)
         image.fill(0)
         painter = QPainter(image)
@@ -27,4 +28,5 @@ def qt_check() -> Check:
     found = len(list(plugins.glob("*"))) if plugins.is_dir() else 0
     if not lit:
         return Check("display", "Qt", FAIL, "Qt drew no text: fonts or the platform plugin are missing")
-    return Check("display", "Qt", PASS, f"platform {app.platformName()}, {found} platform plugin(s)")
+    platform = QGuiApplication.platformName()  # (static)
+    return Check("display", "Qt", PASS, f"platform {platform}, {found} platform plugin(s)")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
 from itertools import pairwise
+from typing import cast
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
@@ -126,7 +127,8 @@ class ImageView(QWidget):
         self._rotation = 0  # clockwise degrees
         self._flip_h = self._flip_v = False
         self._tool = Tool.WINDOW
-        self._drag: tuple[Qt.MouseButton, QPoint, object] | None = None
+        # the button, where the drag began, and the window, pan or zoom it started from
+        self._drag: tuple[Qt.MouseButton, QPoint, Window | QPointF | float] | None = None
         self._draft: list[Point] = []  # points of the measurement being drawn
         self._hover: Point | None = None
         self._measurements: list[Measurement] = []
@@ -153,7 +155,7 @@ class ImageView(QWidget):
         return self._index
 
     @property
-    def window(self) -> Window | None:
+    def window(self) -> Window | None:  # type: ignore[override]  # the VOI window, not QWidget.window()
         """The VOI window in use; None for colour images and when nothing is shown."""
         return self._window
 
@@ -439,7 +441,7 @@ class ImageView(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
-        if self._image is None:
+        if self._image is None or self._pixels is None:  # (set and cleared together)
             self._draw_text(painter, Qt.AlignmentFlag.AlignCenter, "No series", HINT_COLOUR, shadow=False)
             return
         rows, cols = self._pixels.shape[:2]
@@ -710,7 +712,7 @@ class ImageView(QWidget):
         if key in moves and plain:
             return partial(self.set_index, moves[key])
         if key == Qt.Key.Key_R and mods == Qt.KeyboardModifier.ControlModifier:
-            return lambda: (self.reset_view(), self._refresh())
+            return self._reset_and_refresh
         if key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
             return lambda: self.set_annotations(not self._annotations)
         if key in TOOL_KEYS and plain:
@@ -721,10 +723,15 @@ class ImageView(QWidget):
             return actions[key]
         return None
 
+    def _reset_and_refresh(self) -> None:
+        self.reset_view()
+        self._refresh()
+
     def event(self, event: QEvent) -> bool:
         # The view's own keys win over the window's shortcuts while it has the focus: F5 here is
         # the lung window, not "refresh the study list".
-        if event.type() == QEvent.Type.ShortcutOverride and self._key_action(event) is not None:
+        if event.type() == QEvent.Type.ShortcutOverride \
+                and self._key_action(cast(QKeyEvent, event)) is not None:  # (a key event)
             event.accept()
             return True
         return super().event(event)

@@ -7,9 +7,10 @@ must set up a new authenticator before the dialog hands out the session.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QDialog, QLineEdit, QWidget
+from PySide6.QtWidgets import QDialog, QLineEdit, QVBoxLayout, QWidget
 
 from app.errors import CustodianError
 from app.security.sessions import Session
@@ -42,7 +43,7 @@ class LoginDialog(FormDialog):
         self.first_login_button.setToolTip("For a new account: enter your user name and password, then "
                                            "set up the authenticator app")
         self.first_login_button.clicked.connect(self._first_login)
-        layout = self.layout()
+        layout = cast(QVBoxLayout, self.layout())  # the one FormDialog sets
         layout.insertWidget(layout.indexOf(self.error_label), self.first_login_button, 0,
                             Qt.AlignmentFlag.AlignLeft)
         for edit in (self.user_edit, self.password_edit):

@@ -152,7 +152,8 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([560, 720])
         self.lock_screen = LockScreen(vault)
-        self.downtime_banner = QLabel(objectName="downtime-banner", wordWrap=True)
+        self.downtime_banner = QLabel(wordWrap=True)
+        self.downtime_banner.setObjectName("downtime-banner")
         self.downtime_banner.hide()
         workspace = QWidget()
         column = QVBoxLayout(workspace)
@@ -368,11 +369,10 @@ class MainWindow(QMainWindow):
         """Fetch the patient's priors from the PACS in the background while the reader reads."""
         session = self._session
         if session is None or self._quiet or self._vault.pacs_node() is None \
-                or not permits(session.user.role, Action.RETRIEVE):
+                or not permits(session.user.role, Action.PREFETCH):
             return
-        name = session.user.name
         # A busy vault or an absent PACS (an error) only means the priors come another time.
-        in_background("prefetch", lambda: self._vault.prefetch_priors(study_uid, name),
+        in_background("prefetch", lambda: self._vault.prefetch_priors(session, study_uid),
                       lambda fetched, _error: self._prefetched.post(fetched or []))
 
     def _fetched_priors(self, fetched: list[str]) -> None:

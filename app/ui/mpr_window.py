@@ -107,7 +107,7 @@ class PlanePane(QVTKRenderWindowInteractor):
         self.setToolTip("Wheel: next / previous slice; click: move the cursor here")
 
     def show_image(self, pixels: np.ndarray, spacing: tuple[float, float],
-                   cursor: tuple[float, float], colours: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+                   cursor: tuple[float, float], colours: tuple[tuple[float, ...], ...]) -> None:
         """8-bit ``pixels`` (row 0 at the top), pixel ``spacing`` (x, y) in mm, cursor (column, row)."""
         rows, cols = pixels.shape
         flat = np.ascontiguousarray(pixels[::-1]).reshape(-1)  # VTK's rows run upwards
@@ -191,12 +191,12 @@ class VolumePane(QVTKRenderWindowInteractor):
         self.SetInteractorStyle(vtkInteractorStyleTrackballCamera())
         self.mapper = vtkFixedPointVolumeRayCastMapper()  # CPU: the same image on every machine
         self.mapper.SetInputData(reslicer.image)
-        self.property = vtkVolumeProperty()
-        self.property.SetInterpolationTypeToLinear()
-        self.property.ShadeOn()
+        self.volume_property = vtkVolumeProperty()  # (not "property": QObject.property() is Qt's)
+        self.volume_property.SetInterpolationTypeToLinear()
+        self.volume_property.ShadeOn()
         self.volume = vtkVolume()
         self.volume.SetMapper(self.mapper)
-        self.volume.SetProperty(self.property)
+        self.volume.SetProperty(self.volume_property)
         self.renderer.AddVolume(self.volume)
         self.preset = ""
         self.set_preset("Bone")
@@ -211,19 +211,19 @@ class VolumePane(QVTKRenderWindowInteractor):
         colour, opacity = vtkColorTransferFunction(), vtkPiecewiseFunction()
         if name == "MIP":
             self.mapper.SetBlendModeToMaximumIntensity()
-            self.property.ShadeOff()
+            self.volume_property.ShadeOff()
             colour.AddRGBPoint(-1000, 0, 0, 0)
             colour.AddRGBPoint(1500, 1, 1, 1)
             opacity.AddPoint(-1000, 0)
             opacity.AddPoint(1500, 1)
         else:
             self.mapper.SetBlendModeToComposite()
-            self.property.ShadeOn()
+            self.volume_property.ShadeOn()
             for value, r, g, b, alpha in RENDER_PRESETS[name]:
                 colour.AddRGBPoint(value, r, g, b)
                 opacity.AddPoint(value, alpha)
-        self.property.SetColor(colour)
-        self.property.SetScalarOpacity(opacity)
+        self.volume_property.SetColor(colour)
+        self.volume_property.SetScalarOpacity(opacity)
         self.preset = name
         self.GetRenderWindow().Render()
 
@@ -233,6 +233,11 @@ class VolumePane(QVTKRenderWindowInteractor):
 
 class MprWindow(QWidget):
     """Three linked planes and a 3D view of one volume."""
+
+    # The window's own state under names QWidget gives methods (cursor(), window(), move()); its
+    # callers and the 3D tests use these names.
+    cursor: dict[str, int]  # type: ignore[assignment]  # the slice each plane shows, not QWidget's
+    window: Window  # type: ignore[assignment]  # the VOI window, not QWidget.window()
 
     def __init__(self, volume: Volume, title: str = "3D / MPR", parent: QWidget | None = None) -> None:
         if not display_available():
@@ -258,22 +263,26 @@ class MprWindow(QWidget):
             pane.clicked.connect(lambda x, y, plane=plane: self.click(plane, x, y))
             pane.scrolled.connect(lambda steps, plane=plane: self.move(plane, steps))
         controls = QHBoxLayout()
-        self.window_box = QComboBox(toolTip="Window preset")
+        self.window_box = QComboBox()
+        self.window_box.setToolTip("Window preset")
         self.window_box.addItems(["Series default", *CT_PRESETS])
         self.window_box.currentTextChanged.connect(self._window_chosen)
-        self.slab_box = QComboBox(toolTip="Thick slab: maximum, minimum or average intensity")
+        self.slab_box = QComboBox()
+        self.slab_box.setToolTip("Thick slab: maximum, minimum or average intensity")
         self.slab_box.addItem("Single slice", "")
         for mode in SLABS:
             self.slab_box.addItem(SLAB_LABELS[mode], mode)
         self.slab_box.currentIndexChanged.connect(lambda _: self.set_slab(self.slab_box.currentData(),
                                                                           self.slab_mm))
-        self.thickness = QSpinBox(minimum=1, maximum=200, value=int(self.slab_mm), suffix=" mm",
-                                  toolTip="Slab thickness")
+        self.thickness = QSpinBox(minimum=1, maximum=200, value=int(self.slab_mm), suffix=" mm")
+        self.thickness.setToolTip("Slab thickness")
         self.thickness.valueChanged.connect(lambda mm: self.set_slab(self.slab_mode, float(mm)))
-        self.tilt_slider = QSlider(Qt.Orientation.Horizontal, minimum=-60, maximum=60,
-                                   toolTip="Oblique: tilt the axial plane about the left-right axis")
+        self.tilt_slider = QSlider(Qt.Orientation.Horizontal)
+        self.tilt_slider.setRange(-60, 60)
+        self.tilt_slider.setToolTip("Oblique: tilt the axial plane about the left-right axis")
         self.tilt_slider.valueChanged.connect(lambda degrees: self.set_tilt(float(degrees)))
-        self.render_box = QComboBox(toolTip="Volume rendering preset")
+        self.render_box = QComboBox()
+        self.render_box.setToolTip("Volume rendering preset")
         self.render_box.addItems([*RENDER_PRESETS, "MIP"])
         self.render_box.currentTextChanged.connect(self.volume_pane.set_preset)
         for label, widget in (("Window", self.window_box), ("Slab", self.slab_box), ("", self.thickness),
@@ -309,7 +318,7 @@ class MprWindow(QWidget):
         across = {"axial": dz, "coronal": dy, "sagittal": dx}[plane]
         return max(1, round(self.slab_mm / across))
 
-    def move(self, plane: str, steps: int) -> None:
+    def move(self, plane: str, steps: int) -> None:  # type: ignore[override]  # not QWidget.move()
         self.cursor[plane] = max(0, min(self.cursor[plane] + steps, self.reslicer.extent(plane) - 1))
         self.refresh()
 

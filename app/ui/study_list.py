@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import (
+    QAbstractItemModel,
     QAbstractTableModel,
     QItemSelectionModel,
     QMimeData,
@@ -210,7 +211,7 @@ class SeriesTableModel(RecordTableModel):
         return series_mime(indexes[0].data(UID_ROLE))
 
 
-def record_table(model: QAbstractTableModel, columns: Sequence[Column], tip: str) -> QTableView:
+def record_table(model: QAbstractItemModel, columns: Sequence[Column], tip: str) -> QTableView:
     table = QTableView()
     table.setModel(model)
     table.setToolTip(tip)

@@ -232,7 +232,10 @@ class ViewportGrid(QWidget):
             self._syncing = True
             try:
                 for other in self._partners(viewport) if plane is not None else []:
-                    match = other.view.series.matching_index(plane, self._offset(viewport, other))
+                    partner = other.view.series
+                    if partner is None or plane is None:  # (never: partners show a series)
+                        continue
+                    match = partner.matching_index(plane, self._offset(viewport, other))
                     if match is not None:
                         other.view.set_index(match)
                         self._shown[id(other)] = (other.view.series, other.view.index)
@@ -249,7 +252,8 @@ class ViewportGrid(QWidget):
         for viewport in self.viewports:
             lines = []
             if viewport is not active and plane is not None and viewport in self._partners(active):
-                own = viewport.view.series.plane(viewport.view.index)
+                shown = viewport.view.series  # (a partner's is never None)
+                own = shown.plane(viewport.view.index) if shown is not None else None
                 line = reference_line(own, plane) if own is not None else None
                 if line is not None:
                     lines.append(line)

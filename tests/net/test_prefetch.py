@@ -66,7 +66,7 @@ def test_opening_a_study_fetches_the_most_relevant_priors(
     env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", peer.port))
     current = studies["current"]
     env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
-    fetched = env.vault.prefetch_priors(_uid(current), "rad")
+    fetched = env.vault.prefetch_priors(env.login("rad"), _uid(current))
     # Same modality and body part first (the chest CTs, newest first, before the newer head CT);
     # then the head CT (same modality) before the MR; the later CT is no prior.
     assert fetched == [_uid(studies["ct-prior"]), _uid(studies["old-ct"])]
@@ -74,7 +74,7 @@ def test_opening_a_study_fetches_the_most_relevant_priors(
     assert cached == {_uid(current), *fetched}
     events = env.vault.audit.records(AuditQuery(user="prefetch for rad", event_type=EventType.RETRIEVE))
     assert {e.studies[0] for e in events} == set(fetched)
-    assert env.vault.prefetch_priors(_uid(current), "rad") == [_uid(studies["head-ct"]),
+    assert env.vault.prefetch_priors(env.login("rad"), _uid(current)) == [_uid(studies["head-ct"]),
                                                                _uid(studies["mr-prior"])]
 
 
@@ -88,7 +88,7 @@ def test_the_cache_budget_drops_only_what_the_pacs_holds(
     env.vault.import_bytes(env.login("tech"), [(f"l{i}", to_bytes(ds)) for i, ds in enumerate(local_only)])
     current = studies["current"]
     env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
-    fetched = env.vault.prefetch_priors(_uid(current), "rad")
+    fetched = env.vault.prefetch_priors(env.login("rad"), _uid(current))
     assert len(fetched) == 3
     rad = env.login("rad")
     env.vault.pin_study(rad, fetched[0])
@@ -97,7 +97,7 @@ def test_the_cache_budget_drops_only_what_the_pacs_holds(
     with env.vault._transaction():  # the remaining prior was last used long ago
         env.vault._conn.execute("UPDATE studies SET last_opened = 1 WHERE uid = ?", (fetched[2],))
     env.vault.set_policy(admin, "cache_budget_mb", "1")  # far less than the cache holds
-    assert env.vault.evict_to_budget() == [fetched[2]]
+    assert env.vault.evict_to_budget(env.login("tech")) == [fetched[2]]
     left = {s.study_uid for s in env.vault.studies(rad)}
     assert left == {_uid(local_only), _uid(current), fetched[0], recent}
     (dropped,) = env.vault.audit.records(AuditQuery(user="cache", event_type=EventType.SHRED))

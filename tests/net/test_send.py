@@ -74,10 +74,10 @@ def test_sends_wait_while_the_pacs_is_down_and_go_when_it_is_back(env: VaultEnv,
     second = _study(env, Patient("PID-DOWN2", "Down^Two"), slices=3)
     assert env.vault.open_series(env.login("rad"), env.vault.series(env.login("rad"), first)[0].series_uid)
     assert env.vault.send(env.login("tech"), "pacs", second).queued
-    assert env.vault.flush_outbox() == 0  # still down: they keep waiting
+    assert env.vault.flush_outbox(env.login("tech")) == 0  # still down: they keep waiting
     assert [w["attempts"] for w in env.vault.outbox(env.login("tech"))] == [1, 1]
     pacs.start()
-    assert env.vault.flush_outbox() == 2
+    assert env.vault.flush_outbox(env.login("tech")) == 2
     assert env.vault.outbox(env.login("tech")) == []
     assert _count(pacs, "PID-DOWN1") == 5 and _count(pacs, "PID-DOWN2") == 3
 

@@ -53,6 +53,14 @@ def test_read_only_while_both_are_down(env: VaultEnv) -> None:
     assert "connection refused" in str(alert.detail["PACS"]).lower()
     refused = env.vault.audit.records(AuditQuery(user="tech", event_type=EventType.ACCESS_REFUSED))
     assert [r.detail["why"] for r in refused] == ["emergency mode", "emergency mode"]
+    # The workstation's own duties change nothing either: a sender is refused, a prefetch and an
+    # eviction do nothing, and a pin (a reader's change to the cache) is refused like an import.
+    with pytest.raises(NotPermitted, match="nothing is received"):
+        env.vault.receive("MODALITY", study_bytes(slices=1, size=16))
+    assert env.vault._prefetch_priors(study_uid, "rad") == []
+    with pytest.raises(NotPermitted, match="Emergency mode"):
+        env.vault.pin_study(rad, study_uid)
+    assert len(env.vault.studies(rad)) == 1
 
 
 def test_refused_while_the_pacs_answers(env: VaultEnv, pacs: int) -> None:

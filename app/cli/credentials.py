@@ -1,0 +1,71 @@
+"""Credentials and the vault: secrets come from the environment (scripts, tests) or a prompt when
+a person is at the keyboard, never from an option, so they stay out of shell history and `ps`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from app.cli.output import Output
+from app.errors import UsageError
+from app.paths import resolve_home
+from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
+from app.security.sessions import Session
+from app.store.vault import Vault
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def secret(env: str, prompt: str, *, confirm: bool = False) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not interactive():
+        return None
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat: ") != value:
+        raise UsageError("The two entries do not match.")
+    return value or None
+
+
+def plain(env: str, prompt: str) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    return input(prompt).strip() or None if interactive() else None
+
+
+def passphrase_source() -> str | None:
+    return secret("CUSTODIAN_PASSPHRASE", "Vault passphrase: ")
+
+
+def open_vault(args: argparse.Namespace) -> Vault:
+    vault = Vault.open(resolve_home(args.home), passphrase_source)
+    for notice in vault.notices:
+        print(notice, file=sys.stderr)
+    return vault
+
+
+def current_session(vault: Vault) -> Session:
+    return vault.resume(vault.load_token())
+
+
+def key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | None]:
+    """Where a new (or restored) vault's master key goes, and the passphrase if it is wrapped."""
+    use_keyring = {"auto": None, "keyring": True, "passphrase": False}[args.key_storage]
+    if use_keyring is None:
+        from app.security.keys import keyring_usable
+
+        use_keyring = keyring_usable()
+    if use_keyring:
+        return True, None
+    out.note(PASSPHRASE_FALLBACK_NOTICE)
+    passphrase = secret("CUSTODIAN_PASSPHRASE", "New vault passphrase: ", confirm=True)
+    if not passphrase:
+        raise UsageError("Set CUSTODIAN_PASSPHRASE or run this interactively to choose one.")
+    return False, passphrase
+
