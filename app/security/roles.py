@@ -8,7 +8,11 @@ demographic field before a record leaves it, so hidden values never reach a UI m
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import fields, replace
 from enum import StrEnum
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound=Any)  # a dataclass record
 
 
 class Role(StrEnum):
@@ -100,6 +104,19 @@ VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {
     Role.PRIVACY_OFFICER: frozenset({Field.PATIENT_NAME, Field.PATIENT_ID}),
     Role.ADMIN: frozenset(),
 }
+
+# Where each field stands in the records the door hands out (StudySummary, a PACS's RemoteStudy).
+_ATTRIBUTES = {Field.PATIENT_NAME: "patient_name", Field.PATIENT_ID: "patient_id",
+               Field.BIRTH_DATE: "birth_date", Field.SEX: "sex", Field.ACCESSION: "accession",
+               Field.REFERRING: "referring"}
+
+
+def blanked(record: R, shown: frozenset[Field]) -> R:
+    """The one minimum-necessary rule: ``record`` (a dataclass) with every demographic field that is
+    not ``shown`` set to None, so a hidden value never leaves the vault."""
+    return replace(record, **{attribute: None for field_, attribute in _ATTRIBUTES.items()
+                              if field_ not in shown and attribute in {f.name for f in fields(record)}})
+
 
 def permits(role: Role, action: Action) -> bool:
     return action in PERMISSIONS.get(role, frozenset())

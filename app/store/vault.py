@@ -84,7 +84,7 @@ from app.security import managed_policy, passwords
 from app.security.accounts import LOGIN_FAILED, Accounts, Enrolment, User
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
 from app.security.policy import SitePolicy
-from app.security.roles import DUTIES, VISIBLE_FIELDS, Action, Duty, Field, Role, permits
+from app.security.roles import DUTIES, VISIBLE_FIELDS, Action, Duty, Field, Role, blanked, permits
 from app.security.sessions import Session, Sessions
 from app.security.tls import TlsIdentity, server_context
 from app.selftest import PASS, network_checks
@@ -552,8 +552,7 @@ class Vault:
             with self._transaction():
                 return self.sessions.resume(token)
         except NotAuthenticated as exc:
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE,
-                                    detail={"why": str(exc)}))
+            self._refuse(None, str(exc))
             raise
 
     def logout(self, session: Session) -> None:
@@ -567,26 +566,28 @@ class Vault:
             with self._transaction():
                 live = self.sessions.check(session)
         except NotAuthenticated as exc:
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE,
-                                    user=session.user.name,
-                                    detail={"action": action.value, "why": str(exc)}))
+            self._refuse(session.user.name, str(exc), action)
             raise
         user = live.user
         if live.needs_enrolment:
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
-                                    detail={"action": action.value, "why": "re-enrolment pending"}))
+            self._refuse(user.name, "re-enrolment pending", action)
             raise EnrolmentRequired("You logged in with a recovery code: set up your authenticator "
                                     "again before continuing.")
         if not permits(user.role, action):
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
-                                    detail={"action": action.value, "why": "role"}))
+            self._refuse(user.name, "role", action)
             raise NotPermitted(f"Not permitted: the {user.role.value} role may not {action.value}.")
         if self.read_only and action in CHANGES:
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
-                                    detail={"action": action.value, "why": "emergency mode"}))
+            self._refuse(user.name, "emergency mode", action)
             raise NotPermitted(f"Emergency mode: the cache is read-only, so you may not {action.value} "
                                "until Custodian starts normally again.")
         return user
+
+    def _refuse(self, user: str | None, why: str, action: Action | None = None, *,
+                studies: tuple[str, ...] = (), patients: tuple[str, ...] = ()) -> None:
+        """The one record of a refused access: who, why, and what they asked for."""
+        self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user, studies=studies,
+                                patients=patients,
+                                detail={**({"action": action.value} if action else {}), "why": why}))
 
     def _duty(self, duty: Duty) -> bool:
         """Whether the workstation's own work may run now: the one place that holds a duty to the
@@ -927,13 +928,9 @@ class Vault:
         for (uid, key, pid, name, date, desc, accession, birth, sex, restricted, ref, conflict, mods,
              nseries, ninst) in rows:
             shown = visible if not restricted or key in granted else frozenset()
-            result.append(StudySummary(
-                uid, key, pid if Field.PATIENT_ID in shown else None,
-                name if Field.PATIENT_NAME in shown else None, date,
-                sorted(filter(None, (mods or "").split(","))), desc, nseries, ninst,
-                accession if Field.ACCESSION in shown else None,
-                birth if Field.BIRTH_DATE in shown else None, sex if Field.SEX in shown else None,
-                bool(restricted), bool(conflict)))
+            result.append(blanked(StudySummary(
+                uid, key, pid, name, date, sorted(filter(None, (mods or "").split(","))), desc, nseries,
+                ninst, accession, birth, sex, bool(restricted), bool(conflict)), shown))
             if Field.PATIENT_ID in shown:
                 refs.add(ref)
         self._record(AuditEvent(EventType.STUDY_LIST, user=user.name, patients=tuple(sorted(refs)),
@@ -959,9 +956,7 @@ class Vault:
             return ()
         key, pid, restricted = patient
         if restricted and key not in self._break_glass_patients(user):
-            self._record(AuditEvent(EventType.ACCESS_REFUSED, Outcome.MINOR_FAILURE, user=user.name,
-                                    studies=(study_uid,), patients=(pid,),
-                                    detail={"why": "restricted patient"}))
+            self._refuse(user.name, "restricted patient", studies=(study_uid,), patients=(pid,))
             raise NotPermitted("This patient's record is restricted. In an emergency use break-glass: "
                                "state the reason and confirm with your authenticator code.")
         return (pid,)
@@ -1406,16 +1401,8 @@ class Vault:
                                     detail={"node": node_name, "query": asked, "why": str(exc)}))
             raise
         visible = self._visible[user.role]
-        shown = [replace(
-            study,
-            patient_id=study.patient_id if Field.PATIENT_ID in visible else None,
-            patient_name=study.patient_name if Field.PATIENT_NAME in visible else None,
-            birth_date=study.birth_date if Field.BIRTH_DATE in visible else None,
-            sex=study.sex if Field.SEX in visible else None,
-            accession=study.accession if Field.ACCESSION in visible else None,
-        ) if study.patient_id not in restricted else replace(
-            study, patient_id=None, patient_name=None, birth_date=None, sex=None, accession=None)
-            for study in found]
+        shown = [blanked(study, visible if study.patient_id not in restricted else frozenset())
+                 for study in found]
         self._record(AuditEvent(EventType.QUERY_PACS, user=user.name,
                                 patients=tuple(sorted({s.patient_id for s in found if s.patient_id})),
                                 detail={"node": node_name, "query": asked, "studies": len(found)}))
