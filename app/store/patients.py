@@ -90,7 +90,12 @@ class PatientBook:
                 return Filing(key, own.patient_id)
         if not candidates:
             return self._insert(own, anchor="")
-        return self._insert(own, anchor=study_uid, conflict=candidates[0][1])
+        filing = self._insert(own, anchor=study_uid, conflict=candidates[0][1])
+        # A restricted (VIP) patient's ID arriving with another name stays restricted: fail closed.
+        self._conn.execute("UPDATE patients SET restricted = (SELECT max(restricted) FROM patients "
+                           "WHERE patient_id = ? AND issuer = ?) WHERE id = ?",
+                           (own.patient_id, own.issuer, filing.key))
+        return filing
 
     def _insert(self, d: Demographics, anchor: str, conflict: Demographics | None = None) -> Filing:
         taken = {r[0] for r in self._conn.execute(

@@ -139,6 +139,17 @@ def test_reconciling_two_records_is_an_audited_act_of_an_import_role(env: VaultE
     assert set(events[0].studies) == {_uid(typo), _uid(right)}
 
 
+def test_a_restricted_patient_id_arriving_with_another_name_stays_restricted(env: VaultEnv) -> None:
+    tech = env.login("tech")
+    env.vault.import_bytes(tech, _study(Patient("VIP-1", "Famous^Fay"), slices=1, size=32))
+    _trail(env, EventType.LOGIN)  # makes the privacy officer
+    env.vault.restrict_patient(env.login("po"), "VIP-1")
+    typo = _study(Patient("VIP-1", "Famus^Fay"), slices=1, size=32)
+    assert len(env.vault.import_bytes(tech, typo).warnings) == 1
+    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    assert listed[_uid(typo)].restricted and listed[_uid(typo)].patient_name is None
+
+
 def test_restricting_a_patient_without_an_id_by_its_reference(env: VaultEnv) -> None:
     tech = env.login("tech")
     one = _study(Patient("", "Nameless^One"), slices=1, size=32)
