@@ -21,20 +21,13 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.errors import CustodianError, NotPermitted
-from app.media.disclosures import (
-    Delivery,
-    ExportRequest,
-    ExportResult,
-    IdentityCheck,
-    MediaKind,
-    Purpose,
-    RecipientKind,
-)
+from app.media.disclosures import ExportResult
 from app.security.roles import Role
 from app.store import index
 from app.store.patients import Demographics, normalised_name
 from app.store.vault import Vault
 from tests.conftest import PASSPHRASE, VaultEnv
+from tests.media.conftest import MediaEnv
 
 # (file, the name its own header carries) — all without a Patient ID
 NO_ID_FILES = [("SC_rgb_jpeg.dcm", ""), ("ExplVR_BigEnd.dcm", "Anonymized"),
@@ -162,12 +155,11 @@ def test_restricting_a_patient_without_an_id_by_its_reference(env: VaultEnv) -> 
 
 
 def _export(env: VaultEnv, studies: list[str], out: Path) -> ExportResult:
-    librarian = env.accounts.get("lib") or env.add("lib", Role.LIBRARIAN)
-    request = ExportRequest(studies=tuple(studies), recipient_kind=RecipientKind.PATIENT,
-                            recipient="the patient", purpose=Purpose.PATIENT_REQUEST,
-                            identity_check=IdentityCheck.PHOTO_ID, delivery=Delivery.HANDED_OVER,
-                            media=MediaKind.ZIP, out=out)
-    return env.vault.export(env.login("lib"), request, librarian.codes.next())
+    """The librarian's export of ``studies`` to ``out`` (the media tests' request and step-up)."""
+    if "lib" not in env.accounts:
+        env.add("lib", Role.LIBRARIAN)
+    media = MediaEnv(env, "", set(), out.parent)
+    return media.export(media.request(out.name, studies=tuple(studies)))
 
 
 def test_media_give_each_patient_without_an_id_its_own_record(env: VaultEnv, tmp_path: Path) -> None:
