@@ -8,7 +8,7 @@ shift does not bury the privacy officer in repeats.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import sqlcipher3
@@ -25,7 +25,7 @@ EXPORT_VOLUME = "unusual export volume"
 
 class AnomalyRules:
     def __init__(self, conn: sqlcipher3.Connection, policy: Callable[[], SitePolicy],
-                 names_of: Callable[[tuple[str, ...]], list[str]]) -> None:
+                 names_of: Callable[[tuple[str, ...]], Mapping[str, tuple[str, ...]]]) -> None:
         self._conn = conn
         self._policy = policy
         self._names_of = names_of  # the stored names of patients, by their audit references
@@ -88,7 +88,7 @@ class AnomalyRules:
         if not surname or not patients:
             return False
         return any(name.split("=")[0].split("^")[0].strip().casefold() == surname
-                   for name in self._names_of(patients))
+                   for names in self._names_of(patients).values() for name in names)
 
     def _alerted(self, user: str, rule: str, since: datetime) -> bool:
         where, params = self._recent(user, EventType.SECURITY_ALERT, since)

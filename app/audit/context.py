@@ -18,7 +18,7 @@ import sqlcipher3
 from app.audit.events import AuditEvent, EventType
 from app.net.nodes import Node, NodeBook
 from app.security.policy import SitePolicy
-from app.store.patients import NO_ID_PREFIX, REFERENCE_SQL
+from app.store.patients import REFERENCE_SQL, PatientBook
 
 PEER_USER = "dicom:"  # how the trail names a DICOM peer acting on its own (a sender, a PACS's report)
 
@@ -79,7 +79,7 @@ class IndexContext:
         names = self._disclosed(event) or {}
         refs = event.patients or tuple(filed)
         unresolved = [ref for ref in refs if ref not in names and ref not in filed]
-        looked_up = self._by_reference(tuple(unresolved)) if unresolved else {}
+        looked_up = PatientBook(self._conn).names(tuple(unresolved)) if unresolved else {}
         for ref in refs:
             names.setdefault(ref, filed.get(ref) or looked_up.get(ref) or ())
         wanted = peer_name(event)
@@ -108,16 +108,6 @@ class IndexContext:
                 studies[uid] = StudyFacts(description, accession, tuple(classes.get(uid, ())))
                 names[ref] = _added(names.get(ref, ()), name)
         return studies, names
-
-    def _by_reference(self, refs: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-        marks = ", ".join("?" * len(refs))
-        names: dict[str, tuple[str, ...]] = {}
-        for ref, name in self._conn.execute(
-                f"SELECT {REFERENCE_SQL}, p.name FROM patients p WHERE p.patient_id IN ({marks}) "
-                f"OR (p.patient_id = '' AND '{NO_ID_PREFIX}' || p.anchor IN ({marks})) ORDER BY p.id",
-                refs * 2):
-            names[ref] = _added(names.get(ref, ()), name)
-        return names
 
     def _disclosed(self, event: AuditEvent) -> dict[str, tuple[str, ...]] | None:
         """An export names patients as the media does (a patient without an ID by the media's

@@ -118,13 +118,20 @@ class PatientBook:
             "FROM studies s JOIN patients p ON p.id = s.patient WHERE s.uid = ?", (study_uid,)).fetchone()
         return (row[0], Demographics(*row[1:6]), row[6]) if row else None
 
-    def names(self, references: tuple[str, ...]) -> list[str]:
-        """The stored names of the patients the audit trail names by these references."""
+    def names(self, references: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """The stored names of the patients the audit trail names by these references (a Patient ID
+        two records share has both their names, oldest record first)."""
         marks = ", ".join("?" * len(references))
+        found: dict[str, tuple[str, ...]] = {}
         # written so that both halves use the (patient_id, issuer, anchor) index: every image opened asks
-        return [name for (name,) in self._conn.execute(
-            f"SELECT name FROM patients WHERE patient_id IN ({marks}) "
-            f"OR (patient_id = '' AND '{NO_ID_PREFIX}' || anchor IN ({marks}))", references * 2)]
+        for ref, name in self._conn.execute(
+                f"SELECT {REFERENCE_SQL}, p.name FROM patients p WHERE p.patient_id IN ({marks}) "
+                f"OR (p.patient_id = '' AND '{NO_ID_PREFIX}' || p.anchor IN ({marks})) ORDER BY p.id",
+                references * 2):
+            names = found.setdefault(ref, ())
+            if name not in names:
+                found[ref] = (*names, name)
+        return found
 
     def move_study(self, study_uid: str, key: int) -> None:
         """File a study under another record; the record it leaves goes when it has no study."""
