@@ -25,7 +25,7 @@ from app.errors import CustodianError
 from app.security import process
 
 if TYPE_CHECKING:
-    from app.store.vault import Vault
+    from app.vault import Vault
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 CLOCK_SLACK = timedelta(minutes=5)  # TOTP accepts ±30 s; audit times must not run backwards
@@ -183,26 +183,9 @@ def clock_check(newest_audit: datetime | None, now: datetime | None = None) -> C
 
 def network_checks(vault: Vault) -> Iterator[Check]:
     """The PACS answers a C-ECHO; the audit repository takes what is queued (a normal sync)."""
-    from app.net.association import echo
-
-    node = vault.pacs_node()
-    if node is None:
-        yield Check("network", "PACS", SKIP, "no PACS node is set")
-    else:
-        try:
-            result = echo(node, vault.policy.ae_title)
-            yield Check("network", "PACS", PASS, f"{node.name} answered in {result.ms:.0f} ms")
-        except CustodianError as exc:
-            yield Check("network", "PACS", FAIL, str(exc))
-    forwarder = vault.audit_forwarder()
-    if not forwarder.status().configured:
-        yield Check("network", "audit repository", SKIP, "no audit repository is set")
-        return
-    try:
-        sent = forwarder.drain().sent
-        yield Check("network", "audit repository", PASS, f"reachable; {sent} queued event(s) sent")
-    except CustodianError as exc:
-        yield Check("network", "audit repository", FAIL, str(exc))
+    for reach in vault.reachability():
+        yield Check("network", reach.name, (PASS if reach.answers else FAIL) if reach.configured else SKIP,
+                    reach.detail)
 
 
 def memory_checks(swap: list[process.Swap] | None = None) -> list[Check]:

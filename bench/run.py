@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from app.audit.events import AuditEvent, EventType  # noqa: E402
 from app.security import totp  # noqa: E402
 from app.security.roles import Role  # noqa: E402
-from app.store.vault import Vault  # noqa: E402
+from app.vault import Vault  # noqa: E402
 
 MAKE_CT = ROOT.parent / "shared" / "tools" / "make_ct.py"
 
@@ -134,11 +134,11 @@ class Workstation:
         password = "bench-password-0001"
         self.vault, enrolment = Vault.create(home, admin="admin", password=password,
                                              passphrase="bench passphrase", use_keyring=False)
-        _, self.admin = self.vault.login("admin", password, totp.current_code(enrolment.totp_secret))
-        tech = self.vault.add_user(self.admin, "tech", Role.TECHNOLOGIST, password)
-        rad = self.vault.add_user(self.admin, "rad", Role.RADIOLOGIST, password)
-        _, self.tech = self.vault.login("tech", password, totp.current_code(tech.totp_secret))
-        _, self.rad = self.vault.login("rad", password, totp.current_code(rad.totp_secret))
+        _, self.admin = self.vault.accounts.login("admin", password, totp.current_code(enrolment.totp_secret))
+        tech = self.vault.admin.add_user(self.admin, "tech", Role.TECHNOLOGIST, password)
+        rad = self.vault.admin.add_user(self.admin, "rad", Role.RADIOLOGIST, password)
+        _, self.tech = self.vault.accounts.login("tech", password, totp.current_code(tech.totp_secret))
+        _, self.rad = self.vault.accounts.login("rad", password, totp.current_code(rad.totp_secret))
 
 
 def bench_import_and_load(work: Path, slices: int, runs: int) -> list[Figure]:
@@ -153,17 +153,17 @@ def bench_import_and_load(work: Path, slices: int, runs: int) -> list[Figure]:
     ours = []
     for i in range(runs):
         station = Workstation(work / f"home{i}")
-        ours.append(timed(lambda s=station: s.vault.import_paths(s.tech, [work / "ct"])))
+        ours.append(timed(lambda s=station: s.vault.intake.import_paths(s.tech, [work / "ct"])))
         if i < runs - 1:
             station.vault.close()
             shutil.rmtree(work / f"home{i}")  # see FRESH_MEMORY
     our_import = statistics.median(ours)
 
-    study = station.vault.studies(station.rad)[0]
-    series_uid = station.vault.series(station.rad, study.study_uid)[0].series_uid
+    study = station.vault.reading.studies(station.rad)[0]
+    series_uid = station.vault.reading.series(station.rad, study.study_uid)[0].series_uid
 
     def our_load() -> np.ndarray:
-        return station.vault.open_series(station.rad, series_uid).volume()
+        return station.vault.reading.open_series(station.rad, series_uid).volume()
 
     def peer_load() -> np.ndarray:
         return np.stack([pydicom.dcmread(f).pixel_array for f in files])
@@ -223,7 +223,7 @@ def bench_audit(work: Path, appends: int, chain: int, backlog: int) -> list[Figu
     def group_commit() -> None:
         def writer(k: int) -> None:
             for event in per_writer[k::writers]:
-                vault._record(event)  # returns only once its commit is durable
+                vault._gate._record(event)  # returns only once its commit is durable
         threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
         for t in threads:
             t.start()
@@ -237,13 +237,13 @@ def bench_audit(work: Path, appends: int, chain: int, backlog: int) -> list[Figu
                       round(appends / ours), "events/s", "unencrypted SQLite, one fsynced commit per event",
                       round(appends / peer), round(peer / ours, 2), ">= 1000/s", appends / ours >= 1000)]
 
-    with vault._transaction():  # build a long chain quickly
+    with vault._core.transaction():  # build a long chain quickly
         for start in range(0, chain, 5000):
-            vault.audit.append_all(_events(min(5000, chain - start), start))
-    report = vault.audit.verify()
+            vault._gate._audit.append_all(_events(min(5000, chain - start), start))
+    report = vault._gate._audit.verify()
     assert report.ok
-    verify_s = timed(vault.audit.verify)
-    rows = vault._query("SELECT at, record, message FROM audit")
+    verify_s = timed(vault._gate._audit.verify)
+    rows = vault._core.query("SELECT at, record, message FROM audit")
     peer_s = timed(lambda: [hashlib.sha256(f"{a}{r}{m}".encode()).digest() for a, r, m in rows])
     events = report.events
     figures.append(Figure(f"audit chain verify ({events} events, signatures included)",
@@ -275,18 +275,18 @@ def bench_drain(work: Path, station: Workstation, backlog: int) -> list[Figure]:
     peer = Rsyslog(work / "rsyslog", ca.cert, server)
     vault = station.vault
     repository = Repository("127.0.0.1", peer.port, identity, "audit.bench.test")
-    vault.set_audit_repository(station.admin, repository)
-    forwarder = vault.audit_forwarder()
-    with vault._transaction():  # everything before the backlog counts as already sent
-        vault._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_sent_seq', ?)",
-                            (str(vault.audit.head()),))
-    start_seq = vault.audit.head()
-    vault.audit.append_all(_events(backlog, 10**6))
+    vault.trail.set_repository(station.admin, repository)
+    forwarder = vault.trail.forwarder()
+    with vault._core.transaction():  # everything before the backlog counts as already sent
+        vault._core.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_sent_seq', ?)",
+                            (str(vault._gate._audit.head()),))
+    start_seq = vault._gate._audit.head()
+    vault._gate._audit.append_all(_events(backlog, 10**6))
     peer.start()
     try:
         ours = timed(forwarder.drain)
         assert forwarder.status().pending == 0
-        payload = b"".join(frame(event_message(e, "bench")) for e in vault.audit.entries(start_seq))
+        payload = b"".join(frame(event_message(e, "bench")) for e in vault._gate._audit.entries(start_seq))
 
         def raw() -> None:
             context = client_context(identity)
@@ -348,8 +348,8 @@ def bench_scp(work: Path, slices: int) -> list[Figure]:
     files = make_series(work / "scp-ct", slices)
     mb = sum(f.stat().st_size for f in files) / 1e6
     station = Workstation(work / "scp-home")
-    station.vault.add_node(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-    scp = station.vault.storage_scp(port=0, host="127.0.0.1")
+    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    scp = station.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     scp.start()
     try:
         ours = _storescu(scp.port, "CUSTODIAN", files)
@@ -405,11 +405,11 @@ def bench_retrieve(work: Path, slices: int) -> list[Figure]:
         figures = []
         for move in (False, True):
             station = Workstation(work / f"qr-home-{'move' if move else 'get'}")
-            station.vault.set_policy(station.admin, "scp_port", str(scp_port))
-            station.vault.add_node(station.admin, Node("pacs", AET, "127.0.0.1", pacs.port))
+            station.vault.admin.set_policy(station.admin, "scp_port", str(scp_port))
+            station.vault.nodes.add(station.admin, Node("pacs", AET, "127.0.0.1", pacs.port))
             reports: list[object] = []
             ours = timed(lambda s=station, m=move, r=reports: r.append(
-                s.vault.retrieve(s.rad, "pacs", study_uid, move=m)))
+                s.vault.pacs.retrieve(s.rad, "pacs", study_uid, move=m)))
             assert reports[0].received == slices, reports  # type: ignore[attr-defined]
             station.vault.close()
             out = work / f"getscu-{int(move)}"
@@ -472,22 +472,22 @@ def bench_export(work: Path, slices: int, runs: int) -> list[Figure]:
     for f in files:
         f.read_bytes()
     station = Workstation(work / "export-home")
-    station.vault.import_paths(station.tech, [work / "export-ct"])
-    study_uid = station.vault.studies(station.rad)[0].study_uid
+    station.vault.intake.import_paths(station.tech, [work / "export-ct"])
+    study_uid = station.vault.reading.studies(station.rad)[0].study_uid
     password = "bench-password-0001"
     out = work / "export-out"
     out.mkdir()
     ours = []
     for i in range(runs):  # a librarian each: one code to log in, the next for the export's step-up
-        enrolment = station.vault.add_user(station.admin, f"lib{i}", Role.LIBRARIAN, password)
+        enrolment = station.vault.admin.add_user(station.admin, f"lib{i}", Role.LIBRARIAN, password)
         step = int(time.time() // totp.STEP)
-        _, session = station.vault.login(f"lib{i}", password,
+        _, session = station.vault.accounts.login(f"lib{i}", password,
                                          totp.current_code(enrolment.totp_secret, at=step * totp.STEP))
         code = totp.current_code(enrolment.totp_secret, at=(step + 1) * totp.STEP)
         request = ExportRequest((study_uid,), RecipientKind.PATIENT, "Bench Patient",
                                 Purpose.PATIENT_REQUEST, IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER,
                                 MediaKind.ZIP, out / f"ours{i}.zip")
-        ours.append(timed(lambda r=request, s=session, c=code: station.vault.export(s, r, c)))
+        ours.append(timed(lambda r=request, s=session, c=code: station.vault.disclosure.export(s, r, c)))
         request.out.unlink()  # as 7-Zip's archive is before each of its runs (see FRESH_MEMORY)
     station.vault.close()
 
@@ -529,9 +529,9 @@ def bench_reading(work: Path, slices: int) -> list[Figure]:
     app = QApplication.instance() or QApplication([])
     files = make_series(work / "read-ct", slices)
     station = Workstation(work / "read-home")
-    station.vault.import_paths(station.tech, [work / "read-ct"])
-    study = station.vault.studies(station.rad)[0]
-    series_uid = station.vault.series(station.rad, study.study_uid)[0].series_uid
+    station.vault.intake.import_paths(station.tech, [work / "read-ct"])
+    study = station.vault.reading.studies(station.rad)[0]
+    series_uid = station.vault.reading.series(station.rad, study.study_uid)[0].series_uid
     window = Window(40, 400)
     view = ImageView()
     view.resize(1024, 1024)
@@ -539,7 +539,7 @@ def bench_reading(work: Path, slices: int) -> list[Figure]:
     app.processEvents()
 
     def our_first() -> None:
-        view.set_series(station.vault.open_series(station.rad, series_uid))
+        view.set_series(station.vault.reading.open_series(station.rad, series_uid))
         view.repaint()
 
     def peer_first() -> None:
@@ -549,7 +549,7 @@ def bench_reading(work: Path, slices: int) -> list[Figure]:
 
     first_ours, first_peer = median_of(5, our_first), median_of(5, peer_first)
 
-    view.set_series(station.vault.open_series(station.rad, series_uid))
+    view.set_series(station.vault.reading.open_series(station.rad, series_uid))
     view.set_window(window)
 
     def our_scroll() -> None:
@@ -565,7 +565,7 @@ def bench_reading(work: Path, slices: int) -> list[Figure]:
     scroll_ours = slices / timed(our_scroll)  # every slice decrypted and decoded on the way
     scroll_peer = slices / timed(peer_scroll)
 
-    series = station.vault.open_series(station.rad, series_uid)
+    series = station.vault.reading.open_series(station.rad, series_uid)
     tracemalloc.start()
     volume = build_volume(series)
     _, peak = tracemalloc.get_traced_memory()

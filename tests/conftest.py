@@ -18,7 +18,7 @@ from app.errors import NotAuthenticated
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
+from app.vault import Vault
 
 PASSPHRASE = "test vault passphrase"
 
@@ -66,19 +66,19 @@ class VaultEnv:
         session = self.sessions.get(name)
         if session is not None and not fresh:
             try:
-                self.vault.whoami(session)
+                self.vault.accounts.whoami(session)
                 return session
             except NotAuthenticated:
                 pass
         a = self.accounts[name]
-        session = self.vault.login(a.name, a.password, a.codes.next())[1]
+        session = self.vault.accounts.login(a.name, a.password, a.codes.next())[1]
         self.sessions[name] = session
         return session
 
     def add(self, name: str, role: Role, full_name: str = "") -> Account:
         admin = self.login("admin")
         password = password_for(name)
-        enrolment = self.vault.add_user(admin, name, role, password, full_name)
+        enrolment = self.vault.admin.add_user(admin, name, role, password, full_name)
         account = Account(name, role, password, Codes(enrolment.totp_secret))
         self.accounts[name] = account
         return account

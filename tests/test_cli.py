@@ -184,15 +184,15 @@ def test_identity_commands(cli_users: CliUsers, tmp_path: Path) -> None:
 
 
 def test_a_new_login_ends_the_previous_session(cli_users: CliUsers) -> None:
-    from app.store.vault import Vault
+    from app.vault import Vault
     from tests.conftest import PASSPHRASE
 
     cli = cli_users.cli
     assert cli_users.login("rad").returncode == 0
     with Vault.open(cli.home, lambda: PASSPHRASE) as vault:
-        first = vault.load_token()
+        first = vault.accounts.load_token()
     assert cli_users.login("tech").returncode == 0
     with Vault.open(cli.home, lambda: PASSPHRASE) as vault:
         with pytest.raises(NotAuthenticated):
-            vault.resume(first)
-        assert vault.whoami(vault.resume(vault.load_token())).user.name == "tech"
+            vault.accounts.resume(first)
+        assert vault.accounts.whoami(vault.accounts.resume(vault.accounts.load_token())).user.name == "tech"

@@ -119,12 +119,88 @@ def test_qt_and_the_ui_stay_in_the_ui() -> None:
     assert _breaking("app", ("PySide6", "app.ui"), allowed=("app.ui", "app.cli")) == []
 
 
-def test_the_storage_engine_knows_no_network_media_or_screens() -> None:
+def test_the_storage_engine_knows_no_users_network_media_or_screens() -> None:
     """Below the door, the store imports neither the services' concerns nor the door itself."""
     assert _breaking("app.store", ("app.net", "app.media", "app.ui", "app.cli", "app.selftest",
-                                   "app.store.vault", "app.demo"), allowed=("app.store.vault",)) == []
+                                   "app.vault", "app.demo", "app.security.sessions",
+                                   "app.security.roles")) == []
 
 
 def test_lower_layers_never_import_the_door_or_its_users() -> None:
-    lower = ("app.security", "app.imaging", "app.net", "app.media", "app.audit", "app.documents")
-    assert _breaking(lower, ("app.store.vault", "app.ui", "app.cli", "app.demo")) == []
+    lower = ("app.security", "app.imaging", "app.net", "app.media", "app.audit", "app.documents", "app.store")
+    assert _breaking(lower, ("app.vault", "app.ui", "app.cli", "app.demo", "app.selftest")) == []
+
+
+USERS = ("app.ui", "app.cli", "app.demo", "app.selftest")
+# What the door's users may take from the store: plain records and types, no handle on the engine.
+DATA_ONLY = {"app.store.records", "app.store.faults", "app.store.contingency", "app.store.books",
+             "app.store.backup"}
+
+
+def test_ui_and_cli_reach_the_store_only_through_the_door() -> None:
+    def data_only(target: str) -> bool:  # (``from m import name`` also counts as m.name)
+        return target in DATA_ONLY or target.rsplit(".", 1)[0] in DATA_ONLY
+
+    reaching = [b for b in _breaking(USERS, ("app.store",)) if not data_only(b.split(" -> ")[1])]
+    assert reaching == []
+
+
+# ---------------------------------------------------------------------- the door
+SERVICES = APP / "vault"
+
+
+def _service_classes() -> list[type]:
+    import importlib
+    import inspect
+
+    from app.vault.gate import Service
+
+    found = []
+    for path in sorted(SERVICES.glob("*.py")):
+        module = importlib.import_module(_name(path))
+        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                  if issubclass(c, Service) and c is not Service and c.__module__ == module.__name__]
+    return found
+
+
+def test_every_public_service_method_passes_the_gate() -> None:
+    """A service method without a mark (gated, signed_in, duty or opening) would reach nothing it
+    needs, but it would also be a door nobody reviewed: CI refuses it."""
+    classes = _service_classes()
+    assert len(classes) == 10
+    ungated = [f"{c.__name__}.{name}" for c in classes for name, member in vars(c).items()
+               if callable(member) and not name.startswith("_") and not hasattr(member, "__door__")
+               and name != "close"]
+    assert ungated == []
+
+
+def test_an_unmarked_method_is_found() -> None:
+    from app.vault.gate import Service
+
+    class Leaky(Service):
+        def studies(self) -> None: ...
+
+    assert [n for n, m in vars(Leaky).items() if callable(m) and not hasattr(m, "__door__")
+            and not n.startswith("_")] == ["studies"]
+
+
+def test_only_the_gate_opens_the_store() -> None:
+    """Services hold the gate, never the engine: only gate.py and vault.py (the composition root)
+    import the engine's core, and neither the services nor the door's users touch another
+    object's private attributes (``vault._core``, ``access._gate``)."""
+    opening_core = sorted(m for m, targets in graph().items() if "app.store.core" in targets
+                          and m.startswith("app.vault"))
+    assert opening_core == ["app.vault.gate", "app.vault.vault"]
+    reaching = []
+    for path in APP.rglob("*.py"):
+        module = _name(path)
+        if not module.startswith(("app.vault", *USERS)) or module in ("app.vault.gate", "app.vault.vault"):
+            continue
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        for node in ast.walk(tree):
+            if isinstance(node,
+                          ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls", *modules}):
+                reaching.append(f"{module}: .{node.attr}")
+    assert sorted(set(reaching)) == []

@@ -14,7 +14,7 @@ from app.cli.parsing import Commands
 from app.errors import CustodianError, NotAuthenticated, UsageError
 from app.paths import resolve_home
 from app.security.roles import parse_role
-from app.store.vault import Vault
+from app.vault import Vault
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
@@ -46,12 +46,12 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("Login needs a user, a password and a code (CUSTODIAN_USER, "
                          "CUSTODIAN_PASSWORD, CUSTODIAN_TOTP or the prompts).")
     with open_vault(args) as vault:
-        token, session = vault.login(user, password, code)
-        previous = vault.load_token()
+        token, session = vault.accounts.login(user, password, code)
+        previous = vault.accounts.load_token()
         if previous:  # one person at a time on this workstation: the login ends the last session
             with contextlib.suppress(NotAuthenticated):
-                vault.logout(vault.resume(previous))
-        vault.save_token(token)
+                vault.accounts.logout(vault.accounts.resume(previous))
+        vault.accounts.save_token(token)
     expires = datetime.fromtimestamp(session.expires_at, UTC).isoformat(timespec="seconds")
     out.emit({"user": session.user.name, "role": session.user.role.value, "expires_at": expires},
              f"Logged in as {session.user.name} ({session.user.role.value}); "
@@ -62,15 +62,15 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
 def cmd_logout(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         with contextlib.suppress(NotAuthenticated):  # already over; the token goes either way
-            vault.logout(current_session(vault))
-        vault.clear_token()
+            vault.accounts.logout(current_session(vault))
+        vault.accounts.clear_token()
     out.emit({"logged_out": True}, "Logged out.")
     return EXIT_OK
 
 
 def cmd_whoami(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        session = vault.whoami(current_session(vault))
+        session = vault.accounts.whoami(current_session(vault))
     user = session.user
     out.emit({"user": user.name, "role": user.role.value, "needs_enrolment": session.needs_enrolment},
              f"{user.name} ({user.role.value})"
@@ -84,10 +84,10 @@ def cmd_enrol(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("Setting up an authenticator needs a person at the keyboard: run it in a terminal.")
     with open_vault(args) as vault:
         session = current_session(vault)
-        enrolment = vault.begin_reenrolment(session)
+        enrolment = vault.accounts.begin_reenrolment(session)
         print(f"Add this entry to your authenticator app:\n  {enrolment.totp_uri}")
         code = input("Code shown by the app for the new entry: ").strip()
-        vault.finish_reenrolment(session, enrolment, code)
+        vault.accounts.finish_reenrolment(session, enrolment, code)
     out.emit({"user": enrolment.user.name, "recovery_codes": enrolment.recovery_codes},
              "Authenticator set up. New recovery codes (each works once; the old ones no longer do):\n  "
              + "\n  ".join(enrolment.recovery_codes))
@@ -101,7 +101,7 @@ def cmd_passwd(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("Give the current and the new password (CUSTODIAN_PASSWORD and "
                          "CUSTODIAN_NEW_PASSWORD, or the prompts).")
     with open_vault(args) as vault:
-        vault.change_password(current_session(vault), old, new)
+        vault.accounts.change_password(current_session(vault), old, new)
     out.emit({"password_changed": True}, "Password changed.")
     return EXIT_OK
 
@@ -115,7 +115,7 @@ def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
     if not password:
         raise UsageError("The new account needs a password (CUSTODIAN_PASSWORD or the prompt).")
     with open_vault(args) as vault:
-        enrolment = vault.add_user(current_session(vault), args.name, role, password, args.full_name)
+        enrolment = vault.admin.add_user(current_session(vault), args.name, role, password, args.full_name)
     out.emit({"user": args.name, "role": role.value, "totp_uri": enrolment.totp_uri,
               "recovery_codes": enrolment.recovery_codes},
              lambda: f"User {args.name} ({role.value}) added.\nAuthenticator:\n  {enrolment.totp_uri}\n"
@@ -125,7 +125,7 @@ def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        vault.disable_user(current_session(vault), args.name)
+        vault.admin.disable_user(current_session(vault), args.name)
     out.emit({"user": args.name, "disabled": True},
              f"User {args.name} disabled; their sessions have ended.")
     return EXIT_OK
@@ -133,7 +133,7 @@ def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        users = vault.list_users(current_session(vault))
+        users = vault.admin.list_users(current_session(vault))
     out.emit([{"user": u.name, "role": u.role.value, "disabled": u.disabled} for u in users],
              lambda: table([[u.name, u.role.value, "disabled" if u.disabled else "active"]
                              for u in users], ["User", "Role", "State"]))

@@ -16,7 +16,7 @@ from app.cli.parsing import Commands
 from app.errors import CustodianError, UsageError
 from app.paths import resolve_home
 from app.security.policy import SitePolicy
-from app.store.vault import Vault
+from app.vault import Vault
 
 
 def cmd_policy_show(args: argparse.Namespace, out: Output) -> int:
@@ -49,14 +49,14 @@ def cmd_policy_sign(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_policy_set(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        policy = asdict(vault.set_policy(current_session(vault), args.name, args.value))
+        policy = asdict(vault.admin.set_policy(current_session(vault), args.name, args.value))
     out.emit(policy, f"Site policy: {args.name} is now {policy[args.name]}.")
     return EXIT_OK
 
 
 def cmd_restrict(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        vault.restrict_patient(current_session(vault), args.patient_id, not args.lift, args.issuer)
+        vault.admin.restrict_patient(current_session(vault), args.patient_id, not args.lift, args.issuer)
     state = "lifted" if args.lift else "in force"
     out.emit({"patient_id": args.patient_id, "restricted": not args.lift},
              f"Restriction {state} for that patient.")
@@ -65,7 +65,7 @@ def cmd_restrict(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_reconcile(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        moved = vault.reconcile_patients(current_session(vault), args.study_uid, args.into)
+        moved = vault.intake.reconcile_patients(current_session(vault), args.study_uid, args.into)
     out.emit({"study_uid": args.study_uid, "into": args.into, "studies_moved": moved},
              f"{moved} stud{'y' if moved == 1 else 'ies'} now filed under the patient of study "
              f"{args.into}.")
@@ -77,7 +77,7 @@ def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
     if not code:
         raise UsageError("Break-glass needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
     with open_vault(args) as vault:
-        until = vault.break_glass(current_session(vault), args.study_uid, args.reason, code)
+        until = vault.reading.break_glass(current_session(vault), args.study_uid, args.reason, code)
     expires = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
     out.emit({"study_uid": args.study_uid, "expires_at": expires},
              f"Emergency access granted until {expires}. It is recorded and the privacy officer is alerted.")
@@ -86,7 +86,7 @@ def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_key_rotate(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        count = vault.rotate_keys(current_session(vault), passphrase_source())
+        count = vault.admin.rotate_keys(current_session(vault), passphrase_source())
     out.emit({"rewrapped": count}, f"New master key in place; {count} data key(s) re-wrapped.")
     return EXIT_OK
 
@@ -99,7 +99,8 @@ def _backup_passphrase(confirm: bool) -> str:
 
 def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        result = vault.backup(current_session(vault), Path(args.out).resolve(), _backup_passphrase(True))
+        result = vault.admin.backup(current_session(vault), Path(args.out).resolve(),
+                                    _backup_passphrase(True))
     missing = (f" {result.missing} damaged instance(s) had no file to back up: run 'custodian verify'."
                if result.missing else "")
     out.emit({"file": str(result.path), "instances": result.instances, "bytes": result.size,

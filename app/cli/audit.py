@@ -25,7 +25,7 @@ from app.security.tls import TlsIdentity
 
 def cmd_audit_verify(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        report = vault.audit_verify(current_session(vault))
+        report = vault.trail.verify(current_session(vault))
     out.emit({"events": report.events, "ok": report.ok, "first_bad_seq": report.first_bad_seq},
              f"Audit trail: {report.events} event(s), intact." if report.ok else
              f"Audit trail damaged: the chain breaks at event {report.first_bad_seq}.")
@@ -59,7 +59,7 @@ def _record_json(record: AuditRecord) -> dict[str, object]:
 
 def cmd_audit_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        records = vault.audit_show(current_session(vault), _audit_query(args))
+        records = vault.trail.show(current_session(vault), _audit_query(args))
     if args.xml:  # one message per line and nothing else: for a repository or a validator
         messages = [message_of(r) for r in records]
         if out.as_json:
@@ -80,7 +80,7 @@ def cmd_audit_report(args: argparse.Namespace, out: Output) -> int:
                          "(what this user did).")
     kind = ReportKind.PATIENT if args.patient else ReportKind.USER
     with open_vault(args) as vault:
-        report = vault.audit_report(current_session(vault), kind, _audit_query(args))
+        report = vault.trail.report(current_session(vault), kind, _audit_query(args))
     if args.out:
         report.write(args.out)
     data = {"title": report.title, "chain_ok": report.chain_ok, "out": str(args.out) if args.out else None,
@@ -96,7 +96,7 @@ def cmd_audit_repository_set(args: argparse.Namespace, out: Output) -> int:
     identity = TlsIdentity.from_files(args.ca, args.cert, args.key)
     repository = Repository(args.host, args.port, identity, args.server_name or "")
     with open_vault(args) as vault:
-        vault.set_audit_repository(current_session(vault), repository)
+        vault.trail.set_repository(current_session(vault), repository)
     out.emit({"repository": repository.address, "certificate": identity.subject()},
              f"Audit repository set to {repository.address} (this workstation is "
              f"{identity.subject()}). The certificate and key are now kept in the vault; "
@@ -114,14 +114,14 @@ def _sync_status_text(status: SyncStatus) -> str:
 
 def cmd_audit_repository_resume(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        vault.resume_audit_sync(current_session(vault))
+        vault.trail.resume_sync(current_session(vault))
     out.emit({"resumed": True}, "Audit sync resumed: queued events go out at the next sync.")
     return EXIT_OK
 
 
 def cmd_audit_repository_show(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        status = vault.audit_sync_status(current_session(vault))
+        status = vault.trail.sync_status(current_session(vault))
     out.emit({**asdict(status), "pending": status.pending}, _sync_status_text(status))
     return EXIT_OK
 
@@ -134,14 +134,14 @@ def cmd_audit_sync(args: argparse.Namespace, out: Output) -> int:
             def report(status: SyncStatus, error: str | None) -> None:
                 out.note(f"{datetime.now():%H:%M:%S} {error or _sync_status_text(status)}")
 
-            worker = sync_job(partial(vault.audit_forwarder, own_connection=True), report)
+            worker = sync_job(partial(vault.trail.forwarder, own_connection=True), report)
             worker.start()
             try:
                 while True:
                     time.sleep(3600)
             finally:
                 worker.stop()
-        result = vault.audit_forwarder().drain()
+        result = vault.trail.forwarder().drain()
     status = result.status
     out.emit({"sent": result.sent, **asdict(status), "pending": status.pending},
              f"Sent {result.sent} event(s). {_sync_status_text(status)}")
@@ -150,7 +150,7 @@ def cmd_audit_sync(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_audit_reconcile(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        result = vault.audit_reconcile(current_session(vault), args.central)
+        result = vault.trail.reconcile(current_session(vault), args.central)
 
     def text() -> str:
         lines = [f"The repository holds {result.received} message(s) from this workstation "

@@ -13,7 +13,7 @@ from app.errors import UsageError
 from app.paths import resolve_home
 from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
 from app.security.sessions import Session
-from app.store.vault import Vault
+from app.vault import Vault
 
 
 def interactive() -> bool:
@@ -51,7 +51,7 @@ def open_vault(args: argparse.Namespace) -> Vault:
 
 
 def current_session(vault: Vault) -> Session:
-    return vault.resume(vault.load_token())
+    return vault.accounts.resume(vault.accounts.load_token())
 
 
 def key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | None]:

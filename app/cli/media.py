@@ -34,7 +34,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     if not code:
         raise UsageError("Export needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
     with open_vault(args) as vault, progress_bar("Writing media") as update:
-        result = vault.export(current_session(vault), request, code, update)
+        result = vault.disclosure.export(current_session(vault), request, code, update)
         institution = vault.policy.ae_title
     if args.cover_letter:
         try:
@@ -72,7 +72,7 @@ def cmd_disclosures(args: argparse.Namespace, out: Output) -> int:
 
     with open_vault(args) as vault:
         session = current_session(vault)
-        found = vault.disclosures(session, args.patient)
+        found = vault.disclosure.disclosures(session, args.patient)
         accounting = Accounting(args.patient, found, session.user.name, datetime.now(UTC))
     if args.pdf:
         try:
@@ -91,7 +91,7 @@ def cmd_agreement_add(args: argparse.Namespace, out: Output) -> int:
     agreement = Agreement(args.recipient, args.reference, parse_date(args.effective, "effective"),
                           parse_date(args.expires, "expiry"))
     with open_vault(args) as vault:
-        vault.add_agreement(current_session(vault), agreement)
+        vault.disclosure.add_agreement(current_session(vault), agreement)
     out.emit(agreement.as_json(date.today()), f"Agreement with {agreement.recipient} recorded "
              f"({agreement.reference}, {agreement.effective} to {agreement.expires}).")
     return EXIT_OK
@@ -99,7 +99,7 @@ def cmd_agreement_add(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_agreement_revoke(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        vault.revoke_agreement(current_session(vault), args.recipient, args.reason)
+        vault.disclosure.revoke_agreement(current_session(vault), args.recipient, args.reason)
     out.emit({"recipient": args.recipient, "revoked": True},
              f"Agreement with {args.recipient} revoked: exports to them are refused from now on.")
     return EXIT_OK
@@ -107,7 +107,7 @@ def cmd_agreement_revoke(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_agreement_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        found = vault.agreements(current_session(vault))
+        found = vault.disclosure.agreements(current_session(vault))
     today = date.today()
     rows = [[a.recipient, a.reference, a.effective, a.expires, a.status(today)] for a in found]
     out.emit([a.as_json(today) for a in found], lambda: table(

@@ -29,7 +29,7 @@ def _tls_identity(args: argparse.Namespace) -> TlsIdentity | None:
 def cmd_node_add(args: argparse.Namespace, out: Output) -> int:
     node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "")
     with open_vault(args) as vault:
-        vault.add_node(current_session(vault), node)
+        vault.nodes.add(current_session(vault), node)
     out.emit({"node": node.name, "aet": node.ae_title, "host": node.host, "port": node.port,
               "tls": node.tls is not None}, f"PACS node '{node.name}' set: {node.describe()}.")
     return EXIT_OK
@@ -37,7 +37,7 @@ def cmd_node_add(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_node_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        nodes = vault.nodes(current_session(vault))
+        nodes = vault.nodes.list(current_session(vault))
     out.emit([{"node": n.name, "aet": n.ae_title, "host": n.host, "port": n.port, "tls": n.tls is not None}
               for n in nodes],
              lambda: table([[n.name, n.ae_title, f"{n.host}:{n.port}", "yes" if n.tls else "no"]
@@ -48,14 +48,14 @@ def cmd_node_list(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_node_remove(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        vault.remove_node(current_session(vault), args.name)
+        vault.nodes.remove(current_session(vault), args.name)
     out.emit({"node": args.name, "removed": True}, f"PACS node '{args.name}' removed.")
     return EXIT_OK
 
 
 def cmd_node_echo(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        result = vault.echo_node(current_session(vault), args.name)
+        result = vault.nodes.echo(current_session(vault), args.name)
     out.emit({"node": result.node, "ok": result.ok, "ms": result.ms},
              f"PACS node '{result.node}' answered in {result.ms:.0f} ms.")
     return EXIT_OK
@@ -63,7 +63,7 @@ def cmd_node_echo(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_query(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        found = vault.query(current_session(vault), args.node, patient_id=args.patient or "",
+        found = vault.pacs.query(current_session(vault), args.node, patient_id=args.patient or "",
                             patient_name=args.name or "", study_date=args.date or "",
                             modality=args.modality or "", accession=args.accession or "")
     out.emit([asdict(s) for s in found], lambda: table(
@@ -76,7 +76,7 @@ def cmd_query(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_retrieve(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, progress_bar("Retrieving") as progress:
-        report = vault.retrieve(current_session(vault), args.node, args.study_uid,
+        report = vault.pacs.retrieve(current_session(vault), args.node, args.study_uid,
                                 (lambda done, total: progress(done, total or 0)) if progress else None,
                                 move=args.move)
     out.emit(asdict(report), report.summary())
@@ -85,7 +85,7 @@ def cmd_retrieve(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_send(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, progress_bar("Sending") as progress:
-        result = vault.send(current_session(vault), args.node, args.study_uid, progress)
+        result = vault.outbox.send(current_session(vault), args.node, args.study_uid, progress)
     report = result.report
     data = {"node": args.node, "study_uid": args.study_uid, "sent": len(report.sent),
             "warnings": report.warnings, "failed": [{"sop_instance_uid": k, "reason": v}
@@ -104,9 +104,9 @@ def cmd_send(args: argparse.Namespace, out: Output) -> int:
 def cmd_outbox(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         session = current_session(vault)
-        waiting = vault.outbox(session)
-        sent = vault.flush_outbox(session) if args.flush else 0
-        waiting = vault.outbox(session) if args.flush else waiting
+        waiting = vault.outbox.waiting(session)
+        sent = vault.outbox.flush(session) if args.flush else 0
+        waiting = vault.outbox.waiting(session) if args.flush else waiting
     out.emit({"sent": sent, "waiting": waiting}, lambda: (f"{sent} waiting send(s) went out.\n" if args.flush
                                                           else "") + (table(
         [[str(w["id"]), str(w["node"]), str(w["study_uid"]), str(w["requested_by"]), str(w["attempts"]),
@@ -119,9 +119,9 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         session = current_session(vault)
         if args.pin or args.unpin:
-            vault.pin_study(session, args.pin or args.unpin, pinned=bool(args.pin))
-        evicted = vault.evict_to_budget(session) if args.evict else []
-        usage = vault.cache_usage(session)
+            vault.cache.pin_study(session, args.pin or args.unpin, pinned=bool(args.pin))
+        evicted = vault.cache.evict_to_budget(session) if args.evict else []
+        usage = vault.cache.usage(session)
     budget = f"budget {usage['budget_mb']} MB" if usage["budget_mb"] else "no budget set"
     out.emit({**usage, "evicted": evicted},
              f"Cache: {usage['studies']} studies, {int(usage['bytes']) / 1e6:.1f} MB ({budget}); "
@@ -134,7 +134,7 @@ def cmd_scp_tls(args: argparse.Namespace, out: Output) -> int:
     if identity is None and not args.off:
         raise UsageError("Give --tls-ca, --tls-cert and --tls-key, or --off.")
     with open_vault(args) as vault:
-        vault.set_scp_tls(current_session(vault), identity)
+        vault.nodes.set_scp_tls(current_session(vault), identity)
     out.emit({"tls": identity is not None, "certificate": identity.subject() if identity else None},
              f"The storage SCP now requires TLS as {identity.subject()}; senders need a certificate from "
              "the given CA." if identity else "The storage SCP now accepts plain connections.")
@@ -143,7 +143,7 @@ def cmd_scp_tls(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        scp = vault.storage_scp(port=args.port, host=args.host)
+        scp = vault.pacs.storage_scp(port=args.port, host=args.host)
         scp.start()
         out.note(f"Storage SCP listening as {vault.policy.ae_title} on port {scp.port}; Ctrl+C stops it.")
         try:

@@ -18,7 +18,7 @@ from app.store.records import ImportReport
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, progress_bar("Importing") as update:
-        report = vault.import_paths(current_session(vault), [Path(p) for p in args.paths], update)
+        report = vault.intake.import_paths(current_session(vault), [Path(p) for p in args.paths], update)
     return _import_result(report, out)
 
 
@@ -47,7 +47,7 @@ def cmd_import_media(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         session = current_session(vault)
         if args.preview:
-            found = vault.survey_media(session, path, passphrase)
+            found = vault.intake.survey_media(session, path, passphrase)
             rows = [[s.patient_name, s.patient_id + (f" ({s.issuer})" if s.issuer else ""), s.study_date,
                      ",".join(sorted(s.modalities)), s.description, str(s.instances)] for s in found.studies]
             out.emit({"studies": [s.as_json() for s in found.studies], "other_files": found.unreadable},
@@ -60,13 +60,13 @@ def cmd_import_media(args: argparse.Namespace, out: Output) -> int:
                              "Use --preview to see the media first.")
         reconcile = Reconcile(args.local_id or "", args.outside_issuer or "")
         with progress_bar("Importing") as update:
-            report = vault.import_media(session, path, passphrase, reconcile, update)
+            report = vault.intake.import_media(session, path, passphrase, reconcile, update)
     return _import_result(report, out)
 
 
 def cmd_studies(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        studies = vault.studies(current_session(vault), args.patient)
+        studies = vault.reading.studies(current_session(vault), args.patient)
     hidden = "—"  # a field this role may not see, or a restricted patient
     rows = [[("! " if s.identity_conflict else "") + (s.patient_name or hidden),
              hidden if s.patient_id is None else s.patient_id or "(none)", s.study_date,
@@ -83,7 +83,7 @@ def cmd_studies(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault, progress_bar("Verifying") as update:
-        report = vault.verify(current_session(vault), update)
+        report = vault.admin.verify(current_session(vault), update)
 
     def text() -> str:
         lines = [f"Checked {report.instances} instance(s): {report.ok} intact, "
@@ -96,7 +96,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_shred(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
-        count = vault.shred(current_session(vault), args.study_uid, args.reason)
+        count = vault.admin.shred(current_session(vault), args.study_uid, args.reason)
     out.emit({"study_uid": args.study_uid, "instances": count},
              f"Study shredded: its key is destroyed and {count} instance(s) removed.")
     return EXIT_OK

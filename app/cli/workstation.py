@@ -16,7 +16,7 @@ from app.errors import CustodianError, NotAuthenticated
 from app.imaging.hanging import LAYOUTS
 from app.security import totp
 from app.security.sessions import Session
-from app.store.vault import Vault
+from app.vault import Vault
 
 
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         # No screen (a server, a container): show what the radiologist would see, as a picture.
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         rad = next(u for u in demo.users if u.name == "rad")
-        _, session = vault.login(rad.name, rad.password, totp.current_code(rad.totp_secret))
+        _, session = vault.accounts.login(rad.name, rad.password, totp.current_code(rad.totp_secret))
         shot = demo.home.parent / "custodian-demo.png"
         result = run_gui(vault, session, open_study=demo.featured, layout="1x2",
                          screenshot=shot)

@@ -14,7 +14,7 @@ from pathlib import Path
 from app.demo.studies import Patient, ct_study, mr_study, to_bytes
 from app.security import totp
 from app.security.roles import Role
-from app.store.vault import Vault
+from app.vault import Vault
 
 
 @dataclass(frozen=True)
@@ -70,21 +70,21 @@ def make_demo_home(home: Path | None = None) -> DemoHome:
                                     passphrase=demo.passphrase, use_keyring=False)
     with vault:
         demo.users.append(DemoUser("admin", Role.ADMIN, admin_password, enrolment.totp_secret))
-        _, admin = vault.login("admin", admin_password, totp.current_code(enrolment.totp_secret))
+        _, admin = vault.accounts.login("admin", admin_password, totp.current_code(enrolment.totp_secret))
         for name, role, password in _DEMO_USERS[1:]:
-            added = vault.add_user(admin, name, role, password)
+            added = vault.admin.add_user(admin, name, role, password)
             demo.users.append(DemoUser(name, role, password, added.totp_secret))
-        vault.logout(admin)
+        vault.accounts.logout(admin)
         # The technologist loads the studies, so the radiologist's first code is still unused.
         tech = next(u for u in demo.users if u.name == "tech")
-        _, session = vault.login(tech.name, tech.password, totp.current_code(tech.totp_secret))
+        _, session = vault.accounts.login(tech.name, tech.password, totp.current_code(tech.totp_secret))
         chest = Patient("DEMO-0001", "Demo^Alex")
         brain = Patient("DEMO-0002", "Sample^Robin")
         current = ct_study(chest, slices=60, date="20260315", description="CT CHEST W/O")
         datasets = (current + ct_study(chest, slices=60, date="20250302", description="CT CHEST PRIOR")
                     + mr_study(brain, slices=24))
-        vault.import_bytes(session, [(f"demo-{i:04d}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+        vault.intake.import_bytes(session, [(f"demo-{i:04d}", to_bytes(ds)) for i, ds in enumerate(datasets)])
         demo.studies = sorted({ds.StudyInstanceUID for ds in datasets})
         demo.featured = current[0].StudyInstanceUID
-        vault.logout(session)
+        vault.accounts.logout(session)
     return demo

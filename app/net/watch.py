@@ -10,12 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from app.background import Periodic, Step
-
-if TYPE_CHECKING:
-    from app.store.vault import Vault
 
 
 @dataclass(frozen=True)
@@ -26,10 +22,11 @@ class PacsStatus:
     error: str | None = None
 
 
-def pacs_job(vault: Vault, on_status: Callable[[PacsStatus], None], interval: float = 30.0) -> Periodic:
+def pacs_job(check: Callable[[], PacsStatus], on_status: Callable[[PacsStatus], None],
+             interval: float = 30.0) -> Periodic:
     def setup() -> Step:
         def step(stop: threading.Event) -> str | None:
-            status = vault.watch_pacs()
+            status = check()
             on_status(status)
             return status.error
 

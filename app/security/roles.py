@@ -60,6 +60,7 @@ class Duty(StrEnum):
     FLUSH_OUTBOX = "send what waited in the outbox"
     EVICT_CACHE = "keep the cache to its budget"
     PREFETCH = "prefetch priors"
+    FORWARD_AUDIT = "forward the audit trail"
 
 
 class Field(StrEnum):
@@ -92,6 +93,7 @@ DUTIES: dict[Duty, Action] = {
     Duty.FLUSH_OUTBOX: A.SEND,
     Duty.EVICT_CACHE: A.EVICT_CACHE,
     Duty.PREFETCH: A.RETRIEVE,
+    Duty.FORWARD_AUDIT: A.AUDIT_READ,  # (the trail is read and sent, never changed)
 }
 
 VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {

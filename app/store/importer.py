@@ -1,10 +1,10 @@
 """One import run: parse, seal and durably write blobs, then index them batch by batch.
 
-Only :class:`app.store.vault.Vault` starts a run (after its permission check, under its write
-lock). The work is split so the main thread does what needs the GIL (parsing) while I/O
-threads hash, encrypt and write with the GIL released; a batch is indexed in one transaction
-only after all its blobs are on disk, so a crash at any moment leaves unindexed blobs (swept
-later) and never an index row without its blob.
+Only the intake service starts a run, with the engine and the audit writer the gate handed it
+(after its permission check, under the write lock). The work is split so the main thread does
+what needs the GIL (parsing) while I/O threads hash, encrypt and write with the GIL released; a
+batch is indexed in one transaction only after all its blobs are on disk, so a crash at any
+moment leaves unindexed blobs (swept later) and never an index row without its blob.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.store.blobs import instance_aad, quarantine_aad, seal
+from app.store.core import QUARANTINE_CONTEXT, StoreCore, study_context
 from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
 from app.store.manifest import extended
@@ -31,16 +31,12 @@ from app.store.patients import Demographics, PatientBook
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source
 
-if TYPE_CHECKING:
-    from app.store.vault import Vault
-
 BATCH_INSTANCES = 64
 BATCH_BYTES = 128 * 1024 * 1024
 MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024
 IO_THREADS = 4
 READ_AHEAD = 8
 LOOKUP_BATCH = 16
-QUARANTINE_CONTEXT = "quarantine"
 
 Progress = Callable[[int, int], None]
 Entry = tuple[str, Callable[[], bytes]]
@@ -59,10 +55,6 @@ def read_source(source: Source) -> bytes:
         return source.path.read_bytes()
     except OSError as exc:
         raise Unreadable(f"file could not be read ({exc.strerror})") from None
-
-
-def study_context(study_uid: str) -> str:
-    return f"study/{study_uid}"
 
 
 @dataclass
@@ -115,8 +107,10 @@ class ImportRun:
     """Reads and parses on the calling thread; seals and writes on the I/O threads; indexes each
     batch on the committer thread while the next batch is being read."""
 
-    def __init__(self, vault: Vault, actor: str, workers: Workers) -> None:
-        self._vault = vault
+    def __init__(self, core: StoreCore, record: Callable[[AuditEvent], None], actor: str,
+                 workers: Workers) -> None:
+        self._core = core
+        self._record = record  # the gate's audit writer: inside a transaction, with it
         self._actor = actor
         self._workers = workers
         self._pool = workers.io
@@ -220,7 +214,7 @@ class ImportRun:
 
     def _data_key(self, context: str) -> bytes:
         made = context in self._new_keys
-        dek = self._vault._data_key(context, self._new_keys)
+        dek = self._core.data_key(context, self._new_keys)
         if not made and context in self._new_keys:
             self._batch.new_keys.append(context)
         return dek
@@ -258,7 +252,7 @@ class ImportRun:
         """On an I/O thread: hashing, AES-GCM and the durable write all release the GIL."""
         sealed = seal(dek, plaintext, aad)
         digest = hashlib.sha256(plaintext).hexdigest()
-        return digest, self._vault.blobs.write(blob_id, sealed)
+        return digest, self._core.blobs.write(blob_id, sealed)
 
     # ------------------------------------------------------------------ one batch
     def _commit(self, committer: ThreadPoolExecutor) -> None:
@@ -273,16 +267,15 @@ class ImportRun:
     def _index(self, batch: _Batch) -> None:
         """Committer thread: once every blob of the batch is durable, index them in one transaction."""
         results = [item.future.result() for item in batch.items]
-        self._vault.blobs.sync_dirs({folder for _, folder in results})
-        vault, now = self._vault, time.time()
+        self._core.blobs.sync_dirs({folder for _, folder in results})
+        core, now = self._core, time.time()
         studies: dict[str, str] = {}
         added: dict[str, list[tuple[str, str]]] = {}  # study -> (SOP Instance UID, SHA-256) added
         quarantined = []
         instances = []
-        with vault._transaction():
-            conn = vault._conn
+        with core.transaction() as conn:
             for context in batch.new_keys:
-                vault._store_data_key(context, self._new_keys[context])
+                core.store_data_key(context, self._new_keys[context])
             for item, (digest, _) in zip(batch.items, results, strict=True):
                 p = item.parsed
                 if p is None:
@@ -306,27 +299,27 @@ class ImportRun:
                 conn.execute("UPDATE studies SET manifest = ? WHERE uid = ?",
                              (extended(stored, pairs), study_uid))
             if studies:
-                vault.audit.append(AuditEvent(
+                self._record(AuditEvent(
                     EventType.IMPORT, user=self._actor, studies=tuple(studies),
                     patients=tuple(sorted({ref for ref in studies.values() if ref})),
                     detail={"instances": len(instances)}))
             if quarantined:
-                vault.audit.append(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
+                self._record(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
                                               user=self._actor, detail={"files": len(quarantined)}))
-        vault._deks.update({context: self._new_keys[context] for context in batch.new_keys})
+        core.remember_keys({context: self._new_keys[context] for context in batch.new_keys})
         self.report.imported += len(instances)
         self.report.studies.update(studies)
 
     def _insert_study(self, p: ParsedInstance, now: float) -> str:
         """File a study new to the index under its patient's record (a conflict is flagged, never
         merged); the patient's reference for the audit trail."""
-        book = PatientBook(self._vault._conn)
+        book = PatientBook(self._core.conn)
         filed = book.of_study(p.study_uid)
         if filed is not None:
             return filed[2]
         own = demographics(p)
         filing = book.file(p.study_uid, own)
-        self._vault._conn.execute(
+        self._core.conn.execute(
             "INSERT INTO studies (uid, patient, key_id, study_date, study_time, accession, "
             "description, referring, imported_at) VALUES (?, ?, "
             "(SELECT id FROM data_keys WHERE context = ?), ?, ?, ?, ?, ?, ?)",
@@ -337,7 +330,7 @@ class ImportRun:
                 f"Patient ID {p.patient_id} is already cached for {filing.conflict.describe()}; study "
                 f"{p.study_uid} names {own.describe()}. It was filed as a separate patient: check the two "
                 "and reconcile them if they are the same person ('custodian patient reconcile').")
-            self._vault.audit.append(AuditEvent(
+            self._record(AuditEvent(
                 EventType.PATIENT_RECORD, Outcome.MINOR_FAILURE, user=self._actor, studies=(p.study_uid,),
                 patients=(filing.reference,),
                 detail={"why": "the same Patient ID arrived with another name or birth date; filed as a "

@@ -6,8 +6,8 @@ from PySide6.QtWidgets import QLineEdit, QWidget
 
 from app.security.passwords import MIN_LENGTH
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import FormDialog, busy, password_edit
+from app.vault import Vault
 
 MISMATCH = "The two new passwords are not the same."
 
@@ -35,7 +35,8 @@ class ChangePasswordDialog(FormDialog):
             self.refuse(MISMATCH)
             return False
         with busy():
-            self._vault.change_password(self._session, self.current_edit.text(), self.new_edit.text())
+            self._vault.accounts.change_password(self._session, self.current_edit.text(),
+                                                 self.new_edit.text())
         for edit in (self.current_edit, self.new_edit, self.repeat_edit):
             edit.clear()
         return True

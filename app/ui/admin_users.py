@@ -20,11 +20,11 @@ from app.errors import CustodianError
 from app.security.accounts import Enrolment, User
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.account_dialogs import MISMATCH, new_password_fields
 from app.ui.enrolment_dialog import EnrolmentDialog
 from app.ui.forms import FormDialog, busy, error_label, heading_label, hint_label, show_message
 from app.ui.study_list import UID_ROLE, Column, RecordTableModel, record_table
+from app.vault import Vault
 
 
 class UserTableModel(RecordTableModel):
@@ -68,7 +68,7 @@ class AddUserDialog(FormDialog):
             return False
         role = Role(self.role_box.currentData())
         with busy():
-            self.enrolment = self._vault.add_user(self._session, self.name_edit.text().strip(), role,
+            self.enrolment = self._vault.admin.add_user(self._session, self.name_edit.text().strip(), role,
                                                   self.password_edit.text(), self.full_name_edit.text())
         return True
 
@@ -106,7 +106,7 @@ class AdminUsersDialog(QDialog):
 
     def refresh(self) -> None:
         try:
-            self._users = self._vault.list_users(self._session)
+            self._users = self._vault.admin.list_users(self._session)
         except CustodianError as exc:
             show_message(self.error_label, str(exc))
             return
@@ -146,7 +146,7 @@ class AdminUsersDialog(QDialog):
             return
         try:
             with busy():
-                self._vault.disable_user(self._session, user.name)
+                self._vault.admin.disable_user(self._session, user.name)
         except CustodianError as exc:
             show_message(self.error_label, str(exc))
             return

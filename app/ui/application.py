@@ -15,13 +15,13 @@ from app.imaging.hanging import LAYOUTS
 from app.net.scp import StorageScp
 from app.net.watch import pacs_job
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.audit_sync_status import AuditSyncStatus
 from app.ui.bridge import Bridge
 from app.ui.enrolment_dialog import required_reenrolment
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
+from app.vault import Vault
 
 SCREENSHOT_SIZE = (1280, 800)
 
@@ -52,11 +52,11 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
     # Offscreen only when nobody has to type a password into the login dialog.
     app = _application(offscreen=screenshot is not None and session is not None)
     apply_dark_theme(app)
-    vault.record_application(started=True)
+    vault.trail.record_application(started=True)
     try:
         return _run(app, vault, session, open_study, layout, screenshot, demo_codes)
     finally:
-        vault.record_application(started=False)
+        vault.trail.record_application(started=False)
 
 
 def _run(app: QApplication, vault: Vault, session: Session | None, open_study: str | None, layout: str,
@@ -84,11 +84,11 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             return _screenshot(app, window, screenshot)
         indicator = AuditSyncStatus()
         window.statusBar().addPermanentWidget(indicator)
-        jobs = [sync_job(partial(vault.audit_forwarder, own_connection=True), indicator.report)]
+        jobs = [sync_job(partial(vault.trail.forwarder, own_connection=True), indicator.report)]
         scp = None
         if not vault.read_only:  # emergency mode: nothing received, nothing sent
             pacs_status = Bridge(window.set_pacs_status, window)
-            jobs.append(pacs_job(vault, pacs_status.post))
+            jobs.append(pacs_job(vault.outbox.watch, pacs_status.post))
             scp = _start_receiving(vault, window)
         for job in jobs:
             job.start()
@@ -104,7 +104,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
         current = window.session if window is not None else session
         if current is not None and (own_session or current is not session):
             try:
-                vault.logout(current)
+                vault.accounts.logout(current)
             except CustodianError as exc:
                 print(exc, file=sys.stderr)
 
@@ -112,7 +112,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
 def _start_receiving(vault: Vault, window: MainWindow) -> StorageScp | None:
     """The storage SCP in the background, when there are PACS nodes to receive from."""
     try:
-        scp = vault.storage_scp()
+        scp = vault.pacs.storage_scp()
     except UsageError:
         return None  # no nodes yet: nobody could send
     try:

@@ -30,9 +30,9 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.errors import CustodianError
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import busy, error_label, heading_label, hint_label, show_message
 from app.ui.study_list import Column, RecordTableModel, record_table
+from app.vault import Vault
 
 LIMIT = 5000
 
@@ -141,7 +141,7 @@ class AuditViewer(QDialog):
     def search(self) -> None:
         try:
             with busy():
-                records = self._vault.audit_show(self._session, self.query())
+                records = self._vault.trail.show(self._session, self.query())
         except CustodianError as exc:
             show_message(self.error_label, str(exc))
             return
@@ -153,7 +153,7 @@ class AuditViewer(QDialog):
     def verify(self) -> None:
         try:
             with busy():
-                report = self._vault.audit_verify(self._session)
+                report = self._vault.trail.verify(self._session)
         except CustodianError as exc:
             show_message(self.error_label, str(exc))
             return
@@ -175,7 +175,7 @@ class AuditViewer(QDialog):
     def save_report(self, kind: ReportKind, path: Path) -> None:
         try:
             with busy():
-                report = self._vault.audit_report(self._session, kind, self.query())
+                report = self._vault.trail.report(self._session, kind, self.query())
                 report.write(path)
         except CustodianError as exc:
             show_message(self.error_label, str(exc))

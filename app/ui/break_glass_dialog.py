@@ -9,8 +9,8 @@ from __future__ import annotations
 from PySide6.QtWidgets import QLineEdit, QWidget
 
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import FormDialog, busy, code_edit, hint_label
+from app.vault import Vault
 
 
 class BreakGlassDialog(FormDialog):
@@ -36,6 +36,7 @@ class BreakGlassDialog(FormDialog):
 
     def submit(self) -> bool:
         with busy():
-            self.expires_at = self._vault.break_glass(self._session, self._study_uid, self.reason_edit.text(),
+            self.expires_at = self._vault.reading.break_glass(self._session, self._study_uid,
+                                                              self.reason_edit.text(),
                                                       self.code_edit.text())
         return True

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
 from app.errors import CustodianError
 from app.media.disclosures import Accounting
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import busy, error_label, heading_label, hint_label, show_message
+from app.vault import Vault
 
 
 class DisclosuresDialog(QDialog):
@@ -64,7 +64,7 @@ class DisclosuresDialog(QDialog):
             return
         try:
             with busy():
-                found = self._vault.disclosures(self._session, patient_id)
+                found = self._vault.disclosure.disclosures(self._session, patient_id)
         except CustodianError as exc:
             show_message(self.error, str(exc))
             return

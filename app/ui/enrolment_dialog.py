@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QLineEdit, QVBox
 from app.errors import CustodianError
 from app.security.accounts import Enrolment
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import FormDialog, busy, code_edit, hint_label
+from app.vault import Vault
 
 QR_SCALE = 5  # screen pixels per QR module: about 230 px for an otpauth address
 QR_BORDER = 4  # the quiet zone scanners need around the code
@@ -110,7 +110,8 @@ class EnrolmentDialog(FormDialog):
 
 def first_enrolment(vault: Vault, enrolment: Enrolment, parent: QWidget | None = None) -> Session | None:
     """A new account's first login: the session once the authenticator is confirmed, else None."""
-    dialog = EnrolmentDialog(enrolment, lambda code: vault.finish_first_enrolment(enrolment, code)[1],
+    dialog = EnrolmentDialog(enrolment,
+                             lambda code: vault.accounts.finish_first_enrolment(enrolment, code)[1],
                              heading="Set up your authenticator", parent=parent)
     return dialog.session if dialog.exec() else None
 
@@ -118,8 +119,9 @@ def first_enrolment(vault: Vault, enrolment: Enrolment, parent: QWidget | None =
 def reenrol(vault: Vault, session: Session, parent: QWidget | None = None) -> Session | None:
     """A new authenticator for the session's own user; the updated session, or None if cancelled."""
     with busy():
-        enrolment = vault.begin_reenrolment(session)
-    dialog = EnrolmentDialog(enrolment, lambda code: vault.finish_reenrolment(session, enrolment, code),
+        enrolment = vault.accounts.begin_reenrolment(session)
+    dialog = EnrolmentDialog(enrolment,
+                             lambda code: vault.accounts.finish_reenrolment(session, enrolment, code),
                              heading="Set up your authenticator again", parent=parent)
     return dialog.session if dialog.exec() else None
 
@@ -137,5 +139,5 @@ def required_reenrolment(vault: Vault, session: Session, parent: QWidget | None 
     finally:
         if enrolled is None:
             with contextlib.suppress(CustodianError):  # already ended: nothing left to end
-                vault.logout(session)
+                vault.accounts.logout(session)
     return enrolled

@@ -44,9 +44,9 @@ from app.media.disclosures import (
 )
 from app.security.sessions import Session
 from app.store.records import StudySummary
-from app.store.vault import Vault
 from app.ui.bridge import Bridge, in_background
 from app.ui.forms import code_edit, error_label, hint_label, show_message
+from app.vault import Vault
 
 RECIPIENTS = {RecipientKind.PATIENT: "The patient or their personal representative",
               RecipientKind.PROVIDER: "Another provider (treatment)",
@@ -249,7 +249,7 @@ class ExportWizard(QWizard):
         code = self.code.text()
         self.code.clear()  # a code is good once, whatever happens
         session, progressed = self._session, self._progressed.post
-        in_background("export", lambda: self._vault.export(session, request, code, progressed),
+        in_background("export", lambda: self._vault.disclosure.export(session, request, code, progressed),
                       lambda result, error: self._finished.post(result, error))
         return False
 

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 
 from app.errors import CustodianError, NotAuthenticated
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.forms import busy, code_edit, error_label, heading_label, hint_label, password_edit, show_message
+from app.vault import Vault
 
 CARD_WIDTH = 400
 
@@ -105,7 +105,8 @@ class LockScreen(QWidget):
             return
         try:
             with busy():
-                session = self._vault.unlock(self._session, self.password_edit.text(), self.code_edit.text())
+                session = self._vault.accounts.unlock(self._session, self.password_edit.text(),
+                                                      self.code_edit.text())
         except NotAuthenticated as exc:
             self.end(f"{exc} Your open work was closed.")
             self.ended.emit()

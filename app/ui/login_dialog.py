@@ -14,9 +14,9 @@ from PySide6.QtWidgets import QDialog, QLineEdit, QVBoxLayout, QWidget
 
 from app.errors import CustodianError
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.enrolment_dialog import first_enrolment, required_reenrolment
 from app.ui.forms import FormDialog, busy, code_edit, hint_label, link_button, password_edit
+from app.vault import Vault
 
 REENROLMENT_CANCELLED = ("You logged in with a recovery code, so a new authenticator must be set up "
                          "before you can continue. You were logged out.")
@@ -64,7 +64,7 @@ class LoginDialog(FormDialog):
 
     def submit(self) -> bool:
         with busy():
-            _, session = self._vault.login(self.user_edit.text().strip(), self.password_edit.text(),
+            _, session = self._vault.accounts.login(self.user_edit.text().strip(), self.password_edit.text(),
                                            self.code_edit.text())
         usable = required_reenrolment(self._vault, session, self)
         if usable is None:
@@ -76,7 +76,7 @@ class LoginDialog(FormDialog):
     def _first_login(self) -> None:
         try:
             with busy():
-                enrolment = self._vault.begin_first_enrolment(self.user_edit.text().strip(),
+                enrolment = self._vault.accounts.begin_first_enrolment(self.user_edit.text().strip(),
                                                               self.password_edit.text())
         except CustodianError as exc:
             self.refuse(str(exc))

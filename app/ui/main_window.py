@@ -45,7 +45,6 @@ from app.security.accounts import User
 from app.security.roles import Action, permits
 from app.security.sessions import Session
 from app.store.records import SeriesSummary, StudySummary
-from app.store.vault import SendResult, Vault
 from app.ui.account_dialogs import ChangePasswordDialog
 from app.ui.admin_users import AdminUsersDialog
 from app.ui.audit_viewer import AuditViewer
@@ -65,6 +64,8 @@ from app.ui.pacs_panel import PacsPanel
 from app.ui.study_list import StudyBrowser
 from app.ui.user_menu import UserMenu
 from app.ui.viewport_grid import GridState, Viewport, ViewportGrid
+from app.vault import Vault
+from app.vault.outbox import SendResult
 
 T = TypeVar("T")
 
@@ -322,7 +323,7 @@ class MainWindow(QMainWindow):
             if permits(self._session.user.role, Action.AUDIT_READ) and not self._quiet:
                 self.show_audit_trail()  # the privacy officer's work is the trail
             return
-        studies = self._ask(self._vault.studies, self._session)
+        studies = self._ask(self._vault.reading.studies, self._session)
         if studies is None:
             return
         current = self.browser.current_study_uid()
@@ -351,7 +352,7 @@ class MainWindow(QMainWindow):
         spare = viewports[len(hung):]
         prior = relevant_prior(study, self._studies.values()) if spare else None
         if prior is not None:
-            prior_series = self._ask(self._vault.series, self._session, prior.study_uid) or []
+            prior_series = self._ask(self._vault.reading.series, self._session, prior.study_uid) or []
             hung += list(zip(spare, prior_series, strict=False))
         for viewport, series in hung:
             shown = self.load_series(series.series_uid, viewport, series)
@@ -368,11 +369,11 @@ class MainWindow(QMainWindow):
     def _prefetch(self, study_uid: str) -> None:
         """Fetch the patient's priors from the PACS in the background while the reader reads."""
         session = self._session
-        if session is None or self._quiet or self._vault.pacs_node() is None \
+        if session is None or self._quiet or self._vault.nodes.pacs() is None \
                 or not permits(session.user.role, Action.PREFETCH):
             return
         # A busy vault or an absent PACS (an error) only means the priors come another time.
-        in_background("prefetch", lambda: self._vault.prefetch_priors(session, study_uid),
+        in_background("prefetch", lambda: self._vault.cache.prefetch_priors(session, study_uid),
                       lambda fetched, _error: self._prefetched.post(fetched or []))
 
     def _fetched_priors(self, fetched: list[str]) -> None:
@@ -515,13 +516,13 @@ class MainWindow(QMainWindow):
 
     def send_current_study(self) -> None:
         """Send the selected study to the site's PACS, in the background; the status bar reports."""
-        study_uid, node, session = self.browser.current_study_uid(), self._vault.pacs_node(), self._session
+        study_uid, node, session = self.browser.current_study_uid(), self._vault.nodes.pacs(), self._session
         if study_uid is None or node is None or session is None:
             self.show_error("Select a study to send first." if node else
                             "No PACS node is set: an administrator adds one with 'custodian node add'.")
             return
         self.statusBar().showMessage(f"Sending to {node.name}…")
-        in_background("send", lambda: self._vault.send(session, node.name, study_uid),
+        in_background("send", lambda: self._vault.outbox.send(session, node.name, study_uid),
                       lambda result, error: self._send_done.post(result, error, node.name))
 
     def _sent(self, result: SendResult | None, error: str | None, node: str) -> None:
@@ -582,7 +583,7 @@ class MainWindow(QMainWindow):
     def _limit_for(self, user: User) -> float:
         if self._idle_limit is not None:
             return self._idle_limit
-        return self._vault.inactivity_limit(user)
+        return self._vault.accounts.inactivity_limit(user)
 
     def _title(self) -> str:
         user = self._session.user if self._session else None
@@ -655,7 +656,7 @@ class MainWindow(QMainWindow):
     def _end_session(self) -> None:
         if self._session is not None:
             with contextlib.suppress(CustodianError):  # it may have ended already
-                self._vault.logout(self._session)
+                self._vault.accounts.logout(self._session)
         self._session = None
 
     def _keep_alive(self) -> None:
@@ -663,7 +664,7 @@ class MainWindow(QMainWindow):
         if self._session is None or self.locked:
             return
         try:
-            self._vault.whoami(self._session)
+            self._vault.accounts.whoami(self._session)
         except NotAuthenticated as exc:
             self.lock(str(exc))
 
@@ -716,18 +717,18 @@ class MainWindow(QMainWindow):
         """The reader's saved measurements (roles that may not save them draw them for the moment)."""
         if not self._may_measure():
             return []
-        return self._ask(self._vault.measurements, self._session, series_uid) or []
+        return self._ask(self._vault.reading.measurements, self._session, series_uid) or []
 
     def _save_measurement(self, viewport: Viewport, measurement: Measurement) -> None:
         if not self._may_measure():
             return
-        saved = self._ask(self._vault.save_measurement, self._session, measurement)
+        saved = self._ask(self._vault.reading.save_measurement, self._session, measurement)
         if saved is not None and viewport.view.series is not None:
             viewport.view.add_measurement(saved)
 
     def _delete_measurement(self, viewport: Viewport, measurement: Measurement) -> None:
         if measurement.id is not None and self._may_measure():
-            self._ask(self._vault.delete_measurement, self._session, measurement.id)
+            self._ask(self._vault.reading.delete_measurement, self._session, measurement.id)
 
     def open_3d(self) -> QWidget | None:
         """MPR and volume rendering of the active viewport's series, in a window of its own."""
@@ -763,14 +764,15 @@ class MainWindow(QMainWindow):
     def _open_series(self, series_uid: str, study: StudySummary | None) -> SeriesImages | None:
         """The series' images; a restricted patient's refusal offers break-glass first."""
         try:
-            return self._ask(self._vault.open_series, self._session, series_uid, passing=(NotPermitted,))
+            return self._ask(self._vault.reading.open_series, self._session, series_uid,
+                             passing=(NotPermitted,))
         except NotPermitted as exc:
             if study is None or not self._may_break_glass(study, exc):
                 self.show_error(str(exc))
                 return None
             if not self._break_glass(study, str(exc)):
                 return None
-        return self._ask(self._vault.open_series, self._session, series_uid)
+        return self._ask(self._vault.reading.open_series, self._session, series_uid)
 
     def _may_break_glass(self, study: StudySummary, refusal: NotPermitted) -> bool:
         return (study.restricted and not self._quiet and self._session is not None
@@ -789,7 +791,7 @@ class MainWindow(QMainWindow):
     def _list_series(self, study_uid: str) -> None:
         if study_uid == self._listed_study:
             return
-        series = self._ask(self._vault.series, self._session, study_uid)
+        series = self._ask(self._vault.reading.series, self._session, study_uid)
         self._series = series or []
         self._listed_study = study_uid if series is not None else None
         self.browser.set_series(self._series)
@@ -809,7 +811,7 @@ class MainWindow(QMainWindow):
             return
         # A failure (the session ended meanwhile, a busy vault) only means no thumbnails: opening
         # the series reports it plainly.
-        in_background("thumbnails", lambda: self._vault.thumbnails(session, study_uid),
+        in_background("thumbnails", lambda: self._vault.reading.thumbnails(session, study_uid),
                       lambda pictures, _error: self._thumbnails_ready.post(ticket, study_uid, pictures or {}))
 
     def _show_thumbnails(self, ticket: int, study_uid: str, pictures: dict[str, np.ndarray]) -> None:

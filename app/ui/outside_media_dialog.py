@@ -23,9 +23,9 @@ from app.errors import CustodianError
 from app.media.outside import Reconcile, Survey
 from app.security.sessions import Session
 from app.store.records import ImportReport
-from app.store.vault import Vault
 from app.ui.bridge import Bridge, in_background
 from app.ui.forms import busy, error_label, heading_label, hint_label, password_edit, show_message
+from app.vault import Vault
 
 COLUMNS = ("Patient", "ID (issuer)", "Date", "Modalities", "Description", "Images")
 
@@ -100,7 +100,7 @@ class OutsideMediaDialog(QDialog):
     def read_media(self) -> None:
         try:
             with busy():
-                self.survey = self._vault.survey_media(self._session, self._path(),
+                self.survey = self._vault.intake.survey_media(self._session, self._path(),
                                                        self.passphrase_edit.text() or None)
         except CustodianError as exc:
             show_message(self.error, str(exc))
@@ -130,7 +130,7 @@ class OutsideMediaDialog(QDialog):
         self.summary.setText("Importing…")
         vault, session, path = self._vault, self._session, self._path()
         passphrase = self.passphrase_edit.text() or None
-        in_background("import-media", lambda: vault.import_media(session, path, passphrase, reconcile),
+        in_background("import-media", lambda: vault.intake.import_media(session, path, passphrase, reconcile),
                       lambda report, error: self._imported.post(report, error))
 
     def _done(self, report: ImportReport | None, error: str | None) -> None:

@@ -24,11 +24,11 @@ from PySide6.QtWidgets import (
 
 from app.net.query import RemoteStudy
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.bridge import Bridge, in_background
 from app.ui.dicom_text import iso_date, person_name
 from app.ui.forms import error_label, hint_label, show_message
 from app.ui.study_list import UID_ROLE, Column, RecordTableModel, record_table, shown
+from app.vault import Vault
 
 
 class RemoteStudyModel(RecordTableModel):
@@ -105,7 +105,7 @@ class PacsPanel(QWidget):
 
     # ------------------------------------------------------------------ public
     def refresh_node(self) -> None:
-        node = self._vault.pacs_node()
+        node = self._vault.nodes.pacs()
         self.node_label.setText(f"PACS: {node.name} ({node.describe()})" if node else
                                 "No PACS node is set: an administrator adds one with 'custodian node add'.")
         self._update_buttons()
@@ -121,22 +121,22 @@ class PacsPanel(QWidget):
         self._update_buttons()
 
     def search(self) -> None:
-        node, session = self._vault.pacs_node(), self._session()
+        node, session = self._vault.nodes.pacs(), self._session()
         if node is None or session is None or self._busy:
             return
         filters = {"patient_id": self.patient_edit.text().strip(),
                    "patient_name": self.name_edit.text().strip(),
                    "study_date": self.date_edit.text().strip(),
                    "modality": self.modality_edit.text().strip().upper()}
-        self._run("search", lambda: self._vault.query(session, node.name, **filters))
+        self._run("search", lambda: self._vault.pacs.query(session, node.name, **filters))
 
     def retrieve(self) -> None:
-        node, session, study = self._vault.pacs_node(), self._session(), self.selected()
+        node, session, study = self._vault.nodes.pacs(), self._session(), self.selected()
         if node is None or session is None or study is None or self._busy:
             return
         self.progress.setRange(0, 0)
         self.progress.show()
-        self._run("retrieve", lambda: (study.study_uid, self._vault.retrieve(
+        self._run("retrieve", lambda: (study.study_uid, self._vault.pacs.retrieve(
             session, node.name, study.study_uid, self._progress_bridge.post)))
 
     def selected(self) -> RemoteStudy | None:
@@ -184,7 +184,7 @@ class PacsPanel(QWidget):
                              else "No studies at the PACS match.")
 
     def _update_buttons(self) -> None:
-        ready = not self._busy and self._vault.pacs_node() is not None
+        ready = not self._busy and self._vault.nodes.pacs() is not None
         self.search_button.setEnabled(ready)
         self.retrieve_button.setEnabled(ready and self.selected() is not None)
 

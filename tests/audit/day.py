@@ -35,7 +35,7 @@ def _uid(items: list[tuple[str, bytes]]) -> str:
 
 def _wait_for(env: VaultEnv, kind: EventType, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while not env.vault.audit.records(AuditQuery(event_type=kind, limit=1)):
+    while not env.vault._gate._audit.records(AuditQuery(event_type=kind, limit=1)):
         assert time.monotonic() < deadline, f"no {kind.value} event"
         time.sleep(0.1)
 
@@ -54,13 +54,13 @@ def ordinary_day(env: VaultEnv, folder: Path) -> list[str]:
         admin = env.login("admin")
         env.add("po", Role.PRIVACY_OFFICER)
         env.add("films", Role.LIBRARIAN)
-        env.vault.set_policy(admin, "scp_port", str(scp_port))
-        env.vault.set_policy(admin, "prefetch_priors", "0")
-        env.vault.set_policy(admin, "pacs_node", "pacs")
-        env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", pacs.port))
-        env.vault.add_node(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-        env.vault.echo_node(admin, "pacs")
-        scp = env.vault.storage_scp(host="127.0.0.1")
+        env.vault.admin.set_policy(admin, "scp_port", str(scp_port))
+        env.vault.admin.set_policy(admin, "prefetch_priors", "0")
+        env.vault.admin.set_policy(admin, "pacs_node", "pacs")
+        env.vault.nodes.add(admin, Node("pacs", AET, "127.0.0.1", pacs.port))
+        env.vault.nodes.add(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+        env.vault.nodes.echo(admin, "pacs")
+        scp = env.vault.pacs.storage_scp(host="127.0.0.1")
         scp.start()
         try:
             # the morning's study from the modality, outside studies, an unreadable file
@@ -70,40 +70,40 @@ def ordinary_day(env: VaultEnv, folder: Path) -> list[str]:
             tech = env.login("tech")
             bob, bert, noid = (study_bytes(p, slices=2, size=16) for p in (BOB, BOB_AGAIN, NOID))
             for items in (bob, bert, noid):
-                env.vault.import_bytes(tech, items)
-            env.vault.import_bytes(tech, [("junk.dcm", b"not a DICOM file")])
+                env.vault.intake.import_bytes(tech, items)
+            env.vault.intake.import_bytes(tech, [("junk.dcm", b"not a DICOM file")])
 
             rad = env.login("rad")
-            env.vault.studies(rad)
-            env.vault.studies(rad, ALICE.patient_id)
+            env.vault.reading.studies(rad)
+            env.vault.reading.studies(rad, ALICE.patient_id)
             for uid in (today_uid, _uid(bob), _uid(noid)):
-                env.vault.open_series(rad, env.vault.series(rad, uid)[0].series_uid)
-            env.vault.query(rad, "pacs", patient_id=ALICE.patient_id)
-            env.vault.retrieve(rad, "pacs", prior_uid)
-            env.vault.reconcile_patients(tech, _uid(bert), _uid(bob))
+                env.vault.reading.open_series(rad, env.vault.reading.series(rad, uid)[0].series_uid)
+            env.vault.pacs.query(rad, "pacs", patient_id=ALICE.patient_id)
+            env.vault.pacs.retrieve(rad, "pacs", prior_uid)
+            env.vault.intake.reconcile_patients(tech, _uid(bert), _uid(bob))
 
-            env.vault.send(tech, "pacs", _uid(bob))
+            env.vault.outbox.send(tech, "pacs", _uid(bob))
             _wait_for(env, EventType.COMMITMENT)
 
             films = env.login("films")
-            env.vault.export(films, ExportRequest(
+            env.vault.disclosure.export(films, ExportRequest(
                 (_uid(noid),), RecipientKind.PATIENT, "The patient herself", Purpose.PATIENT_REQUEST,
                 IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, folder / "media.zip"),
                 env.accounts["films"].codes.next())
 
             po = env.login("po")
-            env.vault.restrict_patient(po, ALICE.patient_id)
-            env.vault.break_glass(rad, today_uid, "ward round, patient deteriorating",
+            env.vault.admin.restrict_patient(po, ALICE.patient_id)
+            env.vault.reading.break_glass(rad, today_uid, "ward round, patient deteriorating",
                                   env.accounts["rad"].codes.next())
-            env.vault.audit_show(po, AuditQuery(patient=ALICE.patient_id))
-            env.vault.audit_report(po, ReportKind.USER, AuditQuery(user="rad"))
+            env.vault.trail.show(po, AuditQuery(patient=ALICE.patient_id))
+            env.vault.trail.report(po, ReportKind.USER, AuditQuery(user="rad"))
             with contextlib.suppress(NotPermitted):  # refused, and the refusal is recorded
-                env.vault.audit_show(rad, AuditQuery())
-            env.vault.shred(po, _uid(bert), "imported by mistake")
-            env.vault.backup(admin, folder / "day.backup", "a backup passphrase for today")
-            env.vault.logout(rad)
+                env.vault.trail.show(rad, AuditQuery())
+            env.vault.admin.shred(po, _uid(bert), "imported by mistake")
+            env.vault.admin.backup(admin, folder / "day.backup", "a backup passphrase for today")
+            env.vault.accounts.logout(rad)
         finally:
             scp.stop()
     finally:
         pacs.stop()
-    return [xml for _, xml in reversed(env.vault.audit.messages())]
+    return [xml for _, xml in reversed(env.vault._gate._audit.messages())]

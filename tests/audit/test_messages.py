@@ -265,12 +265,13 @@ def test_hostile_values_still_make_a_one_line_message() -> None:
 
 
 def test_messages_in_the_trail_name_patients_from_their_records(env: VaultEnv) -> None:
-    env.vault.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
-    env.vault.import_bytes(env.login("tech"), study_bytes(Patient("", "Nameless^Nadia"), slices=1, size=16))
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  study_bytes(Patient("", "Nameless^Nadia"), slices=1, size=16))
     rad = env.login("rad")
-    for study in env.vault.studies(rad):
-        env.vault.open_series(rad, env.vault.series(rad, study.study_uid)[0].series_uid)
-    messages = [xml for _, xml in env.vault.audit.messages()]
+    for study in env.vault.reading.studies(rad):
+        env.vault.reading.open_series(rad, env.vault.reading.series(rad, study.study_uid)[0].series_uid)
+    messages = [xml for _, xml in env.vault._gate._audit.messages()]
     assert invalid(messages) == {}
     reads = [etree.fromstring(xml) for xml in messages if 'csd-code="110103"' in xml]
     named = {(p.get("ParticipantObjectID").split(":")[0], p.findtext("ParticipantObjectName"))
@@ -278,14 +279,14 @@ def test_messages_in_the_trail_name_patients_from_their_records(env: VaultEnv) -
     assert named == {("PID-0001", "Testperson^Quentin"), ("noid", "Nameless^Nadia")}
     # the structured record keeps references only: listings and reports are unchanged
     env.add("po", Role.PRIVACY_OFFICER)
-    records = env.vault.audit_show(env.login("po"), AuditQuery(event_type=EventType.INSTANCES_READ))
+    records = env.vault.trail.show(env.login("po"), AuditQuery(event_type=EventType.INSTANCES_READ))
     assert records and all("Testperson" not in json.dumps(r.detail) + " ".join(r.patients) for r in records)
 
 
 def test_a_record_from_before_messages_still_verifies_and_renders(env: VaultEnv) -> None:
     """Records written before messages were kept have none (and no names were ever looked up):
     the chain still verifies, and the privacy officer's listing renders one from the record."""
-    conn = env.vault._conn
+    conn = env.vault._core.conn
     seq, prev = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone() or (
         0, GENESIS)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -295,13 +296,13 @@ def test_a_record_from_before_messages_still_verifies_and_renders(env: VaultEnv)
         conn.execute("INSERT INTO audit (seq, at, record, message, prev_hash, hash) "
                      "VALUES (?, ?, ?, '', ?, ?)",
                      (seq + 1, at, record, prev, _digest(prev, seq + 1, at.encode(), record.encode(), None)))
-    assert env.vault.audit.verify().ok
+    assert env.vault._gate._audit.verify().ok
     env.add("po", Role.PRIVACY_OFFICER)
-    (old,) = env.vault.audit_show(env.login("po"), AuditQuery(patient="PID-OLD"))
+    (old,) = env.vault.trail.show(env.login("po"), AuditQuery(patient="PID-OLD"))
     assert old.message == ""
     xml = message_of(old)
     assert invalid([xml]) == {}
     doc = etree.fromstring(xml)
     assert doc.find("EventIdentification").get("EventDateTime") == at
     assert [p.get("ParticipantObjectID") for p in _objects(doc, "2")] == ["PID-OLD"]
-    assert env.vault.audit.verify().ok  # (the listing's own record joined the chain after it)
+    assert env.vault._gate._audit.verify().ok  # (the listing's own record joined the chain after it)

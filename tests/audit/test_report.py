@@ -24,12 +24,12 @@ from tests.conftest import ADMIN_PASSWORD, Cli, Codes, VaultEnv, password_for, s
 def trail(env: VaultEnv) -> VaultEnv:
     env.add("privacy", Role.PRIVACY_OFFICER)
     tech = env.login("tech")
-    env.vault.import_bytes(tech, study_bytes(Patient("PID-A", "Alpha^Ann")))
-    env.vault.import_bytes(tech, study_bytes(Patient("PID-B", "Beta^Bob")))
+    env.vault.intake.import_bytes(tech, study_bytes(Patient("PID-A", "Alpha^Ann")))
+    env.vault.intake.import_bytes(tech, study_bytes(Patient("PID-B", "Beta^Bob")))
     rad = env.login("rad")
-    for study in env.vault.studies(rad):
-        for series in env.vault.series(rad, study.study_uid):
-            env.vault.open_series(rad, series.series_uid)
+    for study in env.vault.reading.studies(rad):
+        for series in env.vault.reading.series(rad, study.study_uid):
+            env.vault.reading.open_series(rad, series.series_uid)
     return env
 
 
@@ -45,7 +45,7 @@ def _pdf_text(data: bytes) -> str:
 
 
 def test_filters_select_by_user_patient_type_and_time(trail: VaultEnv) -> None:
-    audit = trail.vault.audit
+    audit = trail.vault._gate._audit
     reads_a = audit.records(AuditQuery(patient="PID-A", event_type=EventType.INSTANCES_READ))
     assert reads_a and all(r.patients == ("PID-A",) and r.user == "rad" for r in reads_a)
     tech = audit.records(AuditQuery(user="tech"))
@@ -59,7 +59,7 @@ def test_filters_select_by_user_patient_type_and_time(trail: VaultEnv) -> None:
 
 def test_patient_access_report_names_who_opened_the_patient(trail: VaultEnv) -> None:
     officer = trail.login("privacy")
-    report = trail.vault.audit_report(officer, ReportKind.PATIENT, AuditQuery(patient="PID-B"))
+    report = trail.vault.trail.report(officer, ReportKind.PATIENT, AuditQuery(patient="PID-B"))
     assert report.chain_ok and report.title == "Patient access report: PID-B"
     assert {r.type for r in report.records} >= {"import", "instances-accessed"}
     assert all("PID-B" in r.patients for r in report.records)
@@ -76,24 +76,25 @@ def test_patient_access_report_names_who_opened_the_patient(trail: VaultEnv) -> 
     assert "verified intact" in text
 
     # Reading the trail is itself in the trail, naming the patient the report was about.
-    (read,) = trail.vault.audit.records(AuditQuery(user="privacy", event_type=EventType.AUDIT_READ, limit=1))
+    (read,) = trail.vault._gate._audit.records(AuditQuery(user="privacy", event_type=EventType.AUDIT_READ,
+                                                          limit=1))
     assert read.patients == ("PID-B",) and read.detail["report"] == "patient access"
 
 
 def test_user_activity_report_and_a_damaged_chain_says_so(trail: VaultEnv) -> None:
     officer = trail.login("privacy")
     tamper(trail, "UPDATE audit SET record = replace(record, 'rad', 'rob') WHERE seq = 3")
-    report = trail.vault.audit_report(officer, ReportKind.USER, AuditQuery(user="rad"))
+    report = trail.vault.trail.report(officer, ReportKind.USER, AuditQuery(user="rad"))
     assert not report.chain_ok and any("WARNING" in line for line in report.header_lines())
     assert report.records and all(r.user == "rad" for r in report.records)
     with pytest.raises(UsageError, match="needs the user"):
-        trail.vault.audit_report(officer, ReportKind.USER, AuditQuery(patient="PID-A"))
+        trail.vault.trail.report(officer, ReportKind.USER, AuditQuery(patient="PID-A"))
 
 
 def test_other_roles_cannot_read_reports(trail: VaultEnv) -> None:
     with pytest.raises(NotPermitted):
-        trail.vault.audit_report(trail.login("rad"), ReportKind.USER, AuditQuery(user="rad"))
-    assert trail.vault.audit.records(AuditQuery(event_type=EventType.ACCESS_REFUSED, limit=1))
+        trail.vault.trail.report(trail.login("rad"), ReportKind.USER, AuditQuery(user="rad"))
+    assert trail.vault._gate._audit.records(AuditQuery(event_type=EventType.ACCESS_REFUSED, limit=1))
 
 
 def test_cli_report_writes_csv_and_pdf(cli: Cli, tmp_path: Path) -> None:

@@ -43,13 +43,13 @@ def repository(tmp_path: Path, site: Site) -> Iterator[Rsyslog]:
 
 
 def _configure(env: VaultEnv, peer: Rsyslog, identity: TlsIdentity) -> None:
-    env.vault.set_audit_repository(env.login("admin"),
+    env.vault.trail.set_repository(env.login("admin"),
                                    Repository("127.0.0.1", peer.port, identity, "audit.hospital.test"))
 
 
 def _activity(env: VaultEnv, n: int) -> None:
     for i in range(n):
-        env.vault._record(AuditEvent(EventType.STUDY_LIST, user="rad", detail={"n": i}))
+        env.vault._gate._record(AuditEvent(EventType.STUDY_LIST, user="rad", detail={"n": i}))
 
 
 def _received(peer: Rsyslog, count: int) -> tuple[list[int], list[int]]:
@@ -69,7 +69,7 @@ def test_every_event_arrives_once_in_order_across_a_repository_restart(
         env: VaultEnv, site: Site, repository: Rsyslog) -> None:
     _configure(env, repository, site.identity())
     _activity(env, 25)
-    forwarder = env.vault.audit_forwarder()
+    forwarder = env.vault.trail.forwarder()
     first = forwarder.drain()
     assert first.sent == first.status.head_seq and first.status.pending == 0
 
@@ -88,13 +88,13 @@ def test_every_event_arrives_once_in_order_across_a_repository_restart(
     assert events == list(range(1, head + 1))  # every event exactly once, in order
     assert heads and heads[-1] == head  # each batch ends with a signed head
 
-    local = {e.seq: e for e in env.vault.audit.entries()}
+    local = {e.seq: e for e in env.vault._gate._audit.entries()}
     for line in repository.lines():
         entry = as_entry(parse(line))
         if entry is not None:
             assert (entry.hash, entry.message) == (local[entry.seq].hash, local[entry.seq].message)
 
-    result = env.vault.audit_reconcile(env.login("admin"), repository.received)
+    result = env.vault.trail.reconcile(env.login("admin"), repository.received)
     assert result.ok and result.missing == [] and result.duplicates == 0
     assert result.checkpoints == len(heads) and result.received == head
 
@@ -110,7 +110,7 @@ def test_an_untrusted_repository_certificate_stops_sending_and_raises_an_alert(
     try:
         _configure(env, peer, site.identity())
         _activity(env, 3)
-        forwarder = env.vault.audit_forwarder()
+        forwarder = env.vault.trail.forwarder()
         with pytest.raises(RepositoryHalted, match="does not trust"):
             forwarder.drain()
         with pytest.raises(RepositoryHalted, match="stopped"):  # stays stopped, without retrying
@@ -118,7 +118,7 @@ def test_an_untrusted_repository_certificate_stops_sending_and_raises_an_alert(
         assert peer.wait_for(1, timeout=1.0) == []
         status = forwarder.status()
         assert status.halted and status.pending > 0
-        alerts = env.vault.audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT, limit=5))
+        alerts = env.vault._gate._audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT, limit=5))
         assert alerts and alerts[0].detail["alert"] == UNTRUSTED_ALERT
 
         # The real repository is back; an administrator sets it again and sending resumes,
@@ -142,8 +142,8 @@ def test_the_repository_refuses_a_workstation_certificate_from_another_ca(
     identity = TlsIdentity(site.ca.cert.read_text(), outsider.cert.read_text(), outsider.key.read_text())
     _configure(env, repository, identity)
     with pytest.raises(RepositoryUnreachable):
-        env.vault.audit_forwarder().drain()
-    assert not env.vault.audit_forwarder().status().halted  # our side is fine: retry later
+        env.vault.trail.forwarder().drain()
+    assert not env.vault.trail.forwarder().status().halted  # our side is fine: retry later
     assert repository.wait_for(1, timeout=1.0) == []
 
 
@@ -151,7 +151,7 @@ def test_reconcile_names_missing_altered_and_foreign_events(
         env: VaultEnv, site: Site, repository: Rsyslog, tmp_path: Path) -> None:
     _configure(env, repository, site.identity())
     _activity(env, 12)
-    head = env.vault.audit_forwarder().drain().status.head_seq
+    head = env.vault.trail.forwarder().drain().status.head_seq
     lines = repository.wait_for(head + 1)
     by_seq = {as_entry(parse(line)).seq: line for line in lines if as_entry(parse(line))}
 
@@ -166,7 +166,7 @@ def test_reconcile_names_missing_altered_and_foreign_events(
     central = tmp_path / "central.log"
     central.write_text("\n".join(tampered) + "\n")
 
-    result = env.vault.audit_reconcile(env.login("admin"), central)
+    result = env.vault.trail.reconcile(env.login("admin"), central)
     assert not result.ok
     assert result.missing == [4] and result.unknown == [head + 5] and result.duplicates == 1
     assert 6 in result.altered and 8 not in result.altered
@@ -177,13 +177,13 @@ def test_the_background_worker_sends_as_events_arrive(
         env: VaultEnv, site: Site, repository: Rsyslog) -> None:
     _configure(env, repository, site.identity())
     statuses = []
-    worker = sync_job(lambda: env.vault.audit_forwarder(own_connection=True),
+    worker = sync_job(lambda: env.vault.trail.forwarder(own_connection=True),
                       lambda status, error: statuses.append((status, error)), interval=0.2)
     worker.start()
     try:
         _activity(env, 5)
         worker.wake()
-        head = env.vault.audit.head()
+        head = env.vault._gate._audit.head()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not any(s.sent_seq >= head for s, _ in statuses):
             time.sleep(0.05)
@@ -196,7 +196,7 @@ def test_the_background_worker_sends_as_events_arrive(
 
 def test_without_a_repository_sync_says_how_to_set_one(env: VaultEnv) -> None:
     with pytest.raises(UsageError, match="audit repository set"):
-        env.vault.audit_forwarder().drain()
+        env.vault.trail.forwarder().drain()
 
 
 def test_octet_counting_counts_bytes_not_characters() -> None:

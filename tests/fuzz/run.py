@@ -86,9 +86,10 @@ def run(cases: int, seed: int) -> tuple[list[Row], dict[str, str]]:
         env = make_env(Path(work) / "home")
         env.add("tech", Role.TECHNOLOGIST)
         intact = [data for _, data in study_bytes(Patient("FUZZ-3", "Runner^Rita"), slices=4, size=16)]
-        env.vault.import_bytes(env.login("tech"), [(f"intact-{i}", d) for i, d in enumerate(intact)])
+        env.vault.intake.import_bytes(env.login("tech"), [(f"intact-{i}", d) for i, d in enumerate(intact)])
         # The backup the restores start from: made before the batches grow the vault.
-        backup = env.vault.backup(env.login("admin"), Path(work) / "fuzz.backup", BACKUP_PASSPHRASE).path
+        backup = env.vault.admin.backup(env.login("admin"), Path(work) / "fuzz.backup",
+                                        BACKUP_PASSPHRASE).path
         original = backup.read_bytes()
         batch, started = Row("vault import batches (verify after each)"), time.perf_counter()
         for _ in range(max(1, cases // 20)):

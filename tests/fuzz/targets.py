@@ -36,7 +36,7 @@ from app.security import managed_policy
 from app.security.roles import Role
 from app.security.sessions import Session
 from app.store.ingest import DicomDirectory, Rejected, parse
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import VaultEnv, make_env, study_bytes
 from tests.imaging.frames import info_of
 
@@ -168,14 +168,15 @@ def _media() -> _Media:
     env.add("lib", Role.LIBRARIAN)
     env.add("po", Role.PRIVACY_OFFICER)
     lib = env.login("lib")
-    report = env.vault.import_bytes(lib, study_bytes(Patient("FUZZ-M", "Media^Mona"), slices=3, size=16))
+    report = env.vault.intake.import_bytes(lib,
+                                           study_bytes(Patient("FUZZ-M", "Media^Mona"), slices=3, size=16))
     made = {}
     for kind in (MediaKind.ZIP, MediaKind.ISO):
         out = folder / f"seed.{kind.value}"
         request = ExportRequest(tuple(report.studies), RecipientKind.PATIENT, "Mona Media",
                                 Purpose.PATIENT_REQUEST, IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER,
                                 kind, out)
-        result = env.vault.export(lib, request, env.accounts["lib"].codes.next())
+        result = env.vault.disclosure.export(lib, request, env.accounts["lib"].codes.next())
         made[kind] = (out.read_bytes(), result)
     unpacked = folder / "unpacked"
     with pyzipper.AESZipFile(io.BytesIO(made[MediaKind.ZIP][0])) as archive:
@@ -192,8 +193,8 @@ def _survey_and_import(path: Path, passphrase: str | None = None) -> Outcome:
     media = _media()
     lib = media.env.login("lib")
     try:
-        found = media.env.vault.survey_media(lib, path, passphrase)
-        report = media.env.vault.import_media(lib, path, passphrase)
+        found = media.env.vault.intake.survey_media(lib, path, passphrase)
+        report = media.env.vault.intake.import_media(lib, path, passphrase)
     except CustodianError as exc:
         return Outcome(False, str(exc))
     return Outcome(bool(found.studies) and report.imported + report.duplicates > 0,
@@ -232,7 +233,7 @@ def media_dicomdir(data: bytes) -> Outcome:
 def media_vault_damage() -> int:
     """Instances of the media targets' vault that no longer verify: must stay 0."""
     media = _media()
-    return len(media.env.vault.verify(media.env.login("po")).damaged)
+    return len(media.env.vault.admin.verify(media.env.login("po")).damaged)
 
 
 @cache
@@ -243,8 +244,8 @@ def _central() -> tuple[VaultEnv, bytes]:
     env = make_env(folder / "home")
     atexit.register(env.vault.close)
     env.add("po", Role.PRIVACY_OFFICER)
-    env.vault.audit_verify(env.login("po"))  # records of a few kinds: user added, logins, a check
-    log = env.vault.audit
+    env.vault.trail.verify(env.login("po"))  # records of a few kinds: user added, logins, a check
+    log = env.vault._gate._audit
     lines = [event_message(entry, HOSTNAME) for entry in log.entries()]
     lines.append(checkpoint_message(log.sign_head(log.entries()[-1]), HOSTNAME, log.key_id))
     return env, b"\n".join(lines)
@@ -254,8 +255,8 @@ def central_audit(data: bytes) -> Outcome:
     """The central repository's file as ``audit reconcile`` reads and compares it (against a trail
     the cases do not grow, so each costs the same)."""
     env, _ = _central()
-    with env.vault._db:
-        result = reconcile(io.StringIO(data.decode("utf-8", "replace")), env.vault.audit, 0, HOSTNAME)
+    with env.vault._core.lock:
+        result = reconcile(io.StringIO(data.decode("utf-8", "replace")), env.vault._gate._audit, 0, HOSTNAME)
     return Outcome(result.ok, "findings reported")
 
 
@@ -282,8 +283,8 @@ class BatchResult:
 def import_batch(vault: Vault, tech: Session, files: list[bytes]) -> BatchResult:
     """Mutated files imported together with intact ones: each one is imported or refused, none
     lost or half-written, and the whole vault still verifies."""
-    report = vault.import_bytes(tech, [(f"fuzz-{i}", data) for i, data in enumerate(files)])
-    verified = vault.verify(tech)
+    report = vault.intake.import_bytes(tech, [(f"fuzz-{i}", data) for i, data in enumerate(files)])
+    verified = vault.admin.verify(tech)
     return BatchResult(len(files), report.imported, len(report.rejected), report.duplicates,
                        len(verified.damaged))
 

@@ -55,8 +55,9 @@ def test_a_batch_with_damaged_files_loses_nothing(env: VaultEnv) -> None:
 
 
 def test_a_changed_backup_is_refused_and_leaves_no_vault(env: VaultEnv, tmp_path: Path) -> None:
-    env.vault.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
-    backup = env.vault.backup(env.login("admin"), tmp_path / "fuzz.backup", "fuzzing backup passphrase").path
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
+    backup = env.vault.admin.backup(env.login("admin"), tmp_path / "fuzz.backup",
+                                    "fuzzing backup passphrase").path
     original = backup.read_bytes()
     rng = random.Random(11)
     for case in range(8):

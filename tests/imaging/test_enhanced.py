@@ -23,11 +23,11 @@ def both(env: VaultEnv) -> tuple:
     slices = ct_study(Patient("ENH1", "Frames^Fiona"), slices=len(ORDER), size=24)
     enhanced = enhanced_from(slices, ORDER)
     items = [(f"s{i}", to_bytes(ds)) for i, ds in enumerate(slices)] + [("enhanced", encoded(enhanced))]
-    report = env.vault.import_bytes(env.login("tech"), items)
+    report = env.vault.intake.import_bytes(env.login("tech"), items)
     assert report.imported == len(items) and not report.rejected
     rad = env.login("rad")
-    return (env.vault.open_series(rad, slices[0].SeriesInstanceUID),
-            env.vault.open_series(rad, enhanced.SeriesInstanceUID), slices, enhanced)
+    return (env.vault.reading.open_series(rad, slices[0].SeriesInstanceUID),
+            env.vault.reading.open_series(rad, enhanced.SeriesInstanceUID), slices, enhanced)
 
 
 def test_geometry_comes_from_the_functional_groups(both: tuple) -> None:

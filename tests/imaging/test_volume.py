@@ -16,8 +16,9 @@ from tests.conftest import VaultEnv
 
 def test_a_volume_from_the_vault_holds_the_hounsfield_units(env: VaultEnv) -> None:
     datasets = ct_study(Patient("VOL1", "Volume^Vera"), slices=12, size=32)
-    env.vault.import_bytes(env.login("tech"), [(f"v{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
-    series = env.vault.open_series(env.login("rad"), datasets[0].SeriesInstanceUID)
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  [(f"v{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+    series = env.vault.reading.open_series(env.login("rad"), datasets[0].SeriesInstanceUID)
     volume = build_volume(series)
     # Slices ascend along the normal: feet first, so the demo's last (lowest) slice comes first.
     expected = np.stack([pydicom.dcmread(pydicom.filebase.DicomBytesIO(to_bytes(ds))).pixel_array
@@ -32,8 +33,9 @@ def test_a_volume_from_the_vault_holds_the_hounsfield_units(env: VaultEnv) -> No
 def test_uneven_or_missing_geometry_is_refused(env: VaultEnv) -> None:
     datasets = ct_study(Patient("VOL2", "Volume^Gap"), slices=5, size=16)
     datasets[2].ImagePositionPatient = [*datasets[2].ImagePositionPatient[:2], -4.0]  # 1 mm off
-    env.vault.import_bytes(env.login("tech"), [(f"g{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
-    series = env.vault.open_series(env.login("rad"), datasets[0].SeriesInstanceUID)
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  [(f"g{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+    series = env.vault.reading.open_series(env.login("rad"), datasets[0].SeriesInstanceUID)
     with pytest.raises(CustodianError, match="not evenly spaced"):
         build_volume(series)
 

@@ -44,12 +44,12 @@ class MediaEnv:
 
     def export(self, request: ExportRequest, user: str = "lib") -> ExportResult:
         env = self.env
-        return env.vault.export(env.login(user), request, env.accounts[user].codes.next())
+        return env.vault.disclosure.export(env.login(user), request, env.accounts[user].codes.next())
 
     def refused(self, request: ExportRequest, user: str = "lib") -> None:
         """An export that must be refused before the step-up: it gets no valid code to spend (an
         authenticator code is good once, and the test clock would have to wait for the next)."""
-        self.env.vault.export(self.env.login(user), request, "000000")
+        self.env.vault.disclosure.export(self.env.login(user), request, "000000")
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def media(tmp_path: Path) -> Iterator[MediaEnv]:
     env.add("po", Role.PRIVACY_OFFICER)
     env.add("rad", Role.RADIOLOGIST)
     items = study_bytes(PATIENT, slices=12, size=64, description="CT CHEST KOWALSKI")
-    report = env.vault.import_bytes(env.login("lib"), items)
+    report = env.vault.intake.import_bytes(env.login("lib"), items)
     sop_uids = {str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID) for _, data in items}
     out = tmp_path / "out"
     out.mkdir()

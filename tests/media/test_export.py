@@ -90,18 +90,18 @@ def test_disclosure_is_recorded_audited_and_accounted(media: MediaEnv, tmp_path:
         purpose=Purpose.AUTHORIZATION, recipient="Smith & Co attorneys", label="Kowalski v. Hospital",
         recipient_kind=RecipientKind.THIRD_PARTY, authorization="AUTH-2026-17"))
     vault, po = media.env.vault, media.env.login("po")
-    [record] = vault.disclosures(po, PATIENT.patient_id)
+    [record] = vault.disclosure.disclosures(po, PATIENT.patient_id)
     assert (record.id, record.serial, record.sha256) == (result.disclosure_id, result.serial, result.sha256)
     assert (record.recipient, record.purpose, record.authorization) == \
         ("Smith & Co attorneys", "authorization", "AUTH-2026-17")
     assert (record.user, record.media, record.instances) == ("lib", "zip", 12)
     assert record.identity_check == "photo-id"
     assert [s.study_uid for s in record.studies] == [media.study_uid]
-    assert vault.disclosures(po, "SOMEONE-ELSE") == []
+    assert vault.disclosure.disclosures(po, "SOMEONE-ELSE") == []
 
-    exports = vault.audit_show(po, AuditQuery(event_type=EventType.EXPORT))
+    exports = vault.trail.show(po, AuditQuery(event_type=EventType.EXPORT))
     assert [e.detail["serial"] for e in exports] == [result.serial]
-    message = dict(vault.audit.messages())[exports[0].seq]
+    message = dict(vault._gate._audit.messages())[exports[0].seq]
     assert "110106" in message and "110154" in message and "110030" in message  # Export, media, USB
     assert invalid([message]) == {}
 
@@ -115,8 +115,8 @@ def test_refused_exports_leave_nothing_behind(media: MediaEnv) -> None:
         media.refused(media.request(purpose=Purpose.RESEARCH))
     assert list(media.out.iterdir()) == []
     po = media.env.login("po")
-    assert media.env.vault.disclosures(po, PATIENT.patient_id) == []
-    refusals = media.env.vault.audit_show(po, AuditQuery(event_type=EventType.EXPORT))
+    assert media.env.vault.disclosure.disclosures(po, PATIENT.patient_id) == []
+    refusals = media.env.vault.trail.show(po, AuditQuery(event_type=EventType.EXPORT))
     assert len(refusals) == 1 and "de-identification" in str(refusals[0].detail["why"])
 
 
@@ -127,28 +127,31 @@ def test_business_associates_need_an_agreement_in_force(media: MediaEnv) -> None
     with pytest.raises(NotPermitted, match="no business associate agreement"):
         media.refused(to_ba)
     today = date.today()
-    vault.add_agreement(po, Agreement("CloudRead Ltd", "BAA-9", (today - timedelta(days=400)).isoformat(),
+    vault.disclosure.add_agreement(po, Agreement("CloudRead Ltd", "BAA-9",
+                                                 (today - timedelta(days=400)).isoformat(),
                                       (today - timedelta(days=1)).isoformat()))
     with pytest.raises(NotPermitted, match="expired on"):
         media.refused(to_ba)
     assert list(media.out.iterdir()) == []
 
-    vault.add_agreement(po, Agreement("cloudread ltd", "BAA-10", today.isoformat(),
+    vault.disclosure.add_agreement(po, Agreement("cloudread ltd", "BAA-10", today.isoformat(),
                                       (today + timedelta(days=365)).isoformat()))
     media.export(to_ba)
-    assert [a.status(today) for a in vault.agreements(po)] == ["in force"]
-    vault.revoke_agreement(po, "CloudRead Ltd", "contract ended early")
+    assert [a.status(today) for a in vault.disclosure.agreements(po)] == ["in force"]
+    vault.disclosure.revoke_agreement(po, "CloudRead Ltd", "contract ended early")
     with pytest.raises(NotPermitted, match="revoked"):
         media.refused(media.request("again.zip", recipient_kind=RecipientKind.BUSINESS_ASSOCIATE,
                                    recipient="CloudRead Ltd", purpose=Purpose.OPERATIONS))
     with pytest.raises(NotPermitted):
-        vault.add_agreement(media.env.login("lib"), Agreement("X", "Y", "2026-01-01", "2027-01-01"))
+        vault.disclosure.add_agreement(media.env.login("lib"),
+                                       Agreement("X", "Y", "2026-01-01", "2027-01-01"))
 
 
 def test_site_limit_on_export_size(media: MediaEnv) -> None:
-    policy = media.env.vault.set_policy(media.env.login("admin"), "export_max_mb", "1")
+    policy = media.env.vault.admin.set_policy(media.env.login("admin"), "export_max_mb", "1")
     assert policy.export_max_mb == 1
-    big = media.env.vault.import_bytes(media.env.login("lib"), study_bytes(PATIENT, slices=20, size=256))
+    big = media.env.vault.intake.import_bytes(media.env.login("lib"),
+                                              study_bytes(PATIENT, slices=20, size=256))
     with pytest.raises(NotPermitted, match="limit of 1 MB"):
         media.refused(media.request(studies=tuple(big.studies)))
     assert list(media.out.iterdir()) == []
@@ -161,7 +164,7 @@ def test_deidentified_export_is_consistent_and_names_nobody(media: MediaEnv, tmp
     assert unzip(media.out / "media.zip", result.passphrase, tmp_path / "open").returncode == 0
     datasets = read_media(tmp_path / "open")
     assert len(datasets) == 12
-    original = media.env.vault.studies(media.env.login("lib"))[0]
+    original = media.env.vault.reading.studies(media.env.login("lib"))[0]
     for ds in datasets:
         text = repr(ds)
         assert "Kowalski" not in text and PATIENT.patient_id not in text and PATIENT.birth_date not in text
@@ -174,7 +177,7 @@ def test_deidentified_export_is_consistent_and_names_nobody(media: MediaEnv, tmp
     shifted = {ds.StudyDate for ds in datasets}
     assert len(shifted) == 1 and shifted != {original.study_date}
     assert all(ds.ContentDate == ds.StudyDate for ds in datasets if "ContentDate" in ds)
-    [record] = media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id)
+    [record] = media.env.vault.disclosure.disclosures(media.env.login("po"), PATIENT.patient_id)
     assert record.deidentified
 
 
@@ -187,8 +190,8 @@ def test_an_interrupted_export_leaves_no_media_and_no_disclosure(media: MediaEnv
     with pytest.raises(CustodianError, match="could not be written: No space left"):
         media.export(media.request())
     assert list(media.out.iterdir()) == []
-    assert media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id) == []
-    exports = media.env.vault.audit_show(media.env.login("po"), AuditQuery(event_type=EventType.EXPORT))
+    assert media.env.vault.disclosure.disclosures(media.env.login("po"), PATIENT.patient_id) == []
+    exports = media.env.vault.trail.show(media.env.login("po"), AuditQuery(event_type=EventType.EXPORT))
     assert [e.outcome for e in exports] == [8]  # the abandoned media is in the trail
 
 
@@ -196,25 +199,23 @@ def test_media_written_before_a_crash_is_accounted_for_next_time(media: MediaEnv
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the media got its name but before the record was settled: the next look at the
     disclosures finds the media in place and unchanged, and counts it."""
-    from app.store.vault import Vault
+    from app.vault import disclosure
 
-    settle = Vault._settle_disclosure
-
-    def crash(self: Vault, disclosure_id: int, **kwargs: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Vault, "_settle_disclosure", crash)
-    with pytest.raises(KeyboardInterrupt):
-        media.export(media.request())
-    monkeypatch.setattr(Vault, "_settle_disclosure", settle)
-    [record] = media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(disclosure, "_settle", crash)
+        with pytest.raises(KeyboardInterrupt):
+            media.export(media.request())
+    [record] = media.env.vault.disclosure.disclosures(media.env.login("po"), PATIENT.patient_id)
     assert record.state == "made" and (media.out / "media.zip").exists()
 
 
 def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv, tmp_path: Path) -> None:
     vault = media.env.vault
-    vault.set_policy(media.env.login("admin"), "anomaly_exports_per_day", "1")
-    other = vault.import_bytes(media.env.login("lib"), study_bytes(Patient("PID-0042", "Other^Olga"),
+    vault.admin.set_policy(media.env.login("admin"), "anomaly_exports_per_day", "1")
+    other = vault.intake.import_bytes(media.env.login("lib"), study_bytes(Patient("PID-0042", "Other^Olga"),
                                                                    slices=2, size=16))
     result = media.export(media.request(
         studies=(media.study_uid, *other.studies), recipient="Insurer", authorization="AUTH-1",
@@ -222,10 +223,10 @@ def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv, tmp_p
     assert unzip(media.out / "media.zip", result.passphrase, tmp_path / "open").returncode == 0
     datasets = read_media(tmp_path / "open")  # two patients, each with their own branch
     assert sorted(str(ds.PatientID) for ds in datasets) == ["PID-0042"] * 2 + [PATIENT.patient_id] * 12
-    found = vault.audit_show(media.env.login("po"), AuditQuery(event_type=EventType.SECURITY_ALERT))
+    found = vault.trail.show(media.env.login("po"), AuditQuery(event_type=EventType.SECURITY_ALERT))
     alerts = [r for r in found if r.detail.get("alert") == "unusual export volume"]
     assert [(a.user, a.detail["patients_exported_last_day"]) for a in alerts] == [("lib", 2)]
-    [record] = vault.disclosures(media.env.login("po"), "PID-0042")
+    [record] = vault.disclosure.disclosures(media.env.login("po"), "PID-0042")
     assert [s.patient_id for s in record.studies] == ["PID-0042"]  # the other patient's study is not listed
 
 
@@ -233,7 +234,7 @@ def test_pydicom_test_files_of_other_kinds_are_listed_and_readable(media: MediaE
     """A structured report and a JPEG-compressed image from pydicom's test data, beside the CT."""
     vault, lib = media.env.vault, media.env.login("lib")
     names = ("test-SR.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm")
-    report = vault.import_paths(lib, [Path(get_testdata_file(name)) for name in names])
+    report = vault.intake.import_paths(lib, [Path(get_testdata_file(name)) for name in names])
     assert report.imported == 3, report.rejected
     result = media.export(media.request(studies=(media.study_uid, *report.studies), recipient="Dr Who",
                                         recipient_kind=RecipientKind.PROVIDER, purpose=Purpose.TREATMENT))
@@ -256,15 +257,15 @@ def test_a_wrong_or_replayed_step_up_code_refuses_an_otherwise_valid_export(medi
     wrong = next(c for c in (f"{n:06d}" for n in range(123456, 999999, 7919)) if c not in accepted)
     for code, why in ((spent, "replayed"), (wrong, "wrong")):
         with pytest.raises(AuthenticationFailed):
-            env.vault.export(session, media.request(), code)
+            env.vault.disclosure.export(session, media.request(), code)
         assert list(media.out.iterdir()) == [], f"a {why} code left media behind"
     po = env.login("po")
-    assert env.vault.disclosures(po, PATIENT.patient_id) == []
-    failures = [e for e in env.vault.audit_show(po, AuditQuery(event_type=EventType.LOGIN))
+    assert env.vault.disclosure.disclosures(po, PATIENT.patient_id) == []
+    failures = [e for e in env.vault.trail.show(po, AuditQuery(event_type=EventType.LOGIN))
                 if e.outcome and e.detail.get("step_up")]
     assert len(failures) == 2 and {e.user for e in failures} == {"lib"}
     media.export(media.request())  # the same request with a fresh code: it was only the code
-    assert len(env.vault.disclosures(po, PATIENT.patient_id)) == 1
+    assert len(env.vault.disclosure.disclosures(po, PATIENT.patient_id)) == 1
 
 
 def test_the_accounting_covers_six_years_and_no_more(media: MediaEnv,
@@ -277,6 +278,7 @@ def test_the_accounting_covers_six_years_and_no_more(media: MediaEnv,
                                                                          strftime=time.strftime))
         serials.append(media.export(media.request(name)).serial)
     monkeypatch.undo()
-    records = media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id)
+    records = media.env.vault.disclosure.disclosures(media.env.login("po"), PATIENT.patient_id)
     assert [r.serial for r in records] == serials[:1]
-    assert len(media.env.vault.disclosures(media.env.login("po"), PATIENT.patient_id, years=7)) == 2
+    po = media.env.login("po")
+    assert len(media.env.vault.disclosure.disclosures(po, PATIENT.patient_id, years=7)) == 2

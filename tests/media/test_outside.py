@@ -34,10 +34,11 @@ def elsewhere(tmp_path: Path) -> VaultEnv:
 def _stored(env: VaultEnv) -> list[pydicom.Dataset]:
     rad = env.login("rad")
     datasets = []
-    for study in env.vault.studies(rad):
-        for series in env.vault.series(rad, study.study_uid):
-            for info in env.vault.open_series(rad, series.series_uid).instances:
-                datasets.append(pydicom.dcmread(io.BytesIO(env.vault.read_instance(rad, info.sop_uid))))
+    for study in env.vault.reading.studies(rad):
+        for series in env.vault.reading.series(rad, study.study_uid):
+            for info in env.vault.reading.open_series(rad, series.series_uid).instances:
+                data = env.vault.reading.read_instance(rad, info.sop_uid)
+                datasets.append(pydicom.dcmread(io.BytesIO(data)))
     return datasets
 
 
@@ -47,14 +48,15 @@ def test_an_encrypted_usb_export_is_surveyed_and_imported_under_the_outside_issu
     archive = media.out / "media.zip"
     vault, lib = elsewhere.vault, elsewhere.login("lib")
     with pytest.raises(UsageError, match="encrypted"):
-        vault.survey_media(lib, archive)
+        vault.intake.survey_media(lib, archive)
     with pytest.raises(CustodianError, match="passphrase is wrong"):
-        vault.survey_media(lib, archive, "not-the-passphrase")
-    found = vault.survey_media(lib, archive, result.passphrase)
+        vault.intake.survey_media(lib, archive, "not-the-passphrase")
+    found = vault.intake.survey_media(lib, archive, result.passphrase)
     assert [(s.patient_id, s.instances) for s in found.studies] == [(PATIENT.patient_id, 12)]
-    assert found.studies[0].patient_name == PATIENT.name and elsewhere.vault.studies(lib) == []
+    assert found.studies[0].patient_name == PATIENT.name and elsewhere.vault.reading.studies(lib) == []
 
-    report = vault.import_media(lib, archive, result.passphrase, Reconcile(outside_issuer="St Elsewhere"))
+    report = vault.intake.import_media(lib, archive, result.passphrase,
+                                       Reconcile(outside_issuer="St Elsewhere"))
     assert report.imported == 12 and not report.rejected  # README.TXT and DICOMDIR are not instances
     stored = _stored(elsewhere)
     assert {(ds.PatientID, ds.IssuerOfPatientID) for ds in stored} == {(PATIENT.patient_id, "St Elsewhere")}
@@ -71,7 +73,7 @@ def test_a_damaged_file_inside_the_zip_is_refused_and_the_others_arrive(media: M
         member = next(m for m in listing.infolist() if m.filename.endswith("IM000005"))
     data[member.header_offset + 30 + len(member.filename) + 200] ^= 0xFF  # inside its encrypted data
     archive.write_bytes(data)
-    report = elsewhere.vault.import_media(elsewhere.login("lib"), archive, result.passphrase)
+    report = elsewhere.vault.intake.import_media(elsewhere.login("lib"), archive, result.passphrase)
     assert report.imported == 11
     assert [r.reason for r in report.rejected] == [
         "it could not be read from the zip file: the media is damaged"]
@@ -79,13 +81,14 @@ def test_a_damaged_file_inside_the_zip_is_refused_and_the_others_arrive(media: M
 
 def test_a_cd_image_is_reconciled_with_the_local_patient(media: MediaEnv, elsewhere: VaultEnv) -> None:
     result = media.export(media.request("disc.iso", media=MediaKind.ISO))
-    report = elsewhere.vault.import_media(elsewhere.login("lib"), media.out / "disc.iso", result.passphrase,
+    report = elsewhere.vault.intake.import_media(elsewhere.login("lib"), media.out / "disc.iso",
+                                                 result.passphrase,
                                           Reconcile(local_patient_id="LOCAL-77"))
     assert report.imported == 12
     stored = _stored(elsewhere)
     assert {ds.PatientID for ds in stored} == {"LOCAL-77"}
     assert {ds.OtherPatientIDsSequence[0].PatientID for ds in stored} == {PATIENT.patient_id}
-    assert [s.patient_id for s in elsewhere.vault.studies(elsewhere.login("lib"))] == ["LOCAL-77"]
+    assert [s.patient_id for s in elsewhere.vault.reading.studies(elsewhere.login("lib"))] == ["LOCAL-77"]
     with pytest.raises(UsageError):
         Reconcile(local_patient_id="A", outside_issuer="B")
 
@@ -99,12 +102,12 @@ def test_a_real_file_set_with_junk_beside_it(elsewhere: VaultEnv, tmp_path: Path
     (media / "README.TXT").write_text("Images of ...")
     (media / "BROKEN").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x00broken")
     lib = elsewhere.login("lib")
-    found = elsewhere.vault.survey_media(lib, media)
+    found = elsewhere.vault.intake.survey_media(lib, media)
     assert found.studies and sum(s.instances for s in found.studies) >= 30
-    report = elsewhere.vault.import_media(lib, media, None, Reconcile(outside_issuer="Outside Clinic"))
+    report = elsewhere.vault.intake.import_media(lib, media, None, Reconcile(outside_issuer="Outside Clinic"))
     assert report.imported == sum(s.instances for s in found.studies)
     assert [r.path.endswith("BROKEN") for r in report.rejected] == [True]  # quarantined, not lost
-    assert len(elsewhere.vault.quarantined(lib)) == 1
+    assert len(elsewhere.vault.intake.quarantined(lib)) == 1
 
 
 def test_a_file_set_missing_a_listed_file_imports_the_rest(elsewhere: VaultEnv, tmp_path: Path) -> None:
@@ -114,10 +117,10 @@ def test_a_file_set_missing_a_listed_file_imports_the_rest(elsewhere: VaultEnv, 
     listed = [Path(i.path) for i in FileSet(pydicom.dcmread(media / "DICOMDIR"))]
     listed[3].unlink()
     lib = elsewhere.login("lib")
-    found = elsewhere.vault.survey_media(lib, media / "DICOMDIR")
+    found = elsewhere.vault.intake.survey_media(lib, media / "DICOMDIR")
     assert sum(s.instances for s in found.studies) == len(listed) - 1 and found.unreadable == 1
-    report = elsewhere.vault.import_media(lib, media / "DICOMDIR")
+    report = elsewhere.vault.intake.import_media(lib, media / "DICOMDIR")
     assert report.imported == len(listed) - 1
     assert [r.reason for r in report.rejected] == ["file listed in DICOMDIR is missing"]
     with pytest.raises(CustodianError, match="no such file or folder"):
-        elsewhere.vault.survey_media(lib, tmp_path / "not-there")
+        elsewhere.vault.intake.survey_media(lib, tmp_path / "not-there")

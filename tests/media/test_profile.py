@@ -68,7 +68,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     sources: dict[str, Path] = {}
     studies: set[str] = set()
     for path in sorted(TEST_FILES.glob("*.dcm")):  # one at a time: which file each instance came from
-        report = env.vault.import_paths(env.login("tech"), [path])
+        report = env.vault.intake.import_paths(env.login("tech"), [path])
         if report.imported:
             sources[str(_header(path).SOPInstanceUID)] = path
             studies |= report.studies

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
 
 @pytest.fixture
 def scp(env: VaultEnv) -> Iterator[StorageScp]:
-    env.vault.add_node(env.login("admin"), Node("modality", "STORESCU", "127.0.0.1", 104))
-    server = env.vault.storage_scp(port=0, host="127.0.0.1")
+    env.vault.nodes.add(env.login("admin"), Node("modality", "STORESCU", "127.0.0.1", 104))
+    server = env.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     server.start()
     yield server
     server.stop()
@@ -91,7 +91,7 @@ def test_garbage_and_absurd_lengths_are_dropped(env: VaultEnv, scp: StorageScp, 
         for sock in hostile:
             sock.close()
     assert _sends(scp, tmp_path, "PID-AFTER-GARBAGE")
-    assert env.vault.verify(env.login("tech")).ok
+    assert env.vault.admin.verify(env.login("tech")).ok
 
 
 def test_a_flood_from_one_address_leaves_room_for_a_modality(env: VaultEnv, scp: StorageScp,

@@ -44,35 +44,35 @@ def orthanc_tls(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterato
 
 
 def _echo_fails(env: VaultEnv, node: Node, match: str) -> None:
-    env.vault.add_node(env.login("admin"), node)
+    env.vault.nodes.add(env.login("admin"), node)
     with pytest.raises(CustodianError, match=match):
-        env.vault.echo_node(env.login("rad"), node.name)
+        env.vault.nodes.echo(env.login("rad"), node.name)
 
 
 def test_echo_reaches_orthanc_and_is_audited(env: VaultEnv, orthanc: Orthanc) -> None:
-    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", orthanc.port))
-    assert [n.name for n in env.vault.nodes(env.login("tech"))] == ["pacs"]
-    result = env.vault.echo_node(env.login("rad"), "pacs")
+    env.vault.nodes.add(env.login("admin"), Node("pacs", AET, "127.0.0.1", orthanc.port))
+    assert [n.name for n in env.vault.nodes.list(env.login("tech"))] == ["pacs"]
+    result = env.vault.nodes.echo(env.login("rad"), "pacs")
     assert result.ok and result.ms > 0
-    (event,) = env.vault.audit.records(AuditQuery(event_type=EventType.NODE_ECHO, limit=1))
+    (event,) = env.vault._gate._audit.records(AuditQuery(event_type=EventType.NODE_ECHO, limit=1))
     assert event.user == "rad" and event.detail["node"] == "pacs"
 
 
 def test_refusals_are_explained(env: VaultEnv, orthanc: Orthanc) -> None:
     _echo_fails(env, Node("wrong-aet", "NOT-ORTHANC", "127.0.0.1", orthanc.port),
                 r"refused the association \(called AE title not recognised\)")
-    env.vault.set_policy(env.login("admin"), "ae_title", "STRANGER")  # Orthanc does not know us
+    env.vault.admin.set_policy(env.login("admin"), "ae_title", "STRANGER")  # Orthanc does not know us
     _echo_fails(env, Node("pacs", AET, "127.0.0.1", orthanc.port),
                 r"refused the association \(calling AE title not recognised\)")
     _echo_fails(env, Node("nothing", AET, "127.0.0.1", 9), r"nothing is listening there")
-    (failure, *_) = env.vault.audit.records(AuditQuery(event_type=EventType.NODE_ECHO, limit=1))
+    (failure, *_) = env.vault._gate._audit.records(AuditQuery(event_type=EventType.NODE_ECHO, limit=1))
     assert failure.outcome == Outcome.MINOR_FAILURE and "connection refused" in failure.detail["why"]
 
 
 def test_echo_over_tls_with_orthanc(env: VaultEnv, site: Site, orthanc_tls: Orthanc, tmp_path: Path) -> None:
-    env.vault.add_node(env.login("admin"), Node("secure", AET, "127.0.0.1", orthanc_tls.port,
+    env.vault.nodes.add(env.login("admin"), Node("secure", AET, "127.0.0.1", orthanc_tls.port,
                                                  site.identity(), "pacs.hospital.test"))
-    assert env.vault.echo_node(env.login("rad"), "secure").ok
+    assert env.vault.nodes.echo(env.login("rad"), "secure").ok
     rogue = Authority(tmp_path / "rogue", "Rogue CA").cert
     _echo_fails(env, Node("untrusting", AET, "127.0.0.1", orthanc_tls.port, site.identity(ca=rogue),
                           "pacs.hospital.test"), r"certificate this workstation does not trust")
@@ -85,9 +85,9 @@ def test_echo_over_tls_with_dcmtk(env: VaultEnv, site: Site, tmp_path: Path) -> 
     peer = StoreScp(tmp_path / "storescp", tls=(site.ca.cert, site.server))
     peer.start()
     try:
-        env.vault.add_node(env.login("admin"), Node("dcmtk", "STORESCP", "127.0.0.1", peer.port,
+        env.vault.nodes.add(env.login("admin"), Node("dcmtk", "STORESCP", "127.0.0.1", peer.port,
                                                      site.identity(), "pacs.hospital.test"))
-        assert env.vault.echo_node(env.login("tech"), "dcmtk").ok
+        assert env.vault.nodes.echo(env.login("tech"), "dcmtk").ok
         outsider = Authority(tmp_path / "outsider", "Outsider CA").issue("workstation-7")
         _echo_fails(env, Node("dcmtk-outsider", "STORESCP", "127.0.0.1", peer.port,
                               site.identity(client=outsider), "pacs.hospital.test"), "Could not reach")
@@ -102,9 +102,9 @@ def test_node_settings_are_checked(env: VaultEnv, site: Site) -> None:
         with pytest.raises(UsageError):
             bad()
     with pytest.raises(CustodianError, match="no PACS node"):
-        env.vault.remove_node(admin, "never-added")
+        env.vault.nodes.remove(admin, "never-added")
     with pytest.raises(UsageError, match="AE title"):
-        env.vault.set_policy(admin, "ae_title", "WAY-TOO-LONG-AE-TITLE")
+        env.vault.admin.set_policy(admin, "ae_title", "WAY-TOO-LONG-AE-TITLE")
 
 
 def test_cli_nodes(cli_users: CliUsers, orthanc: Orthanc, site: Site) -> None:

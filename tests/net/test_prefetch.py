@@ -63,18 +63,20 @@ def _uid(datasets: list[Dataset]) -> str:
 def test_opening_a_study_fetches_the_most_relevant_priors(
         env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]]) -> None:
     peer, studies = history
-    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", peer.port))
+    env.vault.nodes.add(env.login("admin"), Node("pacs", AET, "127.0.0.1", peer.port))
     current = studies["current"]
-    env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
-    fetched = env.vault.prefetch_priors(env.login("rad"), _uid(current))
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
+    fetched = env.vault.cache.prefetch_priors(env.login("rad"), _uid(current))
     # Same modality and body part first (the chest CTs, newest first, before the newer head CT);
     # then the head CT (same modality) before the MR; the later CT is no prior.
     assert fetched == [_uid(studies["ct-prior"]), _uid(studies["old-ct"])]
-    cached = {s.study_uid for s in env.vault.studies(env.login("rad"), PATIENT.patient_id)}
+    cached = {s.study_uid for s in env.vault.reading.studies(env.login("rad"), PATIENT.patient_id)}
     assert cached == {_uid(current), *fetched}
-    events = env.vault.audit.records(AuditQuery(user="prefetch for rad", event_type=EventType.RETRIEVE))
+    events = env.vault._gate._audit.records(AuditQuery(user="prefetch for rad",
+                                                       event_type=EventType.RETRIEVE))
     assert {e.studies[0] for e in events} == set(fetched)
-    assert env.vault.prefetch_priors(env.login("rad"), _uid(current)) == [_uid(studies["head-ct"]),
+    assert env.vault.cache.prefetch_priors(env.login("rad"), _uid(current)) == [_uid(studies["head-ct"]),
                                                                _uid(studies["mr-prior"])]
 
 
@@ -82,37 +84,40 @@ def test_the_cache_budget_drops_only_what_the_pacs_holds(
         env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]]) -> None:
     peer, studies = history
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
-    env.vault.set_policy(admin, "prefetch_priors", "3")
+    env.vault.nodes.add(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+    env.vault.admin.set_policy(admin, "prefetch_priors", "3")
     local_only = ct_study(Patient("PID-LOCAL", "Local^Lotte"), slices=2, size=16)
-    env.vault.import_bytes(env.login("tech"), [(f"l{i}", to_bytes(ds)) for i, ds in enumerate(local_only)])
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  [(f"l{i}", to_bytes(ds)) for i, ds in enumerate(local_only)])
     current = studies["current"]
-    env.vault.import_bytes(env.login("tech"), [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
-    fetched = env.vault.prefetch_priors(env.login("rad"), _uid(current))
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  [(f"c{i}", to_bytes(ds)) for i, ds in enumerate(current)])
+    fetched = env.vault.cache.prefetch_priors(env.login("rad"), _uid(current))
     assert len(fetched) == 3
     rad = env.login("rad")
-    env.vault.pin_study(rad, fetched[0])
+    env.vault.cache.pin_study(rad, fetched[0])
     recent = fetched[1]
-    env.vault.open_series(rad, env.vault.series(rad, recent)[0].series_uid)  # read just now
-    with env.vault._transaction():  # the remaining prior was last used long ago
-        env.vault._conn.execute("UPDATE studies SET last_opened = 1 WHERE uid = ?", (fetched[2],))
-    env.vault.set_policy(admin, "cache_budget_mb", "1")  # far less than the cache holds
-    assert env.vault.evict_to_budget(env.login("tech")) == [fetched[2]]
-    left = {s.study_uid for s in env.vault.studies(rad)}
+    env.vault.reading.open_series(rad, env.vault.reading.series(rad, recent)[0].series_uid)  # read just now
+    with env.vault._core.transaction():  # the remaining prior was last used long ago
+        env.vault._core.conn.execute("UPDATE studies SET last_opened = 1 WHERE uid = ?", (fetched[2],))
+    env.vault.admin.set_policy(admin, "cache_budget_mb", "1")  # far less than the cache holds
+    assert env.vault.cache.evict_to_budget(env.login("tech")) == [fetched[2]]
+    left = {s.study_uid for s in env.vault.reading.studies(rad)}
     assert left == {_uid(local_only), _uid(current), fetched[0], recent}
-    (dropped,) = env.vault.audit.records(AuditQuery(user="cache", event_type=EventType.SHRED))
+    (dropped,) = env.vault._gate._audit.records(AuditQuery(user="cache", event_type=EventType.SHRED))
     assert dropped.studies == (fetched[2],) and "least recently used" in dropped.detail["reason"]
-    assert env.vault.verify(env.login("tech")).ok
+    assert env.vault.admin.verify(env.login("tech")).ok
 
 
 def test_a_study_arriving_from_a_modality_brings_its_priors(
         env: VaultEnv, history: tuple[Orthanc, dict[str, list[Dataset]]], tmp_path: Path) -> None:
     peer, studies = history
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
-    env.vault.add_node(admin, Node("ct-scanner", "STORESCU", "127.0.0.1", 104))
-    env.vault.set_policy(admin, "pacs_node", "pacs")  # with modalities among the nodes, say which is the PACS
-    scp = env.vault.storage_scp(port=0, host="127.0.0.1")
+    env.vault.nodes.add(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+    env.vault.nodes.add(admin, Node("ct-scanner", "STORESCU", "127.0.0.1", 104))
+    # with modalities among the nodes, say which is the PACS
+    env.vault.admin.set_policy(admin, "pacs_node", "pacs")
+    scp = env.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     scp.start()
     try:
         today = ct_study(PATIENT, slices=2, size=16, date="20260401")
@@ -120,7 +125,7 @@ def test_a_study_arriving_from_a_modality_brings_its_priors(
         wanted = {_uid(today), _uid(studies["current"]), _uid(studies["ct-prior"])}
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            cached = {s.study_uid for s in env.vault.studies(env.login("rad"), PATIENT.patient_id)}
+            cached = {s.study_uid for s in env.vault.reading.studies(env.login("rad"), PATIENT.patient_id)}
             if cached >= wanted:
                 break
             time.sleep(0.2)

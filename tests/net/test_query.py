@@ -44,45 +44,45 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, li
 
 @pytest.fixture
 def qr_env(env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> VaultEnv:
-    env.vault.add_node(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs[0].port))
+    env.vault.nodes.add(env.login("admin"), Node("pacs", AET, "127.0.0.1", pacs[0].port))
     return env
 
 
 def test_query_finds_the_patients_studies_with_what_the_role_may_see(
         qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> None:
-    found = qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="PID-QR")
+    found = qr_env.vault.pacs.query(qr_env.login("rad"), "pacs", patient_id="PID-QR")
     assert sorted(s.study_uid for s in found) == sorted(pacs[1])
     assert {s.patient_name for s in found} == {"Remote^Rita"} and {s.instances for s in found} == {6}
     assert {s.modalities for s in found} == {"CT"}
-    assert qr_env.vault.query(qr_env.login("rad"), "pacs", patient_id="NO-SUCH-ID") == []
-    qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
+    assert qr_env.vault.pacs.query(qr_env.login("rad"), "pacs", patient_id="NO-SUCH-ID") == []
+    qr_env.vault.pacs.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
     qr_env.add("po", Role.PRIVACY_OFFICER)
-    qr_env.vault.restrict_patient(qr_env.login("po"), "PID-QR")  # a VIP here: nothing shown
-    hidden = qr_env.vault.query(qr_env.login("tech"), "pacs", patient_id="PID-QR")
+    qr_env.vault.admin.restrict_patient(qr_env.login("po"), "PID-QR")  # a VIP here: nothing shown
+    hidden = qr_env.vault.pacs.query(qr_env.login("tech"), "pacs", patient_id="PID-QR")
     assert hidden and all(s.patient_name is None and s.patient_id is None for s in hidden)
-    (event, *_) = qr_env.vault.audit.records(AuditQuery(event_type=EventType.QUERY_PACS))
+    (event, *_) = qr_env.vault._gate._audit.records(AuditQuery(event_type=EventType.QUERY_PACS))
     assert event.user == "tech" and event.patients == ("PID-QR",)
 
 
 def test_retrieve_brings_the_study_into_the_vault(qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> None:
     steps: list[tuple[int, int | None]] = []
-    report = qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0],
+    report = qr_env.vault.pacs.retrieve(qr_env.login("rad"), "pacs", pacs[1][0],
                                    lambda done, total: steps.append((done, total)))
     assert (report.received, report.imported, report.refused, report.failed_at_pacs) == (6, 6, [], 0)
     assert steps and steps[-1][0] == 6
-    (study,) = qr_env.vault.studies(qr_env.login("rad"), "PID-QR")
+    (study,) = qr_env.vault.reading.studies(qr_env.login("rad"), "PID-QR")
     assert study.study_uid == pacs[1][0] and study.instances == 6
-    again = qr_env.vault.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
+    again = qr_env.vault.pacs.retrieve(qr_env.login("rad"), "pacs", pacs[1][0])
     assert (again.imported, again.duplicates) == (0, 6)
-    (event, *_) = qr_env.vault.audit.records(AuditQuery(event_type=EventType.RETRIEVE))
+    (event, *_) = qr_env.vault._gate._audit.records(AuditQuery(event_type=EventType.RETRIEVE))
     assert event.user == "rad" and event.studies == (pacs[1][0],) and event.detail["received"] == 6
-    assert qr_env.vault.verify(qr_env.login("tech")).ok
+    assert qr_env.vault.admin.verify(qr_env.login("tech")).ok
 
 
 def test_pacs_down_is_said_plainly(qr_env: VaultEnv) -> None:
-    qr_env.vault.add_node(qr_env.login("admin"), Node("down", AET, "127.0.0.1", 9))
+    qr_env.vault.nodes.add(qr_env.login("admin"), Node("down", AET, "127.0.0.1", 9))
     with pytest.raises(PeerError, match="nothing is listening"):
-        qr_env.vault.query(qr_env.login("rad"), "down", patient_id="PID-QR")
+        qr_env.vault.pacs.query(qr_env.login("rad"), "down", patient_id="PID-QR")
 
 
 def test_cli_query_and_retrieve(cli_users: CliUsers, pacs: tuple[Orthanc, list[str]]) -> None:
@@ -106,15 +106,15 @@ def test_move_sends_the_study_to_our_own_scp(env: VaultEnv, tmp_path: Path) -> N
         files = write_study(tmp_path / "ct", Patient("PID-MOVE", "Moved^Mona"), slices=3, size=32)
         assert storescu(peer.port, files, called=AET).returncode == 0
         admin = env.login("admin")
-        env.vault.set_policy(admin, "scp_port", str(port))
-        env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", peer.port))
+        env.vault.admin.set_policy(admin, "scp_port", str(port))
+        env.vault.nodes.add(admin, Node("pacs", AET, "127.0.0.1", peer.port))
         study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
-        report = env.vault.retrieve(env.login("rad"), "pacs", study_uid, move=True)
+        report = env.vault.pacs.retrieve(env.login("rad"), "pacs", study_uid, move=True)
         assert (report.received, report.imported, report.failed_at_pacs, report.by_move) == (3, 3, 0, True)
         assert report.summary() == "Retrieved 3 image(s): 3 new, 0 already here."
-        (study,) = env.vault.studies(env.login("rad"), "PID-MOVE")
+        (study,) = env.vault.reading.studies(env.login("rad"), "PID-MOVE")
         assert study.instances == 3
-        events = env.vault.audit.records(AuditQuery(user=f"dicom:{AET}", event_type=EventType.IMPORT))
+        events = env.vault._gate._audit.records(AuditQuery(user=f"dicom:{AET}", event_type=EventType.IMPORT))
         assert sum(e.detail["instances"] for e in events) == 3  # stored by the SCP, naming the PACS
     finally:
         peer.stop()

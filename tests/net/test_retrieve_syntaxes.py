@@ -88,15 +88,15 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
 @pytest.fixture
 def qr_env(env: VaultEnv, pacs: Pacs) -> VaultEnv:
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("pacs", AET, "127.0.0.1", pacs.orthanc.port))
-    env.vault.set_policy(admin, "scp_port", str(pacs.scp_port))
+    env.vault.nodes.add(admin, Node("pacs", AET, "127.0.0.1", pacs.orthanc.port))
+    env.vault.admin.set_policy(admin, "scp_port", str(pacs.scp_port))
     return env
 
 
 def _kept_as_sent(env: VaultEnv, held: Held) -> None:
     """Every instance is in the vault in the syntax Orthanc holds it in, its pixel data unchanged."""
     for sop_uid, data in held.files.items():
-        stored = env.vault.read_instance(env.login("rad"), sop_uid)
+        stored = env.vault.reading.read_instance(env.login("rad"), sop_uid)
         kept = pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored))
         sent = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
         assert kept.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
@@ -109,14 +109,14 @@ def test_retrieve_keeps_the_syntax_and_counts_right(qr_env: VaultEnv, pacs: Pacs
                                                     move: bool) -> None:
     held, rad = pacs.studies[study], qr_env.login("rad")
     count = len(held.files)
-    report = qr_env.vault.retrieve(rad, "pacs", held.study_uid, move=move)
+    report = qr_env.vault.pacs.retrieve(rad, "pacs", held.study_uid, move=move)
     assert (report.received, report.imported, report.duplicates, report.refused,
             report.failed_at_pacs) == (count, count, 0, [], 0)
     assert report.summary() == f"Retrieved {count} image(s): {count} new, 0 already here."
     _kept_as_sent(qr_env, held)
-    again = qr_env.vault.retrieve(rad, "pacs", held.study_uid, move=not move)  # the other way
+    again = qr_env.vault.pacs.retrieve(rad, "pacs", held.study_uid, move=not move)  # the other way
     assert (again.received, again.imported, again.duplicates, again.refused) == (count, 0, count, [])
-    (cached,) = qr_env.vault.studies(rad, held.patient_id)
+    (cached,) = qr_env.vault.reading.studies(rad, held.patient_id)
     assert cached.instances == count
 
 

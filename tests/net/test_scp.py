@@ -31,9 +31,9 @@ pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
 @pytest.fixture
 def scp(env: VaultEnv) -> Iterator[StorageScp]:
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-    env.vault.add_node(admin, Node("sender", "PYSENDER", "127.0.0.1", 104))
-    server = env.vault.storage_scp(port=0, host="127.0.0.1")
+    env.vault.nodes.add(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.nodes.add(admin, Node("sender", "PYSENDER", "127.0.0.1", 104))
+    server = env.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     server.start()
     yield server
     server.stop()
@@ -43,23 +43,24 @@ def test_storescu_sends_a_study_into_the_vault(env: VaultEnv, scp: StorageScp, t
     files = write_study(tmp_path / "ct", Patient("PID-SCP", "Sent^Study"), slices=12, size=64)
     sent = storescu(scp.port, files, called="CUSTODIAN")
     assert sent.returncode == 0, sent.stderr
-    (study,) = env.vault.studies(env.login("rad"), "PID-SCP")
+    (study,) = env.vault.reading.studies(env.login("rad"), "PID-SCP")
     assert study.instances == 12
     # Each commit is audited with what it stored, in the same transaction, naming the sender.
-    events = env.vault.audit.records(AuditQuery(user="dicom:STORESCU", event_type=EventType.IMPORT))
+    events = env.vault._gate._audit.records(AuditQuery(user="dicom:STORESCU", event_type=EventType.IMPORT))
     assert sum(e.detail["instances"] for e in events) == 12
     assert {e.patients for e in events} == {("PID-SCP",)}
     sop = pydicom.dcmread(files[3]).SOPInstanceUID
-    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(env.vault.read_instance(env.login("rad"), sop)))
+    stored = pydicom.dcmread(
+        pydicom.filebase.DicomBytesIO(env.vault.reading.read_instance(env.login("rad"), sop)))
     assert stored.PixelData == pydicom.dcmread(files[3]).PixelData
-    assert env.vault.verify(env.login("tech")).ok
+    assert env.vault.admin.verify(env.login("tech")).ok
 
 
 def test_strangers_and_wrong_addresses_are_refused(env: VaultEnv, scp: StorageScp, tmp_path: Path) -> None:
     files = write_study(tmp_path / "ct", Patient("PID-NOPE", "Not^Accepted"), slices=1, size=16)
     assert storescu(scp.port, files, calling="STRANGER", called="CUSTODIAN").returncode != 0
     assert storescu(scp.port, files, called="SOMEONE-ELSE").returncode != 0
-    assert env.vault.studies(env.login("rad"), "PID-NOPE") == []
+    assert env.vault.reading.studies(env.login("rad"), "PID-NOPE") == []
 
 
 def test_conflicting_data_is_refused_with_a_failure_status(env: VaultEnv, scp: StorageScp,
@@ -89,7 +90,7 @@ def test_conflicting_data_is_refused_with_a_failure_status(env: VaultEnv, scp: S
         assoc.release()
     # a repeat is fine, so is the same instance in another syntax; a clash is not
     assert statuses == [SUCCESS, SUCCESS, SUCCESS, CANNOT_UNDERSTAND, CANNOT_UNDERSTAND]
-    (study,) = env.vault.studies(env.login("rad"), "PID-CONFLICT")
+    (study,) = env.vault.reading.studies(env.login("rad"), "PID-CONFLICT")
     assert study.instances == 1
 
 
@@ -101,13 +102,13 @@ def test_several_senders_at_once_share_commits(env: VaultEnv, scp: StorageScp, t
                for files in folders]
     assert all(p.wait(120) == 0 for p in senders)
     rad = env.login("rad")
-    assert [len(env.vault.studies(rad, f"PID-PAR{i}")) for i in range(3)] == [1, 1, 1]
-    assert sum(s.instances for i in range(3) for s in env.vault.studies(rad, f"PID-PAR{i}")) == 24
+    assert [len(env.vault.reading.studies(rad, f"PID-PAR{i}")) for i in range(3)] == [1, 1, 1]
+    assert sum(s.instances for i in range(3) for s in env.vault.reading.studies(rad, f"PID-PAR{i}")) == 24
 
 
 def test_without_nodes_nobody_may_send(env: VaultEnv) -> None:
     with pytest.raises(UsageError, match="nobody would be allowed"):
-        env.vault.storage_scp(port=0)
+        env.vault.pacs.storage_scp(port=0)
 
 
 def test_the_scp_over_tls_takes_only_trusted_senders(env: VaultEnv, tmp_path: Path) -> None:
@@ -115,9 +116,9 @@ def test_the_scp_over_tls_takes_only_trusted_senders(env: VaultEnv, tmp_path: Pa
     ours, sender = site.issue("workstation-7"), site.issue("modality-1")
     outsider = Authority(tmp_path / "outsider", "Outsider CA").issue("modality-1")
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-    env.vault.set_scp_tls(admin, TlsIdentity.from_files(site.cert, ours.cert, ours.key))
-    server = env.vault.storage_scp(port=0, host="127.0.0.1")
+    env.vault.nodes.add(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.nodes.set_scp_tls(admin, TlsIdentity.from_files(site.cert, ours.cert, ours.key))
+    server = env.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     server.start()
     try:
         files = write_study(tmp_path / "ct", Patient("PID-TLS", "Secure^Sid"), slices=2, size=16)
@@ -125,10 +126,10 @@ def test_the_scp_over_tls_takes_only_trusted_senders(env: VaultEnv, tmp_path: Pa
         assert plain.returncode != 0
         untrusted = storescu(server.port, files, called="CUSTODIAN", tls=(site.cert, outsider))
         assert untrusted.returncode != 0
-        assert env.vault.studies(env.login("rad"), "PID-TLS") == []
+        assert env.vault.reading.studies(env.login("rad"), "PID-TLS") == []
         sent = storescu(server.port, files, called="CUSTODIAN", tls=(site.cert, sender))
         assert sent.returncode == 0, sent.stderr
-        (study,) = env.vault.studies(env.login("rad"), "PID-TLS")
+        (study,) = env.vault.reading.studies(env.login("rad"), "PID-TLS")
         assert study.instances == 2
     finally:
         server.stop()

@@ -81,9 +81,9 @@ def receiving(home: Path) -> Iterator[tuple[VaultEnv, StorageScp, ImportReport]]
     receiver stored (its own reports, as the vault gave them)."""
     env = make_env(home)
     env.add("rad", Role.RADIOLOGIST)
-    env.vault.add_node(env.login("admin"), Node("modality", "STORESCU", "127.0.0.1", 104))
-    env.vault.add_node(env.login("admin"), Node("sender", "PYSENDER", "127.0.0.1", 104))
-    scp = env.vault.storage_scp(port=0, host="127.0.0.1")
+    env.vault.nodes.add(env.login("admin"), Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.nodes.add(env.login("admin"), Node("sender", "PYSENDER", "127.0.0.1", 104))
+    scp = env.vault.pacs.storage_scp(port=0, host="127.0.0.1")
     total = ImportReport()
     store = scp.receiver.store
 
@@ -132,7 +132,7 @@ def pysend(port: int, path: Path, syntax: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 def stored(env: VaultEnv, sop_uid: str) -> pydicom.Dataset:
-    data = env.vault.read_instance(env.login("rad"), sop_uid)
+    data = env.vault.reading.read_instance(env.login("rad"), sop_uid)
     return pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
 
 
@@ -207,7 +207,7 @@ def test_a_resend_in_another_syntax_is_a_duplicate_and_a_clash_is_not(tmp_path: 
         kept = stored(env, original.SOPInstanceUID)  # the first copy stays, as it was sent
         assert kept.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert kept.PixelData == original.PixelData
-        assert env.vault.studies(env.login("rad"), str(original.PatientID))[0].instances == 1
+        assert env.vault.reading.studies(env.login("rad"), str(original.PatientID))[0].instances == 1
 
         # Another object under a stored UID is still refused: in the same syntax with other bytes (two
         # frames where one is stored), or in another syntax with other frames.

@@ -30,7 +30,7 @@ from app.security import totp
 from app.security.accounts import LOGIN_FAILED
 from app.security.roles import PERMISSIONS, VISIBLE_FIELDS, Action, Field, Role, permits
 from app.security.sessions import Session
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, VaultEnv, password_for, study_bytes
 
 A = Action
@@ -65,7 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> VaultEnv:
         if role is not Role.ADMIN:
             env.add(role.value, role)
     items = study_bytes(slices=2, size=16)
-    env.vault.import_bytes(env.login("technologist"), items)
+    env.vault.intake.import_bytes(env.login("technologist"), items)
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     env.study_uid, env.series_uid = ds.StudyInstanceUID, ds.SeriesInstanceUID
     env.out = tmp_path_factory.mktemp("media")
@@ -77,34 +77,35 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
     """Each action, as one call that needs exactly that permission (the matrix test takes them all,
     so a new action without its call here fails)."""
     return {
-        A.LIST_STUDIES: lambda v, s: v.studies(s),
-        A.VIEW_IMAGES: lambda v, s: v.open_series(s, env.series_uid),
-        A.IMPORT: lambda v, s: v.import_bytes(s, []),
-        A.VERIFY: lambda v, s: v.verify(s),
-        A.SHRED: lambda v, s: v.shred(s, "1.2.3.404", "matrix test: no such study"),
-        A.ROTATE_KEYS: lambda v, s: v.rotate_keys(s, PASSPHRASE),
-        A.MANAGE_USERS: lambda v, s: v.list_users(s),
-        A.AUDIT_VERIFY: lambda v, s: v.audit_verify(s),
-        A.AUDIT_READ: lambda v, s: v.audit_show(s, AuditQuery(limit=5)),
-        A.SITE_POLICY: lambda v, s: v.set_policy(s, "lockout_failures", "5"),
-        A.RESTRICT_PATIENT: lambda v, s: v.restrict_patient(s, "PID-0001", False),
-        A.BREAK_GLASS: lambda v, s: v.break_glass(s, env.study_uid, "matrix test, emergency", "000000"),
-        A.MANAGE_NODES: lambda v, s: v.remove_node(s, "no-such-node"),
-        A.ECHO_NODE: lambda v, s: v.echo_node(s, "no-such-node"),
-        A.QUERY: lambda v, s: v.query(s, "no-such-node", patient_id="PID-0001"),
-        A.RETRIEVE: lambda v, s: v.retrieve(s, "no-such-node", env.study_uid),
-        A.SEND: lambda v, s: v.send(s, "no-such-node", env.study_uid),
-        A.EXPORT: lambda v, s: v.export(s, ExportRequest(
+        A.LIST_STUDIES: lambda v, s: v.reading.studies(s),
+        A.VIEW_IMAGES: lambda v, s: v.reading.open_series(s, env.series_uid),
+        A.IMPORT: lambda v, s: v.intake.import_bytes(s, []),
+        A.VERIFY: lambda v, s: v.admin.verify(s),
+        A.SHRED: lambda v, s: v.admin.shred(s, "1.2.3.404", "matrix test: no such study"),
+        A.ROTATE_KEYS: lambda v, s: v.admin.rotate_keys(s, PASSPHRASE),
+        A.MANAGE_USERS: lambda v, s: v.admin.list_users(s),
+        A.AUDIT_VERIFY: lambda v, s: v.trail.verify(s),
+        A.AUDIT_READ: lambda v, s: v.trail.show(s, AuditQuery(limit=5)),
+        A.SITE_POLICY: lambda v, s: v.admin.set_policy(s, "lockout_failures", "5"),
+        A.RESTRICT_PATIENT: lambda v, s: v.admin.restrict_patient(s, "PID-0001", False),
+        A.BREAK_GLASS: lambda v, s: v.reading.break_glass(s, env.study_uid, "matrix test, emergency",
+                                                          "000000"),
+        A.MANAGE_NODES: lambda v, s: v.nodes.remove(s, "no-such-node"),
+        A.ECHO_NODE: lambda v, s: v.nodes.echo(s, "no-such-node"),
+        A.QUERY: lambda v, s: v.pacs.query(s, "no-such-node", patient_id="PID-0001"),
+        A.RETRIEVE: lambda v, s: v.pacs.retrieve(s, "no-such-node", env.study_uid),
+        A.SEND: lambda v, s: v.outbox.send(s, "no-such-node", env.study_uid),
+        A.EXPORT: lambda v, s: v.disclosure.export(s, ExportRequest(
             (env.study_uid,), RecipientKind.PATIENT, "The patient", Purpose.PATIENT_REQUEST,
             IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, env.out / "matrix.zip"), "000000"),
-        A.DISCLOSURES: lambda v, s: v.disclosures(s, "PID-0001"),
-        A.MANAGE_AGREEMENTS: lambda v, s: v.agreements(s),
-        A.MEASURE: lambda v, s: v.measurements(s, env.series_uid),
-        A.BACKUP: lambda v, s: v.backup(s, env.out / f"matrix-{s.user.name}.backup",
+        A.DISCLOSURES: lambda v, s: v.disclosure.disclosures(s, "PID-0001"),
+        A.MANAGE_AGREEMENTS: lambda v, s: v.disclosure.agreements(s),
+        A.MEASURE: lambda v, s: v.reading.measurements(s, env.series_uid),
+        A.BACKUP: lambda v, s: v.admin.backup(s, env.out / f"matrix-{s.user.name}.backup",
                                         "matrix test backup passphrase"),
-        A.PIN_STUDY: lambda v, s: v.pin_study(s, "1.2.3.404"),
-        A.EVICT_CACHE: lambda v, s: v.evict_to_budget(s),
-        A.PREFETCH: lambda v, s: v.prefetch_priors(s, "1.2.3.404"),
+        A.PIN_STUDY: lambda v, s: v.cache.pin_study(s, "1.2.3.404"),
+        A.EVICT_CACHE: lambda v, s: v.cache.evict_to_budget(s),
+        A.PREFETCH: lambda v, s: v.cache.prefetch_priors(s, "1.2.3.404"),
     }
 
 
@@ -112,7 +113,7 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
 @pytest.mark.parametrize("action", list(Action), ids=lambda a: a.name)
 def test_role_action_matrix(world: VaultEnv, role: Role, action: Action) -> None:
     session = world.login("admin" if role is Role.ADMIN else role.value)
-    before = len(world.vault.audit.records())
+    before = len(world.vault._gate._audit.records())
     call = _calls(world)[action]
     if permits(role, action):
         try:
@@ -124,20 +125,20 @@ def test_role_action_matrix(world: VaultEnv, role: Role, action: Action) -> None
     else:
         with pytest.raises(NotPermitted, match=f"the {role.value} role may not {action.value}"):
             call(world.vault, session)
-        written = len(world.vault.audit.records()) - before
-        refusals = [r for r in world.vault.audit.records(AuditQuery(limit=written))
+        written = len(world.vault._gate._audit.records()) - before
+        refusals = [r for r in world.vault._gate._audit.records(AuditQuery(limit=written))
                     if r.type == "access-refused"]
         assert refusals and refusals[0].detail["action"] == action.value
 
 
 def test_minimum_necessary_fields(world: VaultEnv) -> None:
     for role in (Role.RADIOLOGIST, Role.TECHNOLOGIST, Role.LIBRARIAN):
-        (study,) = world.vault.studies(world.login(role.value))
+        (study,) = world.vault.reading.studies(world.login(role.value))
         shown = {Field.PATIENT_NAME: study.patient_name, Field.PATIENT_ID: study.patient_id,
                  Field.BIRTH_DATE: study.birth_date, Field.SEX: study.sex, Field.ACCESSION: study.accession}
         for field, value in shown.items():
             assert (value is not None) == (field in VISIBLE_FIELDS[role]), (role, field)
-    (study,) = world.vault.studies(world.login("librarian"))
+    (study,) = world.vault.reading.studies(world.login("librarian"))
     assert study.sex is None and study.patient_name == "Testperson^Quentin"
 
 
@@ -145,119 +146,122 @@ def test_lockout_after_repeated_failures(env: VaultEnv) -> None:
     account = env.accounts["rad"]
     for _ in range(env.vault.policy.lockout_failures):
         with pytest.raises(AuthenticationFailed):
-            env.vault.login("rad", "wrong password entirely", "123456")
+            env.vault.accounts.login("rad", "wrong password entirely", "123456")
     with pytest.raises(AuthenticationFailed) as locked:
-        env.vault.login("rad", account.password, account.codes.next())  # right, but locked
+        env.vault.accounts.login("rad", account.password, account.codes.next())  # right, but locked
     assert str(locked.value) == LOGIN_FAILED
-    alerts = [r for r in env.vault.audit.records() if r.type == "security-alert"]
+    alerts = [r for r in env.vault._gate._audit.records() if r.type == "security-alert"]
     assert alerts and alerts[0].user == "rad" and "locked" in alerts[0].detail["alert"]
-    with env.vault._transaction():
-        env.vault._conn.execute("UPDATE users SET locked_until = ? WHERE name = 'rad'", (time.time() - 1,))
-    env.vault.login("rad", account.password, account.codes.next())
+    with env.vault._core.transaction():
+        env.vault._core.conn.execute("UPDATE users SET locked_until = ? WHERE name = 'rad'",
+                                     (time.time() - 1,))
+    env.vault.accounts.login("rad", account.password, account.codes.next())
 
 
 def test_unknown_users_are_not_locked_and_get_the_same_message(env: VaultEnv) -> None:
     for _ in range(7):
         with pytest.raises(AuthenticationFailed, match="not correct"):
-            env.vault.login("nobody-here", "wrong password entirely", "123456")
+            env.vault.accounts.login("nobody-here", "wrong password entirely", "123456")
 
 
 def test_recovery_code_login_forces_reenrolment(env: VaultEnv) -> None:
-    enrolment = env.vault.add_user(env.login("admin"), "doc", Role.RADIOLOGIST, "a long secret phrase 1")
-    _, session = env.vault.login("doc", "a long secret phrase 1", enrolment.recovery_codes[3])
+    enrolment = env.vault.admin.add_user(env.login("admin"), "doc", Role.RADIOLOGIST,
+                                         "a long secret phrase 1")
+    _, session = env.vault.accounts.login("doc", "a long secret phrase 1", enrolment.recovery_codes[3])
     assert session.needs_enrolment
     with pytest.raises(EnrolmentRequired):
-        env.vault.studies(session)
-    fresh = env.vault.begin_reenrolment(session)
+        env.vault.reading.studies(session)
+    fresh = env.vault.accounts.begin_reenrolment(session)
     with pytest.raises(AuthenticationFailed):
-        env.vault.finish_reenrolment(session, fresh, "000000")
-    session = env.vault.finish_reenrolment(session, fresh, totp.current_code(fresh.totp_secret))
+        env.vault.accounts.finish_reenrolment(session, fresh, "000000")
+    session = env.vault.accounts.finish_reenrolment(session, fresh, totp.current_code(fresh.totp_secret))
     assert not session.needs_enrolment
-    env.vault.studies(session)
+    env.vault.reading.studies(session)
     with pytest.raises(AuthenticationFailed):  # the old codes went with the old authenticator
-        env.vault.login("doc", "a long secret phrase 1", enrolment.recovery_codes[4])
-    env.vault.login("doc", "a long secret phrase 1", fresh.recovery_codes[0])
+        env.vault.accounts.login("doc", "a long secret phrase 1", enrolment.recovery_codes[4])
+    env.vault.accounts.login("doc", "a long secret phrase 1", fresh.recovery_codes[0])
 
 
 def test_first_login_enrolment(env: VaultEnv) -> None:
-    env.vault.add_user(env.login("admin"), "newbie", Role.TECHNOLOGIST, "a long secret phrase 2")
+    env.vault.admin.add_user(env.login("admin"), "newbie", Role.TECHNOLOGIST, "a long secret phrase 2")
     with pytest.raises(AuthenticationFailed):
-        env.vault.begin_first_enrolment("newbie", "not the password")
-    enrolment = env.vault.begin_first_enrolment("newbie", "a long secret phrase 2")
+        env.vault.accounts.begin_first_enrolment("newbie", "not the password")
+    enrolment = env.vault.accounts.begin_first_enrolment("newbie", "a long secret phrase 2")
     assert enrolment.totp_uri.startswith("otpauth://totp/Custodian:newbie")
     with pytest.raises(AuthenticationFailed, match="does not match"):
-        env.vault.finish_first_enrolment(enrolment, "000000")
-    _, session = env.vault.finish_first_enrolment(enrolment, totp.current_code(enrolment.totp_secret))
-    assert env.vault.whoami(session).user.enrolled
+        env.vault.accounts.finish_first_enrolment(enrolment, "000000")
+    _, session = env.vault.accounts.finish_first_enrolment(enrolment,
+                                                           totp.current_code(enrolment.totp_secret))
+    assert env.vault.accounts.whoami(session).user.enrolled
     with pytest.raises(CustodianError, match="already has an authenticator"):
-        env.vault.begin_first_enrolment("newbie", "a long secret phrase 2")
+        env.vault.accounts.begin_first_enrolment("newbie", "a long secret phrase 2")
 
 
 def test_unlock_after_inactivity_keeps_the_session(env: VaultEnv) -> None:
     rad = env.login("rad")
-    with env.vault._transaction():
-        env.vault._conn.execute("UPDATE sessions SET last_seen = last_seen - 700 WHERE token_hash = ?",
+    with env.vault._core.transaction():
+        env.vault._core.conn.execute("UPDATE sessions SET last_seen = last_seen - 700 WHERE token_hash = ?",
                                 (rad.token_hash,))
     with pytest.raises(NotAuthenticated, match="inactivity"):
-        env.vault.studies(rad)
+        env.vault.reading.studies(rad)
     account = env.accounts["rad"]
     with pytest.raises(AuthenticationFailed):
-        env.vault.unlock(rad, "wrong password entirely", "000000")
-    env.vault.unlock(rad, account.password, account.codes.next())
-    env.vault.studies(rad)  # the same session goes on
-    env.vault.logout(rad)
+        env.vault.accounts.unlock(rad, "wrong password entirely", "000000")
+    env.vault.accounts.unlock(rad, account.password, account.codes.next())
+    env.vault.reading.studies(rad)  # the same session goes on
+    env.vault.accounts.logout(rad)
     with pytest.raises(NotAuthenticated, match="ended"):
-        env.vault.unlock(rad, account.password, "000000")
+        env.vault.accounts.unlock(rad, account.password, "000000")
 
 
 def test_step_up_and_replay(env: VaultEnv) -> None:
     rad = env.login("rad")
     code = env.accounts["rad"].codes.next()
-    env.vault.step_up(rad, code)
+    env.vault.accounts.step_up(rad, code)
     with pytest.raises(AuthenticationFailed):
-        env.vault.step_up(rad, code)
+        env.vault.accounts.step_up(rad, code)
 
 
 def test_break_glass_for_a_restricted_patient(env: VaultEnv) -> None:
     items = study_bytes(slices=2, size=16)
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     env.add("privacy", Role.PRIVACY_OFFICER)
-    env.vault.restrict_patient(env.login("privacy"), "PID-0001")
+    env.vault.admin.restrict_patient(env.login("privacy"), "PID-0001")
     rad = env.login("rad")
-    (listed,) = env.vault.studies(rad)
+    (listed,) = env.vault.reading.studies(rad)
     assert listed.restricted and listed.patient_name is None and listed.patient_id is None
     with pytest.raises(NotPermitted, match="break-glass"):
-        env.vault.open_series(rad, ds.SeriesInstanceUID)
+        env.vault.reading.open_series(rad, ds.SeriesInstanceUID)
     with pytest.raises(UsageError, match="reason"):
-        env.vault.break_glass(rad, ds.StudyInstanceUID, "urgent", "000000")
+        env.vault.reading.break_glass(rad, ds.StudyInstanceUID, "urgent", "000000")
     with pytest.raises(AuthenticationFailed):
-        env.vault.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient", "000000")
-    until = env.vault.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient",
+        env.vault.reading.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient", "000000")
+    until = env.vault.reading.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient",
                                   env.accounts["rad"].codes.next())
     assert until - time.time() == pytest.approx(env.vault.policy.break_glass_seconds, abs=5)
-    images = env.vault.open_series(rad, ds.SeriesInstanceUID)
+    images = env.vault.reading.open_series(rad, ds.SeriesInstanceUID)
     assert len(images) == 2
-    assert env.vault.studies(rad)[0].patient_name == "Testperson^Quentin"
-    records = env.vault.audit.records()
+    assert env.vault.reading.studies(rad)[0].patient_name == "Testperson^Quentin"
+    records = env.vault._gate._audit.records()
     (override,) = [r for r in records if r.type == "emergency-override"]
     assert override.detail["reason"] == "trauma bay, unconscious patient"
     alerts = [r.detail["alert"] for r in records if r.type == "security-alert"]
     assert "break-glass access" in alerts and "attempt to open a restricted patient" in alerts
-    with env.vault._transaction():
-        env.vault._conn.execute("UPDATE break_glass SET expires_at = ?", (time.time() - 1,))
+    with env.vault._core.transaction():
+        env.vault._core.conn.execute("UPDATE break_glass SET expires_at = ?", (time.time() - 1,))
     with pytest.raises(NotPermitted):
-        env.vault.open_series(rad, ds.SeriesInstanceUID)
+        env.vault.reading.open_series(rad, ds.SeriesInstanceUID)
 
 
 def test_change_password(env: VaultEnv) -> None:
     rad = env.login("rad")
     with pytest.raises(AuthenticationFailed, match="current password"):
-        env.vault.change_password(rad, "not my password", "a brand new phrase 9")
+        env.vault.accounts.change_password(rad, "not my password", "a brand new phrase 9")
     with pytest.raises(UsageError, match="common or breached"):
-        env.vault.change_password(rad, password_for("rad"), "Password123!")
-    env.vault.change_password(rad, password_for("rad"), "a brand new phrase 9")
-    env.vault.login("rad", "a brand new phrase 9", env.accounts["rad"].codes.next())
+        env.vault.accounts.change_password(rad, password_for("rad"), "Password123!")
+    env.vault.accounts.change_password(rad, password_for("rad"), "a brand new phrase 9")
+    env.vault.accounts.login("rad", "a brand new phrase 9", env.accounts["rad"].codes.next())
 
 
 @pytest.mark.parametrize("password,reason", [

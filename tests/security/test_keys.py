@@ -12,7 +12,7 @@ import pytest
 
 from app.errors import VaultLocked
 from app.security.keys import KEYRING_SERVICE, KeyStore, keyring_usable
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import ADMIN_PASSWORD
 
 
@@ -87,9 +87,9 @@ def test_rotation_in_keyring_mode_retires_the_old_entry(
     vault, enrolment = Vault.create(home, admin="admin", password=ADMIN_PASSWORD, passphrase=None)
     from app.security import totp
 
-    _, admin = vault.login("admin", ADMIN_PASSWORD, totp.current_code(enrolment.totp_secret))
+    _, admin = vault.accounts.login("admin", ADMIN_PASSWORD, totp.current_code(enrolment.totp_secret))
     before = set(memory_keyring.items)
-    vault.rotate_keys(admin)
+    vault.admin.rotate_keys(admin)
     after = set(memory_keyring.items)
     assert len(after) == 1 and after != before
     vault.close()

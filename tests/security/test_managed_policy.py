@@ -21,7 +21,8 @@ from app.audit.repository import HALTED_KEY, Repository
 from app.errors import UsageError
 from app.net.nodes import Node
 from app.security import managed_policy
-from app.store.vault import POLICY_REFUSED_ALERT, Vault
+from app.vault import Vault
+from app.vault.gate import POLICY_REFUSED_ALERT
 from tests.conftest import PASSPHRASE, Cli, CliUsers, VaultEnv, study_bytes
 from tests.peers.pki import Site
 
@@ -53,18 +54,18 @@ def test_signed_settings_are_in_force_and_cannot_be_changed_here(env: VaultEnv, 
     assert vault.managed_settings == {"inactivity_seconds", "lockout_failures"}
     admin = env.login("admin")
     with pytest.raises(UsageError, match="managed policy"):
-        vault.set_policy(admin, "inactivity_seconds", "600")
-    assert vault.set_policy(admin, "prefetch_priors", "4").inactivity_seconds == 120
+        vault.admin.set_policy(admin, "inactivity_seconds", "600")
+    assert vault.admin.set_policy(admin, "prefetch_priors", "4").inactivity_seconds == 120
 
 
 def test_the_site_may_show_a_role_fewer_demographics(env: VaultEnv, site: tuple) -> None:
     policy, _, private = site
-    env.vault.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
     policy.write_bytes(managed_policy.sign({"visible_fields": {"technologist": ["patient ID"]}}, private))
     vault = _reopen(env)
-    (study,) = vault.studies(env.login("tech"))
+    (study,) = vault.reading.studies(env.login("tech"))
     assert study.patient_id == "PID-0001" and study.patient_name is None and study.birth_date is None
-    (full,) = vault.studies(env.login("rad"))  # other roles keep Custodian's table
+    (full,) = vault.reading.studies(env.login("rad"))  # other roles keep Custodian's table
     assert full.patient_name == "Testperson^Quentin"
 
 
@@ -72,7 +73,7 @@ def test_the_site_sets_the_pacs_nodes_and_the_audit_repository(env: VaultEnv, si
                                                                 tmp_path: Path) -> None:
     policy, _, private = site
     admin = env.login("admin")
-    env.vault.add_node(admin, Node("local", "MINE", "127.0.0.1", 11113))
+    env.vault.nodes.add(admin, Node("local", "MINE", "127.0.0.1", 11113))
     pki = Site(tmp_path, "audit.hospital.test")
     tls = {"ca": str(pki.ca.cert), "cert": str(pki.client.cert), "key": str(pki.client.key)}
     policy.write_bytes(managed_policy.sign({
@@ -83,25 +84,25 @@ def test_the_site_sets_the_pacs_nodes_and_the_audit_repository(env: VaultEnv, si
         "pacs_node": "pacs"}, private))
     vault = _reopen(env)
     admin = env.login("admin")
-    nodes = {n.name: n for n in vault.nodes(admin)}
+    nodes = {n.name: n for n in vault.nodes.list(admin)}
     assert set(nodes) == {"pacs", "local"} and nodes["local"].ae_title == "SITE" and nodes["local"].tls
-    assert vault.pacs_node().name == "pacs"
+    assert vault.nodes.pacs().name == "pacs"
     with pytest.raises(UsageError, match="managed policy"):
-        vault.remove_node(admin, "pacs")
+        vault.nodes.remove(admin, "pacs")
     with pytest.raises(UsageError, match="managed policy"):
-        vault.add_node(admin, Node("local", "OTHER", "127.0.0.1", 104))
-    vault.add_node(admin, Node("spare", "SPARE", "127.0.0.1", 104))  # the site's nodes stay beside
-    assert vault.audit_forwarder().status().address == "audit.hospital.test:6514"
+        vault.nodes.add(admin, Node("local", "OTHER", "127.0.0.1", 104))
+    vault.nodes.add(admin, Node("spare", "SPARE", "127.0.0.1", 104))  # the site's nodes stay beside
+    assert vault.trail.forwarder().status().address == "audit.hospital.test:6514"
     with pytest.raises(UsageError, match="managed policy"):
-        vault.set_audit_repository(admin, Repository("elsewhere", 6514, pki.identity()))
+        vault.trail.set_repository(admin, Repository("elsewhere", 6514, pki.identity()))
     # An untrusted certificate stopped the sync (tests/audit/test_sync.py makes one for real): the
     # administrator resumes it once the repository is checked, since it cannot be set again here.
-    with vault._db:
-        vault._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (HALTED_KEY, "an impostor"))
-    assert vault.audit_forwarder().status().halted
-    vault.resume_audit_sync(admin)
-    assert not vault.audit_forwarder().status().halted
-    (change, *_) = vault.audit.records(AuditQuery(event_type=EventType.POLICY_CHANGE, limit=1))
+    with vault._core.lock:
+        vault._core.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (HALTED_KEY, "an impostor"))
+    assert vault.trail.forwarder().status().halted
+    vault.trail.resume_sync(admin)
+    assert not vault.trail.forwarder().status().halted
+    (change, *_) = vault._gate._audit.records(AuditQuery(event_type=EventType.POLICY_CHANGE, limit=1))
     assert change.detail == {"audit_repository": "sync resumed"} and change.user == "admin"
 
 
@@ -143,7 +144,7 @@ def test_an_untrustworthy_policy_stops_the_application(env: VaultEnv, site: tupl
     monkeypatch.delenv("CUSTODIAN_SITE_POLICY")
     monkeypatch.delenv("CUSTODIAN_SITE_KEY")
     env.vault = Vault.open(env.home, lambda: PASSPHRASE)
-    alerts = env.vault.audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT))
+    alerts = env.vault._gate._audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT))
     assert any(a.detail.get("alert") == POLICY_REFUSED_ALERT for a in alerts)
 
 

@@ -16,7 +16,7 @@ from app.audit.report import AuditQuery
 from app.demo.studies import Patient
 from app.errors import CustodianError, VaultExists
 from app.store.backup import MAGIC, BackupDamaged
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, CliUsers, VaultEnv, study_bytes, write_study
 
 BACKUP_PASSPHRASE = "correct staple battery horse backup"
@@ -25,9 +25,9 @@ NEW_PASSPHRASE = "a different passphrase for the restored vault"
 
 def _backed_up(env: VaultEnv, tmp_path: Path) -> tuple[Path, list[tuple[str, bytes]]]:
     items = study_bytes(Patient("BKP-1", "Backup^Bella"), slices=3, size=16)
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     out = tmp_path / "vault.backup"
-    result = env.vault.backup(env.login("admin"), out, BACKUP_PASSPHRASE)
+    result = env.vault.admin.backup(env.login("admin"), out, BACKUP_PASSPHRASE)
     assert result.path == out and result.instances == 3 and out.stat().st_size == result.size
     return out, items
 
@@ -38,7 +38,7 @@ def test_round_trip_into_a_new_home(env: VaultEnv, tmp_path: Path) -> None:
     for secret in (b"Backup^Bella", b"BKP-1", pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
                    .StudyInstanceUID.encode(), items[0][1][-64:]):
         assert secret not in data, "the backup shows no name, ID, UID or pixel bytes"
-    (made,) = env.vault.audit.records(AuditQuery(event_type=EventType.BACKUP))
+    (made,) = env.vault._gate._audit.records(AuditQuery(event_type=EventType.BACKUP))
     assert made.user == "admin" and made.detail["instances"] == 3
     assert made.detail["sha256"] == hashlib.sha256(data).hexdigest()  # the file as written
 
@@ -47,14 +47,16 @@ def test_round_trip_into_a_new_home(env: VaultEnv, tmp_path: Path) -> None:
                        use_keyring=False) as restored:
         assert not list(home.rglob("masters.json")) and not list(home.glob(".restore-*"))
         env.vault.close()  # the restored vault stands on its own
-        rad = restored.login("rad", env.accounts["rad"].password, env.accounts["rad"].codes.next())[1]
-        (study,) = restored.studies(rad)
+        rad = restored.accounts.login("rad", env.accounts["rad"].password,
+                                      env.accounts["rad"].codes.next())[1]
+        (study,) = restored.reading.studies(rad)
         assert study.patient_id == "BKP-1" and study.instances == 3
-        admin = restored.login("admin", env.accounts["admin"].password, env.accounts["admin"].codes.next())[1]
-        report = restored.verify(admin)
+        admin = restored.accounts.login("admin", env.accounts["admin"].password,
+                                        env.accounts["admin"].codes.next())[1]
+        report = restored.admin.verify(admin)
         assert report.instances == 3 and not report.damaged
-        assert restored.audit_verify(admin).ok
-        (back,) = restored.audit.records(AuditQuery(event_type=EventType.RESTORE))
+        assert restored.trail.verify(admin).ok
+        (back,) = restored._gate._audit.records(AuditQuery(event_type=EventType.RESTORE))
         assert back.detail["instances"] == 3 and back.detail["sha256"] == made.detail["sha256"]
     # On this machine it opens with the new passphrase, not the old one.
     with pytest.raises(CustodianError, match="passphrase is wrong"):
@@ -85,15 +87,17 @@ def test_a_wrong_passphrase_or_changed_backup_restores_nothing(env: VaultEnv, tm
 
 
 def test_a_missing_blob_file_is_counted_and_the_rest_backed_up(env: VaultEnv, tmp_path: Path) -> None:
-    env.vault.import_bytes(env.login("tech"), study_bytes(Patient("BKP-3", "Gap^Gina"), slices=3, size=16))
-    (blob,) = env.vault._query("SELECT blob FROM instances LIMIT 1")[0]
-    env.vault.blobs.path(blob).unlink()  # lost to a disk fault
-    result = env.vault.backup(env.login("admin"), tmp_path / "gap.backup", BACKUP_PASSPHRASE)
+    env.vault.intake.import_bytes(env.login("tech"),
+                                  study_bytes(Patient("BKP-3", "Gap^Gina"), slices=3, size=16))
+    (blob,) = env.vault._core.query("SELECT blob FROM instances LIMIT 1")[0]
+    env.vault._core.blobs.path(blob).unlink()  # lost to a disk fault
+    result = env.vault.admin.backup(env.login("admin"), tmp_path / "gap.backup", BACKUP_PASSPHRASE)
     assert (result.instances, result.missing) == (2, 1)
     with Vault.restore(result.path, tmp_path / "restored", BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE,
                        use_keyring=False) as restored:
-        admin = restored.login("admin", env.accounts["admin"].password, env.accounts["admin"].codes.next())[1]
-        report = restored.verify(admin)
+        admin = restored.accounts.login("admin", env.accounts["admin"].password,
+                                        env.accounts["admin"].codes.next())[1]
+        report = restored.admin.verify(admin)
         assert report.instances == 3 and len(report.damaged) == 1  # said, not hidden
 
 
@@ -121,9 +125,9 @@ def test_restore_never_overwrites_a_vault_and_backup_never_overwrites_a_file(env
     with pytest.raises(VaultExists):
         Vault.restore(out, env.home, BACKUP_PASSPHRASE, vault_passphrase=NEW_PASSPHRASE, use_keyring=False)
     with pytest.raises(CustodianError, match="already exists"):
-        env.vault.backup(env.login("admin"), out, BACKUP_PASSPHRASE)
+        env.vault.admin.backup(env.login("admin"), out, BACKUP_PASSPHRASE)
     with pytest.raises(CustodianError, match="at least 16"):
-        env.vault.backup(env.login("admin"), tmp_path / "short.backup", "too short")
+        env.vault.admin.backup(env.login("admin"), tmp_path / "short.backup", "too short")
 
 
 def test_cli_backup_and_restore(cli_users: CliUsers, tmp_path: Path) -> None:

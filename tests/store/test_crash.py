@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from app.demo.studies import Patient
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, REPO, CliUsers, write_study
 
 
@@ -24,20 +24,21 @@ def test_readers_keep_working_during_an_import(cli_users: CliUsers, tmp_path: Pa
     assert cli_users.login("tech").returncode == 0
     assert cli_users.cli("import", str(tmp_path / "first")).returncode == 0
     vault = Vault.open(cli_users.cli.home, lambda: PASSPHRASE)
-    session = vault.resume(vault.load_token())
+    session = vault.accounts.resume(vault.accounts.load_token())
     proc = _start_import(cli_users, tmp_path / "second")
     counts, reads = [], 0
     try:
         while proc.poll() is None:
-            studies = vault.studies(session)
+            studies = vault.reading.studies(session)
             counts.append(sum(s.instances for s in studies))
             first = next(s for s in studies if s.patient_id == "PID-R")
-            images = vault.open_series(session, vault.series(session, first.study_uid)[0].series_uid)
+            images = vault.reading.open_series(session,
+                                               vault.reading.series(session, first.study_uid)[0].series_uid)
             images.render(reads % len(images))
             reads += 1
     finally:
         proc.wait()
     assert proc.returncode == 0 and reads > 3
     assert counts == sorted(counts)  # readers see whole batches appear, never a step back
-    assert sum(s.instances for s in vault.studies(session)) == 210
+    assert sum(s.instances for s in vault.reading.studies(session)) == 210
     vault.close()

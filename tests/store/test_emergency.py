@@ -16,7 +16,7 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.errors import NotPermitted, UsageError
 from app.net.nodes import Node
-from app.store.vault import EMERGENCY_ALERT
+from app.vault.gate import EMERGENCY_ALERT
 from tests.conftest import CliUsers, Codes, VaultEnv, study_bytes
 from tests.peers.ports import free_port
 
@@ -35,43 +35,47 @@ def pacs() -> Iterator[int]:
 
 def test_read_only_while_both_are_down(env: VaultEnv) -> None:
     items = study_bytes(slices=2, size=16)
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     first = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     series_uid, study_uid = first.SeriesInstanceUID, first.StudyInstanceUID
-    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", 9))  # discard: nobody there
+    env.vault.nodes.add(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", 9))  # discard: nobody there
 
     env.vault.enter_emergency_mode()
     assert env.vault.read_only
     rad = env.login("rad")
-    assert len(env.vault.studies(rad)) == 1 and len(env.vault.open_series(rad, series_uid)) == 2
+    assert len(env.vault.reading.studies(rad)) == 1
+    assert len(env.vault.reading.open_series(rad, series_uid)) == 2
     with pytest.raises(NotPermitted, match="Emergency mode: the cache is read-only"):
-        env.vault.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
+        env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
     with pytest.raises(NotPermitted, match="Emergency mode"):
-        env.vault.send(env.login("tech"), "pacs", study_uid)
-    (alert,) = [r for r in env.vault.audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT))
+        env.vault.outbox.send(env.login("tech"), "pacs", study_uid)
+    (alert,) = [r for r in env.vault._gate._audit.records(AuditQuery(event_type=EventType.SECURITY_ALERT))
                 if r.detail.get("alert") == EMERGENCY_ALERT]
     assert "connection refused" in str(alert.detail["PACS"]).lower()
-    refused = env.vault.audit.records(AuditQuery(user="tech", event_type=EventType.ACCESS_REFUSED))
+    refused = env.vault._gate._audit.records(AuditQuery(user="tech", event_type=EventType.ACCESS_REFUSED))
     assert [r.detail["why"] for r in refused] == ["emergency mode", "emergency mode"]
-    # The workstation's own duties change nothing either: a sender is refused, a prefetch and an
-    # eviction do nothing, and a pin (a reader's change to the cache) is refused like an import.
-    with pytest.raises(NotPermitted, match="nothing is received"):
-        env.vault.receive("MODALITY", study_bytes(slices=1, size=16))
-    assert env.vault._prefetch_priors(study_uid, "rad") == []
+    # The workstation's own duties change nothing either: a sender, a prefetch and an eviction are
+    # refused, and a pin (a reader's change to the cache) is refused like an import.
+    with pytest.raises(NotPermitted, match="does not receive instances"):
+        env.vault.cache.arrive("MODALITY", study_bytes(slices=1, size=16))
+    with pytest.raises(NotPermitted, match="does not prefetch priors"):
+        env.vault.cache.prefetch_for(study_uid, "rad")
+    with pytest.raises(NotPermitted, match="does not keep the cache to its budget"):
+        env.vault.cache.evict()
     with pytest.raises(NotPermitted, match="Emergency mode"):
-        env.vault.pin_study(rad, study_uid)
-    assert len(env.vault.studies(rad)) == 1
+        env.vault.cache.pin_study(rad, study_uid)
+    assert len(env.vault.reading.studies(rad)) == 1
 
 
 def test_refused_while_the_pacs_answers(env: VaultEnv, pacs: int) -> None:
-    env.vault.add_node(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", pacs))
+    env.vault.nodes.add(env.login("admin"), Node("pacs", "PACS", "127.0.0.1", pacs))
     with pytest.raises(UsageError, match="The PACS answers: start normally"):
         env.vault.enter_emergency_mode()
     assert not env.vault.read_only
-    assert env.vault.watch_pacs().reachable
+    assert env.vault.outbox.watch().reachable
     # Had the PACS come back during an emergency-mode run, the watch would still send nothing.
     env.vault.read_only = True
-    assert not env.vault.watch_pacs().reachable
+    assert not env.vault.outbox.watch().reachable
 
 
 def test_the_workstation_starts_in_emergency_mode_and_says_so(cli_users: CliUsers, tmp_path: Path) -> None:

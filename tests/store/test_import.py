@@ -19,7 +19,7 @@ from tests.conftest import VaultEnv, study_bytes, write_study
 def test_every_pydicom_test_file_is_imported_or_rejected_with_a_reason(env: VaultEnv, tmp_path: Path) -> None:
     files = [Path(f) for f in get_testdata_files() if Path(f).is_file()]
     assert len(files) > 150
-    report = env.vault.import_paths(env.login("tech"), files)
+    report = env.vault.intake.import_paths(env.login("tech"), files)
     dicomdirs = sum(1 for f in files if f.name.upper().startswith("DICOMDIR"))
     # DICOMDIR files given by name stand for the files they list, which are imported too.
     assert report.imported + report.duplicates + len(report.rejected) >= len(files) - dicomdirs
@@ -28,14 +28,14 @@ def test_every_pydicom_test_file_is_imported_or_rejected_with_a_reason(env: Vaul
     reasons = {Path(r.path).name: r.reason for r in report.rejected}
     assert reasons["MR_truncated.dcm"] == "file is truncated"
     assert reasons["README.txt"] == "not a DICOM file"
-    assert env.vault.verify(env.login("admin")).damaged == []
+    assert env.vault.admin.verify(env.login("admin")).damaged == []
     # Every imported image decodes (compressed ones through pylibjpeg/openjpeg) or says why not.
     rad = env.login("rad")
     opened, failed = 0, 0
-    for study in env.vault.studies(rad):
-        for series in env.vault.series(rad, study.study_uid):
+    for study in env.vault.reading.studies(rad):
+        for series in env.vault.reading.series(rad, study.study_uid):
             try:
-                images = env.vault.open_series(rad, series.series_uid)
+                images = env.vault.reading.open_series(rad, series.series_uid)
             except Exception as exc:  # a series of non-images
                 assert "no images" in str(exc)
                 continue
@@ -66,7 +66,7 @@ def test_damaged_files_are_quarantined_with_reasons(env: VaultEnv, tmp_path: Pat
     no_rows = ct_study(Patient("PID-9", "Rowless^Ray"), slices=1, size=16)[0]
     del no_rows.Rows
     (folder / "no-rows.dcm").write_bytes(to_bytes(no_rows))
-    report = env.vault.import_paths(env.login("tech"), [folder])
+    report = env.vault.intake.import_paths(env.login("tech"), [folder])
     reasons = {Path(r.path).name: r.reason for r in report.rejected}
     assert report.imported == 3
     assert reasons == {
@@ -79,8 +79,8 @@ def test_damaged_files_are_quarantined_with_reasons(env: VaultEnv, tmp_path: Pat
     }
     assert reasons["header-only.dcm"] in {"missing Study Instance UID", "invalid Study Instance UID",
                                           "missing Series Instance UID", "file is truncated"}
-    assert len(env.vault.quarantined(env.login("tech"))) == 6
-    assert env.vault.verify(env.login("admin")).damaged == []
+    assert len(env.vault.intake.quarantined(env.login("tech"))) == 6
+    assert env.vault.admin.verify(env.login("admin")).damaged == []
 
 
 def test_dicomdir_file_set(env: VaultEnv, tmp_path: Path) -> None:
@@ -89,16 +89,16 @@ def test_dicomdir_file_set(env: VaultEnv, tmp_path: Path) -> None:
         fs.add(ds)
     media = tmp_path / "media"
     fs.write(media)
-    report = env.vault.import_paths(env.login("tech"), [media / "DICOMDIR"])
+    report = env.vault.intake.import_paths(env.login("tech"), [media / "DICOMDIR"])
     assert (report.imported, report.rejected) == (4, [])
-    again = env.vault.import_paths(env.login("tech"), [media])  # the folder walk finds the same
+    again = env.vault.intake.import_paths(env.login("tech"), [media])  # the folder walk finds the same
     assert (again.imported, again.duplicates, again.rejected) == (0, 4, [])
 
 
 def test_pydicom_dicomdir(env: VaultEnv, tmp_path: Path) -> None:
     source = Path(get_testdata_file("DICOMDIR")).parent
     shutil.copytree(source, tmp_path / "dd")
-    report = env.vault.import_paths(env.login("tech"), [tmp_path / "dd" / "DICOMDIR"])
+    report = env.vault.intake.import_paths(env.login("tech"), [tmp_path / "dd" / "DICOMDIR"])
     assert report.imported > 20
 
 
@@ -106,7 +106,7 @@ def test_missing_paths_and_unreadable_files(env: VaultEnv, tmp_path: Path) -> No
     locked = tmp_path / "locked.dcm"
     locked.write_bytes(study_bytes(slices=1, size=16)[0][1])
     os.chmod(locked, 0)
-    report = env.vault.import_paths(env.login("tech"), [tmp_path / "nope", locked])
+    report = env.vault.intake.import_paths(env.login("tech"), [tmp_path / "nope", locked])
     reasons = sorted(r.reason for r in report.rejected)
     assert reasons[0] == "no such file or folder" or "could not be read" in reasons[0]
     assert report.imported in (0, 1)  # root may read a mode-000 file
@@ -122,6 +122,6 @@ def test_folder_of_ten_thousand_files(env: VaultEnv, tmp_path: Path) -> None:
             sub.mkdir()
         (sub / f"f{i}").write_bytes(b"junk %d" % i)
     seen: list[int] = []
-    report = env.vault.import_paths(env.login("tech"), [folder], progress=lambda d, t: seen.append(t))
+    report = env.vault.intake.import_paths(env.login("tech"), [folder], progress=lambda d, t: seen.append(t))
     assert report.imported == 5 and len(report.rejected) == 9995
     assert seen[-1] == 10_000 and len(seen) == 10_000

@@ -8,12 +8,12 @@ import pytest
 
 from app.errors import IntegrityError
 from app.store import importer, manifest
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, VaultEnv, study_bytes
 
 
 def _stored_and_recomputed(env: VaultEnv) -> list[tuple[bytes, bytes]]:
-    return [(stored, actual) for stored, actual in env.vault._query(
+    return [(stored, actual) for stored, actual in env.vault._core.query(
         f"SELECT manifest, {manifest.OF_STUDY_ROWS} FROM studies")]
 
 
@@ -22,11 +22,11 @@ def test_a_manifest_grown_batch_by_batch_equals_the_one_over_all_rows(
     monkeypatch.setattr(importer, "BATCH_INSTANCES", 3)  # seven instances: three commits
     items = study_bytes(slices=7, size=16)
     tech = env.login("tech")
-    env.vault.import_bytes(tech, items[:4])
-    env.vault.import_bytes(tech, items[4:])  # a second run adds to the study
+    env.vault.intake.import_bytes(tech, items[:4])
+    env.vault.intake.import_bytes(tech, items[4:])  # a second run adds to the study
     [(stored, actual)] = _stored_and_recomputed(env)
     assert len(stored) == manifest.SIZE and stored == actual and stored != manifest.EMPTY
-    assert not env.vault.verify(env.login("admin")).damaged
+    assert not env.vault.admin.verify(env.login("admin")).damaged
 
 
 def test_the_manifest_ignores_order_and_sees_every_instance() -> None:
@@ -41,22 +41,22 @@ def test_the_manifest_ignores_order_and_sees_every_instance() -> None:
 
 def test_an_added_instance_row_is_found(env: VaultEnv) -> None:
     items = study_bytes(slices=3, size=16)
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
-    columns = [row[1] for row in env.vault._query("PRAGMA table_info(instances)")]
+    columns = [row[1] for row in env.vault._core.query("PRAGMA table_info(instances)")]
     copied = ", ".join({"sop_uid": "'1.2.3.999'", "blob": "blob || 'x'"}.get(c, c) for c in columns)
-    with env.vault._transaction():  # a copy of a row under another UID
-        env.vault._conn.execute(f"INSERT INTO instances ({', '.join(columns)}) SELECT {copied} "
+    with env.vault._core.transaction():  # a copy of a row under another UID
+        env.vault._core.conn.execute(f"INSERT INTO instances ({', '.join(columns)}) SELECT {copied} "
                                 "FROM instances WHERE sop_uid = ?", (ds.SOPInstanceUID,))
-    reasons = {d.reason for d in env.vault.verify(env.login("admin")).damaged}
+    reasons = {d.reason for d in env.vault.admin.verify(env.login("admin")).damaged}
     assert "study manifest does not match its instances" in reasons
 
 
 def test_a_vault_from_before_gets_its_manifests_on_opening(env: VaultEnv) -> None:
-    env.vault.import_bytes(env.login("tech"), study_bytes(slices=4, size=16))
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=4, size=16))
     expected = _stored_and_recomputed(env)
-    with env.vault._transaction():  # the studies table as schema version 14 had it
-        conn = env.vault._conn
+    with env.vault._core.transaction():  # the studies table as schema version 14 had it
+        conn = env.vault._core.conn
         conn.execute("ALTER TABLE studies DROP COLUMN manifest")
         conn.execute("ALTER TABLE studies ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT ''")
         conn.execute("PRAGMA user_version = 14")
@@ -64,19 +64,20 @@ def test_a_vault_from_before_gets_its_manifests_on_opening(env: VaultEnv) -> Non
     env.vault = Vault.open(env.home, lambda: PASSPHRASE)
     env.sessions.clear()
     assert _stored_and_recomputed(env) == expected
-    columns = {row[1] for row in env.vault._query("PRAGMA table_info(studies)")}
+    columns = {row[1] for row in env.vault._core.query("PRAGMA table_info(studies)")}
     assert "manifest" in columns and "manifest_sha256" not in columns
-    assert not env.vault.verify(env.login("admin")).damaged
+    assert not env.vault.admin.verify(env.login("admin")).damaged
 
 
 def test_a_damaged_manifest_stops_additions_to_its_study_and_verify_names_it(env: VaultEnv) -> None:
     items = study_bytes(slices=3, size=16)
     tech = env.login("tech")
-    env.vault.import_bytes(tech, items[:2])
-    with env.vault._transaction():
-        env.vault._conn.execute("UPDATE studies SET manifest = x'00ff'")
+    env.vault.intake.import_bytes(tech, items[:2])
+    with env.vault._core.transaction():
+        env.vault._core.conn.execute("UPDATE studies SET manifest = x'00ff'")
     with pytest.raises(IntegrityError, match="manifest in the index is damaged"):
-        env.vault.import_bytes(tech, items[2:])
-    damaged = env.vault.verify(env.login("admin")).damaged
+        env.vault.intake.import_bytes(tech, items[2:])
+    damaged = env.vault.admin.verify(env.login("admin")).damaged
     assert [(d.reason, d.study_uid) for d in damaged] == [
-        ("study manifest does not match its instances", env.vault.studies(env.login("rad"))[0].study_uid)]
+        ("study manifest does not match its instances",
+         env.vault.reading.studies(env.login("rad"))[0].study_uid)]

@@ -25,7 +25,7 @@ from app.media.disclosures import ExportResult
 from app.security.roles import Role
 from app.store import index
 from app.store.patients import Demographics, normalised_name
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, VaultEnv
 from tests.media.conftest import MediaEnv
 
@@ -44,7 +44,7 @@ def _trail(env: VaultEnv, kind: EventType) -> list[AuditRecord]:
     """The audit records of one kind, read by the privacy officer."""
     if "po" not in env.accounts:
         env.add("po", Role.PRIVACY_OFFICER)
-    return env.vault.audit_show(env.login("po"), AuditQuery(event_type=kind))
+    return env.vault.trail.show(env.login("po"), AuditQuery(event_type=kind))
 
 
 def _study(patient: Patient, **kwargs: object) -> list[tuple[str, bytes]]:
@@ -63,10 +63,10 @@ def test_a_study_without_patient_id_keeps_its_own_demographics(env: VaultEnv) ->
     """The defect: every ID-less file was shown under the first ID-less patient's name."""
     first = _study(Patient("", "Citizen^Jan", birth_date="19700101"), slices=2, size=32)
     tech = env.login("tech")
-    report = env.vault.import_bytes(tech, first + [_real(name) for name, _ in NO_ID_FILES])
+    report = env.vault.intake.import_bytes(tech, first + [_real(name) for name, _ in NO_ID_FILES])
     assert not report.rejected and report.imported == 2 + len(NO_ID_FILES)
 
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert listed[_uid(first)].patient_name == "Citizen^Jan"
     for name, own in NO_ID_FILES:
         study = listed[_own_study(name)]
@@ -82,15 +82,16 @@ def test_the_same_patient_id_with_another_name_is_flagged_and_never_merged(env: 
     jan = _study(Patient("PID-42", "Citizen^Jan", birth_date="19700101"), slices=2, size=32)
     same = _study(Patient("PID-42", "CITIZEN^JAN^^", birth_date="19700101"), slices=1, size=32)
     other = _study(Patient("PID-42", "Roe^Jane", birth_date="19850505"), slices=2, size=32)
-    assert env.vault.import_bytes(tech, jan).warnings == []
-    assert env.vault.import_bytes(tech, same).warnings == [], "case and empty components are the same name"
-    report = env.vault.import_bytes(tech, other)
+    assert env.vault.intake.import_bytes(tech, jan).warnings == []
+    same_report = env.vault.intake.import_bytes(tech, same)
+    assert same_report.warnings == [], "case and empty components are the same name"
+    report = env.vault.intake.import_bytes(tech, other)
 
     assert report.imported == 2 and len(report.warnings) == 1
     warning = report.warnings[0]
     assert "PID-42" in warning and "'Citizen Jan', born 19700101" in warning
     assert "'Roe Jane', born 19850505" in warning
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert listed[_uid(jan)].patient_key == listed[_uid(same)].patient_key
     assert listed[_uid(other)].patient_key != listed[_uid(jan)].patient_key
     assert listed[_uid(other)].patient_name == "Roe^Jane" and listed[_uid(jan)].patient_name == "Citizen^Jan"
@@ -104,9 +105,10 @@ def test_the_same_patient_id_with_another_name_is_flagged_and_never_merged(env: 
 def test_an_instance_that_contradicts_its_studys_patient_is_quarantined(env: VaultEnv) -> None:
     tech = env.login("tech")
     datasets = ct_study(Patient("", "Anon^One"), slices=2, size=32)
-    env.vault.import_bytes(tech, [("a", to_bytes(datasets[0]))])
+    env.vault.intake.import_bytes(tech, [("a", to_bytes(datasets[0]))])
     datasets[1].PatientName = "Anon^Two"
-    report = env.vault.import_bytes(tech, [("b", to_bytes(datasets[1])), ("a-again", to_bytes(datasets[0]))])
+    report = env.vault.intake.import_bytes(tech, [("b", to_bytes(datasets[1])),
+                                                  ("a-again", to_bytes(datasets[0]))])
     assert report.imported == 0 and report.duplicates == 1
     assert [r.reason for r in report.rejected] == [
         "its study is already cached under the same Patient ID with another name or birth date"]
@@ -116,17 +118,17 @@ def test_reconciling_two_records_is_an_audited_act_of_an_import_role(env: VaultE
     tech = env.login("tech")
     right = _study(Patient("PID-7", "Smith^Anna", birth_date="19600101"), slices=1, size=32)
     typo = _study(Patient("PID-7", "Smyth^Anna", birth_date="19600101"), slices=1, size=32)
-    env.vault.import_bytes(tech, right + typo)
+    env.vault.intake.import_bytes(tech, right + typo)
     with pytest.raises(NotPermitted):
-        env.vault.reconcile_patients(env.login("rad"), _uid(typo), _uid(right))
+        env.vault.intake.reconcile_patients(env.login("rad"), _uid(typo), _uid(right))
 
-    assert env.vault.reconcile_patients(tech, _uid(typo), _uid(right)) == 1
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    assert env.vault.intake.reconcile_patients(tech, _uid(typo), _uid(right)) == 1
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert listed[_uid(typo)].patient_key == listed[_uid(right)].patient_key
     assert listed[_uid(typo)].patient_name == "Smith^Anna"
     assert not any(s.identity_conflict for s in listed.values())
     with pytest.raises(CustodianError, match="already filed under the same patient"):
-        env.vault.reconcile_patients(tech, _uid(typo), _uid(right))
+        env.vault.intake.reconcile_patients(tech, _uid(typo), _uid(right))
     events = [r for r in _trail(env, EventType.PATIENT_RECORD) if "reconciled" in r.detail]
     assert len(events) == 1 and events[0].user == "tech"
     assert set(events[0].studies) == {_uid(typo), _uid(right)}
@@ -134,12 +136,12 @@ def test_reconciling_two_records_is_an_audited_act_of_an_import_role(env: VaultE
 
 def test_a_restricted_patient_id_arriving_with_another_name_stays_restricted(env: VaultEnv) -> None:
     tech = env.login("tech")
-    env.vault.import_bytes(tech, _study(Patient("VIP-1", "Famous^Fay"), slices=1, size=32))
+    env.vault.intake.import_bytes(tech, _study(Patient("VIP-1", "Famous^Fay"), slices=1, size=32))
     _trail(env, EventType.LOGIN)  # makes the privacy officer
-    env.vault.restrict_patient(env.login("po"), "VIP-1")
+    env.vault.admin.restrict_patient(env.login("po"), "VIP-1")
     typo = _study(Patient("VIP-1", "Famus^Fay"), slices=1, size=32)
-    assert len(env.vault.import_bytes(tech, typo).warnings) == 1
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    assert len(env.vault.intake.import_bytes(tech, typo).warnings) == 1
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert listed[_uid(typo)].restricted and listed[_uid(typo)].patient_name is None
 
 
@@ -147,10 +149,10 @@ def test_restricting_a_patient_without_an_id_by_its_reference(env: VaultEnv) -> 
     tech = env.login("tech")
     one = _study(Patient("", "Nameless^One"), slices=1, size=32)
     two = _study(Patient("", "Nameless^Two"), slices=1, size=32)
-    env.vault.import_bytes(tech, one + two)
+    env.vault.intake.import_bytes(tech, one + two)
     _trail(env, EventType.LOGIN)  # makes the privacy officer
-    env.vault.restrict_patient(env.login("po"), f"noid:{_uid(one)}")
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    env.vault.admin.restrict_patient(env.login("po"), f"noid:{_uid(one)}")
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert listed[_uid(one)].restricted and not listed[_uid(two)].restricted
 
 
@@ -166,7 +168,7 @@ def test_media_give_each_patient_without_an_id_its_own_record(env: VaultEnv, tmp
     tech = env.login("tech")
     one = _study(Patient("", "Nameless^One"), slices=2, size=32)
     two = _study(Patient("", "Nameless^Two"), slices=1, size=32)
-    env.vault.import_bytes(tech, one + two)
+    env.vault.intake.import_bytes(tech, one + two)
     result = _export(env, [_uid(one), _uid(two)], tmp_path / "media.zip")
 
     with pyzipper.AESZipFile(result.out) as zf:
@@ -183,7 +185,7 @@ def test_media_give_each_patient_without_an_id_its_own_record(env: VaultEnv, tmp
     for ds in files.values():
         assert ds.PatientID == by_name[str(ds.PatientName)], "each file carries its patient's media ID"
 
-    disclosure = env.vault.disclosures(env.login("lib"), f"{serial}-1")
+    disclosure = env.vault.disclosure.disclosures(env.login("lib"), f"{serial}-1")
     assert len(disclosure) == 1 and {s.patient_id for s in disclosure[0].studies} == {f"{serial}-1"}
     exported = _trail(env, EventType.EXPORT)
     assert exported and all("unknown" not in json.dumps(r.patients).lower() for r in exported)
@@ -194,7 +196,7 @@ def test_media_refuse_two_patients_under_one_patient_id(env: VaultEnv, tmp_path:
     tech = env.login("tech")
     a = _study(Patient("PID-9", "Alpha^Ann"), slices=1, size=32)
     b = _study(Patient("PID-9", "Beta^Ben"), slices=1, size=32)
-    env.vault.import_bytes(tech, a + b)
+    env.vault.intake.import_bytes(tech, a + b)
     with pytest.raises(CustodianError, match="same Patient ID"):
         _export(env, [_uid(a), _uid(b)], tmp_path / "media.zip")
     assert not (tmp_path / "media.zip").exists()
@@ -218,8 +220,8 @@ def test_an_older_vault_is_rederived_and_reports_each_split(env: VaultEnv) -> No
     b = _study(Patient("", "Second^Nameless"), slices=1, size=32)
     c = _study(Patient("PID-5", "Right^Person", birth_date="19500101"), slices=1, size=32)
     d = _study(Patient("PID-5", "Other^Person", birth_date="19990101"), slices=1, size=32)
-    env.vault.import_bytes(tech, a + b + c + d)
-    conn = env.vault._conn
+    env.vault.intake.import_bytes(tech, a + b + c + d)
+    conn = env.vault._core.conn
     keys = {uid: conn.execute("SELECT patient FROM studies WHERE uid = ?", (uid,)).fetchone()[0]
             for uid in map(_uid, (a, b, c, d))}
     with index.write_transaction(conn):  # what schema 15 had made of the same imports
@@ -233,7 +235,7 @@ def test_an_older_vault_is_rederived_and_reports_each_split(env: VaultEnv) -> No
     env.vault = Vault.open(env.home, lambda: PASSPHRASE)
     assert len(env.vault.notices) == 1 and env.vault.notices[0].startswith("2 studies")
     env.sessions.clear()
-    listed = {s.study_uid: s for s in env.vault.studies(env.login("rad"))}
+    listed = {s.study_uid: s for s in env.vault.reading.studies(env.login("rad"))}
     assert [listed[_uid(x)].patient_name for x in (a, b, c, d)] == [
         "First^Nameless", "Second^Nameless", "Right^Person", "Other^Person"]
     assert len({listed[_uid(x)].patient_key for x in (a, b, c, d)}) == 4

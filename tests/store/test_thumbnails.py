@@ -19,18 +19,18 @@ SIZE, SLICES = 128, 5
 
 def _study(env: VaultEnv) -> pydicom.Dataset:
     items = study_bytes(slices=SLICES, size=SIZE)
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     return pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
 
 
 def _reads(env: VaultEnv, user: str) -> list:
-    return env.vault.audit.records(AuditQuery(user=user, event_type=EventType.INSTANCES_READ))
+    return env.vault._gate._audit.records(AuditQuery(user=user, event_type=EventType.INSTANCES_READ))
 
 
 def test_the_middle_image_windowed_and_shrunk(env: VaultEnv) -> None:
     ds = _study(env)
     rad = env.login("rad")
-    pictures = env.vault.thumbnails(rad, ds.StudyInstanceUID, size=32)
+    pictures = env.vault.reading.thumbnails(rad, ds.StudyInstanceUID, size=32)
     assert list(pictures) == [ds.SeriesInstanceUID]
     # The expected picture, independently: the middle slice in HU through the stored 40/400 window
     # (PS3.3 C.11.2.1.2), averaged in 4×4 blocks.
@@ -46,17 +46,17 @@ def test_restricted_patient_needs_break_glass_and_other_roles_get_none(env: Vaul
     ds = _study(env)
     env.add("privacy", Role.PRIVACY_OFFICER)
     env.add("films", Role.LIBRARIAN)
-    env.vault.restrict_patient(env.login("privacy"), "PID-0001")
+    env.vault.admin.restrict_patient(env.login("privacy"), "PID-0001")
     rad = env.login("rad")
     # Browsing past the study decrypts nothing and is no attempt to open it: no alert either.
-    assert env.vault.thumbnails(rad, ds.StudyInstanceUID) == {}
-    assert not [r for r in env.vault.audit.records() if r.user == "rad" and r.type in (
+    assert env.vault.reading.thumbnails(rad, ds.StudyInstanceUID) == {}
+    assert not [r for r in env.vault._gate._audit.records() if r.user == "rad" and r.type in (
         EventType.INSTANCES_READ.value, EventType.ACCESS_REFUSED.value, EventType.SECURITY_ALERT.value)]
-    env.vault.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient",
+    env.vault.reading.break_glass(rad, ds.StudyInstanceUID, "trauma bay, unconscious patient",
                           env.accounts["rad"].codes.next())
-    assert list(env.vault.thumbnails(rad, ds.StudyInstanceUID)) == [ds.SeriesInstanceUID]
+    assert list(env.vault.reading.thumbnails(rad, ds.StudyInstanceUID)) == [ds.SeriesInstanceUID]
     with pytest.raises(NotPermitted):
-        env.vault.thumbnails(env.login("films"), ds.StudyInstanceUID)
-    refused = env.vault.audit.records(AuditQuery(user="films", event_type=EventType.ACCESS_REFUSED))
+        env.vault.reading.thumbnails(env.login("films"), ds.StudyInstanceUID)
+    refused = env.vault._gate._audit.records(AuditQuery(user="films", event_type=EventType.ACCESS_REFUSED))
     assert refused and refused[0].detail["action"] == "view images"
-    assert env.vault.thumbnails(rad, "1.2.3.999") == {}  # not in the cache
+    assert env.vault.reading.thumbnails(rad, "1.2.3.999") == {}  # not in the cache

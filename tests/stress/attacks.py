@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated
 from app.security.roles import Role
-from app.store.vault import TOKEN_FILE
+from app.store.core import TOKEN_FILE
 from tests.conftest import VaultEnv, make_env
 
 
@@ -38,12 +38,13 @@ def online_guessing(env: VaultEnv, attempts: int) -> list[Attack]:
     for _ in range(attempts):
         guessing.attempts += 1
         try:
-            env.vault.login(account.name, secrets.token_urlsafe(12), f"{secrets.randbelow(10**6):06d}")
+            env.vault.accounts.login(account.name, secrets.token_urlsafe(12),
+                                     f"{secrets.randbelow(10**6):06d}")
             guessing.got_in += 1
         except AuthenticationFailed as exc:
             messages.add(str(exc))
     try:  # the real owner, with the right password and code, while the account is locked
-        env.vault.login(account.name, account.password, account.codes.next())
+        env.vault.accounts.login(account.name, account.password, account.codes.next())
         guessing.got_in += 1  # the lock did not hold
         held = "did NOT hold"
     except AuthenticationFailed:
@@ -58,7 +59,7 @@ def online_guessing(env: VaultEnv, attempts: int) -> list[Attack]:
     for _ in range(attempts // 10):
         unknown.attempts += 1
         try:
-            env.vault.login(f"nobody{secrets.token_hex(3)}", "wrong password entirely", "123456")
+            env.vault.accounts.login(f"nobody{secrets.token_hex(3)}", "wrong password entirely", "123456")
             unknown.got_in += 1
         except AuthenticationFailed as exc:
             messages.add(str(exc))
@@ -73,11 +74,11 @@ def totp_replay(env: VaultEnv, attempts: int) -> Attack:
     attack, started = Attack(f"replay of a used authenticator code ({attempts} tries)"), time.perf_counter()
     account = env.add(f"replayed{secrets.token_hex(2)}", Role.RADIOLOGIST)
     code = account.codes.next()
-    env.vault.login(account.name, account.password, code)
+    env.vault.accounts.login(account.name, account.password, code)
     for _ in range(attempts):
         attack.attempts += 1
         try:
-            env.vault.login(account.name, account.password, code)
+            env.vault.accounts.login(account.name, account.password, code)
             attack.got_in += 1
         except AuthenticationFailed:
             pass
@@ -91,12 +92,12 @@ def recovery_reuse(env: VaultEnv, codes: int) -> Attack:
     attack, started = Attack(f"reuse of a spent recovery code ({codes} codes)"), time.perf_counter()
     password = "a long secret phrase for recovery"
     name = f"rec{secrets.token_hex(2)}"
-    enrolment = env.vault.add_user(env.login("admin"), name, Role.RADIOLOGIST, password)
+    enrolment = env.vault.admin.add_user(env.login("admin"), name, Role.RADIOLOGIST, password)
     for code in enrolment.recovery_codes[:codes]:
-        env.vault.login(name, password, code)
+        env.vault.accounts.login(name, password, code)
         attack.attempts += 1
         try:
-            env.vault.login(name, password, code)
+            env.vault.accounts.login(name, password, code)
             attack.got_in += 1
         except AuthenticationFailed:
             pass
@@ -110,19 +111,20 @@ def stolen_tokens(env: VaultEnv, elsewhere: Path) -> Attack:
     """A session token reused after logout, and the token file carried to another workstation."""
     attack, started = Attack("session token after logout, or copied to another home"), time.perf_counter()
     account = env.accounts["admin"]
-    token, session = env.vault.login("admin", account.password, account.codes.next())
-    env.vault.logout(session)
+    token, session = env.vault.accounts.login("admin", account.password, account.codes.next())
+    env.vault.accounts.logout(session)
     attack.attempts += 1
     try:
-        env.vault.resume(token)
+        env.vault.accounts.resume(token)
         attack.got_in += 1
     except NotAuthenticated:
         pass
-    token, _ = env.vault.login("admin", account.password, account.codes.next())
-    env.vault.save_token(token)
+    token, _ = env.vault.accounts.login("admin", account.password, account.codes.next())
+    env.vault.accounts.save_token(token)
     other = make_env(elsewhere)
     shutil.copy2(env.home / TOKEN_FILE, elsewhere / TOKEN_FILE)  # the sealed token file
-    for attempt in (lambda: other.vault.resume(other.vault.load_token()), lambda: other.vault.resume(token)):
+    for attempt in (lambda: other.vault.accounts.resume(other.vault.accounts.load_token()),
+                    lambda: other.vault.accounts.resume(token)):
         attack.attempts += 1
         try:
             attempt()
@@ -136,8 +138,9 @@ def stolen_tokens(env: VaultEnv, elsewhere: Path) -> Attack:
 
 
 def _unlock(env: VaultEnv, name: str) -> None:
-    with env.vault._transaction():
-        env.vault._conn.execute("UPDATE users SET locked_until = 0, failed_count = 0 WHERE name = ?", (name,))
+    with env.vault._core.transaction():
+        env.vault._core.conn.execute("UPDATE users SET locked_until = 0, failed_count = 0 WHERE name = ?",
+                                     (name,))
 
 
 def run_all(work: Path, attempts: int) -> list[Attack]:

@@ -42,9 +42,9 @@ def _sync_audit(env: VaultEnv, folder: Path) -> list[bytes]:
     repository = Rsyslog(folder / "rsyslog", site.ca.cert, site.server)
     repository.start()
     try:
-        env.vault.set_audit_repository(env.login("admin"), Repository(
+        env.vault.trail.set_repository(env.login("admin"), Repository(
             "127.0.0.1", repository.port, site.identity(), "audit.hospital.test"))
-        assert env.vault.audit_forwarder().drain().status.pending == 0
+        assert env.vault.trail.forwarder().drain().status.pending == 0
     finally:
         repository.stop()
     key = site.client.key.read_bytes()
@@ -69,22 +69,24 @@ def working_day(env: VaultEnv, tmp_path: Path) -> Hygiene:
     first = pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1]))
     note = f"spiculated nodule {marker}"
 
-    env.vault.import_bytes(env.login("tech"), items)
+    env.vault.intake.import_bytes(env.login("tech"), items)
     env.add("films", Role.LIBRARIAN)
     rad = env.login("rad")
-    images = env.vault.open_series(rad, first.SeriesInstanceUID)
+    images = env.vault.reading.open_series(rad, first.SeriesInstanceUID)
     images.render(2)
-    assert env.vault.thumbnails(rad, first.StudyInstanceUID)
+    assert env.vault.reading.thumbnails(rad, first.StudyInstanceUID)
     (tmp_path / "out").mkdir(parents=True)
-    env.vault.save_measurement(rad, Measurement(Kind.TEXT, first.SOPInstanceUID, 0, ((10.0, 12.0),), note))
-    media = env.vault.export(env.login("films"), ExportRequest(
+    env.vault.reading.save_measurement(rad,
+                                       Measurement(Kind.TEXT, first.SOPInstanceUID, 0, ((10.0, 12.0),), note))
+    media = env.vault.disclosure.export(env.login("films"), ExportRequest(
         (first.StudyInstanceUID,), RecipientKind.PATIENT, "The patient herself", Purpose.PATIENT_REQUEST,
         IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, tmp_path / "out" / "media.zip"),
         env.accounts["films"].codes.next())
-    backup = env.vault.backup(env.login("admin"), tmp_path / "day.backup", "a backup passphrase for today")
+    backup = env.vault.admin.backup(env.login("admin"), tmp_path / "day.backup",
+                                    "a backup passphrase for today")
     tls_key = _sync_audit(env, tmp_path / "central")
 
-    keys = [*env.vault._keys.masters.values(), env.vault._keys.index_key]
+    keys = [*env.vault._core.keys.masters.values(), env.vault._core.keys.index_key]
     needles = [patient.name.encode(), f"Hygiene{marker}".encode(), patient.patient_id.encode(),
                first.StudyInstanceUID.encode(), first.SeriesInstanceUID.encode(),
                first.SOPInstanceUID.encode(),

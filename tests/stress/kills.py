@@ -35,7 +35,7 @@ from app.demo.studies import Patient, ct_study
 from app.media.disclosures import Disclosure
 from app.net.nodes import Node
 from app.security.roles import Role
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import PASSPHRASE, REPO, VaultEnv, make_env, write_study
 from tests.peers.ports import free_port, wait_listening
 
@@ -85,8 +85,8 @@ class Station:
         """Make ``name`` the CLI's logged-in user, as ``custodian login`` would."""
         if name not in self._tokens:
             account = self.env.accounts[name]
-            self._tokens[name] = self.vault.login(name, account.password, account.codes.next())[0]
-        self.vault.save_token(self._tokens[name])
+            self._tokens[name] = self.vault.accounts.login(name, account.password, account.codes.next())[0]
+        self.vault.accounts.save_token(self._tokens[name])
 
     def start(self, *args: str, tmp: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
         extra = {"TMPDIR": str(tmp)} if tmp else {}
@@ -97,18 +97,18 @@ class Station:
 
     def instances(self, study_uid: str | None = None) -> set[str]:
         if study_uid is None:
-            return {r[0] for r in self.vault._query("SELECT sop_uid FROM instances")}
-        return {r[0] for r in self.vault._query("SELECT sop_uid FROM instances WHERE study_uid = ?",
+            return {r[0] for r in self.vault._core.query("SELECT sop_uid FROM instances")}
+        return {r[0] for r in self.vault._core.query("SELECT sop_uid FROM instances WHERE study_uid = ?",
                                                 (study_uid,))}
 
     def check(self, tally: Tally) -> None:
         """What ``custodian verify`` and ``custodian audit verify`` report."""
         admin = self.env.login("admin")
-        report = self.vault.verify(admin)
+        report = self.vault.admin.verify(admin)
         if report.damaged:
             tally.lost += len(report.damaged)
             tally.found(f"verify: {len(report.damaged)} damaged")
-        chain = self.vault.audit_verify(admin)
+        chain = self.vault.trail.verify(admin)
         if not chain.ok:
             tally.broken_chain += 1
             tally.found(f"audit verify: first bad record {chain.first_bad_seq}")
@@ -236,7 +236,7 @@ def _start_scp(station: Station) -> tuple[subprocess.Popen[bytes], int]:
 
 def kill_scps(station: Station, iterations: int, rng: random.Random, slices: int = 60) -> Tally:
     tally, started = Tally("storage SCP (custodian scp) receiving"), time.perf_counter()
-    station.vault.add_node(station.env.login("admin"), Node("killsender", SENDER_AE, "127.0.0.1", 104))
+    station.vault.nodes.add(station.env.login("admin"), Node("killsender", SENDER_AE, "127.0.0.1", 104))
     whole = 0.0
     for i in range(iterations + 1):
         datasets = ct_study(Patient(f"KILL-S{i}", "Killed^Receiver"), slices=slices, size=256)
@@ -327,5 +327,5 @@ def kill_exports(station: Station, work: Path, iterations: int, rng: random.Rand
 
 
 def _made(station: Station, patient: Patient) -> list[Disclosure]:
-    found = station.vault.disclosures(station.env.login("po"), patient.patient_id)
+    found = station.vault.disclosure.disclosures(station.env.login("po"), patient.patient_id)
     return sorted((d for d in found if d.state == "made"), key=lambda d: d.id)

@@ -14,7 +14,7 @@ import pytest
 
 from app.demo.studies import Patient
 from app.errors import NotAuthenticated, VaultLocked
-from app.store.vault import Vault
+from app.vault import Vault
 from tests.conftest import ADMIN_PASSWORD, Cli, CliUsers, VaultEnv, make_cli_users, write_study
 from tests.security.test_keys import MemoryKeyring
 
@@ -132,14 +132,14 @@ def test_clock_jumps_end_sessions_instead_of_extending_them(env: VaultEnv,
     clock = _Clock()
     monkeypatch.setattr(time, "time", clock.time)
     rad = env.login("rad")
-    env.vault.whoami(rad)
+    env.vault.accounts.whoami(rad)
     clock.offset = -3600  # set back an hour: the idle time must not go negative and keep it open
     with pytest.raises(NotAuthenticated, match="clock"):
-        env.vault.whoami(rad)
+        env.vault.accounts.whoami(rad)
     clock.offset = 0
     rad = env.login("rad", fresh=True)
     clock.offset = 13 * 3600  # forward past the absolute limit
     with pytest.raises(NotAuthenticated):
-        env.vault.whoami(rad)
+        env.vault.accounts.whoami(rad)
     clock.offset = 0
-    assert env.vault.audit_verify(env.login("admin", fresh=True)).ok  # times out of order, chain intact
+    assert env.vault.trail.verify(env.login("admin", fresh=True)).ok  # times out of order, chain intact

@@ -43,9 +43,9 @@ from app.security.accounts import Enrolment
 from app.security.roles import Role
 from app.security.sessions import Session
 from app.store.records import ImportReport
-from app.store.vault import Vault
 from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
+from app.vault import Vault
 
 ADMIN_PASSWORD = "correct horse battery staple"
 USER_PASSWORD = "reading room pass phrase 1"
@@ -79,28 +79,28 @@ def vault(created_vault: tuple[Vault, Enrolment]) -> Vault:
 @pytest.fixture(scope="session")
 def admin_session(created_vault: tuple[Vault, Enrolment]) -> Session:
     vault, enrolment = created_vault
-    _, session = vault.login("admin", ADMIN_PASSWORD, totp.current_code(enrolment.totp_secret))
+    _, session = vault.accounts.login("admin", ADMIN_PASSWORD, totp.current_code(enrolment.totp_secret))
     return session
 
 
 @pytest.fixture(scope="session")
 def radiologist(vault: Vault, admin_session: Session) -> Enrolment:
-    return vault.add_user(admin_session, "rad", Role.RADIOLOGIST, USER_PASSWORD)
+    return vault.admin.add_user(admin_session, "rad", Role.RADIOLOGIST, USER_PASSWORD)
 
 
 @pytest.fixture(scope="session")
 def session(vault: Vault, radiologist: Enrolment) -> Session:
     """The radiologist, logged in (the admin role may not see PHI)."""
-    _, session = vault.login("rad", USER_PASSWORD, totp.current_code(radiologist.totp_secret))
+    _, session = vault.accounts.login("rad", USER_PASSWORD, totp.current_code(radiologist.totp_secret))
     return session
 
 
 @pytest.fixture(scope="session")
 def importer(vault: Vault, admin_session: Session) -> Importer:
     """Imports as a technologist: radiologists read, technologists load studies."""
-    tech = vault.add_user(admin_session, "tech", Role.TECHNOLOGIST, USER_PASSWORD)
-    _, tech_session = vault.login("tech", USER_PASSWORD, totp.current_code(tech.totp_secret))
-    return lambda items: vault.import_bytes(tech_session, items)
+    tech = vault.admin.add_user(admin_session, "tech", Role.TECHNOLOGIST, USER_PASSWORD)
+    _, tech_session = vault.accounts.login("tech", USER_PASSWORD, totp.current_code(tech.totp_secret))
+    return lambda items: vault.intake.import_bytes(tech_session, items)
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +115,8 @@ def ct_datasets(importer: Importer) -> list[Dataset]:
 @pytest.fixture
 def new_user(vault: Vault, admin_session: Session) -> Callable[[], Enrolment]:
     """Makes new radiologists (password USER_PASSWORD), each with codes nobody has used yet."""
-    return lambda: vault.add_user(admin_session, f"reader{next(_READERS)}", Role.RADIOLOGIST, USER_PASSWORD)
+    return lambda: vault.admin.add_user(admin_session, f"reader{next(_READERS)}", Role.RADIOLOGIST,
+                                        USER_PASSWORD)
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ class Reader:
 @pytest.fixture
 def reader(vault: Vault, fresh_user: tuple[str, str, str]) -> Reader:
     name, password, secret = fresh_user
-    _, session = vault.login(name, password, totp.current_code(secret))
+    _, session = vault.accounts.login(name, password, totp.current_code(secret))
     return Reader(name, password, secret, session)
 
 

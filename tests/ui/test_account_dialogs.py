@@ -10,9 +10,9 @@ from pytestqt.qtbot import QtBot
 
 from app.errors import UsageError
 from app.security.passwords import check_rules
-from app.store.vault import Vault
 from app.ui.account_dialogs import MISMATCH, ChangePasswordDialog
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import Reader, answer
 
 NEW_PASSWORD = "lantern orchard quietly 42"
@@ -53,5 +53,5 @@ def test_change_password_refuses_plainly_then_changes_it(qtbot: QtBot, vault: Va
                         MISMATCH, "The current password is not correct."]
     assert all("Traceback" not in text for text in refusals)
     assert window.statusBar().currentMessage() == "Your password was changed."
-    _, session = vault.login(reader.name, NEW_PASSWORD, reader.next_code())
+    _, session = vault.accounts.login(reader.name, NEW_PASSWORD, reader.next_code())
     assert session.user.name == reader.name

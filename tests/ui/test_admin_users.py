@@ -12,10 +12,10 @@ from pytestqt.qtbot import QtBot
 
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.admin_users import AddUserDialog, AdminUsersDialog
 from app.ui.enrolment_dialog import EnrolmentDialog
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import USER_PASSWORD, answer
 
 _NEWCOMERS = itertools.count(1)
@@ -72,7 +72,7 @@ def test_admin_lists_adds_and_disables_users(qtbot: QtBot, vault: Vault, admin_s
 
     assert questions and questions[0].startswith(f"Disable {name}?")
     assert row_texts(dialog, name)[2] == "Disabled"
-    assert next(u for u in vault.list_users(admin_session) if u.name == name).disabled
+    assert next(u for u in vault.admin.list_users(admin_session) if u.name == name).disabled
     assert not dialog.disable_button.isEnabled()
 
 

@@ -13,16 +13,16 @@ from app.audit.report import AuditQuery, ReportKind
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.audit_viewer import AuditViewer
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import PATIENT, USER_PASSWORD, shown_texts
 
 
 @pytest.fixture(scope="module")
 def officer(vault: Vault, admin_session: Session) -> Session:
-    enrolment = vault.add_user(admin_session, "auditor", Role.PRIVACY_OFFICER, USER_PASSWORD)
-    return vault.login("auditor", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
+    enrolment = vault.admin.add_user(admin_session, "auditor", Role.PRIVACY_OFFICER, USER_PASSWORD)
+    return vault.accounts.login("auditor", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
 
 
 def _column(viewer: AuditViewer, title: str) -> list[str]:
@@ -32,7 +32,7 @@ def _column(viewer: AuditViewer, title: str) -> list[str]:
 
 def test_filters_show_who_opened_a_patient(qtbot: QtBot, vault: Vault, officer: Session, session: Session,
                                            ct_datasets: list[Dataset]) -> None:
-    vault.open_series(session, ct_datasets[0].SeriesInstanceUID)  # the radiologist reads
+    vault.reading.open_series(session, ct_datasets[0].SeriesInstanceUID)  # the radiologist reads
     viewer = AuditViewer(vault, officer)
     qtbot.addWidget(viewer)
     viewer.show()
@@ -41,7 +41,7 @@ def test_filters_show_who_opened_a_patient(qtbot: QtBot, vault: Vault, officer: 
     viewer.search()
     # Other tests in this session's vault read the same patient, so the expected readers come from
     # the trail itself; the officer, who never opened an image, must not be among them.
-    readers = {r.user for r in vault.audit.records(AuditQuery(patient=PATIENT.patient_id,
+    readers = {r.user for r in vault._gate._audit.records(AuditQuery(patient=PATIENT.patient_id,
                                                                  event_type=EventType.INSTANCES_READ))}
     users = _column(viewer, "User")
     assert "rad" in users and set(users) == readers and "auditor" not in readers
@@ -50,7 +50,7 @@ def test_filters_show_who_opened_a_patient(qtbot: QtBot, vault: Vault, officer: 
     assert viewer.patient_report_button.isEnabled() and not viewer.user_report_button.isEnabled()
 
     # The search itself is in the trail, naming the patient it was about.
-    (read,) = vault.audit.records(AuditQuery(user="auditor", event_type=EventType.AUDIT_READ, limit=1))
+    (read,) = vault._gate._audit.records(AuditQuery(user="auditor", event_type=EventType.AUDIT_READ, limit=1))
     assert read.patients == (PATIENT.patient_id,)
 
 

@@ -18,9 +18,9 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.imaging.thumbnail import THUMBNAIL_SIZE
-from app.store.vault import Vault
 from app.ui.main_window import MainWindow
 from app.ui.viewport_grid import Viewport
+from app.vault import Vault
 from tests.ui.conftest import Importer, Reader, image_array
 
 SIZE = 128  # shrunk by 2 into the 64-pixel thumbnail
@@ -78,7 +78,7 @@ def test_thumbnails_show_each_series_middle_image(qtbot: QtBot, vault: Vault, re
         assert grey[0, 0] == 0 and abs(grey[32, 32] - 102) <= 3 and grey.max() >= 250
     assert window.browser.series_table.rowHeight(0) >= THUMBNAIL_SIZE
     # Seeing thumbnails is seeing the patient's images: one audited access for the study.
-    reads = vault.audit.records(AuditQuery(user=reader.name, event_type=EventType.INSTANCES_READ))
+    reads = vault._gate._audit.records(AuditQuery(user=reader.name, event_type=EventType.INSTANCES_READ))
     assert [r.detail for r in reads] == [{"thumbnails": 2}] and reads[0].studies == (study_uid,)
 
 
@@ -95,7 +95,7 @@ def test_thumbnails_go_with_the_lock_and_a_late_answer_is_dropped(
 
     # A slow decode whose answer arrives after the lock must not reach the screen.
     entered, release, answered = threading.Event(), threading.Event(), threading.Event()
-    real = vault.thumbnails
+    real = vault.reading.thumbnails
 
     def slow(*args: object, **kwargs: object) -> dict[str, np.ndarray]:
         entered.set()
@@ -105,7 +105,7 @@ def test_thumbnails_go_with_the_lock_and_a_late_answer_is_dropped(
         finally:
             answered.set()
 
-    monkeypatch.setattr(vault, "thumbnails", slow)
+    monkeypatch.setattr(vault.reading, "thumbnails", slow)
     other = _window(open_window, reader)
     other.browser.select_study(two_series[0][0].StudyInstanceUID)
     qtbot.waitUntil(entered.is_set, timeout=10000)  # the request went out once the selection settled

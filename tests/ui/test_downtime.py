@@ -8,8 +8,8 @@ from pytestqt.qtbot import QtBot
 
 from app.net.watch import PacsStatus
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import PATIENT
 
 BANNER = (0x5C, 0x42, 0x11)

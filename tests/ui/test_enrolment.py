@@ -18,10 +18,10 @@ from app.errors import AuthenticationFailed
 from app.security import totp
 from app.security.accounts import Enrolment
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.enrolment_dialog import QR_BORDER, QR_SCALE, EnrolmentDialog
 from app.ui.login_dialog import REENROLMENT_CANCELLED, LoginDialog
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import USER_PASSWORD, Reader, answer, image_array, unused_code
 
 
@@ -81,8 +81,8 @@ def test_first_login_sets_up_the_authenticator_and_opens_a_session(
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.session is not None and dialog.session.user.name == name
     assert not dialog.session.needs_enrolment
-    assert vault.whoami(dialog.session).user.name == name
-    assert next(u for u in vault.list_users(admin_session) if u.name == name).enrolled
+    assert vault.accounts.whoami(dialog.session).user.name == name
+    assert next(u for u in vault.admin.list_users(admin_session) if u.name == name).enrolled
     enrolment = seen[0]
     assert enrolment.qr_label.pixmap().isNull() and enrolment.uri_edit.text() == "", \
         "the secret is gone from the closed dialog"
@@ -126,9 +126,9 @@ def test_a_recovery_code_login_must_set_up_a_new_authenticator(qtbot: QtBot, vau
 
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.session is not None and not dialog.session.needs_enrolment
-    assert vault.studies(dialog.session) is not None, "the session may work now"
+    assert vault.reading.studies(dialog.session) is not None, "the session may work now"
     with pytest.raises(AuthenticationFailed):  # the handed-over authenticator was replaced
-        vault.login(enrolment.user.name, USER_PASSWORD, totp.current_code(enrolment.totp_secret))
+        vault.accounts.login(enrolment.user.name, USER_PASSWORD, totp.current_code(enrolment.totp_secret))
 
 
 def test_cancelling_the_forced_re_enrolment_logs_out(qtbot: QtBot, recovery_login):

@@ -21,16 +21,16 @@ from app.media.disclosures import (
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.disclosures_dialog import DisclosuresDialog
 from app.ui.export_wizard import ExportWizard
+from app.vault import Vault
 from tests.ui.conftest import PATIENT, USER_PASSWORD, shown_texts
 
 
 @pytest.fixture(scope="module")
 def librarian(vault: Vault, admin_session: Session) -> tuple[Session, str]:
-    enrolment = vault.add_user(admin_session, "films", Role.LIBRARIAN, USER_PASSWORD)
-    session = vault.login("films", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
+    enrolment = vault.admin.add_user(admin_session, "films", Role.LIBRARIAN, USER_PASSWORD)
+    session = vault.accounts.login("films", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
     return session, enrolment.totp_secret
 
 
@@ -76,14 +76,14 @@ def test_the_wizard_exports_and_shows_the_passphrase_once(qtbot: QtBot, vault: V
 
 def test_the_accounting_lists_the_disclosure(qtbot: QtBot, vault: Vault, admin_session: Session,
                                              ct_datasets: list[Dataset], tmp_path: Path) -> None:
-    films = vault.add_user(admin_session, "films2", Role.LIBRARIAN, USER_PASSWORD)
-    librarian = vault.login("films2", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
-    made = vault.export(librarian, ExportRequest(
+    films = vault.admin.add_user(admin_session, "films2", Role.LIBRARIAN, USER_PASSWORD)
+    librarian = vault.accounts.login("films2", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
+    made = vault.disclosure.export(librarian, ExportRequest(
         (ct_datasets[0].StudyInstanceUID,), RecipientKind.PROVIDER, "Dr Who, St Elsewhere", Purpose.TREATMENT,
         IdentityCheck.PROVIDER_DIRECTORY, Delivery.PHONE, MediaKind.ISO, tmp_path / "cd.iso"),
         totp.current_code(films.totp_secret, time.time() + totp.STEP))
-    enrolment = vault.add_user(admin_session, "privacy2", Role.PRIVACY_OFFICER, USER_PASSWORD)
-    officer = vault.login("privacy2", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
+    enrolment = vault.admin.add_user(admin_session, "privacy2", Role.PRIVACY_OFFICER, USER_PASSWORD)
+    officer = vault.accounts.login("privacy2", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
     dialog = DisclosuresDialog(vault, officer)
     qtbot.addWidget(dialog)
     dialog.patient_edit.setText(PATIENT.patient_id)
@@ -101,8 +101,8 @@ def test_outside_media_is_read_shown_and_imported(qtbot: QtBot, vault: Vault, ad
 
     write_study(tmp_path / "cdrom" / "DICOM", Patient("EXT-77", "Outside^Olga"), slices=3, size=16)
     (tmp_path / "cdrom" / "README.TXT").write_text("from elsewhere")
-    films = vault.add_user(admin_session, "films3", Role.LIBRARIAN, USER_PASSWORD)
-    librarian = vault.login("films3", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
+    films = vault.admin.add_user(admin_session, "films3", Role.LIBRARIAN, USER_PASSWORD)
+    librarian = vault.accounts.login("films3", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
     dialog = OutsideMediaDialog(vault, librarian)
     qtbot.addWidget(dialog)
     dialog.path_edit.setText(str(tmp_path / "cdrom"))
@@ -112,4 +112,4 @@ def test_outside_media_is_read_shown_and_imported(qtbot: QtBot, vault: Vault, ad
     dialog.import_media()
     qtbot.waitUntil(lambda: dialog.report is not None, timeout=30_000)
     assert dialog.report.imported == 3 and not dialog.report.rejected
-    assert "EXT-77" in [s.patient_id for s in vault.studies(librarian)]
+    assert "EXT-77" in [s.patient_id for s in vault.reading.studies(librarian)]

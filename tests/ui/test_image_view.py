@@ -20,8 +20,8 @@ from app.imaging.display import Window
 from app.imaging.series import SeriesImages
 from app.security import totp
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.image_view import DRAG_PIXELS_PER_WIDTH, ImageView
+from app.vault import Vault
 from tests.ui.conftest import Importer
 
 ZOOM = 4
@@ -78,7 +78,7 @@ def wheel(widget: QWidget, notches: int) -> None:
 
 @pytest.fixture
 def ct_series(vault: Vault, session: Session, ct_datasets: list[Dataset]) -> SeriesImages:
-    return vault.open_series(session, ct_datasets[0].SeriesInstanceUID)
+    return vault.reading.open_series(session, ct_datasets[0].SeriesInstanceUID)
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_monochrome1_renders_inverted(view: ImageView, vault: Vault, session: Se
         inverted.append(ds)
     importer([(f"m1-{i}", to_bytes(ds)) for i, ds in enumerate(inverted)])
 
-    series = vault.open_series(session, series_uid)
+    series = vault.reading.open_series(session, series_uid)
     view.set_series(series)
 
     shown = assert_shows(view, grab_pixels, reference(stack(series, inverted)[0], 40, 400, invert=True))
@@ -210,7 +210,7 @@ def test_pixel_spacing_sets_the_displayed_aspect(view: ImageView, vault: Vault, 
     ds.PixelSpacing = [0.5, 1.0]  # rows 0.5 mm apart, columns 1 mm: pixels twice as wide as high
     importer([("anisotropic", to_bytes(ds))])
 
-    view.set_series(vault.open_series(session, ds.SeriesInstanceUID))
+    view.set_series(vault.reading.open_series(session, ds.SeriesInstanceUID))
 
     # 64 × 32 mm fitted into 256 × 320: 4 screen pixels per column, 2 per row, centred vertically.
     assert view.image_rect() == QRect(0, 96, 256, 128)
@@ -234,15 +234,15 @@ def test_a_session_that_ended_empties_the_view_with_the_vault_message(
         qtbot: QtBot, view: ImageView, vault: Vault, ct_datasets: list[Dataset],
         fresh_user: tuple[str, str, str], grab_pixels: Grab):
     name, password, secret = fresh_user
-    _, reader = vault.login(name, password, totp.current_code(secret))
-    view.set_series(vault.open_series(reader, ct_datasets[0].SeriesInstanceUID))
-    vault.logout(reader)
+    _, reader = vault.accounts.login(name, password, totp.current_code(secret))
+    view.set_series(vault.reading.open_series(reader, ct_datasets[0].SeriesInstanceUID))
+    vault.accounts.logout(reader)
 
     with qtbot.waitSignal(view.failed, timeout=1000) as failed:
         wheel(view, -1)  # the next image must be read from the vault, which refuses
 
     with pytest.raises(CustodianError) as refused:
-        vault.open_series(reader, ct_datasets[0].SeriesInstanceUID)
+        vault.reading.open_series(reader, ct_datasets[0].SeriesInstanceUID)
     assert failed.args == [str(refused.value)]
     assert view.series is None and view.window is None
     assert grab_pixels(view).max() < 140, "no image left on screen"

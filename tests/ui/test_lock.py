@@ -15,10 +15,10 @@ from app.errors import NotAuthenticated
 from app.imaging.display import Window
 from app.security import totp
 from app.security.accounts import LOGIN_FAILED, Enrolment
-from app.store.vault import Vault
 from app.ui import idle_watch
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import LOCKED_TITLE, MainWindow
+from app.vault import Vault
 from tests.ui.conftest import USER_PASSWORD, Reader, answer, shown_texts, unused_code, white_pixels
 
 PHI = ("Doe", "Jane", "P1", "1960-01-01", "19600101")
@@ -156,7 +156,7 @@ def test_switch_user_ends_the_first_session_and_starts_empty(
     assert window.windowTitle() == f"Custodian — {name} (radiologist)"
     assert window.user_menu.title() == f"&User {name}"
     with pytest.raises(NotAuthenticated):
-        vault.whoami(reader.session)
+        vault.accounts.whoami(reader.session)
     assert all(viewport.series_uid is None and viewport.view.series is None
                for viewport in window.grid.viewports)
     assert white_pixels(grab_pixels(window.grid)) == 0, "no image of the first reader's patient"
@@ -167,7 +167,7 @@ def test_an_ended_session_is_said_plainly_and_a_fresh_login_offered(
         qtbot: QtBot, vault: Vault, open_window: OpenWindow, reader: Reader, ct_datasets: list[Dataset]):
     window = reading(qtbot, open_window, reader, ct_datasets, idle_limit=60)
     window.lock()
-    vault.logout(reader.session)  # e.g. from the command line, or the absolute limit
+    vault.accounts.logout(reader.session)  # e.g. from the command line, or the absolute limit
 
     unlock(qtbot, window, reader.password, reader.next_code())
 
@@ -189,7 +189,7 @@ def test_log_out_ends_the_session_and_closes_when_nobody_logs_in(
 
     assert not window.isVisible() and window.session is None
     with pytest.raises(NotAuthenticated):
-        vault.whoami(reader.session)
+        vault.accounts.whoami(reader.session)
     assert all(viewport.view.series is None for viewport in window.grid.viewports)
 
 
@@ -197,7 +197,7 @@ def test_input_after_the_vault_ended_the_session_locks_the_window(
         qtbot: QtBot, vault: Vault, open_window: OpenWindow, reader: Reader, ct_datasets: list[Dataset],
         monkeypatch: pytest.MonkeyPatch):
     window = reading(qtbot, open_window, reader, ct_datasets, idle_limit=60)
-    vault.logout(reader.session)  # elsewhere: the command line, or an administrator
+    vault.accounts.logout(reader.session)  # elsewhere: the command line, or an administrator
     monkeypatch.setattr(idle_watch, "HEARTBEAT_SECONDS", 0.0)
 
     qtbot.keyClick(window.grid.active.view, Qt.Key.Key_Down)

@@ -10,8 +10,8 @@ from pytestqt.qtbot import QtBot
 
 from app.security import totp
 from app.security.accounts import LOGIN_FAILED
-from app.store.vault import Vault
 from app.ui.login_dialog import LoginDialog
+from app.vault import Vault
 from tests.ui.conftest import unused_code
 
 
@@ -43,7 +43,7 @@ def test_wrong_code_is_refused_with_the_plain_message_then_a_right_one_logs_in(
 
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.session is not None and dialog.session.user.name == name
-    assert vault.whoami(dialog.session).user.name == name
+    assert vault.accounts.whoami(dialog.session).user.name == name
     assert dialog.password_edit.text() == "", "the password does not linger in the widget"
 
 

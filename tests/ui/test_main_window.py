@@ -15,10 +15,10 @@ from pytestqt.qtbot import QtBot
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.errors import UsageError
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui import run_gui
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import Importer
 
 PATIENT_NAME_PARTS = ("Doe", "Jane")
@@ -128,7 +128,7 @@ def test_run_gui_screenshot_writes_the_window_with_an_image(tmp_path: Path, vaul
     viewport = pixels[100:700, 700:1200]  # right of the study list, inside the single viewport
     assert viewport.any(), "the image area is black"
     assert len(np.unique(viewport.reshape(-1, 3), axis=0)) >= 3
-    start, stop = [r.type for r in vault.audit.records()
+    start, stop = [r.type for r in vault._gate._audit.records()
                    if r.type in ("application-start", "application-stop")][:2][::-1]
     assert (start, stop) == ("application-start", "application-stop")
 

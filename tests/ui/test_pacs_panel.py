@@ -14,8 +14,8 @@ from app.net.nodes import Node
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.conftest import write_study
 from tests.peers.dcmtk import storescu
 from tests.peers.orthanc import AET, Orthanc
@@ -35,9 +35,9 @@ def pacs(tmp_path_factory: pytest.TempPathFactory, vault: Vault,
     peer.start()
     files = write_study(folder / "ct", REMOTE, slices=4, size=32)
     assert storescu(peer.port, files, called=AET).returncode == 0
-    vault.add_node(admin_session, Node("pacs", AET, "127.0.0.1", peer.port))
+    vault.nodes.add(admin_session, Node("pacs", AET, "127.0.0.1", peer.port))
     yield peer, str(pydicom.dcmread(files[0]).StudyInstanceUID)
-    vault.remove_node(admin_session, "pacs")
+    vault.nodes.remove(admin_session, "pacs")
     peer.stop()
 
 
@@ -67,8 +67,8 @@ def test_send_action_reports_in_the_status_bar(qtbot: QtBot, vault: Vault, sessi
                                                ct_datasets: list,
                                                open_window: Callable[..., MainWindow]) -> None:
     assert not open_window(session).send_action.isVisible()  # radiologists read
-    enrolment = vault.add_user(admin_session, "sender", Role.TECHNOLOGIST, USER_PASSWORD)
-    tech = vault.login("sender", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
+    enrolment = vault.admin.add_user(admin_session, "sender", Role.TECHNOLOGIST, USER_PASSWORD)
+    tech = vault.accounts.login("sender", USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
     window = open_window(tech)
     assert window.send_action.isVisible()
     before = pacs[0].rest("/statistics")["CountInstances"]

@@ -23,9 +23,9 @@ from app.imaging.display import CT_PRESETS, Window
 from app.imaging.measure import Kind
 from app.imaging.series import SeriesImages
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.image_view import ImageView, Tool
 from app.ui.main_window import MainWindow
+from app.vault import Vault
 from tests.ui.conftest import Importer, Reader
 from tests.ui.test_image_view import reference, stack
 from tests.ui.test_lock import unlock
@@ -48,7 +48,7 @@ def view(qtbot: QtBot) -> ImageView:
 
 @pytest.fixture
 def ct_series(vault: Vault, session: Session, ct_datasets: list[Dataset]) -> SeriesImages:
-    return vault.open_series(session, ct_datasets[0].SeriesInstanceUID)
+    return vault.reading.open_series(session, ct_datasets[0].SeriesInstanceUID)
 
 
 def at(view: ImageView, x: float, y: float) -> QPoint:
@@ -222,7 +222,7 @@ def test_measurements_are_saved_for_their_reader_only(qtbot: QtBot, vault: Vault
     window = open_window(reader.session)
     assert window.open_study(ct_datasets[0].StudyInstanceUID)
     text = _measure_distance(qtbot, window)
-    (saved,) = vault.measurements(reader.session, series_uid)
+    (saved,) = vault.reading.measurements(reader.session, series_uid)
     assert saved.id is not None and saved.kind is Kind.DISTANCE
     assert window.grid.active.view.measurements == [saved]
     window.close()
@@ -231,7 +231,7 @@ def test_measurements_are_saved_for_their_reader_only(qtbot: QtBot, vault: Vault
     assert again.open_study(ct_datasets[0].StudyInstanceUID)
     assert again.grid.active.view.measurement_labels() == [text]
     qtbot.keyClick(again.grid.active.view, Qt.Key.Key_Delete)
-    assert vault.measurements(reader.session, series_uid) == []
+    assert vault.reading.measurements(reader.session, series_uid) == []
 
 
 def test_a_technologist_measures_without_saving(qtbot: QtBot, vault: Vault, ct_datasets: list[Dataset],
@@ -241,15 +241,17 @@ def test_a_technologist_measures_without_saving(qtbot: QtBot, vault: Vault, ct_d
     from app.security.roles import Role
     from tests.ui.conftest import USER_PASSWORD
 
-    enrolment = vault.add_user(admin_session, f"qc{generate_uid()[-6:]}", Role.TECHNOLOGIST, USER_PASSWORD)
-    _, session = vault.login(enrolment.user.name, USER_PASSWORD, totp.current_code(enrolment.totp_secret))
+    enrolment = vault.admin.add_user(admin_session, f"qc{generate_uid()[-6:]}", Role.TECHNOLOGIST,
+                                     USER_PASSWORD)
+    _, session = vault.accounts.login(enrolment.user.name, USER_PASSWORD,
+                                      totp.current_code(enrolment.totp_secret))
     window = open_window(session)
     assert window.open_study(ct_datasets[0].StudyInstanceUID)
     text = _measure_distance(qtbot, window)
     assert window.grid.active.view.measurement_labels() == [text]
     assert window.errors == []
     with pytest.raises(NotPermitted, match="may not save measurements"):
-        vault.measurements(session, ct_datasets[0].SeriesInstanceUID)
+        vault.reading.measurements(session, ct_datasets[0].SeriesInstanceUID)
 
 
 def test_corner_text_names_the_patient_and_study(ct_datasets: list[Dataset], reader: Reader,

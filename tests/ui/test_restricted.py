@@ -13,10 +13,10 @@ from app.demo.studies import Patient, ct_study, to_bytes
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
-from app.store.vault import Vault
 from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.main_window import MainWindow
 from app.ui.study_list import HIDDEN, RESTRICTED
+from app.vault import Vault
 from tests.ui.conftest import USER_PASSWORD, Importer, Reader, answer, shown_texts
 
 VIP = Patient("P9", "Vip^Victor", birth_date="19710203", sex="M")
@@ -27,9 +27,9 @@ def vip_study(vault: Vault, admin_session: Session, importer: Importer) -> list[
     """A CT of a patient the privacy officer restricted."""
     datasets = ct_study(VIP, slices=3, size=32)
     assert importer([(f"vip-{i}", to_bytes(ds)) for i, ds in enumerate(datasets)]).imported == 3
-    officer = vault.add_user(admin_session, "privacy", Role.PRIVACY_OFFICER, USER_PASSWORD)
-    _, session = vault.login("privacy", USER_PASSWORD, totp.current_code(officer.totp_secret))
-    vault.restrict_patient(session, VIP.patient_id)
+    officer = vault.admin.add_user(admin_session, "privacy", Role.PRIVACY_OFFICER, USER_PASSWORD)
+    _, session = vault.accounts.login("privacy", USER_PASSWORD, totp.current_code(officer.totp_secret))
+    vault.admin.restrict_patient(session, VIP.patient_id)
     return datasets
 
 

@@ -88,7 +88,8 @@ def _lock_closes_3d(datasets: list) -> list[bool]:
         env = make_env(Path(home) / "home")
         env.add("tech", Role.TECHNOLOGIST)
         env.add("rad", Role.RADIOLOGIST)
-        env.vault.import_bytes(env.login("tech"), [(f"m{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
+        env.vault.intake.import_bytes(env.login("tech"),
+                                      [(f"m{i}", to_bytes(ds)) for i, ds in enumerate(datasets)])
         reading = MainWindow(env.vault, env.login("rad"))
         reading.show()
         reading.refresh()

@@ -1,0 +1,260 @@
+"""The storage engine: the index connection, transactions, the write lock, data keys and blobs.
+
+It knows no users, sessions or roles; only the gate (:mod:`app.vault.gate`) holds one and hands
+it out, after its checks, to the services behind it. Writers (import, shred, key rotation, backup)
+hold a file lock; readers in other processes keep working through SQLite's WAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from app.atomicfile import write_durable
+from app.errors import BusyError, CustodianError, VaultNotFound
+from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
+from app.store import index
+from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
+from app.store.patients import REFERENCE_SQL
+
+AUDIT_SIGNING_CONTEXT = "audit-signing"
+LOCK_FILE = "write.lock"
+TOKEN_FILE = "session.bin"
+QUARANTINE_CONTEXT = "quarantine"
+Row = tuple[Any, ...]  # a row of the index: SQLite's values carry no static type
+
+
+def study_context(study_uid: str) -> str:
+    """The data key context of a study: one key per study, so shredding one destroys one."""
+    return f"study/{study_uid}"
+
+
+@dataclass(frozen=True)
+class StorageHealth:
+    key_mode: str  # "keyring" or "passphrase"
+    cipher_errors: list[str]  # pages whose SQLCipher HMAC does not match
+    quick_check: str  # "ok", or SQLite's findings
+    schema: int
+    newest_audit: datetime | None
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A study about to be destroyed, as the audit event that must precede it needs it."""
+
+    patient: str | None  # the patient's reference for the trail
+    instances: int
+
+
+class StoreCore:
+    def __init__(self, home: Path, keystore: KeyStore, keys: Keys, conn: sqlcipher3.Connection) -> None:
+        self.home = home
+        self.keystore = keystore
+        self.keys = keys
+        self.conn = conn
+        self.lock = threading.RLock()  # one thread at a time on ``conn``
+        self.blobs = BlobStore(home)
+        self._deks: dict[str, bytes] = {}
+
+    # ------------------------------------------------------------------ creation and opening
+    @staticmethod
+    def exists(home: Path) -> bool:
+        return (home / KEYSTORE_FILE).exists()
+
+    @classmethod
+    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool | None) -> StoreCore:
+        """A new, empty store; its key store is saved by :meth:`finish_creation`, which is the
+        moment the folder becomes a vault."""
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in (index.INDEX_FILE, index.INDEX_FILE + "-wal", index.INDEX_FILE + "-shm"):
+            (home / leftover).unlink(missing_ok=True)  # from an init that was interrupted
+        keystore, keys = KeyStore.create(home, passphrase=passphrase,
+                                         use_keyring=keyring_usable() if use_keyring is None else use_keyring)
+        keystore.index_cipher = dict(index.NEW_INDEX_CIPHER)
+        return cls(home, keystore, keys, index.connect(home, keys.index_key, create=True,
+                                                       cipher=keystore.index_cipher))
+
+    def finish_creation(self) -> None:
+        self.keystore.save()
+
+    @classmethod
+    def open(cls, home: Path, passphrase_source: PassphraseSource) -> StoreCore:
+        if not cls.exists(home):
+            raise VaultNotFound(
+                f"There is no vault in {home}: run 'custodian init --admin NAME' to make one."
+            )
+        keystore = KeyStore.load(home)
+        keys = keystore.unlock(passphrase_source)
+        return cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+        self._deks.clear()
+
+    @property
+    def key_mode(self) -> str:
+        return self.keystore.mode
+
+    def health(self) -> StorageHealth:
+        with self.lock:
+            cipher, quick, schema, newest = index.health(self.conn)
+        return StorageHealth(self.key_mode, cipher, quick, schema, newest)
+
+    # ------------------------------------------------------------------ the index
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlcipher3.Connection]:
+        with self.lock, index.write_transaction(self.conn):
+            yield self.conn
+
+    def query(self, sql: str, params: tuple[object, ...] | list[object] = ()) -> list[Row]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlcipher3.Connection]:
+        """The connection, held for several reads that belong together."""
+        with self.lock:
+            yield self.conn
+
+    @contextlib.contextmanager
+    def write_lock(self, wait: float = 60.0) -> Iterator[None]:
+        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BusyError(
+                            "Another Custodian process is writing to the vault; "
+                            "try again when it has finished."
+                        ) from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)
+
+    def reader(self) -> sqlcipher3.Connection:
+        """A second connection for lookups that must not wait behind a writing transaction."""
+        return index.connect(self.home, self.keys.index_key, cipher=self.keystore.index_cipher)
+
+    # ------------------------------------------------------------------ keys and plaintext
+    def data_key(self, context: str, new_keys: dict[str, bytes] | None = None) -> bytes:
+        """The DEK for a study (or the quarantine); a new one waits in ``new_keys`` to be committed."""
+        dek = self._deks.get(context) or (new_keys.get(context) if new_keys is not None else None)
+        if dek is not None:
+            return dek
+        row = self.query("SELECT kid, wrapped FROM data_keys WHERE context = ?", (context,))
+        if row:
+            dek = self.keys.unwrap_data_key(row[0][0], row[0][1], context)
+            self._deks[context] = dek
+            return dek
+        if new_keys is None:
+            raise CustodianError("The study's data key is gone (the study was shredded).")
+        dek = new_keys[context] = os.urandom(32)
+        return dek
+
+    def store_data_key(self, context: str, dek: bytes) -> None:
+        """Keep a new data key, wrapped by the current master key; inside the caller's transaction."""
+        kid, wrapped = self.keys.wrap_data_key(dek, context)
+        self.conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
+                          (context, kid, wrapped))
+
+    def remember_keys(self, keys: dict[str, bytes]) -> None:
+        """Data keys a committed transaction stored, kept unwrapped for the next reads."""
+        self._deks.update(keys)
+
+    def plaintext(self, sop_uid: str, study_uid: str, blob_id: str) -> bytes:
+        return unseal(self.data_key(study_context(study_uid)), self.blobs.read(blob_id),
+                      instance_aad(sop_uid))
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The workstation's Ed25519 key for audit checkpoints, kept like a data key (wrapped)."""
+        new: dict[str, bytes] = {}
+        seed = self.data_key(AUDIT_SIGNING_CONTEXT, new)
+        if new:
+            with self.transaction():
+                self.store_data_key(AUDIT_SIGNING_CONTEXT, seed)
+            self._deks[AUDIT_SIGNING_CONTEXT] = seed
+        return Ed25519PrivateKey.from_private_bytes(seed)
+
+    @contextlib.contextmanager
+    def rotation(self, passphrase: str | None) -> Iterator[int]:
+        """A new master key: every data key and the index key re-wrapped, no image re-encrypted.
+        Yields the number of data keys inside the transaction, for the audit event."""
+        with self.write_lock():
+            new_kid = self.keystore.begin_rotation(self.keys, passphrase)
+            with self.transaction() as conn:
+                rows = conn.execute("SELECT id, context, kid, wrapped FROM data_keys").fetchall()
+                for key_id, context, kid, wrapped in rows:
+                    dek = self.keys.unwrap_data_key(kid, wrapped, context)
+                    conn.execute("UPDATE data_keys SET kid = ?, wrapped = ? WHERE id = ?",
+                                 (*self.keys.wrap_data_key(dek, context, kid=new_kid), key_id))
+                yield len(rows)
+            self.keystore.finish_rotation(self.keys, new_kid)
+
+    # ------------------------------------------------------------------ removing
+    def sweep(self) -> int:
+        """Remove blobs left by an interrupted import (they were never indexed); needs the lock."""
+        rows = self.query("SELECT blob FROM instances UNION ALL SELECT blob FROM quarantine")
+        return self.blobs.sweep({r[0] for r in rows})
+
+    @contextlib.contextmanager
+    def destroying(self, study_uid: str, *, forget_measurements: bool = False) -> Iterator[Doomed]:
+        """Destroy a study irrecoverably: its data key, then its blobs and index rows. Yields,
+        inside the transaction and before anything goes, what the audit event must name."""
+        from app.store.patients import PatientBook
+
+        with self.write_lock():
+            blobs = [r[0] for r in self.query("SELECT blob FROM instances WHERE study_uid = ?", (study_uid,))]
+            with self.transaction() as conn:
+                row = conn.execute("SELECT patient FROM studies WHERE uid = ?", (study_uid,)).fetchone()
+                if row is None:
+                    raise CustodianError("This study is not in the cache.")
+                pid = conn.execute(f"SELECT {REFERENCE_SQL} FROM patients p WHERE id = ?", row).fetchone()
+                yield Doomed(pid[0] if pid else None, len(blobs))
+                conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
+                if forget_measurements:
+                    conn.execute("DELETE FROM measurements WHERE study_uid = ?", (study_uid,))
+                conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
+                conn.execute("DELETE FROM studies WHERE uid = ?", (study_uid,))
+                conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))
+                PatientBook(conn).drop_if_unused(row[0])
+            self._deks.pop(study_context(study_uid), None)
+            with self.lock:
+                # Old page images holding the data key must not linger in the WAL.
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for blob_id in blobs:
+                self.blobs.delete(blob_id)
+
+    # ------------------------------------------------------------------ the CLI's session file
+    # The CLI keeps its session token between commands in a file sealed with a key derived from
+    # the index key: useless outside this vault, and never in plaintext on disk.
+    def save_token(self, token: str) -> None:
+        key = derive(self.keys.index_key, "custodian/session-file")
+        write_durable(self.home / TOKEN_FILE, seal(key, token.encode(), self.keys.vault_id.encode()))
+
+    def load_token(self) -> str | None:
+        try:
+            sealed = (self.home / TOKEN_FILE).read_bytes()
+            key = derive(self.keys.index_key, "custodian/session-file")
+            return unseal(key, sealed, self.keys.vault_id.encode()).decode()
+        except (OSError, BlobDamaged):
+            return None
+
+    def clear_token(self) -> None:
+        (self.home / TOKEN_FILE).unlink(missing_ok=True)

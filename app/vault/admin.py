@@ -1,0 +1,131 @@
+"""Administration: users, the site policy, keys, backup, integrity, shredding, restriction."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.errors import CustodianError, UsageError
+from app.security.accounts import Enrolment, User
+from app.security.policy import SitePolicy
+from app.security.roles import Action, Role
+from app.store.blobs import BlobDamaged
+from app.store.books import StoredInstance, StudyBook
+from app.store.contingency import BackupResult, write_backup
+from app.store.importer import IO_THREADS, Progress
+from app.store.records import Damage, VerifyReport
+from app.vault.gate import Access, Service, gated
+
+
+class AdminService(Service):
+    @gated(Action.MANAGE_USERS)
+    def add_user(self, door: Access, name: str, role: Role, password: str, full_name: str = "") -> Enrolment:
+        with door.store.transaction():
+            enrolment = door.accounts.add(name, role, password, full_name)
+            door.record(AuditEvent(EventType.USER_CHANGE, user=door.actor, detail={"added": name,
+                                                                                   "role": role.value}))
+        return enrolment
+
+    @gated(Action.MANAGE_USERS)
+    def disable_user(self, door: Access, name: str) -> None:
+        with door.store.transaction():
+            user = door.accounts.disable(name)
+            door.sessions.end_user(user.id)
+            door.record(AuditEvent(EventType.USER_CHANGE, user=door.actor, detail={"disabled": name}))
+
+    @gated(Action.MANAGE_USERS)
+    def list_users(self, door: Access) -> list[User]:
+        with door.store.reading():
+            return door.accounts.list()
+
+    @gated(Action.SITE_POLICY)
+    def set_policy(self, door: Access, name: str, value: str) -> SitePolicy:
+        managed = door.rules.settings
+        if name in managed:
+            raise UsageError(f"'{name}' is set by the site's managed policy ({managed[name]}); it "
+                             "cannot be changed at the workstation.")
+        with door.store.transaction() as conn:
+            local = SitePolicy.load(conn).with_setting(name, value)
+            local.save(conn)
+            door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor, detail={"setting": name,
+                                                                                     "value": value}))
+        return door.set_policy(local)
+
+    @gated(Action.ROTATE_KEYS)
+    def rotate_keys(self, door: Access, passphrase: str | None = None) -> int:
+        """New master key; re-wraps every data key and the index key, re-encrypts no image."""
+        if door.store.key_mode == "passphrase" and not passphrase:
+            raise UsageError("Key rotation needs the vault passphrase.")
+        with door.store.rotation(passphrase) as count:
+            door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor, detail={"data_keys": count}))
+        return count
+
+    @gated(Action.BACKUP)
+    def backup(self, door: Access, out: Path, passphrase: str) -> BackupResult:
+        """The whole vault as one encrypted file that opens on another machine with ``passphrase``."""
+        made = write_backup(door.store, out, passphrase)
+        door.record(AuditEvent(EventType.BACKUP, user=door.actor, detail={
+            "file": out.name, "instances": made.instances, "missing": made.missing, "sha256": made.sha256}))
+        return made
+
+    @gated(Action.VERIFY)
+    def verify(self, door: Access, progress: Progress | None = None) -> VerifyReport:
+        with door.store.reading() as conn:
+            stored = StudyBook(conn).instances()
+            mismatched = StudyBook(conn).manifest_mismatches()
+        report = VerifyReport(instances=len(stored))
+
+        def check(instance: StoredInstance) -> Damage | None:
+            try:
+                plain = door.store.plaintext(instance.sop_uid, instance.study_uid, instance.blob)
+            except (BlobDamaged, CustodianError) as exc:
+                return Damage(instance.sop_uid, str(exc))
+            if hashlib.sha256(plain).hexdigest() != instance.sha256:
+                return Damage(instance.sop_uid, "content does not match its recorded SHA-256")
+            return None
+
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            for done, damage in enumerate(pool.map(check, stored), 1):
+                if damage:
+                    report.damaged.append(damage)
+                if progress:
+                    progress(done, len(stored))
+        report.ok = report.instances - len(report.damaged)
+        report.damaged.extend(Damage(None, "study manifest does not match its instances", study_uid=uid)
+                              for uid in mismatched)
+        door.record(AuditEvent(
+            EventType.VERIFY, Outcome.SUCCESS if not report.damaged else Outcome.SERIOUS_FAILURE,
+            user=door.actor, detail={"instances": report.instances, "damaged": len(report.damaged)}))
+        return report
+
+    @gated(Action.SHRED)
+    def shred(self, door: Access, study_uid: str, reason: str) -> int:
+        """Destroy a study irrecoverably: its data key goes, then its blobs and index rows."""
+        if not reason.strip():
+            raise UsageError("Shredding needs a stated reason (--reason).")
+        return destroy(door, study_uid, door.actor, reason, forget_measurements=True)
+
+    @gated(Action.RESTRICT_PATIENT)
+    def restrict_patient(self, door: Access, patient_id: str, restricted: bool = True,
+                         issuer: str = "") -> None:
+        """Mark a patient as restricted (VIP, staff, legal hold): images only through break-glass.
+        ``patient_id`` may be the reference of a patient without an ID ('noid:' and its study); every
+        record with the Patient ID is marked, a conflicting one included."""
+        with door.store.transaction() as conn:
+            if not StudyBook(conn).restrict(patient_id, issuer, restricted):
+                raise CustodianError("No cached patient has this Patient ID.")
+            door.record(AuditEvent(EventType.PATIENT_RESTRICTION, user=door.actor,
+                                   patients=(patient_id,), detail={"restricted": restricted}))
+
+
+def destroy(door: Access, study_uid: str, actor: str, reason: str, *,
+            forget_measurements: bool = False) -> int:
+    """A study destroyed, its Shred event first (it names the patient and describes the study,
+    both about to go); the number of instances."""
+    with door.store.destroying(study_uid, forget_measurements=forget_measurements) as doomed:
+        door.record(AuditEvent(EventType.SHRED, user=actor, studies=(study_uid,),
+                               patients=(doomed.patient,) if doomed.patient else (),
+                               detail={"reason": reason, "instances": doomed.instances}))
+    return doomed.instances

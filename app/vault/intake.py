@@ -1,0 +1,113 @@
+"""Intake: files, folders, outside media and what DICOM peers send, all under one import's rules."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import sqlcipher3
+
+from app.audit.events import AuditEvent, EventType
+from app.media.outside import Reconcile, Survey, open_media, reconciled, survey
+from app.security.roles import Action, Duty
+from app.store.books import Quarantined, StudyBook
+from app.store.faults import StorageFault
+from app.store.importer import Entry, ImportRun, Progress, Workers, read_source
+from app.store.patients import PatientBook
+from app.store.records import ImportReport
+from app.store.sources import iter_sources
+from app.vault.gate import Access, Service, duty, gated
+
+
+class IntakeService(Service):
+    @gated(Action.IMPORT)
+    def import_paths(self, door: Access, paths: list[Path], progress: Progress | None = None) -> ImportReport:
+        """Files, folders (recursively) and DICOMDIRs; bad files are quarantined with a reason."""
+        sources = list(iter_sources(paths))
+        entries = ((str(s.path), partial(read_source, s)) for s in sources)
+        return _import(door, entries, len(sources), progress)
+
+    @gated(Action.IMPORT)
+    def import_bytes(self, door: Access, items: list[tuple[str, bytes]],
+                     progress: Progress | None = None) -> ImportReport:
+        """Objects already in memory (generated, received, unpacked); same rules as files."""
+        entries = ((label, partial(bytes, data)) for label, data in items)
+        return _import(door, entries, len(items), progress)
+
+    @gated(Action.IMPORT)
+    def survey_media(self, door: Access, path: Path, passphrase: str | None = None) -> Survey:
+        """What outside media holds, before anything is imported (reading it is audited)."""
+        found = survey(open_media(path, passphrase))
+        door.record(AuditEvent(EventType.STUDY_LIST, user=door.actor,
+                               patients=tuple(sorted({s.patient_id for s in found.studies})),
+                               detail={"outside_media": path.name, "studies": len(found.studies)}))
+        return found
+
+    @gated(Action.IMPORT)
+    def import_media(self, door: Access, path: Path, passphrase: str | None = None,
+                     reconcile: Reconcile | None = None, progress: Progress | None = None) -> ImportReport:
+        """Outside media into the vault, read in memory and reconciled with the local patient; the
+        import audits and quarantines as any other."""
+        entries = open_media(path, passphrase)
+        return _import(door, reconciled(entries, reconcile), len(entries), progress)
+
+    @duty(Duty.RECEIVE)
+    def receive(self, door: Access, calling_ae: str, items: list[tuple[str, bytes]],
+                workers: Workers | None = None) -> ImportReport:
+        """Instances a DICOM peer sent (to the storage SCP, or back to a C-GET), under the same
+        rules as an import; the audit trail names the sending AE title. ``workers`` (from
+        :meth:`receiving_workers`) spares a receiver that stores instance by instance the cost of
+        starting threads and a connection each time."""
+        door.actor = f"dicom:{calling_ae}"
+        entries = ((label, partial(bytes, data)) for label, data in items)
+        return _import(door, entries, len(items), None, sweep=False, workers=workers)
+
+    @duty(Duty.RECEIVE)
+    def receiving_workers(self, door: Access) -> Workers:
+        """Threads and a lookup connection for many receives; the caller closes them."""
+        return Workers(door.store.reader())
+
+    @duty(Duty.RECEIVE)
+    def sweep_unindexed(self, door: Access) -> int:
+        """What an interrupted import left behind; the storage SCP does this once as it starts."""
+        with door.store.write_lock():
+            return door.store.sweep()
+
+    @gated(Action.IMPORT)
+    def quarantined(self, door: Access) -> list[Quarantined]:
+        with door.store.reading() as conn:
+            return StudyBook(conn).quarantined()
+
+    @gated(Action.IMPORT)
+    def reconcile_patients(self, door: Access, study_uid: str, into_study_uid: str) -> int:
+        """Declare two patient records one person: every study of ``study_uid``'s record is filed
+        under ``into_study_uid``'s, whose demographics stay. An explicit, audited act of a role
+        that may import (it settles what an import flagged); the number of studies moved."""
+        with door.store.transaction() as conn:
+            moved, kept, count = PatientBook(conn).reconcile(study_uid, into_study_uid)
+            door.record(AuditEvent(
+                EventType.PATIENT_RECORD, user=door.actor, studies=(study_uid, into_study_uid),
+                patients=(moved, kept) if moved != kept else (kept,),
+                detail={"reconciled": f"{count} stud{'y' if count == 1 else 'ies'} of the first patient "
+                                      "record filed under the second, whose demographics are kept"}))
+        return count
+
+
+def _import(door: Access, entries: Iterator[Entry], total: int, progress: Progress | None,
+            *, sweep: bool = True, workers: Workers | None = None) -> ImportReport:
+    store = door.store
+    with store.write_lock():
+        if sweep:
+            store.sweep()
+        run_with = workers if workers is not None else Workers(store.reader())
+        try:
+            return ImportRun(store, door.record, door.actor, run_with).run(entries, total, progress)
+        except StorageFault:
+            with contextlib.suppress(OSError, sqlcipher3.Error):
+                store.sweep()  # give back the space the unfinished batch took
+            raise
+        finally:
+            if workers is None:  # ours, not the caller's
+                run_with.close()

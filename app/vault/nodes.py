@@ -1,0 +1,84 @@
+"""The PACS address book: nodes, their echo, the site's PACS, the storage SCP's TLS identity."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.errors import CustodianError
+from app.net.association import EchoResult, echo
+from app.net.nodes import Node
+from app.security.roles import Action
+from app.security.tls import TlsIdentity
+from app.vault.gate import Access, Service, gated, opening
+
+SCP_TLS_KEY = "scp_tls"
+
+
+class NodeService(Service):
+    @gated(Action.MANAGE_NODES)
+    def add(self, door: Access, node: Node) -> None:
+        if node.tls is not None:
+            node.tls.check()
+        with door.store.transaction():
+            door.nodes().put(node)
+            door.record(AuditEvent(EventType.NODE_CHANGE, user=door.actor,
+                                   detail={"node": node.name, "set": node.describe()}))
+
+    @gated(Action.MANAGE_NODES)
+    def remove(self, door: Access, name: str) -> None:
+        with door.store.transaction():
+            door.nodes().remove(name)
+            door.record(AuditEvent(EventType.NODE_CHANGE, user=door.actor, detail={"node": name,
+                                                                                   "removed": True}))
+
+    @gated(Action.ECHO_NODE)
+    def list(self, door: Access) -> list[Node]:
+        with door.store.reading():
+            return door.nodes().list()
+
+    @gated(Action.ECHO_NODE)
+    def echo(self, door: Access, name: str) -> EchoResult:
+        with door.store.reading():
+            node = door.nodes().get(name)
+        try:
+            result = echo(node, door.policy.ae_title)
+        except CustodianError as exc:
+            door.record(AuditEvent(EventType.NODE_ECHO, Outcome.MINOR_FAILURE, user=door.actor,
+                                   detail={"node": name, "why": str(exc)}))
+            raise
+        door.record(AuditEvent(EventType.NODE_ECHO, user=door.actor, detail={"node": name, "ms": result.ms}))
+        return result
+
+    @opening
+    def pacs(self, door: Access) -> Node | None:
+        """The site's PACS: the node the site policy names, else the first one set."""
+        return site_pacs(door)
+
+    @gated(Action.SITE_POLICY)
+    def set_scp_tls(self, door: Access, identity: TlsIdentity | None) -> None:
+        """The storage SCP's TLS identity (its certificate and the CAs senders' certificates must
+        chain to); None turns TLS off."""
+        if identity is not None:
+            identity.check()
+        with door.store.transaction() as conn:
+            if identity is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (SCP_TLS_KEY,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (SCP_TLS_KEY, json.dumps(asdict(identity))))
+            door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor, detail={
+                "scp_tls": identity.subject() if identity else "off"}))
+
+
+def site_pacs(door: Access) -> Node | None:
+    with door.store.reading():
+        nodes = door.nodes().list()
+    named = [n for n in nodes if n.name == door.policy.pacs_node]
+    return next(iter(named or nodes), None)
+
+
+def scp_identity(door: Access) -> TlsIdentity | None:
+    row = door.store.query("SELECT value FROM meta WHERE key = ?", (SCP_TLS_KEY,))
+    return TlsIdentity(**json.loads(row[0][0])) if row else None

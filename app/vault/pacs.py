@@ -1,0 +1,113 @@
+"""The PACS as a peer: query, retrieve, and the storage SCP that takes what peers send."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.errors import CustodianError
+from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
+from app.net.scp import StorageScp
+from app.security.roles import Action, Duty
+from app.security.tls import server_context
+from app.store.books import StudyBook
+from app.vault.cache import CacheService
+from app.vault.gate import Access, Gate, Service, duty, gated
+from app.vault.intake import IntakeService
+from app.vault.nodes import scp_identity
+from app.vault.outbox import OutboxService
+
+
+class PacsService(Service):
+    def __init__(self, gate: Gate, intake: IntakeService, cache: CacheService, outbox: OutboxService) -> None:
+        super().__init__(gate)
+        self._intake = intake
+        self._cache = cache
+        self._outbox = outbox
+
+    @gated(Action.QUERY)
+    def query(self, door: Access, node_name: str, **filters: str) -> list[RemoteStudy]:
+        """Study-level C-FIND at a PACS node, shown under the same minimum-necessary rules."""
+        with door.store.reading() as conn:
+            node = door.nodes().get(node_name)
+            restricted = StudyBook(conn).restricted_ids()
+        asked = {k: v for k, v in filters.items() if v}
+        try:
+            found = find_studies(node, door.policy.ae_title, **filters)
+        except CustodianError as exc:
+            door.record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=door.actor,
+                                   detail={"node": node_name, "query": asked, "why": str(exc)}))
+            raise
+        shown = [door.shown(study, restricted=study.patient_id in restricted) for study in found]
+        door.record(AuditEvent(EventType.QUERY_PACS, user=door.actor,
+                               patients=tuple(sorted({s.patient_id for s in found if s.patient_id})),
+                               detail={"node": node_name, "query": asked, "studies": len(found)}))
+        return shown
+
+    @gated(Action.RETRIEVE)
+    def retrieve(self, door: Access, node_name: str, study_uid: str,
+                 progress: Callable[[int, int | None],
+                                    None] | None = None, *, move: bool = False) -> RetrieveReport:
+        """Bring a study from a PACS node into the vault, no plaintext file on the way: by C-GET on
+        the same association, or (``move``) by C-MOVE to this workstation's storage SCP. For a
+        move the SCP must be listening: the GUI's, else one started for the duration."""
+        with door.store.reading():
+            node = door.nodes().get(node_name)
+        workers = None if move else self._intake.receiving_workers()
+        try:
+            if workers is None:
+                with self._listening():
+                    report = move_study(node, door.policy.ae_title, study_uid, progress)
+            else:
+                report = get_study(node, door.policy.ae_title, study_uid,
+                                   partial(self._cache.arrive, node.ae_title, workers=workers), progress)
+        except CustodianError as exc:
+            door.record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=door.actor,
+                                   studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))
+            raise
+        finally:
+            if workers is not None:
+                workers.close()
+        outcome = Outcome.SUCCESS if not (report.refused or report.failed_at_pacs) else Outcome.MINOR_FAILURE
+        door.record(AuditEvent(EventType.RETRIEVE, outcome, user=door.actor, studies=(study_uid,),
+                               detail={"node": node_name, "received": report.received,
+                                       "refused": len(report.refused),
+                                       "failed_at_pacs": report.failed_at_pacs}))
+        return report
+
+    @duty(Duty.RECEIVE)
+    def storage_scp(self, door: Access, *, port: int | None = None, host: str = "") -> StorageScp:
+        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes;
+        with TLS (client certificates required) once the site set an identity for it."""
+        with door.store.reading():
+            senders = sorted({node.ae_title for node in door.nodes().list()})
+            identity = scp_identity(door)
+        tls = server_context(identity) if identity is not None else None
+        if senders:  # (without any, the SCP refuses to be made)
+            self._intake.sweep_unindexed()
+        workers = self._intake.receiving_workers()
+        try:
+            return StorageScp(partial(self._cache.arrive, workers=workers), ae_title=door.policy.ae_title,
+                              port=door.policy.scp_port if port is None else port, allowed=senders,
+                              host=host, tls=tls, on_stop=workers.close,
+                              reports=self._outbox.commitment_report)
+        except BaseException:
+            workers.close()
+            raise
+
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        """The storage SCP for a C-MOVE: started here unless one already holds the port."""
+        scp = self.storage_scp()
+        try:
+            scp.start()
+        except OSError:  # the port is taken: the workstation's own SCP (the GUI's) is running
+            scp.stop()
+            yield
+            return
+        try:
+            yield
+        finally:
+            scp.stop()

@@ -1,0 +1,185 @@
+"""Reading: the study list, series, images, thumbnails, a reader's measurements, break-glass."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.errors import CustodianError, UsageError
+from app.imaging.measure import Measurement
+from app.imaging.pixels import Decoded, FrameInfo, decode_frames
+from app.imaging.series import SeriesImages
+from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
+from app.security.roles import Action, Field
+from app.security.sessions import Session
+from app.store.books import MeasurementBook, StudyBook
+from app.store.patients import PatientBook
+from app.store.records import SeriesSummary, StudySummary
+from app.vault.accounts import AccountService
+from app.vault.gate import Access, Gate, Service, gated
+
+
+class ReadingService(Service):
+    def __init__(self, gate: Gate, accounts: AccountService) -> None:
+        super().__init__(gate)
+        self._accounts = accounts
+
+    @gated(Action.LIST_STUDIES)
+    def studies(self, door: Access, patient_id: str | None = None) -> list[StudySummary]:
+        """The cached studies, with only the demographics the role may see (minimum necessary)."""
+        with door.store.reading() as conn:
+            listed = StudyBook(conn).listed(patient_id)
+        granted = door.granted()
+        result = []
+        refs = set()
+        for study in listed:
+            hidden = bool(study.restricted) and study.key not in granted
+            result.append(door.shown(study.summary(), restricted=hidden))
+            if not hidden and Field.PATIENT_ID in door.visible:
+                refs.add(study.reference)
+        door.record(AuditEvent(EventType.STUDY_LIST, user=door.actor, patients=tuple(sorted(refs)),
+                               detail={"studies": len(result),
+                                       **({"query": {"patient_id": patient_id}} if patient_id else {})}))
+        return result
+
+    @gated(Action.LIST_STUDIES)
+    def series(self, door: Access, study_uid: str) -> list[SeriesSummary]:
+        with door.store.reading() as conn:
+            return StudyBook(conn).series(study_uid)
+
+    @gated(Action.VIEW_IMAGES)
+    def open_series(self, door: Access, series_uid: str) -> SeriesImages:
+        """The images of one series, in slice order; opening them is one audited access."""
+        assert door.session is not None
+        session = door.session
+        images = _series_images(door, series_uid, lambda info: _frames(door, session, info))
+        if images is None:
+            raise CustodianError("This series has no images in the cache.")
+        study_uid = images.instances[0].study_uid
+        patients = door.check_restriction(study_uid)
+        with door.store.transaction() as conn:
+            StudyBook(conn).opened(study_uid)
+            door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(study_uid,),
+                                   patients=patients,
+                                   detail={"series": series_uid, "instances": len(images.instances)}))
+        return images
+
+    @gated(Action.VIEW_IMAGES)
+    def thumbnails(self, door: Access, study_uid: str, size: int = THUMBNAIL_SIZE) -> dict[str, np.ndarray]:
+        """A small picture of the middle image of each series of a study, by series UID.
+
+        Showing them is one audited access to the study. A restricted patient without a live
+        break-glass grant gets none and nothing is decrypted: browsing past such a study in the
+        list is not an attempt to open it (that is refused and alerted when it is opened). A series
+        whose middle image cannot be decoded has no thumbnail; opening it says why.
+        """
+        patient = door.patient_of(study_uid)
+        if patient is None or not door.may_open(study_uid):
+            return {}
+        with door.store.reading() as conn:
+            uids = StudyBook(conn).series_uids(study_uid)
+        pictures: dict[str, np.ndarray] = {}
+        for series_uid in uids:
+            images = _series_images(door, series_uid, lambda info: _decode(door, info))
+            if images is None:
+                continue
+            with contextlib.suppress(CustodianError):
+                pictures[series_uid] = shrink(images.render(len(images) // 2), size)
+        if pictures:
+            door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(study_uid,),
+                                   patients=(patient[1],), detail={"thumbnails": len(pictures)}))
+        return pictures
+
+    @gated(Action.VIEW_IMAGES)
+    def read_instance(self, door: Access, sop_uid: str) -> bytes:
+        """The stored Part 10 bytes of one instance (for sending and export)."""
+        with door.store.reading() as conn:
+            found = StudyBook(conn).instance(sop_uid)
+        if found is None:
+            raise CustodianError("This instance is not in the cache.")
+        patients = door.check_restriction(found.study_uid)
+        door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(found.study_uid,),
+                               patients=patients, detail={"instances": 1}))
+        return door.store.plaintext(sop_uid, found.study_uid, found.blob)
+
+    # ------------------------------------------------------------------ measurements
+    @gated(Action.MEASURE)
+    def save_measurement(self, door: Access, measurement: Measurement) -> Measurement:
+        """Keep a reader's measurement on an instance of the cache; returns it with its number."""
+        with door.store.transaction() as conn:
+            saved = MeasurementBook(conn).save(door.actor, measurement)
+            if saved is None:
+                raise CustodianError("This image is not in the cache; the measurement was not saved.")
+            ident, study_uid = saved
+            _measurement_event(door, EventType.MEASUREMENT_SAVED, study_uid, ident, measurement.kind.value)
+        return measurement.saved_as(ident)
+
+    @gated(Action.MEASURE)
+    def measurements(self, door: Access, series_uid: str) -> list[Measurement]:
+        """The session user's own measurements on a series (nobody else's)."""
+        with door.store.reading() as conn:
+            return MeasurementBook(conn).of(door.actor, series_uid)
+
+    @gated(Action.MEASURE)
+    def delete_measurement(self, door: Access, ident: int) -> None:
+        with door.store.transaction() as conn:
+            deleted = MeasurementBook(conn).delete(door.actor, ident)
+            if deleted is not None:  # (not this reader's, or already gone: nothing was written)
+                _measurement_event(door, EventType.MEASUREMENT_DELETED, deleted[0], ident, deleted[1])
+
+    # ------------------------------------------------------------------ restricted patients
+    @gated(Action.BREAK_GLASS)
+    def break_glass(self, door: Access, study_uid: str, reason: str, code: str) -> float:
+        """Emergency access to a restricted patient for a bounded time; alerts the privacy officer."""
+        assert door.session is not None
+        if len(reason.strip()) < 10:
+            raise UsageError("State the emergency reason in a few words (at least 10 characters).")
+        patient = door.patient_of(study_uid)
+        if patient is None:
+            raise CustodianError("This study is not in the cache.")
+        self._accounts.step_up(door.session, code)
+        key, pid, _ = patient
+        expires = time.time() + door.policy.break_glass_seconds
+        with door.store.transaction() as conn:
+            StudyBook(conn).grant(door.signed_in.id, key, reason.strip(), expires)
+            door.record(AuditEvent(EventType.BREAK_GLASS, Outcome.SUCCESS, user=door.actor,
+                                   studies=(study_uid,), patients=(pid,),
+                                   detail={"reason": reason.strip(), "until": expires}))
+            door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE,
+                                   user=door.actor, studies=(study_uid,), patients=(pid,),
+                                   detail={"alert": "break-glass access", "reason": reason.strip()}))
+        return expires
+
+
+def _series_images(door: Access, series_uid: str, loader: Callable[[FrameInfo],
+                                                                   Decoded]) -> SeriesImages | None:
+    """A series' images as the index describes them (nothing decrypted yet), or None."""
+    with door.store.reading() as conn:
+        found = StudyBook(conn).frames(series_uid)
+    if found is None:
+        return None
+    frames, modality, frame_of_reference = found
+    return SeriesImages(frames, loader, modality=modality, frame_of_reference=frame_of_reference)
+
+
+def _frames(door: Access, session: Session, info: FrameInfo) -> Decoded:
+    """One image's pixels for an open series: reading images counts as activity."""
+    with door.store.reading():
+        door.sessions.check(session)
+    return _decode(door, info)
+
+
+def _decode(door: Access, info: FrameInfo) -> Decoded:
+    return decode_frames(info, door.store.plaintext(info.sop_uid, info.study_uid, info.blob_id))
+
+
+def _measurement_event(door: Access, kind: EventType, study_uid: str, ident: int | None, what: str) -> None:
+    """A reader's measurement or note is PHI written about the patient: in the trail with the
+    patient and study, in the same transaction."""
+    filed = PatientBook(door.store.conn).of_study(study_uid)
+    door.record(AuditEvent(kind, user=door.actor, studies=(study_uid,), patients=(filed[2],) if filed else (),
+                           detail={"measurement": ident, "kind": what}))

@@ -1,0 +1,204 @@
+"""The vault: the composition root that opens the store and puts the gate and services around it.
+
+UI, CLI, demo and selftest reach patient data only through the services here
+(``vault.reading.studies(session)``), each of which passes the gate (:mod:`app.vault.gate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.audit.events import AuditEvent, EventType, Outcome
+from app.errors import CustodianError, UsageError, VaultExists
+from app.net.association import echo
+from app.security import passwords
+from app.security.accounts import Enrolment
+from app.security.keys import PassphraseSource
+from app.security.policy import SitePolicy
+from app.store.blobs import BlobDamaged
+from app.store.contingency import restore_into
+from app.store.core import StorageHealth, StoreCore
+from app.store.importer import demographics
+from app.store.ingest import DicomDirectory, Rejected, parse
+from app.store.patients import REDERIVE_KEY, Demographics, rederive
+from app.vault.accounts import AccountService
+from app.vault.admin import AdminService
+from app.vault.cache import CacheService
+from app.vault.disclosure import DisclosureService
+from app.vault.gate import EMERGENCY_ALERT, Gate
+from app.vault.intake import IntakeService
+from app.vault.nodes import NodeService, site_pacs
+from app.vault.outbox import OutboxService
+from app.vault.pacs import PacsService
+from app.vault.reading import ReadingService
+from app.vault.trail import TrailService
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Whether a peer the workstation depends on answers."""
+
+    name: str  # "PACS" or "audit repository"
+    configured: bool
+    answers: bool
+    detail: str
+
+
+class Vault:
+    def __init__(self, core: StoreCore) -> None:
+        self._core = core
+        self._gate = Gate(core)
+        self.home = core.home
+        self.accounts = AccountService(self._gate)
+        self.reading = ReadingService(self._gate, self.accounts)
+        self.intake = IntakeService(self._gate)
+        self.nodes = NodeService(self._gate)
+        self.cache = CacheService(self._gate, self.intake)
+        self.outbox = OutboxService(self._gate)
+        self.pacs = PacsService(self._gate, self.intake, self.cache, self.outbox)
+        self.disclosure = DisclosureService(self._gate, self.accounts)
+        self.trail = TrailService(self._gate)
+        self.admin = AdminService(self._gate)
+        self.notices: list[str] = []  # what opening did that the person opening should know
+        self._rederive_patients()
+
+    # ------------------------------------------------------------------ creation and opening
+    @staticmethod
+    def exists(home: Path) -> bool:
+        return StoreCore.exists(home)
+
+    @classmethod
+    def create(cls, home: Path, *, admin: str, password: str, passphrase: str | None,
+               use_keyring: bool | None = None) -> tuple[Vault, Enrolment]:
+        if cls.exists(home):
+            raise VaultExists(f"A vault already exists in {home}; it was left untouched.")
+        passwords.check_rules(password, admin)
+        core = StoreCore.create(home, passphrase=passphrase, use_keyring=use_keyring)
+        vault = cls(core)
+        enrolment = vault._gate.first_admin(admin, password)
+        core.finish_creation()  # the vault exists from this moment
+        return vault, enrolment
+
+    @classmethod
+    def open(cls, home: Path, passphrase_source: PassphraseSource) -> Vault:
+        return cls(StoreCore.open(home, passphrase_source))
+
+    @classmethod
+    def restore(cls, source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
+                use_keyring: bool | None = None) -> Vault:
+        """A backup made by ``admin.backup``, opened into ``home`` (which must hold no vault), its
+        master keys protected on this machine, its index checked; recorded in its audit trail."""
+        restored = restore_into(source, home, passphrase, vault_passphrase=vault_passphrase,
+                                use_keyring=use_keyring)
+        vault = cls(restored.core)
+        vault._gate.note(AuditEvent(EventType.RESTORE, detail={
+            "backup": source.name, "sha256": restored.sha256, "made": restored.made,
+            "instances": restored.instances}))
+        return vault
+
+    def close(self) -> None:
+        self.cache.close()
+        self._core.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the station as a whole
+    @property
+    def policy(self) -> SitePolicy:
+        return self._gate.policy
+
+    @property
+    def managed_settings(self) -> frozenset[str]:
+        """The site policy settings the managed (signed) policy sets; nobody here may change them."""
+        return frozenset(self._gate.rules.settings)
+
+    @property
+    def key_mode(self) -> str:
+        return self._core.key_mode
+
+    def storage_health(self) -> StorageHealth:
+        """What the self-test reports of the index; no patient data is read, so no session."""
+        return self._core.health()
+
+    @property
+    def read_only(self) -> bool:
+        return self._gate.read_only
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._gate.read_only = value
+
+    def reachability(self) -> list[Reach]:
+        """The PACS answers a C-ECHO; the audit repository takes what is queued (a normal sync)."""
+        found = []
+        node = site_pacs(self._gate.opening())
+        if node is None:
+            found.append(Reach("PACS", False, False, "no PACS node is set"))
+        else:
+            try:
+                found.append(Reach("PACS", True, True,
+                                   f"{node.name} answered in {echo(node, self.policy.ae_title).ms:.0f} ms"))
+            except CustodianError as exc:
+                found.append(Reach("PACS", True, False, str(exc)))
+        forwarder = self.trail.forwarder()
+        if not forwarder.status().configured:
+            found.append(Reach("audit repository", False, False, "no audit repository is set"))
+        else:
+            try:
+                found.append(Reach("audit repository", True, True,
+                                   f"reachable; {forwarder.drain().sent} queued event(s) sent"))
+            except CustodianError as exc:
+                found.append(Reach("audit repository", True, False, str(exc)))
+        return found
+
+    def enter_emergency_mode(self) -> None:
+        """Emergency-mode operation (HIPAA 164.308(a)(7)(ii)(C)): with the PACS and the audit
+        repository both down, the cache is read-only — reading (and the audit trail, which queues)
+        go on; nothing is imported, sent, exported, shredded or reconfigured until a normal start.
+        Refused while either answers: then there is no emergency."""
+        reach = self.reachability()
+        up = [r.name for r in reach if r.answers]
+        if up:
+            answering = f"The {' and the '.join(up)} answer{'s' if len(up) == 1 else ''}"
+            raise UsageError(f"{answering}: start normally. Emergency mode is for when the PACS and the "
+                             "audit repository are both down.")
+        self._gate.read_only = True
+        self._gate.note(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, detail={
+            "alert": EMERGENCY_ALERT, **{r.name: r.detail for r in reach}}))
+
+    # ------------------------------------------------------------------ an older vault
+    def _rederive_patients(self) -> None:
+        """A vault from before patient records: studies that shared a record with another
+        patient's demographics get their own (once; each split is in the audit trail)."""
+        core = self._core
+        if not core.query("SELECT 1 FROM meta WHERE key = ?", (REDERIVE_KEY,)):
+            return
+        with core.write_lock(), core.transaction() as conn:
+            splits = rederive(conn, self._own_demographics)
+            for split in splits:
+                self._gate.note(AuditEvent(
+                    EventType.PATIENT_RECORD, Outcome.MINOR_FAILURE, studies=(split.study_uid,),
+                    patients=(split.reference, split.was),
+                    detail={"why": "the study shared a patient record with another patient's name or birth "
+                                   "date (or had no Patient ID); it now has a record of its own"}))
+        if splits:
+            self.notices.append(
+                f"{len(splits)} stud{'y' if len(splits) == 1 else 'ies'} had been filed under another "
+                "patient's record (no Patient ID, or another name or birth date under the same ID) and now "
+                "have records of their own; the audit trail lists them (type patient-record).")
+
+    def _own_demographics(self, study_uid: str) -> Demographics | None:
+        """What a stored study's first instance says of its patient (None if it cannot be read)."""
+        row = self._core.conn.execute("SELECT sop_uid, blob FROM instances WHERE study_uid = ? "
+                                      "ORDER BY number, sop_uid LIMIT 1", (study_uid,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return demographics(parse(self._core.plaintext(row[0], study_uid, row[1])))
+        except (BlobDamaged, OSError, Rejected, DicomDirectory):
+            return None
