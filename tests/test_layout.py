@@ -1,5 +1,6 @@
-"""The command line stays in small modules, one per group of commands (calibre's `db/cli/cmd_*.py`),
-so a command is read and changed in one place and `cli.py` does not grow back into one file."""
+"""Small rooms: no module in app/ over 500 lines and no function over 80, so nothing grows back into
+one class that does everything (the vault was 1,900 lines); the command line in one module per group
+of commands (calibre's `db/cli/cmd_*.py`), so a command is read and changed in one place."""
 
 from __future__ import annotations
 
@@ -10,20 +11,21 @@ from pathlib import Path
 from app import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = ROOT / "app" / "cli"
+APP = ROOT / "app"
+CLI = APP / "cli"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
 
-def test_cli_modules_stay_under_500_lines() -> None:
-    lengths = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in CLI.rglob("*.py")}
-    assert lengths, "app/cli/ has no modules"
+def test_modules_stay_under_500_lines() -> None:
+    lengths = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in APP.rglob("*.py")}
+    assert len(lengths) > 100
     assert {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES} == {}
 
 
-def test_cli_functions_stay_under_80_lines() -> None:
+def test_functions_stay_under_80_lines() -> None:
     too_long = {}
-    for path in CLI.rglob("*.py"):
+    for path in APP.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1

@@ -106,7 +106,6 @@ class AuditRecord:
 class ReportKind(StrEnum):
     PATIENT = "patient access"
     USER = "user activity"
-    LISTING = "audit listing"
 
     def check(self, query: AuditQuery) -> None:
         if self is ReportKind.PATIENT and not query.patient:

@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTLY = 0, 1, 2, 5
+EXIT_OK, EXIT_FAILED, EXIT_PARTLY = 0, 1, 5  # (2: a usage error, argparse's own)
 
 
 class Output:

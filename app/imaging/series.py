@@ -89,12 +89,6 @@ class SeriesImages:
         inst, frame = self._index[i]
         return self.instances[inst].sop_uid, frame
 
-    def index_of(self, sop_uid: str, frame: int = 0) -> int | None:
-        for i, (inst, f) in enumerate(self._index):
-            if f == frame and self.instances[inst].sop_uid == sop_uid:
-                return i
-        return None
-
     def plane(self, i: int) -> Plane | None:
         """Where frame ``i`` lies in the patient; None without position and orientation."""
         inst, frame = self._index[i]

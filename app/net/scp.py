@@ -32,6 +32,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
+from app.background import GroupCommit
 from app.errors import UsageError
 from app.net.association import NO_DELAY, application_entity, named_sop_class
 from app.net.commitment import Reports, report_handler
@@ -140,31 +141,23 @@ class _Arrival:
     label: str
     data: bytes
     move: Move | None = None
-    done: bool = False
     status: int = OUT_OF_RESOURCES  # until its batch is stored
 
 
-@dataclass
 class Receiver:
-    """Group commit for received instances: whoever finds nobody storing stores everything queued."""
+    """Instances arriving on all associations at once, stored together (one group commit)."""
 
-    store: Store
-    _queue: list[_Arrival] = field(default_factory=list)
-    _ready: threading.Condition = field(default_factory=threading.Condition)
-    _storing: bool = False
-    _labels: int = 0
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._labels = itertools.count(1)
+        self._commits = GroupCommit(self._store_all)
 
     def receive(self, calling_ae: str, data: bytes, move: Move | None = None) -> _Arrival:
-        with self._ready:
-            self._labels += 1
-            arrival = _Arrival(calling_ae, f"{calling_ae}#{self._labels}", data, move)
-            self._queue.append(arrival)
-            while not arrival.done and self._storing:
-                self._ready.wait()
-            if arrival.done:
-                return arrival
-            self._storing = True
-            batch, self._queue = self._queue, []
+        arrival = _Arrival(calling_ae, f"{calling_ae}#{next(self._labels)}", data, move)
+        self._commits.submit(arrival)
+        return arrival
+
+    def _store_all(self, batch: list[_Arrival]) -> None:
         try:
             # One store per sender and C-MOVE, so each move's tally gets its own counts.
             for ae, move in sorted({(a.calling_ae, a.move) for a in batch}, key=str):
@@ -178,13 +171,6 @@ class Receiver:
                     a.status = CANNOT_UNDERSTAND if a.label in refused else SUCCESS
         except Exception:  # a vault failure: the rest keep OUT_OF_RESOURCES, which senders retry
             pass
-        finally:
-            with self._ready:
-                for a in batch:
-                    a.done = True
-                self._storing = False
-                self._ready.notify_all()
-        return arrival
 
 
 def _store_request(event: evt.Event) -> C_STORE:

@@ -71,7 +71,6 @@ class Field(StrEnum):
     BIRTH_DATE = "birth date"
     SEX = "sex"
     ACCESSION = "accession number"
-    REFERRING = "referring physician"
 
 
 A = Action
@@ -109,8 +108,7 @@ VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {
 
 # Where each field stands in the records the door hands out (StudySummary, a PACS's RemoteStudy).
 _ATTRIBUTES = {Field.PATIENT_NAME: "patient_name", Field.PATIENT_ID: "patient_id",
-               Field.BIRTH_DATE: "birth_date", Field.SEX: "sex", Field.ACCESSION: "accession",
-               Field.REFERRING: "referring"}
+               Field.BIRTH_DATE: "birth_date", Field.SEX: "sex", Field.ACCESSION: "accession"}
 
 
 def blanked(record: R, shown: frozenset[Field]) -> R:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -56,10 +55,6 @@ def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
 class BlobStore:
     def __init__(self, home: Path) -> None:
         self.root = home / BLOB_DIR
-
-    @staticmethod
-    def new_id() -> str:
-        return secrets.token_hex(16)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id

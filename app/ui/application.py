@@ -77,7 +77,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
                             demo_codes=demo_codes)
         window.refresh()
         if vault.read_only:
-            window.show_emergency()
+            window.downtime_banner.show_emergency()
         if open_study:
             window.open_study(open_study)
         if screenshot is not None:
@@ -87,7 +87,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
         jobs = [sync_job(partial(vault.trail.forwarder, own_connection=True), indicator.report)]
         scp = None
         if not vault.read_only:  # emergency mode: nothing received, nothing sent
-            pacs_status = Bridge(window.set_pacs_status, window)
+            pacs_status = Bridge(window.downtime_banner.set_pacs_status, window)
             jobs.append(pacs_job(vault.outbox.watch, pacs_status.post))
             scp = _start_receiving(vault, window)
         for job in jobs:

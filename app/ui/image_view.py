@@ -1,35 +1,21 @@
 """A 2D viewport: one frame of a series, windowed by the core, drawn pixel for pixel.
 
 The core turns stored values into 8-bit display values (rescale, LUTs, window, inversion,
-overlays) and measures (:mod:`app.imaging.measure`). This widget only places them on the screen
-(zoom, pan, rotation, flips with nearest-neighbour sampling, so the grey levels a reader sees are
-exactly the ones the core computed), draws corner text, orientation letters, a scale bar and
-measurements, and turns the mouse and keys into requests.
+overlays) and measures (:mod:`app.imaging.measure`). This widget keeps what the reader is looking at
+(series, image, window, tool, measurements) and turns the mouse into requests; the rest is in
+rooms of its own: :mod:`app.ui.frame_canvas` places the frame on the screen (nearest-neighbour, so
+the grey levels a reader sees are exactly the ones the core computed), :mod:`app.ui.view_painting`
+draws the text, orientation letters, scale bar and measurements over it, :mod:`app.ui.corner_text`
+words the bottom corners and :mod:`app.ui.view_controls` holds the tools and keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from enum import StrEnum
-from functools import partial
-from itertools import pairwise
 from typing import cast
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import (
-    QColor,
-    QFocusEvent,
-    QFont,
-    QImage,
-    QKeyEvent,
-    QMouseEvent,
-    QPainter,
-    QPaintEvent,
-    QPen,
-    QTransform,
-    QWheelEvent,
-)
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QInputDialog, QWidget
 
 from app.errors import CustodianError
@@ -37,25 +23,10 @@ from app.imaging.display import CT_PRESETS, Window
 from app.imaging.geometry import edge_letters
 from app.imaging.measure import POINTS, Kind, Measurement, Point, label, modality_unit
 from app.imaging.series import SeriesImages
-
-
-class Tool(StrEnum):
-    WINDOW = "window"
-    PAN = "pan"
-    ZOOM = "zoom"
-    DISTANCE = "distance"
-    ANGLE = "angle"
-    ELLIPSE = "ellipse"
-    TEXT = "text"
-
-
-MEASURING = {Tool.DISTANCE: Kind.DISTANCE, Tool.ANGLE: Kind.ANGLE, Tool.ELLIPSE: Kind.ELLIPSE,
-             Tool.TEXT: Kind.TEXT}
-TOOL_KEYS = {Qt.Key.Key_Escape: Tool.WINDOW, Qt.Key.Key_P: Tool.PAN, Qt.Key.Key_Z: Tool.ZOOM,
-             Qt.Key.Key_D: Tool.DISTANCE, Qt.Key.Key_A: Tool.ANGLE, Qt.Key.Key_E: Tool.ELLIPSE,
-             Qt.Key.Key_T: Tool.TEXT}
-PRESET_KEYS = [Qt.Key.Key_F2, Qt.Key.Key_F3, Qt.Key.Key_F4, Qt.Key.Key_F5, Qt.Key.Key_F6,
-               Qt.Key.Key_F7, Qt.Key.Key_F8, Qt.Key.Key_F9]
+from app.ui.corner_text import bottom_text
+from app.ui.frame_canvas import FrameCanvas
+from app.ui.view_controls import MEASURING, Tool, key_action
+from app.ui.view_painting import HINT_COLOUR, OverlayPainter
 
 CONTROLS_HELP = (
     "Mouse wheel, ↑/↓: previous / next image",
@@ -71,19 +42,11 @@ CONTROLS_HELP = (
     "C: cine on/off   + / -: cine faster / slower   Ctrl+H: hide / show the text and markers",
 )
 
-OVERLAY_COLOUR = QColor(236, 214, 120)
-MEASURE_COLOUR = QColor(120, 230, 140)
-REFERENCE_COLOUR = QColor(80, 170, 255)
-HINT_COLOUR = QColor(110, 114, 120)
-OVERLAY_MARGIN = 6
-OVERLAY_PIXEL_SIZE = 12
 WHEEL_NOTCH = 120  # angleDelta units of one wheel click
 DRAG_PIXELS_PER_WIDTH = 250.0  # dragging this far changes the window by one default width
 ZOOM_DRAG_PIXELS = 200.0  # dragging this far up doubles the zoom
-ZOOM_LIMITS = (0.05, 64.0)
 CINE_FPS = 10.0
 CINE_LIMITS = (1.0, 60.0)
-SCALE_BAR_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500)  # mm
 
 
 def qimage(pixels: np.ndarray) -> QImage:
@@ -94,12 +57,7 @@ def qimage(pixels: np.ndarray) -> QImage:
     return QImage(pixels.data, cols, rows, pixels.strides[0], fmt)
 
 
-def _level_text(value: float) -> str:
-    """Window numbers as readers quote them: whole numbers, decimals only for small ranges."""
-    return f"{value:.0f}" if abs(value) >= 100 or value == round(value) else f"{value:.3g}"
-
-
-class ImageView(QWidget):
+class ImageView(FrameCanvas):
     """Shows frame ``index`` of a :class:`SeriesImages` with window ``window``."""
 
     indexChanged = Signal(int)
@@ -119,13 +77,6 @@ class ImageView(QWidget):
         self._stored_choice = 0
         self._invert = False
         self._show_overlays = True
-        self._pixels: np.ndarray | None = None  # the buffer self._image points into
-        self._image: QImage | None = None
-        self._pixel_aspect = 1.0  # displayed width of a pixel relative to its height
-        self._zoom: float | None = None  # screen pixels per image row; None: fit the widget
-        self._pan = QPointF()
-        self._rotation = 0  # clockwise degrees
-        self._flip_h = self._flip_v = False
         self._tool = Tool.WINDOW
         # the button, where the drag began, and the window, pan or zoom it started from
         self._drag: tuple[Qt.MouseButton, QPoint, Window | QPointF | float] | None = None
@@ -165,13 +116,22 @@ class ImageView(QWidget):
         return self._window if self._window_chosen else None
 
     @property
-    def tool(self) -> Tool:
-        return self._tool
+    def inverted(self) -> bool:
+        return self._invert
 
     @property
-    def zoom(self) -> float:
-        """Screen pixels per image row in use (the fitted scale unless the reader zoomed)."""
-        return self._zoom if self._zoom is not None else self._fit_scale()
+    def overlays_shown(self) -> bool:
+        """Whether the series' overlay planes are burnt into the rendered frame."""
+        return self._show_overlays
+
+    @property
+    def annotations_shown(self) -> bool:
+        """Whether the corner text, orientation letters and scale bar are drawn."""
+        return self._annotations
+
+    @property
+    def tool(self) -> Tool:
+        return self._tool
 
     @property
     def cine_running(self) -> bool:
@@ -264,33 +224,10 @@ class ImageView(QWidget):
             self.setCursor(Qt.CursorShape.CrossCursor)
         self.update()
 
-    def set_zoom(self, zoom: float | None) -> None:
-        """Screen pixels per image row; None fits the image to the widget (and centres it)."""
-        if zoom is None:
-            self._zoom, self._pan = None, QPointF()
-        else:
-            self._zoom = min(max(zoom, ZOOM_LIMITS[0]), ZOOM_LIMITS[1])
-        self.update()
-
-    def actual_pixels(self) -> None:
-        """One image pixel per screen pixel (along rows)."""
-        self.set_zoom(1.0)
-
-    def rotate(self, degrees: int) -> None:
-        self._rotation = (self._rotation + degrees) % 360
-        self.update()
-
-    def flip(self, horizontal: bool) -> None:
-        if horizontal:
-            self._flip_h = not self._flip_h
-        else:
-            self._flip_v = not self._flip_v
-        self.update()
-
     def reset_view(self) -> None:
-        self._zoom, self._pan, self._rotation = None, QPointF(), 0
-        self._flip_h = self._flip_v = self._invert = False
-        self.update()
+        """The fitted, upright view, uninverted (the inversion goes once the frame is rendered again)."""
+        self._invert = False
+        super().reset_view()
 
     def set_cine(self, on: bool, fps: float | None = None) -> None:
         if fps is not None:
@@ -324,34 +261,12 @@ class ImageView(QWidget):
         self._corners = (top_left, top_right)
         self.update()
 
-    def image_rect(self) -> QRect:
-        """Where the frame is drawn on the widget (its bounding box when rotated)."""
-        if self._pixels is None:
-            return QRect()
-        rows, cols = self._pixels.shape[:2]
-        return self._transform().mapRect(QRectF(-0.5, -0.5, cols, rows)).toAlignedRect()
-
-    def to_image(self, point: QPointF | QPoint) -> Point:
-        """Image coordinates (x column, y row) of a widget position."""
-        inverse, _ = self._transform().inverted()
-        mapped = inverse.map(QPointF(point))
-        return mapped.x(), mapped.y()
-
-    def to_widget(self, point: Point) -> QPointF:
-        return self._transform().map(QPointF(*point))
-
     def overlay_text(self) -> tuple[str, str]:
         """The bottom-left and bottom-right corner texts (nothing that identifies the patient)."""
         if self._series is None:
             return "", ""
-        position = f"Im {self._index + 1}/{len(self._series)}"
-        if self._cine.isActive():
-            position += f"  Cine {self._cine_fps:.0f} fps"
-        if self._window is None:
-            return position, ""
-        if not self._window_chosen and self._series.uses_voi_lut(self._index):
-            return position, "VOI LUT"
-        return position, f"W:{_level_text(self._window.width)} L:{_level_text(self._window.center)}"
+        return bottom_text(self._series, self._index, self._window, self._window_chosen,
+                           self._cine_fps if self._cine.isActive() else None)
 
     def edge_text(self) -> dict[str, str]:
         """The patient directions at the four edges of the view ({} without orientation)."""
@@ -365,40 +280,6 @@ class ImageView(QWidget):
     def measurement_labels(self) -> list[str]:
         """The labels of the measurements on the shown frame, in the order they were made."""
         return [self._label(m) for m in self._on_frame()]
-
-    # ------------------------------------------------------------------ geometry
-    def _fit_scale(self) -> float:
-        if self._pixels is None:
-            return 1.0
-        rows, cols = self._pixels.shape[:2]
-        wide = cols * self._pixel_aspect
-        if self._rotation % 180:
-            wide, rows = rows, wide
-        return min(self.width() / wide, self.height() / rows)
-
-    def _transform(self) -> QTransform:
-        """Image coordinates (pixel centres at whole numbers) to widget coordinates."""
-        if self._pixels is None:
-            return QTransform()
-        rows, cols = self._pixels.shape[:2]
-        scale = self.zoom
-        t = QTransform()
-        t.translate(self.width() / 2 + self._pan.x(), self.height() / 2 + self._pan.y())
-        t.scale(-1 if self._flip_h else 1, -1 if self._flip_v else 1)
-        t.rotate(self._rotation)
-        t.scale(scale * self._pixel_aspect, scale)
-        t.translate(-cols / 2 + 0.5, -rows / 2 + 0.5)
-        # Whole-pixel placement: every screen pixel then samples exactly one image pixel.
-        box = t.mapRect(QRectF(-0.5, -0.5, cols, rows))
-        return t * QTransform.fromTranslate(round(box.left()) - box.left(), round(box.top()) - box.top())
-
-    def _mm_per_screen_pixel(self) -> float | None:
-        if self._series is None:
-            return None
-        spacing = self._series.info(self._index).pixel_spacing
-        if not spacing or len(spacing) < 2 or spacing[0] <= 0:
-            return None
-        return spacing[0] / self.zoom
 
     # ------------------------------------------------------------------ rendering
     def _refresh(self) -> None:
@@ -441,35 +322,21 @@ class ImageView(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
-        if self._image is None or self._pixels is None:  # (set and cleared together)
-            self._draw_text(painter, Qt.AlignmentFlag.AlignCenter, "No series", HINT_COLOUR, shadow=False)
+        overlay = OverlayPainter(painter, self, self._transform(), self.zoom)
+        if not self._draw_frame(painter):
+            overlay.text(Qt.AlignmentFlag.AlignCenter, "No series", HINT_COLOUR, shadow=False)
             return
-        rows, cols = self._pixels.shape[:2]
-        # Nearest-neighbour: at an integer zoom every screen pixel is exactly a rendered value.
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        painter.setTransform(self._transform())
-        painter.drawImage(QRectF(-0.5, -0.5, cols, rows), self._image)
-        painter.resetTransform()
-        self._draw_graphics(painter)
+        overlay.reference_lines(self._reference_lines)
+        for m in self._on_frame():
+            overlay.measurement(m.kind, list(m.points), self._label(m))
+        if self._draft and self._tool in MEASURING:
+            points = self._draft + ([self._hover] if self._hover else [])
+            kind = MEASURING[self._tool]
+            if len(points) == POINTS[kind] or kind is Kind.ANGLE:
+                overlay.measurement(kind, points, "")
         if self._annotations:
-            self._draw_annotations(painter)
-
-    def _draw_annotations(self, painter: QPainter) -> None:
-        left, right = self.overlay_text()
-        align = Qt.AlignmentFlag
-        self._draw_text(painter, align.AlignBottom | align.AlignLeft, left, OVERLAY_COLOUR)
-        self._draw_text(painter, align.AlignBottom | align.AlignRight, right, OVERLAY_COLOUR)
-        self._draw_text(painter, align.AlignTop | align.AlignLeft, "\n".join(self._corners[0]),
-                        OVERLAY_COLOUR)
-        self._draw_text(painter, align.AlignTop | align.AlignRight, "\n".join(self._corners[1]),
-                        OVERLAY_COLOUR)
-        edges = self.edge_text()
-        for edge, flag in (("left", align.AlignLeft | align.AlignVCenter),
-                           ("right", align.AlignRight | align.AlignVCenter),
-                           ("top", align.AlignTop | align.AlignHCenter),
-                           ("bottom", align.AlignBottom | align.AlignHCenter)):
-            self._draw_text(painter, flag, edges.get(edge, ""), OVERLAY_COLOUR)
-        self._draw_scale_bar(painter)
+            overlay.annotations(self.overlay_text(), self._corners, self.edge_text(),
+                                self._mm_per_screen_pixel())
 
     def _on_frame(self) -> list[Measurement]:
         if self._series is None:
@@ -483,91 +350,13 @@ class ImageView(QWidget):
         return label(m, values, self._series.info(self._index).pixel_spacing,
                      modality_unit(self._series.modality))
 
-    def _draw_graphics(self, painter: QPainter) -> None:
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        painter.setPen(QPen(REFERENCE_COLOUR, 1, Qt.PenStyle.DashLine))
-        for a, b in self._reference_lines:
-            painter.drawLine(self.to_widget(a), self.to_widget(b))
-        for m in self._on_frame():
-            self._draw_measurement(painter, m.kind, list(m.points), self._label(m))
-        if self._draft and self._tool in MEASURING:
-            points = self._draft + ([self._hover] if self._hover else [])
-            kind = MEASURING[self._tool]
-            if len(points) == POINTS[kind] or kind is Kind.ANGLE:
-                self._draw_measurement(painter, kind, points, "")
-
-    def _draw_measurement(self, painter: QPainter, kind: Kind, points: list[Point], text: str) -> None:
-        screen = [self.to_widget(p) for p in points]
-        painter.setPen(QPen(MEASURE_COLOUR, 1.5))
-        if kind is Kind.ELLIPSE and len(screen) == 2:
-            corners = [self.to_widget(p) for p in (points[0], (points[1][0], points[0][1]),
-                                                   points[1], (points[0][0], points[1][1]))]
-            # The inscribed ellipse of the (possibly rotated) box, drawn in image space.
-            painter.save()
-            painter.setTransform(self._transform())
-            painter.setPen(QPen(MEASURE_COLOUR, 1.5 / max(self.zoom, 1e-6)))
-            x0, x1 = sorted((points[0][0], points[1][0]))
-            y0, y1 = sorted((points[0][1], points[1][1]))
-            painter.drawEllipse(QRectF(x0, y0, x1 - x0, y1 - y0))
-            painter.restore()
-            anchor = max(corners, key=lambda p: p.x() + p.y())
-        elif kind is Kind.TEXT:
-            anchor = screen[0]
-            painter.drawEllipse(anchor, 2, 2)
-        else:
-            for a, b in pairwise(screen):
-                painter.drawLine(a, b)
-            anchor = screen[-1]
-        if text:
-            font = QFont(self.font())
-            font.setPixelSize(OVERLAY_PIXEL_SIZE)
-            painter.setFont(font)
-            box = QRectF(anchor.x() + 6, anchor.y() + 4, 400, 40)
-            painter.setPen(QColor(0, 0, 0, 200))
-            painter.drawText(box.translated(1, 1), Qt.AlignmentFlag.AlignLeft, text)
-            painter.setPen(MEASURE_COLOUR)
-            painter.drawText(box, Qt.AlignmentFlag.AlignLeft, text)
-
-    def _draw_scale_bar(self, painter: QPainter) -> None:
-        """A vertical bar of a round length in mm along the right edge, true to the zoom."""
-        mm_per_pixel = self._mm_per_screen_pixel()
-        if mm_per_pixel is None:
-            return
-        room = self.height() / 3
-        fitting = [mm for mm in SCALE_BAR_STEPS if mm / mm_per_pixel <= room]
-        if not fitting:
-            return
-        length = fitting[-1]
-        pixels = length / mm_per_pixel
-        x = self.width() - OVERLAY_MARGIN - 2
-        top = (self.height() - pixels) / 2
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-        painter.setPen(QPen(OVERLAY_COLOUR, 1))
-        painter.drawLine(QPointF(x, top), QPointF(x, top + pixels))
-        for tick in range(length + 1) if length <= 10 else range(0, length + 1, length // 10):
-            y = top + tick / mm_per_pixel
-            painter.drawLine(QPointF(x - (5 if tick in (0, length) else 3), y), QPointF(x, y))
-        self._draw_text(painter, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                        f"{length} mm\n\n\n", OVERLAY_COLOUR, right_inset=10)
-
-    def _draw_text(self, painter: QPainter, align: Qt.AlignmentFlag, text: str, colour: QColor,
-                   *, shadow: bool = True, right_inset: int = 0) -> None:
-        if not text:
-            return
-        font = QFont(self.font())
-        font.setPixelSize(OVERLAY_PIXEL_SIZE)
-        painter.setFont(font)
-        painter.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
-        area = self.rect().adjusted(OVERLAY_MARGIN, OVERLAY_MARGIN, -OVERLAY_MARGIN - right_inset,
-                                    -OVERLAY_MARGIN)
-        if shadow:  # keeps the text legible over bright anatomy
-            painter.setPen(QColor(0, 0, 0, 200))
-            painter.drawText(area.translated(1, 1), align, text)
-        painter.setPen(colour)
-        painter.drawText(area, align, text)
-
-    def sizeHint(self) -> QSize:
-        return QSize(512, 512)
+    def _mm_per_screen_pixel(self) -> float | None:
+        if self._series is None:
+            return None
+        spacing = self._series.info(self._index).pixel_spacing
+        if not spacing or len(spacing) < 2 or spacing[0] <= 0:
+            return None
+        return spacing[0] / self.zoom
 
     # ------------------------------------------------------------------ interaction
     def _cine_step(self) -> None:
@@ -676,68 +465,17 @@ class ImageView(QWidget):
         self.update()
         self.measurementRemoved.emit(last)
 
-    def _key_action(self, event: QKeyEvent) -> Callable[[], object] | None:
-        """What a key does in this view, or None when it is not one of the view's keys."""
-        if self._series is None:
-            return None
-        key, mods = Qt.Key(event.key()), event.modifiers()
-        plain = mods in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.KeypadModifier)
-        page = max(1, len(self._series) // 10)
-        moves = {
-            Qt.Key.Key_Up: self._index - 1,
-            Qt.Key.Key_Down: self._index + 1,
-            Qt.Key.Key_PageUp: self._index - page,
-            Qt.Key.Key_PageDown: self._index + page,
-            Qt.Key.Key_Home: 0,
-            Qt.Key.Key_End: len(self._series) - 1,
-        }
-        actions = {
-            Qt.Key.Key_R: self.reset_window,
-            Qt.Key.Key_N: self.next_stored_window,
-            Qt.Key.Key_I: lambda: self.set_invert(not self._invert),
-            Qt.Key.Key_O: lambda: self.set_overlays_shown(not self._show_overlays),
-            Qt.Key.Key_F: lambda: self.set_zoom(None),
-            Qt.Key.Key_1: self.actual_pixels,
-            Qt.Key.Key_BracketLeft: lambda: self.rotate(-90),
-            Qt.Key.Key_BracketRight: lambda: self.rotate(90),
-            Qt.Key.Key_H: lambda: self.flip(True),
-            Qt.Key.Key_V: lambda: self.flip(False),
-            Qt.Key.Key_C: lambda: self.set_cine(not self.cine_running),
-            Qt.Key.Key_Plus: lambda: self.set_cine(self.cine_running, self._cine_fps * 1.25),
-            Qt.Key.Key_Equal: lambda: self.set_cine(self.cine_running, self._cine_fps * 1.25),
-            Qt.Key.Key_Minus: lambda: self.set_cine(self.cine_running, self._cine_fps / 1.25),
-            Qt.Key.Key_Delete: self.remove_last_measurement,
-            Qt.Key.Key_Backspace: self.remove_last_measurement,
-        }
-        if key in moves and plain:
-            return partial(self.set_index, moves[key])
-        if key == Qt.Key.Key_R and mods == Qt.KeyboardModifier.ControlModifier:
-            return self._reset_and_refresh
-        if key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
-            return lambda: self.set_annotations(not self._annotations)
-        if key in TOOL_KEYS and plain:
-            return partial(self.set_tool, TOOL_KEYS[key])
-        if key in PRESET_KEYS[:len(CT_PRESETS)] and plain and self._window is not None:
-            return partial(self.apply_preset, list(CT_PRESETS)[PRESET_KEYS.index(key)])
-        if key in actions and (plain or key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal)):
-            return actions[key]
-        return None
-
-    def _reset_and_refresh(self) -> None:
-        self.reset_view()
-        self._refresh()
-
     def event(self, event: QEvent) -> bool:
         # The view's own keys win over the window's shortcuts while it has the focus: F5 here is
         # the lung window, not "refresh the study list".
         if event.type() == QEvent.Type.ShortcutOverride \
-                and self._key_action(cast(QKeyEvent, event)) is not None:  # (a key event)
+                and key_action(self, cast(QKeyEvent, event)) is not None:  # (a key event)
             event.accept()
             return True
         return super().event(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        action = self._key_action(event)
+        action = key_action(self, event)
         if action is None:
             super().keyPressEvent(event)
             return

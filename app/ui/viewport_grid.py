@@ -182,10 +182,6 @@ class ViewportGrid(QWidget):
             self.activeChanged.emit(viewport)
 
     # ------------------------------------------------------------------ synchronised scrolling
-    @property
-    def synchronised(self) -> bool:
-        return self._sync
-
     def set_synchronised(self, on: bool) -> None:
         """Turn synchronised scrolling on (keeping the slices now shown side by side) or off."""
         self._sync = on

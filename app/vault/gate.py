@@ -13,16 +13,15 @@ decided here, once.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from app.audit.anomaly import AnomalyRules
 from app.audit.context import IndexContext
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog
+from app.background import GroupCommit
 from app.errors import EnrolmentRequired, NotAuthenticated, NotPermitted, UsageError
 from app.net.nodes import NodeBook
 from app.security import managed_policy
@@ -46,13 +45,6 @@ R = TypeVar("R")
 T = TypeVar("T")
 P = ParamSpec("P")
 S = TypeVar("S", bound="Service")
-
-
-@dataclass
-class _Ticket:
-    event: AuditEvent
-    done: bool = False
-    error: BaseException | None = None
 
 
 class Access:
@@ -166,9 +158,7 @@ class Gate:
                                          PatientBook(core.conn).names)
         self._audit.context = IndexContext(core.conn, lambda: NodeBook(core.conn, self.rules.nodes).list(),
                                            lambda: self.policy.ae_title)
-        self._queue: list[_Ticket] = []  # audit events waiting for a group commit
-        self._queue_ready = threading.Condition()
-        self._committing = False
+        self._writer = GroupCommit(self._append_all)  # audit events from threads not holding the index
         self.read_only = False  # emergency mode: see Vault.enter_emergency_mode
         self._enforce_managed_policy()
 
@@ -260,34 +250,16 @@ class Gate:
 
         A thread that already holds the index writes at once (inside its own transaction the
         event commits with it); it never waits in the queue, so the queue cannot deadlock. Other
-        threads' events share one commit (group commit): one thread at a time commits everything
-        queued while the others wait for it, so one fsync serves them all.
+        threads' events share one commit (group commit).
         """
         if self._core.lock._is_owned():  # type: ignore[attr-defined]  # (RLock's, as Condition uses it)
             self._audit.append(event)
-            return
-        ticket = _Ticket(event)
-        with self._queue_ready:
-            self._queue.append(ticket)
-            while not ticket.done and self._committing:
-                self._queue_ready.wait()
-            if not ticket.done:  # nobody is committing: this thread commits the queue
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if not ticket.done:
-            error: BaseException | None = None
-            try:
-                with self._core.lock:
-                    self._audit.append_all([t.event for t in batch])
-            except BaseException as exc:
-                error = exc
-            with self._queue_ready:
-                for t in batch:
-                    t.done, t.error = True, error
-                self._committing = False
-                self._queue_ready.notify_all()
-        if ticket.error is not None:
-            raise ticket.error
+        else:
+            self._writer.submit(event)
+
+    def _append_all(self, events: list[AuditEvent]) -> None:
+        with self._core.lock:
+            self._audit.append_all(events)
 
 
 class Service:

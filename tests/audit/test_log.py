@@ -149,7 +149,7 @@ def test_a_failed_group_commit_fails_every_writer_in_it(env: VaultEnv,
     monkeypatch.setattr(env.vault._gate._audit, "append_all", full_disk)
     with pytest.raises(OSError, match="No space"):
         env.vault._gate._record(AuditEvent(EventType.STUDY_LIST, user="rad"))
-    assert env.vault._gate._queue == []
+    assert env.vault._gate._writer.waiting == 0
 
 
 def test_a_thread_holding_the_index_writes_without_waiting_for_the_queue(env: VaultEnv) -> None:
@@ -167,9 +167,10 @@ def test_a_thread_holding_the_index_writes_without_waiting_for_the_queue(env: Va
         worker.start()
         started.wait(5)
         deadline = time.monotonic() + 5
-        while not vault._gate._committing and time.monotonic() < deadline:  # it leads, waiting for the index
+        # it leads, waiting for the index
+        while not vault._gate._writer.committing and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert vault._gate._committing
+        assert vault._gate._writer.committing
         vault._gate._record(AuditEvent(EventType.STUDY_LIST, user="holder"))  # must not block
     worker.join(10)
     assert done.is_set()

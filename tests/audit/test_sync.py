@@ -182,7 +182,6 @@ def test_the_background_worker_sends_as_events_arrive(
     worker.start()
     try:
         _activity(env, 5)
-        worker.wake()
         head = env.vault._gate._audit.head()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not any(s.sent_seq >= head for s, _ in statuses):

@@ -31,7 +31,7 @@ def test_banner_follows_the_pacs(qtbot: QtBot, vault: Vault, session: Session, c
     window.refresh()
     assert not window.downtime_banner.isVisible() and _banner_pixels(window) == 0
 
-    window.set_pacs_status(PacsStatus("pacs", False, 2, "nothing is listening there"))
+    window.downtime_banner.set_pacs_status(PacsStatus("pacs", False, 2, "nothing is listening there"))
     assert window.downtime_banner.isVisible()
     text = window.downtime_banner.text()
     assert "The PACS (pacs) cannot be reached" in text and "2 sends wait" in text
@@ -40,13 +40,13 @@ def test_banner_follows_the_pacs(qtbot: QtBot, vault: Vault, session: Session, c
     assert _banner_pixels(window) > 5000  # drawn across the top of the workspace
     assert window.browser.isVisible()  # the local study list stays usable
 
-    window.set_pacs_status(PacsStatus("pacs", True, 0))
+    window.downtime_banner.set_pacs_status(PacsStatus("pacs", True, 0))
     assert not window.downtime_banner.isVisible() and _banner_pixels(window) == 0
 
 
 def test_the_banner_says_emergency_mode(qtbot: QtBot, vault: Vault, session: Session) -> None:
     window = MainWindow(vault, session)
     qtbot.addWidget(window)
-    window.show_emergency()
+    window.downtime_banner.show_emergency()
     assert window.downtime_banner.isVisibleTo(window)
     assert window.downtime_banner.text().startswith("Emergency mode: the PACS and the audit repository")

@@ -17,7 +17,8 @@ from app.security import totp
 from app.security.accounts import LOGIN_FAILED, Enrolment
 from app.ui import idle_watch
 from app.ui.login_dialog import LoginDialog
-from app.ui.main_window import LOCKED_TITLE, MainWindow
+from app.ui.main_window import MainWindow
+from app.ui.session_keeper import LOCKED_TITLE
 from app.vault import Vault
 from tests.ui.conftest import USER_PASSWORD, Reader, answer, shown_texts, unused_code, white_pixels
 

@@ -23,8 +23,9 @@ from app.imaging.display import CT_PRESETS, Window
 from app.imaging.measure import Kind
 from app.imaging.series import SeriesImages
 from app.security.sessions import Session
-from app.ui.image_view import ImageView, Tool
+from app.ui.image_view import ImageView
 from app.ui.main_window import MainWindow
+from app.ui.view_controls import Tool
 from app.vault import Vault
 from tests.ui.conftest import Importer, Reader
 from tests.ui.test_image_view import reference, stack

@@ -1,0 +1,95 @@
+"""The reader's tools and keys in a viewport.
+
+The key map is one table over :class:`~app.ui.image_view.ImageView`'s public methods: a key asks the
+view for what a caller could, and the same table decides which keys the view claims from the
+window's shortcuts and what they do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from functools import partial
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeyEvent
+
+from app.imaging.display import CT_PRESETS
+from app.imaging.measure import Kind
+
+if TYPE_CHECKING:
+    from app.ui.image_view import ImageView
+
+
+class Tool(StrEnum):
+    WINDOW = "window"
+    PAN = "pan"
+    ZOOM = "zoom"
+    DISTANCE = "distance"
+    ANGLE = "angle"
+    ELLIPSE = "ellipse"
+    TEXT = "text"
+
+
+MEASURING = {Tool.DISTANCE: Kind.DISTANCE, Tool.ANGLE: Kind.ANGLE, Tool.ELLIPSE: Kind.ELLIPSE,
+             Tool.TEXT: Kind.TEXT}
+TOOL_KEYS = {Qt.Key.Key_Escape: Tool.WINDOW, Qt.Key.Key_P: Tool.PAN, Qt.Key.Key_Z: Tool.ZOOM,
+             Qt.Key.Key_D: Tool.DISTANCE, Qt.Key.Key_A: Tool.ANGLE, Qt.Key.Key_E: Tool.ELLIPSE,
+             Qt.Key.Key_T: Tool.TEXT}
+PRESET_KEYS = [Qt.Key.Key_F2, Qt.Key.Key_F3, Qt.Key.Key_F4, Qt.Key.Key_F5, Qt.Key.Key_F6,
+               Qt.Key.Key_F7, Qt.Key.Key_F8, Qt.Key.Key_F9]
+
+
+def key_action(view: ImageView, event: QKeyEvent) -> Callable[[], object] | None:
+    """What a key does in ``view``, or None when it is not one of the view's keys."""
+    series = view.series
+    if series is None:
+        return None
+    key, mods = Qt.Key(event.key()), event.modifiers()
+    plain = mods in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.KeypadModifier)
+    page = max(1, len(series) // 10)
+    moves = {
+        Qt.Key.Key_Up: view.index - 1,
+        Qt.Key.Key_Down: view.index + 1,
+        Qt.Key.Key_PageUp: view.index - page,
+        Qt.Key.Key_PageDown: view.index + page,
+        Qt.Key.Key_Home: 0,
+        Qt.Key.Key_End: len(series) - 1,
+    }
+    actions = {
+        Qt.Key.Key_R: view.reset_window,
+        Qt.Key.Key_N: view.next_stored_window,
+        Qt.Key.Key_I: lambda: view.set_invert(not view.inverted),
+        Qt.Key.Key_O: lambda: view.set_overlays_shown(not view.overlays_shown),
+        Qt.Key.Key_F: lambda: view.set_zoom(None),
+        Qt.Key.Key_1: view.actual_pixels,
+        Qt.Key.Key_BracketLeft: lambda: view.rotate(-90),
+        Qt.Key.Key_BracketRight: lambda: view.rotate(90),
+        Qt.Key.Key_H: lambda: view.flip(True),
+        Qt.Key.Key_V: lambda: view.flip(False),
+        Qt.Key.Key_C: lambda: view.set_cine(not view.cine_running),
+        Qt.Key.Key_Plus: lambda: view.set_cine(view.cine_running, view.cine_fps * 1.25),
+        Qt.Key.Key_Equal: lambda: view.set_cine(view.cine_running, view.cine_fps * 1.25),
+        Qt.Key.Key_Minus: lambda: view.set_cine(view.cine_running, view.cine_fps / 1.25),
+        Qt.Key.Key_Delete: view.remove_last_measurement,
+        Qt.Key.Key_Backspace: view.remove_last_measurement,
+    }
+
+    def reset_view() -> None:
+        view.reset_view()
+        view.set_invert(False)  # reset_view clears the inversion; this renders the frame without it
+
+    if key in moves and plain:
+        return partial(view.set_index, moves[key])
+    if key == Qt.Key.Key_R and mods == Qt.KeyboardModifier.ControlModifier:
+        return reset_view
+    if key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
+        return lambda: view.set_annotations(not view.annotations_shown)
+    if key in TOOL_KEYS and plain:
+        return partial(view.set_tool, TOOL_KEYS[key])
+    if key in PRESET_KEYS[:len(CT_PRESETS)] and plain and view.window is not None:
+        return partial(view.apply_preset, list(CT_PRESETS)[PRESET_KEYS.index(key)])
+    if key in actions and (plain or key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal)):
+        return actions[key]
+    return None
