@@ -99,9 +99,14 @@ def test_admin_commands(cli_users: CliUsers) -> None:
     assert bad_role.returncode == 2 and "Unknown role" in bad_role.stderr
     assert cli.json("user", "disable", "tech") == {"user": "tech", "disabled": True}
     assert cli.json("key", "rotate") == {"rewrapped": 1}  # the audit signing key
-    chain = cli.json("audit", "verify")
+    chain = cli.json("audit", "verify")  # the session outlived the new index key
     assert chain["ok"] is True and chain["first_bad_seq"] is None and chain["events"] > 5
     assert cli_users.login("tech").returncode == 3  # disabled
+    new_passphrase = {"CUSTODIAN_NEW_PASSPHRASE": "the new vault passphrase"}
+    changed = cli.json("key", "passphrase", extra_env=new_passphrase)
+    assert changed == {"passphrase": "changed"}
+    assert "passphrase is wrong" in cli("whoami").stderr  # CUSTODIAN_PASSPHRASE still holds the old one
+    assert cli("whoami", extra_env={"CUSTODIAN_PASSPHRASE": "the new vault passphrase"}).returncode == 0
 
 
 def test_init_refuses_existing_and_usage_errors(cli: Cli) -> None:

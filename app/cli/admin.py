@@ -87,7 +87,16 @@ def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
 def cmd_key_rotate(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         count = vault.admin.rotate_keys(current_session(vault), passphrase_source())
-    out.emit({"rewrapped": count}, f"New master key in place; {count} data key(s) re-wrapped.")
+    out.emit({"rewrapped": count}, f"New index and master keys in place; {count} data key(s) re-wrapped.")
+    return EXIT_OK
+
+
+def cmd_key_passphrase(args: argparse.Namespace, out: Output) -> int:
+    with open_vault(args) as vault:
+        session = current_session(vault)
+        vault.admin.change_passphrase(session, secret("CUSTODIAN_NEW_PASSPHRASE", "New vault passphrase: ",
+                                                      confirm=True) or "")
+    out.emit({"passphrase": "changed"}, "The vault passphrase is changed; the old one no longer opens it.")
     return EXIT_OK
 
 
@@ -158,7 +167,8 @@ def cmd_compliance_report(args: argparse.Namespace, out: Output) -> int:
 # ---------------------------------------------------------------------------- parsers
 def _key_parser(commands: Commands) -> None:
     key = commands.group("key", "key management", "key_command")
-    key.add("rotate", cmd_key_rotate, "new master key; re-wrap all data keys")
+    key.add("rotate", cmd_key_rotate, "new index and master keys; re-wrap all data keys (admin)")
+    key.add("passphrase", cmd_key_passphrase, "change the vault passphrase (passphrase mode; admin)")
 
 
 def _policy_parser(commands: Commands) -> None:

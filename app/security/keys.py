@@ -7,7 +7,9 @@ Rotating the MK therefore re-wraps a handful of small keys and never re-encrypts
 destroying a study's data key makes its blobs unreadable (crypto-shredding).
 
 Every wrapped key records the id (``kid``) of the MK that wrapped it, so a rotation interrupted
-at any step leaves each key readable with a master the keystore still lists.
+at any step leaves each key readable with a master the keystore still lists. A new index key is
+staged (``pending_index``) before the index is re-encrypted under it, so an interrupted renewal
+leaves the index readable with one of the two.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class KeyStore:
     current_kid: str = ""
     # SQLCipher settings the index was made with (empty: SQLCipher 4's defaults, older vaults)
     index_cipher: dict[str, object] = field(default_factory=dict)
+    pending_index: str = ""  # a new index key (wrapped by the current MK) while the index is re-keyed
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
@@ -160,6 +163,7 @@ class KeyStore:
                 index_keys=dict(doc["index_keys"]),
                 current_kid=doc["current_kid"],
                 index_cipher=dict(doc.get("index_cipher") or {}),
+                pending_index=str(doc.get("pending_index") or ""),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CustodianError("The vault's key store is missing or damaged.") from exc
@@ -174,6 +178,7 @@ class KeyStore:
             "index_keys": self.index_keys,
             "current_kid": self.current_kid,
             "index_cipher": self.index_cipher,
+            **({"pending_index": self.pending_index} if self.pending_index else {}),
         }
         write_durable(self.path, json.dumps(doc, indent=1).encode())
 
@@ -263,6 +268,41 @@ class KeyStore:
                 with contextlib.suppress(Exception):
                     keyring.delete_password(KEYRING_SERVICE, self._keyring_name(kid))
 
+    # -- the index key -----------------------------------------------------------------------
+    def stage_index_key(self, keys: Keys, index_key: bytes) -> None:
+        """Keep a new index key durably before the index is re-encrypted under it."""
+        self.pending_index = _b64(wrap(keys.masters[self.current_kid], index_key,
+                                       self._index_aad(self.current_kid, pending=True)))
+        self.save()
+
+    def staged_index_key(self, keys: Keys) -> bytes | None:
+        """The staged index key of an interrupted renewal, if any."""
+        if not self.pending_index:
+            return None
+        return unwrap(keys.masters[self.current_kid], _unb64(self.pending_index),
+                      self._index_aad(self.current_kid, pending=True))
+
+    def settle_index_key(self, keys: Keys, index_key: bytes) -> None:
+        """``index_key`` is the one the index is encrypted with; the staged one goes."""
+        self.index_keys[self.current_kid] = _b64(wrap(keys.masters[self.current_kid], index_key,
+                                                      self._index_aad(self.current_kid)))
+        self.pending_index = ""
+        self.save()
+        keys.index_key = index_key
+
+    # -- the passphrase ----------------------------------------------------------------------
+    def change_passphrase(self, keys: Keys, passphrase: str) -> None:
+        """Wrap every master key under a new passphrase (fresh Argon2id salt); images, data keys
+        and the index are untouched."""
+        if self.mode != "passphrase":
+            raise CustodianError("This vault's master key is kept by the OS keyring, not a passphrase: "
+                                 "there is no passphrase to change.")
+        self.kdf = new_kdf()
+        kek = self._kek(passphrase)
+        self.masters = {kid: _b64(wrap(kek, master, self._master_aad(kid)))
+                        for kid, master in keys.masters.items() if kid in self.index_keys}
+        self.save()
+
     # -- helpers -----------------------------------------------------------------------------
     def _kek(self, passphrase: str) -> bytes:
         return derive_kek(passphrase, self.kdf or {})
@@ -295,5 +335,5 @@ class KeyStore:
     def _master_aad(self, kid: str) -> bytes:
         return f"custodian/master/{self.vault_id}/{kid}".encode()
 
-    def _index_aad(self, kid: str) -> bytes:
-        return f"custodian/index/{self.vault_id}/{kid}".encode()
+    def _index_aad(self, kid: str, *, pending: bool = False) -> bytes:
+        return f"custodian/index{'-pending' if pending else ''}/{self.vault_id}/{kid}".encode()

@@ -22,7 +22,7 @@ import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.atomicfile import write_durable
-from app.errors import BusyError, CustodianError, VaultNotFound
+from app.errors import BusyError, CustodianError, VaultLocked, VaultNotFound
 from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
 from app.store import index
 from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
@@ -30,6 +30,7 @@ from app.store.patients import REFERENCE_SQL
 
 AUDIT_SIGNING_CONTEXT = "audit-signing"
 LOCK_FILE = "write.lock"
+OPEN_FILE = "open.lock"  # every process with the vault open holds it shared
 TOKEN_FILE = "session.bin"
 QUARANTINE_CONTEXT = "quarantine"
 Row = tuple[Any, ...]  # a row of the index: SQLite's values carry no static type
@@ -66,6 +67,9 @@ class StoreCore:
         self.lock = threading.RLock()  # one thread at a time on ``conn``
         self.blobs = BlobStore(home)
         self._deks: dict[str, bytes] = {}
+        self._open = os.open(home / OPEN_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        _flock(self._open, fcntl.LOCK_SH, "Another Custodian process is changing the vault's keys; try again "
+                                          "when it has finished.")
 
     # ------------------------------------------------------------------ creation and opening
     @staticmethod
@@ -96,12 +100,25 @@ class StoreCore:
             )
         keystore = KeyStore.load(home)
         keys = keystore.unlock(passphrase_source)
-        return cls(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
+        try:
+            conn = index.connect(home, keys.index_key, cipher=keystore.index_cipher)
+        except VaultLocked:
+            staged = keystore.staged_index_key(keys)
+            if staged is None:
+                raise
+            conn = index.connect(home, staged, cipher=keystore.index_cipher)  # renewed, not yet settled
+            keystore.settle_index_key(keys, staged)
+        if keystore.pending_index:  # the renewal never reached the index: the key in use stays
+            keystore.settle_index_key(keys, keys.index_key)
+        return cls(home, keystore, keys, conn)
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
         self._deks.clear()
+        if self._open >= 0:  # (closing twice is harmless, as for the connection)
+            os.close(self._open)
+            self._open = -1
 
     @property
     def key_mode(self) -> str:
@@ -131,19 +148,9 @@ class StoreCore:
     @contextlib.contextmanager
     def write_lock(self, wait: float = 60.0) -> Iterator[None]:
         fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise BusyError(
-                            "Another Custodian process is writing to the vault; "
-                            "try again when it has finished."
-                        ) from None
-                    time.sleep(0.1)
+            _flock(fd, fcntl.LOCK_EX, "Another Custodian process is writing to the vault; try again when it "
+                                      "has finished.", wait)
             yield
         finally:
             os.close(fd)
@@ -194,9 +201,15 @@ class StoreCore:
 
     @contextlib.contextmanager
     def rotation(self, passphrase: str | None) -> Iterator[int]:
-        """A new master key: every data key and the index key re-wrapped, no image re-encrypted.
-        Yields the number of data keys inside the transaction, for the audit event."""
-        with self.write_lock():
+        """New keys for everything but the images: a new index key (the index re-encrypted under
+        it), then a new master key that re-wraps it and every data key. Yields the number of data
+        keys inside the transaction, for the audit event. Only while no other process has the
+        vault open (they would keep the old keys)."""
+        with self.write_lock(), self._alone():
+            token = self.load_token()  # sealed under the index key: sealed again under the new one
+            self._renew_index_key()
+            if token is not None:
+                self.save_token(token)
             new_kid = self.keystore.begin_rotation(self.keys, passphrase)
             with self.transaction() as conn:
                 rows = conn.execute("SELECT id, context, kid, wrapped FROM data_keys").fetchall()
@@ -206,6 +219,39 @@ class StoreCore:
                                  (*self.keys.wrap_data_key(dek, context, kid=new_kid), key_id))
                 yield len(rows)
             self.keystore.finish_rotation(self.keys, new_kid)
+
+    def _renew_index_key(self) -> None:
+        """SQLCipher re-encrypts every page of the index in one transaction (outside WAL mode,
+        which cannot re-key): a crash leaves it whole under the old key or the new one, and the
+        key store, which staged the new key first, holds both until it is settled."""
+        index_key = os.urandom(32)
+        self.keystore.stage_index_key(self.keys, index_key)
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.execute("PRAGMA journal_mode = DELETE")
+            try:
+                self.conn.execute(f"PRAGMA rekey = \"x'{index_key.hex()}'\"")
+            finally:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+        self.keystore.settle_index_key(self.keys, index_key)
+
+    def change_passphrase(self, passphrase: str) -> None:
+        """The master keys wrapped under a new passphrase (passphrase mode only)."""
+        with self.write_lock():
+            self.keystore.change_passphrase(self.keys, passphrase)
+
+    @contextlib.contextmanager
+    def _alone(self) -> Iterator[None]:
+        """This process alone has the vault open (its shared open lock upgraded for the duration)."""
+        try:
+            fcntl.flock(self._open, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError("Custodian is open in another program (the workstation, the storage SCP or "
+                            "another command): close it there first, then try again.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(self._open, fcntl.LOCK_SH)
 
     # ------------------------------------------------------------------ removing
     def sweep(self) -> int:
@@ -258,3 +304,16 @@ class StoreCore:
 
     def clear_token(self) -> None:
         (self.home / TOKEN_FILE).unlink(missing_ok=True)
+
+
+def _flock(fd: int, kind: int, busy: str, wait: float = 60.0) -> None:
+    """Take ``kind`` of lock on ``fd``, waiting up to ``wait`` seconds; BusyError saying ``busy``."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise BusyError(busy) from None
+            time.sleep(0.1)

@@ -55,12 +55,22 @@ class AdminService(Service):
 
     @gated(Action.ROTATE_KEYS)
     def rotate_keys(self, door: Access, passphrase: str | None = None) -> int:
-        """New master key; re-wraps every data key and the index key, re-encrypts no image."""
+        """New index key (the index re-encrypted under it) and new master key, which re-wraps it
+        and every data key; no image is re-encrypted."""
         if door.store.key_mode == "passphrase" and not passphrase:
             raise UsageError("Key rotation needs the vault passphrase.")
         with door.store.rotation(passphrase) as count:
-            door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor, detail={"data_keys": count}))
+            door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor,
+                                   detail={"data_keys": count, "index_key": "renewed"}))
         return count
+
+    @gated(Action.ROTATE_KEYS)
+    def change_passphrase(self, door: Access, passphrase: str) -> None:
+        """A new vault passphrase (passphrase mode): the master keys re-wrapped under it."""
+        if not passphrase.strip():
+            raise UsageError("Choose a new passphrase (CUSTODIAN_NEW_PASSPHRASE, or at the prompt).")
+        door.store.change_passphrase(passphrase)
+        door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor, detail={"passphrase": "changed"}))
 
     @gated(Action.BACKUP)
     def backup(self, door: Access, out: Path, passphrase: str) -> BackupResult:
