@@ -188,6 +188,26 @@ def test_identity_commands(cli_users: CliUsers, tmp_path: Path) -> None:
     assert weak.returncode == 2 and "common or breached" in weak.stderr
 
 
+def test_a_copied_home_or_another_machine_holds_no_session(cli_users: CliUsers, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from app.store import core
+    from app.vault import Vault
+    from tests.conftest import PASSPHRASE
+
+    cli = cli_users.cli
+    assert cli_users.login("rad").returncode == 0
+    copy = tmp_path / "copied-home"
+    shutil.copytree(cli.home, copy)
+    copied = Cli(copy, cli.env)("whoami")
+    assert copied.returncode == 3 and "Not logged in" in copied.stderr
+    assert cli("whoami").returncode == 0  # the original goes on
+    monkeypatch.setattr(core, "machine_id", lambda: "another machine")
+    with Vault.open(cli.home, lambda: PASSPHRASE) as vault:
+        assert vault.accounts.load_token() is None
+
+
 def test_a_new_login_ends_the_previous_session(cli_users: CliUsers) -> None:
     from app.vault import Vault
     from tests.conftest import PASSPHRASE

@@ -289,18 +289,24 @@ class StoreCore:
 
     # ------------------------------------------------------------------ the CLI's session file
     # The CLI keeps its session token between commands in a file sealed with a key derived from
-    # the index key: useless outside this vault, and never in plaintext on disk.
+    # the index key, and bound to this OS account, this machine and this folder: a copied home, or
+    # the file read by another account, holds no session (the program says "Not logged in").
     def save_token(self, token: str) -> None:
-        key = derive(self.keys.index_key, "custodian/session-file")
-        write_durable(self.home / TOKEN_FILE, seal(key, token.encode(), self.keys.vault_id.encode()))
+        write_durable(self.home / TOKEN_FILE, seal(self._token_key(), token.encode(), self._token_aad()))
 
     def load_token(self) -> str | None:
         try:
             sealed = (self.home / TOKEN_FILE).read_bytes()
-            key = derive(self.keys.index_key, "custodian/session-file")
-            return unseal(key, sealed, self.keys.vault_id.encode()).decode()
+            return unseal(self._token_key(), sealed, self._token_aad()).decode()
         except (OSError, BlobDamaged):
             return None
+
+    def _token_key(self) -> bytes:
+        return derive(self.keys.index_key, "custodian/session-file")
+
+    def _token_aad(self) -> bytes:
+        owner = (self.keys.vault_id, str(os.getuid()), machine_id(), str(self.home.resolve()))
+        return "/".join(owner).encode()
 
     def clear_token(self) -> None:
         (self.home / TOKEN_FILE).unlink(missing_ok=True)
@@ -317,3 +323,11 @@ def _flock(fd: int, kind: int, busy: str, wait: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise BusyError(busy) from None
             time.sleep(0.1)
+
+
+def machine_id() -> str:
+    """This machine's identity as systemd keeps it (empty where there is none)."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            return Path(path).read_text().strip()
+    return ""
