@@ -242,3 +242,50 @@ def test_cli_sets_syncs_and_reconciles(cli_users: CliUsers, site: Site, reposito
     cut.write_text("\n".join(lines[:3]) + "\n")  # the repository lost most of it
     report = cli("audit", "reconcile", "--central", str(cut))
     assert report.returncode == 4 and "missing there" in report.stdout
+
+
+def _rewrite_without(env: VaultEnv, user: str) -> int:
+    """What someone holding every key can do to the local trail: drop one user's records, number
+    and chain the rest again and sign a new head. Returns the first sequence number rewritten."""
+    import json
+
+    from app.audit.log import GENESIS, _digest
+
+    conn, log = env.vault._core.conn, env.vault._gate._audit
+    with env.vault._core.transaction():
+        rows = conn.execute("SELECT seq, at, record, message FROM audit ORDER BY seq").fetchall()
+        first = next(seq for seq, _, record, _ in rows if json.loads(record)["user"] == user)
+        kept = [r for r in rows if json.loads(r[2])["user"] != user]
+        triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                "AND tbl_name = 'audit'").fetchall()
+        for name, _ in triggers:  # append-only is a rule of the schema, which the key holder owns
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DELETE FROM audit")
+        conn.execute("DELETE FROM audit_checkpoints")
+        prev = GENESIS
+        for seq, (_, at, record, message) in enumerate(kept, 1):
+            digest = _digest(prev, seq, at.encode(), record.encode(), message.encode() if message else None)
+            conn.execute("INSERT INTO audit (seq, at, record, message, prev_hash, hash) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (seq, at, record, message, prev, digest))
+            prev = digest
+        for _, sql in triggers:
+            conn.execute(sql)
+        log.checkpoint()  # signed with the workstation's own key, which the holder has
+    return first
+
+
+def test_a_trail_rewritten_with_every_key_is_caught_by_the_repositorys_copy(
+        env: VaultEnv, site: Site, repository: Rsyslog) -> None:
+    """The local chain is only as good as its keys: rewritten and re-signed it verifies again. The
+    repository's copy, which the key holder cannot reach, names the first record rewritten."""
+    _configure(env, repository, site.identity())
+    for i in range(6):
+        user = "tech" if i % 2 else "rad"
+        env.vault._gate._record(AuditEvent(EventType.STUDY_LIST, user=user, detail={"n": i}))
+    head = env.vault.trail.forwarder().drain().status.head_seq
+    repository.wait_for(head + 1)
+    first = _rewrite_without(env, "tech")
+    assert env.vault._gate._audit.verify().ok  # the local check alone is fooled
+    result = env.vault.trail.reconcile(env.login("admin"), repository.received)
+    assert not result.ok
+    assert min(result.altered + result.missing) == first
