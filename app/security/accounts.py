@@ -116,6 +116,10 @@ class Accounts:
         row = self._conn.execute("SELECT id, role FROM users WHERE name = ?", (name,)).fetchone()
         return User(row[0], name, Role(row[1]), True)
 
+    def set_inactivity(self, user: User, seconds: int | None) -> None:
+        """The user's own lock time (None: the site's)."""
+        self._conn.execute("UPDATE users SET inactivity_seconds = ? WHERE id = ?", (seconds, user.id))
+
     def set_password(self, user: User, password: str) -> None:
         passwords.check_rules(password, user.name)
         self._conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",

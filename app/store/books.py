@@ -62,6 +62,13 @@ class ListedStudy:
 
 
 @dataclass(frozen=True)
+class FiledUnder:
+    key: int  # the patient record
+    reference: str  # the patient's reference in the audit trail
+    restricted: int
+
+
+@dataclass(frozen=True)
 class StoredInstance:
     sop_uid: str
     study_uid: str
@@ -204,6 +211,24 @@ class StudyBook:
 
     def restricted_ids(self) -> set[str]:
         return {pid for (pid,) in self._conn.execute("SELECT patient_id FROM patients WHERE restricted = 1")}
+
+    def granted(self, user_id: int) -> set[int]:
+        """Patient records the user holds a live break-glass grant for."""
+        return {key for (key,) in self._conn.execute(
+            "SELECT patient FROM break_glass WHERE user_id = ? AND expires_at > ?", (user_id, time.time()))}
+
+    def patient(self, study_uid: str) -> FiledUnder | None:
+        """The patient record a cached study is filed under."""
+        found = fetch(self._conn, FiledUnder,
+                      f"SELECT p.id AS key, {REFERENCE_SQL} AS reference, p.restricted FROM studies s "
+                      "JOIN patients p ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
+        return found[0] if found else None
+
+    def first_instance(self, study_uid: str) -> StoredInstance | None:
+        """A study's first instance in reading order."""
+        found = fetch(self._conn, StoredInstance, "SELECT sop_uid, study_uid, blob FROM instances "
+                      "WHERE study_uid = ? ORDER BY number, sop_uid LIMIT 1", (study_uid,))
+        return found[0] if found else None
 
     def grant(self, user_id: int, patient_key: int, reason: str, until: float) -> None:
         self._conn.execute("INSERT INTO break_glass (user_id, patient, reason, granted_at, expires_at) "
@@ -371,3 +396,20 @@ class OutboxBook:
         self._conn.execute("UPDATE commitments SET reported_at = ?, committed = ?, failed = ? "
                            "WHERE transaction_uid = ?", (time.time(), committed, failed, transaction_uid))
         return found[0]
+
+
+class MetaBook:
+    """The station's own settings kept in the index (its SCP's TLS identity, the sync's state)."""
+
+    def __init__(self, conn: sqlcipher3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def delete(self, key: str) -> None:
+        self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -143,8 +143,8 @@ class AccountService(Service):
         limit = door.policy.inactivity_seconds
         if seconds is not None and not 30 <= seconds <= limit:
             raise UsageError(f"Choose from 30 to {limit} seconds (the site's limit).")
-        with door.store.transaction() as conn:
-            conn.execute("UPDATE users SET inactivity_seconds = ? WHERE id = ?", (seconds, door.signed_in.id))
+        with door.store.transaction():
+            door.accounts.set_inactivity(door.signed_in, seconds)
             return door.sessions.inactivity_limit(door.signed_in)
 
     # The CLI keeps its session token between commands in a sealed file (see StoreCore.save_token).

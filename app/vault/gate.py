@@ -13,7 +13,6 @@ decided here, once.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -30,8 +29,9 @@ from app.security.managed_policy import SiteRules
 from app.security.policy import SitePolicy
 from app.security.roles import DUTIES, VISIBLE_FIELDS, Action, Duty, Field, Role, blanked, permits
 from app.security.sessions import Session, Sessions
+from app.store.books import StudyBook
 from app.store.core import StoreCore
-from app.store.patients import REFERENCE_SQL, PatientBook
+from app.store.patients import PatientBook
 
 POLICY_REFUSED_ALERT = "managed site policy refused"
 EMERGENCY_ALERT = "emergency mode: the cache is read-only"
@@ -118,15 +118,14 @@ class Access:
 
     def granted(self) -> set[int]:
         """Patient records this user holds a live break-glass grant for."""
-        rows = self.store.query("SELECT patient FROM break_glass WHERE user_id = ? AND expires_at > ?",
-                                (self.signed_in.id, time.time()))
-        return {r[0] for r in rows}
+        with self.store.reading() as conn:
+            return StudyBook(conn).granted(self.signed_in.id)
 
     def patient_of(self, study_uid: str) -> tuple[int, str, bool] | None:
         """(patient key, the patient's reference for the trail, restricted) of a cached study."""
-        row = self.store.query(f"SELECT p.id, {REFERENCE_SQL}, p.restricted FROM studies s JOIN patients p "
-                               "ON p.id = s.patient WHERE s.uid = ?", (study_uid,))
-        return (row[0][0], row[0][1], bool(row[0][2])) if row else None
+        with self.store.reading() as conn:
+            filed = StudyBook(conn).patient(study_uid)
+        return (filed.key, filed.reference, bool(filed.restricted)) if filed else None
 
     def may_open(self, study_uid: str) -> bool:
         """Whether this user may see the study's images: not restricted, or under a live grant."""

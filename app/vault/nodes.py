@@ -11,6 +11,7 @@ from app.net.association import EchoResult, echo
 from app.net.nodes import Node
 from app.security.roles import Action
 from app.security.tls import TlsIdentity
+from app.store.books import MetaBook
 from app.vault.gate import Access, Service, gated, opening
 
 SCP_TLS_KEY = "scp_tls"
@@ -64,10 +65,9 @@ class NodeService(Service):
             identity.check()
         with door.store.transaction() as conn:
             if identity is None:
-                conn.execute("DELETE FROM meta WHERE key = ?", (SCP_TLS_KEY,))
+                MetaBook(conn).delete(SCP_TLS_KEY)
             else:
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             (SCP_TLS_KEY, json.dumps(asdict(identity))))
+                MetaBook(conn).put(SCP_TLS_KEY, json.dumps(asdict(identity)))
             door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor, detail={
                 "scp_tls": identity.subject() if identity else "off"}))
 
@@ -80,5 +80,6 @@ def site_pacs(door: Access) -> Node | None:
 
 
 def scp_identity(door: Access) -> TlsIdentity | None:
-    row = door.store.query("SELECT value FROM meta WHERE key = ?", (SCP_TLS_KEY,))
-    return TlsIdentity(**json.loads(row[0][0])) if row else None
+    with door.store.reading() as conn:
+        kept = MetaBook(conn).get(SCP_TLS_KEY)
+    return TlsIdentity(**json.loads(kept)) if kept else None

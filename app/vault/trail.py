@@ -13,6 +13,7 @@ from app.audit.report import AuditQuery, AuditRecord, AuditReport, ReportKind
 from app.audit.repository import HALTED_KEY, Forwarder, Repository, SyncStatus
 from app.errors import UsageError
 from app.security.roles import Action, Duty
+from app.store.books import MetaBook
 from app.vault.gate import Access, Service, duty, gated, opening
 
 
@@ -73,7 +74,7 @@ class TrailService(Service):
         """Send again after an untrusted certificate stopped the sync, once an administrator has
         checked the repository (the way for a repository the managed policy sets)."""
         with door.store.transaction() as conn:
-            conn.execute("DELETE FROM meta WHERE key = ?", (HALTED_KEY,))
+            MetaBook(conn).delete(HALTED_KEY)
             door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor,
                                    detail={"audit_repository": "sync resumed"}))
 

@@ -17,6 +17,7 @@ from app.security.accounts import Enrolment
 from app.security.keys import PassphraseSource
 from app.security.policy import SitePolicy
 from app.store.blobs import BlobDamaged
+from app.store.books import MetaBook, StudyBook
 from app.store.contingency import restore_into
 from app.store.core import StorageHealth, StoreCore
 from app.store.importer import demographics
@@ -176,8 +177,9 @@ class Vault:
         """A vault from before patient records: studies that shared a record with another
         patient's demographics get their own (once; each split is in the audit trail)."""
         core = self._core
-        if not core.query("SELECT 1 FROM meta WHERE key = ?", (REDERIVE_KEY,)):
-            return
+        with core.reading() as conn:
+            if MetaBook(conn).get(REDERIVE_KEY) is None:
+                return
         with core.write_lock(), core.transaction() as conn:
             splits = rederive(conn, self._own_demographics)
             for split in splits:
@@ -194,11 +196,11 @@ class Vault:
 
     def _own_demographics(self, study_uid: str) -> Demographics | None:
         """What a stored study's first instance says of its patient (None if it cannot be read)."""
-        row = self._core.conn.execute("SELECT sop_uid, blob FROM instances WHERE study_uid = ? "
-                                      "ORDER BY number, sop_uid LIMIT 1", (study_uid,)).fetchone()
-        if row is None:
+        with self._core.reading() as conn:
+            first = StudyBook(conn).first_instance(study_uid)
+        if first is None:
             return None
         try:
-            return demographics(parse(self._core.plaintext(row[0], study_uid, row[1])))
+            return demographics(parse(self._core.plaintext(first.sop_uid, study_uid, first.blob)))
         except (BlobDamaged, OSError, Rejected, DicomDirectory):
             return None
