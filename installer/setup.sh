@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Sets up Custodian in ./.venv (idempotent). As root on Debian/Ubuntu it also installs the
 # system packages the test suite uses as real peers (DCMTK, Orthanc, rsyslog-gnutls, 7-Zip,
-# xorriso, OpenJPH for HTJ2K test images, Xvfb with Mesa, jing for the DICOM audit message schema) and
-# the libraries Qt needs to run offscreen.
+# xorriso, OpenJPH for HTJ2K test images, Xvfb with Mesa, jing for the DICOM audit message schema,
+# SoftHSM2 as the service's key token) and the libraries Qt needs to run offscreen. There the venv is
+# made from Debian's python3, so that the OS accounts the service tests create can run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(
     dcmtk orthanc rsyslog-gnutls p7zip-full xorriso openjph-tools xvfb libgl1-mesa-dri libegl1 libxkbcommon0
     libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libfontconfig1
-    libdbus-1-3 fonts-dejavu-core jing dicom3tools
+    libdbus-1-3 fonts-dejavu-core jing dicom3tools softhsm2 python3-venv
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -27,6 +28,16 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 PYTHON=${PYTHON:-python3}
+if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    PYTHON=/usr/bin/python3
+fi
+# The service tests run the program as other OS accounts: a venv whose interpreter they cannot
+# reach (a Python under /root) is made again.
+if [ -x .venv/bin/python ] && [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 &&
+   ! setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$(readlink -f .venv/bin/python)"; then
+    echo "setup: .venv's Python cannot be run by other accounts; making it again from $PYTHON" >&2
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
