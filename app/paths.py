@@ -23,3 +23,8 @@ def resource_path(name: str) -> Path:
     base = getattr(sys, "_MEIPASS", None)
     root = Path(base) if base else Path(__file__).resolve().parent.parent
     return root / "resources" / name
+
+
+def client_state_dir() -> Path:
+    """Where a client of the workstation service keeps its session token (this OS account's own)."""
+    return Path(platformdirs.user_state_dir("Custodian", "Custodian"))

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 CLOCK_SLACK = timedelta(minutes=5)  # TOTP accepts ±30 s; audit times must not run backwards
 EARLIEST_YEAR = 2025  # a clock before this was never set
+KEY_PROTECTION = {"keyring": "OS keyring", "passphrase": "passphrase-wrapped (no OS keyring)",
+                  "keyfile": "sealed with a key file only the service account reads",
+                  "pkcs11": "sealed in a PKCS#11 token"}
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,7 @@ def vault_checks(home: Path, open_vault: Callable[[], Vault | None], *, network:
         return
     with vault:
         health = vault.storage_health()
-        yield Check("vault", "key protection", PASS,
-                    "OS keyring" if health.key_mode == "keyring" else "passphrase-wrapped (no OS keyring)")
+        yield Check("vault", "key protection", PASS, KEY_PROTECTION.get(health.key_mode, health.key_mode))
         damaged = health.cipher_errors + ([] if health.quick_check == "ok" else [health.quick_check])
         yield Check("vault", "index integrity", FAIL if damaged else PASS,
                     f"{len(damaged)} problem(s): run 'custodian verify' and restore from a backup"

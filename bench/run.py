@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,6 +139,8 @@ class Workstation:
         rad = self.vault.admin.add_user(self.admin, "rad", Role.RADIOLOGIST, password)
         _, self.tech = self.vault.accounts.login("tech", password, totp.current_code(tech.totp_secret))
         _, self.rad = self.vault.accounts.login("rad", password, totp.current_code(rad.totp_secret))
+        self.password = password
+        self.secrets = {"tech": tech.totp_secret, "rad": rad.totp_secret}
 
 
 def bench_import_and_load(work: Path, slices: int, runs: int) -> list[Figure]:
@@ -513,6 +515,89 @@ def bench_export(work: Path, slices: int, runs: int) -> list[Figure]:
                    round(budget, 3), round(budget / required, 2), UNATTAINABLE_BELOW_1, None)]
 
 
+SERVE = """
+import sys, uvicorn
+from pathlib import Path
+from app.service.daemon import listen
+from app.service.server import Admission, PeerProtocol, application
+from app.vault import Vault
+vault = Vault.open(Path(sys.argv[1]), lambda: "bench passphrase")
+config = uvicorn.Config(application(vault, Admission(None), locked=lambda: None), http=PeerProtocol,
+                       lifespan="off", log_level="warning", access_log=False)
+uvicorn.Server(config).run(sockets=[listen(Path(sys.argv[2]), None)])
+"""
+
+
+@contextlib.contextmanager
+def served(home: Path, sock: Path) -> Iterator[None]:
+    """The workstation service's socket around ``home``, in its own process."""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", SERVE, str(home), str(sock)], cwd=ROOT)
+    try:
+        while not sock.exists():
+            if process.poll() is not None:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _service_jobs(vault: object, tech: object, rad: object, ct: Path) -> tuple[float, float, float]:
+    """Import, a study list (median of 50) and every instance fetched one by one, in seconds."""
+    v: Vault = vault  # type: ignore[assignment]  # (or the service's RemoteVault: the same methods)
+    imported = timed(lambda: v.intake.import_paths(tech, [ct]))  # type: ignore[arg-type]
+    sops = _instances(ct)
+    listing = median_of(50, lambda: v.reading.studies(rad))  # type: ignore[arg-type]
+    fetching = timed(lambda: [v.reading.read_instance(rad, u) for u in sops])  # type: ignore[arg-type]
+    return imported, listing, fetching
+
+
+def _instances(ct: Path) -> list[str]:
+    return [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sorted(ct.glob("*.dcm"))]
+
+
+def bench_service(work: Path, slices: int, runs: int) -> list[Figure]:
+    """The same jobs in embedded mode and through the service's socket, side by side."""
+    from app.service.client import RemoteVault
+
+    files = make_series(work / "svc-ct", slices)
+    embedded, through = [], []
+    for i in range(runs):
+        station = Workstation(work / f"svc-embedded{i}")
+        embedded.append(_service_jobs(station.vault, station.tech, station.rad, work / "svc-ct"))
+        station.vault.close()
+        shutil.rmtree(work / f"svc-embedded{i}")  # see FRESH_MEMORY
+        station = Workstation(work / f"svc-home{i}")
+        station.vault.close()
+        with served(work / f"svc-home{i}", work / f"svc{i}.sock"):
+            remote = RemoteVault(work / f"svc{i}.sock")
+            later = time.time() + totp.STEP  # the next step: a code is never taken twice
+            _, tech = remote.accounts.login("tech", station.password,
+                                            totp.current_code(station.secrets["tech"], at=later))
+            _, rad = remote.accounts.login("rad", station.password,
+                                           totp.current_code(station.secrets["rad"], at=later))
+            through.append(_service_jobs(remote, tech, rad, work / "svc-ct"))
+            remote.close()
+        shutil.rmtree(work / f"svc-home{i}")
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    ours = [statistics.median(run[k] for run in through) for k in range(3)]
+    peer = [statistics.median(run[k] for run in embedded) for k in range(3)]
+    return [
+        Figure(f"import {slices}-slice CT ({mb:.0f} MB) through the service's socket", round(ours[0], 3), "s",
+               "the same import in embedded mode", round(peer[0], 3), round(peer[0] / ours[0], 2),
+               "informational", None),
+        Figure("study list through the service's socket", round(ours[1] * 1000, 2), "ms",
+               "the same call in embedded mode", round(peer[1] * 1000, 2), round(peer[1] / ours[1], 2),
+               "informational", None),
+        Figure(f"{slices} stored instances fetched one by one through the socket", round(ours[2], 3), "s",
+               "the same reads in embedded mode", round(peer[2], 3), round(peer[2] / ours[2], 2),
+               "informational", None),
+    ]
+
+
 def bench_reading(work: Path, slices: int) -> list[Figure]:
     """Reading a cached CT offscreen: first image, scrolling with W/L, MPR reslice, volume memory."""
     import tracemalloc
@@ -604,10 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data; the whole run under a minute")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", choices=["import", "audit", "scp", "retrieve", "export", "reading"],
-                        action="append", help="run only these groups (repeatable)")
+    parser.add_argument("--only", action="append",
+                        choices=["import", "audit", "scp", "retrieve", "export", "reading", "service"],
+                        help="run only these groups (repeatable)")
     args = parser.parse_args(argv)
-    groups = set(args.only or ["import", "audit", "scp", "retrieve", "export", "reading"])
+    groups = set(args.only or ["import", "audit", "scp", "retrieve", "export", "reading", "service"])
     slices, runs = (60, 3) if args.quick else (300, 5)
     appends, chain, backlog = (500, 20_000, 2_000) if args.quick else (2_000, 100_000, 10_000)
     with tempfile.TemporaryDirectory(prefix="custodian-bench-") as tmp:
@@ -618,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         figures += bench_retrieve(work, slices) if "retrieve" in groups else []
         figures += bench_export(work, slices, runs) if "export" in groups else []
         figures += bench_reading(work, slices) if "reading" in groups else []
+        figures += bench_service(work, slices, min(runs, 3)) if "service" in groups else []
     if args.json:
         print(json.dumps([asdict(f) for f in figures], indent=1))
     else:

@@ -2,15 +2,16 @@
 # Sets up Custodian in ./.venv (idempotent). As root on Debian/Ubuntu it also installs the
 # system packages the test suite uses as real peers (DCMTK, Orthanc, rsyslog-gnutls, 7-Zip,
 # xorriso, OpenJPH for HTJ2K test images, Xvfb with Mesa, jing for the DICOM audit message schema,
-# SoftHSM2 as the service's key token) and the libraries Qt needs to run offscreen. There the venv is
-# made from Debian's python3, so that the OS accounts the service tests create can run it.
+# SoftHSM2 as the service's key token, shellcheck for the package's maintainer scripts) and the
+# libraries Qt needs to run offscreen. There the venv is made from Debian's python3, so that the
+# OS accounts the service tests create can run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(
     dcmtk orthanc rsyslog-gnutls p7zip-full xorriso openjph-tools xvfb libgl1-mesa-dri libegl1 libxkbcommon0
     libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libfontconfig1
-    libdbus-1-3 fonts-dejavu-core jing dicom3tools softhsm2 python3-venv
+    libdbus-1-3 fonts-dejavu-core jing dicom3tools softhsm2 python3-venv shellcheck
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

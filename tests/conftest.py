@@ -19,6 +19,7 @@ from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
 from app.vault import Vault
+from tests.peers.softhsm import token  # noqa: F401  (the SoftHSM2 token fixture, for every test)
 
 PASSPHRASE = "test vault passphrase"
 
@@ -27,6 +28,7 @@ def password_for(name: str) -> str:
     """A test password that passes the rules (it must not contain the user name)."""
     return f"long test secret {sum(map(ord, name))} ok"
 ADMIN_PASSWORD = "long test secret for the boss"
+
 REPO = Path(__file__).resolve().parent.parent
 
 

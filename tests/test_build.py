@@ -17,6 +17,7 @@ from PySide6.QtGui import QImage
 from app.demo.studies import Patient
 from app.security import totp
 from tests.conftest import ADMIN_PASSWORD, PASSPHRASE, write_study
+from tests.test_service_unit import check_deb_service_files
 
 USER_PASSWORD = "reading room pass phrase 1"
 
@@ -99,8 +100,9 @@ def _log_in(program: Path, home: Path, name: str, password: str, secret: str) ->
 
 
 def _debian_package_installs_and_runs(built: Path, tmp_path: Path) -> None:
-    """The .deb holds the program, the command, the desktop entry and the policy folder, and the
-    program it unpacks passes its self-test."""
+    """The .deb holds the program, the command, the desktop entry, the policy folder and the
+    service (unit, maintainer scripts, deployment notes), and the program it unpacks passes its
+    self-test."""
     made = subprocess.run(["installer/linux/build-deb.sh", str(built.parent), str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert made.returncode == 0, made.stderr
@@ -113,5 +115,6 @@ def _debian_package_installs_and_runs(built: Path, tmp_path: Path) -> None:
     assert os.readlink(root / "usr/bin/custodian") == "/opt/custodian/custodian"
     assert (root / "etc/custodian/README.txt").is_file()
     assert (root / "usr/share/applications/custodian.desktop").read_text().count("Exec=custodian gui") == 1
+    check_deb_service_files(deb, tmp_path / "service")
     check = _run(root / "opt/custodian/custodian", tmp_path / "home", "selftest", "--offline")
     assert check.returncode == 0 and "all passed" in check.stdout, check.stdout + check.stderr

@@ -21,7 +21,8 @@ def test_full_cli_workflow(cli_users: CliUsers, tmp_path: Path) -> None:
     write_study(tmp_path / "in", slices=4, size=32)
     (tmp_path / "in" / "notes.txt").write_text("not dicom")
     assert cli_users.login("tech").returncode == 0
-    assert cli.json("whoami") == {"user": "tech", "role": "technologist", "needs_enrolment": False}
+    assert cli.json("whoami") == {"user": "tech", "role": "technologist", "needs_enrolment": False,
+                                "mode": "embedded"}
 
     result = cli("--json", "import", str(tmp_path / "in"))
     assert result.returncode == 5, result.stderr

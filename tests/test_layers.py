@@ -131,6 +131,13 @@ def test_lower_layers_never_import_the_door_or_its_users() -> None:
     assert _breaking(lower, ("app.vault", "app.ui", "app.cli", "app.demo", "app.selftest")) == []
 
 
+def test_the_service_layer_sits_between_the_door_and_its_users() -> None:
+    """The door and everything under it know nothing of the socket; the service shows no screen."""
+    below = ("app.vault", "app.security", "app.imaging", "app.net", "app.media", "app.audit", "app.store")
+    assert _breaking(below, ("app.service",)) == []
+    assert _breaking("app.service", ("app.ui", "app.cli", "app.demo", "PySide6")) == []
+
+
 USERS = ("app.ui", "app.cli", "app.demo", "app.selftest")
 # What the door's users may take from the store: plain records and types, no handle on the engine.
 DATA_ONLY = {"app.store.records", "app.store.faults", "app.store.contingency", "app.store.books",

@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlcipher3
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit.anomaly import AnomalyRules
 from app.audit.context import IndexContext, MessageContext
@@ -27,7 +27,11 @@ from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
 from app.audit.report import AuditQuery, AuditRecord
 from app.audit.syslog import ChainEntry, SignedHead
+from app.errors import IntegrityError
 from app.store.index import write_transaction
+
+if TYPE_CHECKING:
+    from app.security.sealing import SigningKey
 
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 100
@@ -43,6 +47,12 @@ def _checkpoint_payload(seq: int, head_hash: str, at: str) -> bytes:
     return f"custodian-audit-checkpoint\n{seq}\n{head_hash}\n{at}".encode()
 
 
+def fingerprint(key: SigningKey) -> str:
+    """A short fingerprint of a checkpoint key, so a repository can tell workstations (and a
+    workstation's keys before and after a move) apart."""
+    return hashlib.sha256(key.public_key().public_bytes_raw()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class ChainReport:
     events: int
@@ -52,7 +62,7 @@ class ChainReport:
 
 
 class AuditLog:
-    def __init__(self, conn: sqlcipher3.Connection, signing_key: Ed25519PrivateKey | None = None,
+    def __init__(self, conn: sqlcipher3.Connection, signing_key: SigningKey | None = None,
                  rules: AnomalyRules | None = None,
                  context: Callable[[AuditEvent], MessageContext] | None = None) -> None:
         self._conn = conn
@@ -155,6 +165,21 @@ class AuditLog:
     def head(self) -> int:
         return self._conn.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0]
 
+    def sign_again(self, key: SigningKey) -> int:
+        """Every stored checkpoint signed with ``key``, the checkpoint key it moves to (inside the
+        move's transaction); only a chain that verifies under the old key is signed again, so a
+        move cannot launder an altered trail. The number signed."""
+        report = self.verify()
+        if not report.ok:
+            raise IntegrityError(f"The audit trail does not verify (first bad record {report.first_bad_seq}),"
+                                 " so its checkpoints are not signed again under a new key and the key stays "
+                                 "where it is. Run 'custodian audit verify'.")
+        rows = self._conn.execute("SELECT seq, head_hash, at FROM audit_checkpoints").fetchall()
+        for seq, head_hash, at in rows:
+            self._conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?",
+                               (key.sign(_checkpoint_payload(seq, head_hash, at)), seq))
+        return len(rows)
+
     def sign_head(self, entry: ChainEntry) -> SignedHead:
         """A checkpoint for ``entry`` to send along, signed like the stored ones."""
         if self.signing_key is None:
@@ -175,10 +200,7 @@ class AuditLog:
     @property
     def key_id(self) -> str:
         """A short fingerprint of the checkpoint key, so a repository can tell workstations apart."""
-        if self.signing_key is None:
-            return "-"
-        raw = self.signing_key.public_key().public_bytes_raw()
-        return hashlib.sha256(raw).hexdigest()[:16]
+        return "-" if self.signing_key is None else fingerprint(self.signing_key)
 
     def messages(self, limit: int | None = None) -> list[tuple[int, str]]:
         sql = "SELECT seq, message FROM audit ORDER BY seq DESC"

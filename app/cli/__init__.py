@@ -30,7 +30,7 @@ MODULES = (account, studies, audit, nodes, media, admin, workstation)
 COMMANDS = ("init", "login", "logout", "whoami", "import", "import-media", "studies", "verify", "shred",
             "key", "user", "audit", "node", "query", "retrieve", "send", "outbox", "cache", "scp-tls",
             "scp", "export", "disclosures", "agreement", "enrol", "passwd", "policy", "patient",
-            "break-glass", "gui", "backup", "restore", "selftest", "compliance-report", "demo")
+            "break-glass", "gui", "backup", "restore", "selftest", "compliance-report", "demo", "service")
 
 
 def _globals_parser(defaults: bool) -> argparse.ArgumentParser:
@@ -40,6 +40,9 @@ def _globals_parser(defaults: bool) -> argparse.ArgumentParser:
     kw: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
     p.add_argument("--home", help="data directory (default: $CUSTODIAN_HOME or the user data dir)",
                    **kw)
+    p.add_argument("--socket", metavar="PATH",
+                   help="talk to the workstation service at PATH (default: $CUSTODIAN_SOCKET; none: "
+                        "open the home in this process)", **kw)
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout", **kw)
     p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors", **kw)
     return p

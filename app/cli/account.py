@@ -8,7 +8,16 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from app.cli.credentials import current_session, interactive, key_protection, open_vault, plain, secret
+from app.cli.credentials import (
+    current_session,
+    interactive,
+    key_protection,
+    open_vault,
+    plain,
+    sealer_named,
+    secret,
+    socket_from,
+)
 from app.cli.output import EXIT_OK, Output, table
 from app.cli.parsing import Commands
 from app.errors import CustodianError, NotAuthenticated, UsageError
@@ -24,9 +33,15 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     password = secret("CUSTODIAN_PASSWORD", f"Password for {args.admin}: ", confirm=True)
     if not password:
         raise UsageError("The administrator needs a password (CUSTODIAN_PASSWORD or the prompt).")
-    use_keyring, passphrase = key_protection(args, out)
-    vault, enrolment = Vault.create(home, admin=args.admin, password=password,
-                                    passphrase=passphrase, use_keyring=use_keyring)
+    if args.service:  # nobody's passphrase or keyring: a token, or a file only this account reads
+        from app.security.sealing import KeyFileSealer
+
+        vault, enrolment = Vault.create(home, admin=args.admin, password=password, passphrase=None,
+                                        use_keyring=False, sealer=sealer_named(args) or KeyFileSealer())
+    else:
+        use_keyring, passphrase = key_protection(args, out)
+        vault, enrolment = Vault.create(home, admin=args.admin, password=password,
+                                        passphrase=passphrase, use_keyring=use_keyring)
     vault.close()
     data = {"home": str(home), "admin": args.admin, "key_storage": vault.key_mode,
             "totp_uri": enrolment.totp_uri, "recovery_codes": enrolment.recovery_codes}
@@ -72,8 +87,11 @@ def cmd_whoami(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         session = vault.accounts.whoami(current_session(vault))
     user = session.user
-    out.emit({"user": user.name, "role": user.role.value, "needs_enrolment": session.needs_enrolment},
-             f"{user.name} ({user.role.value})"
+    served = socket_from(args.socket)
+    mode = f"through the workstation service at {served}" if served else f"embedded, vault in {vault.home}"
+    out.emit({"user": user.name, "role": user.role.value, "needs_enrolment": session.needs_enrolment,
+              "mode": "service" if served else "embedded"},
+             f"{user.name} ({user.role.value}); {mode}"
              + (" — set up the authenticator again: custodian enrol" if session.needs_enrolment else ""))
     return EXIT_OK
 
@@ -147,6 +165,12 @@ def _init_parser(commands: Commands) -> None:
     p.add_argument("--admin", required=True, metavar="NAME")
     p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
                    help="where the master key lives (auto: the OS keyring when one is usable)")
+    p.add_argument("--service", action="store_true",
+                   help="a vault for the workstation service, run as its OS account: the master key sealed "
+                        "in a PKCS#11 token (--pkcs11) or else in a key file only this account reads")
+    p.add_argument("--pkcs11", metavar="MODULE", help="with --service: the token's PKCS#11 module (.so)")
+    p.add_argument("--slot", type=int, metavar="N", help="the token's slot number")
+    p.add_argument("--token", metavar="LABEL", help="the token's label (instead of --slot)")
 
 
 def _login_parser(commands: Commands) -> None:

@@ -10,7 +10,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.cli.credentials import current_session, key_protection, open_vault, passphrase_source, plain, secret
+from app.cli.credentials import (
+    current_session,
+    key_protection,
+    open_vault,
+    passphrase_source,
+    plain,
+    sealer_named,
+    secret,
+)
 from app.cli.output import EXIT_FAILED, EXIT_OK, Output
 from app.cli.parsing import Commands
 from app.errors import CustodianError, UsageError
@@ -100,6 +108,24 @@ def cmd_key_passphrase(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_key_move(args: argparse.Namespace, out: Output) -> int:
+    from app.security.sealing import KEK_FILE, PIN_FILE
+
+    sealer = sealer_named(args)
+    home = resolve_home(args.home)
+    with open_vault(args) as vault:
+        moved = vault.admin.move_master_key(current_session(vault), sealer)
+    where = (f"sealed in the PKCS#11 token; its PIN is kept in {home / PIN_FILE}" if moved.target == "pkcs11"
+             else f"sealed with the key file {home / KEK_FILE}")
+    advice = ("" if moved.source == "pkcs11" else " Run 'custodian key rotate' next, so that an old copy of "
+              "what held it before opens nothing.")
+    out.emit({"key_storage": moved.target, "moved_from": moved.source,
+              "checkpoint_key": moved.checkpoint_key},
+             f"The master key is now {where}, readable by this account only; audit checkpoints are "
+             f"signed by a new key ({moved.checkpoint_key}).{advice}")
+    return EXIT_OK
+
+
 def _backup_passphrase(confirm: bool) -> str:
     from app.store.backup import check_passphrase
 
@@ -169,6 +195,13 @@ def _key_parser(commands: Commands) -> None:
     key = commands.group("key", "key management", "key_command")
     key.add("rotate", cmd_key_rotate, "new index and master keys; re-wrap all data keys (admin)")
     key.add("passphrase", cmd_key_passphrase, "change the vault passphrase (passphrase mode; admin)")
+    p = key.add("move", cmd_key_move, "seal the master key in a PKCS#11 token (PIN: CUSTODIAN_PKCS11_PIN) "
+                "or back with a key file only this account reads; run as the service account (admin)")
+    place = p.add_mutually_exclusive_group(required=True)
+    place.add_argument("--pkcs11", metavar="MODULE", help="the token's PKCS#11 module (a .so file)")
+    place.add_argument("--key-file", action="store_true", help="a key file in the vault's folder (0400)")
+    p.add_argument("--slot", type=int, metavar="N", help="the token's slot number")
+    p.add_argument("--token", metavar="LABEL", help="the token's label (instead of --slot)")
 
 
 def _policy_parser(commands: Commands) -> None:

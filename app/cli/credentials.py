@@ -7,6 +7,8 @@ import argparse
 import getpass
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from app.cli.output import Output
 from app.errors import UsageError
@@ -14,6 +16,9 @@ from app.paths import resolve_home
 from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
 from app.security.sessions import Session
 from app.vault import Vault
+
+if TYPE_CHECKING:
+    from app.security.sealing import TokenSealer
 
 
 def interactive() -> bool:
@@ -39,11 +44,24 @@ def plain(env: str, prompt: str) -> str | None:
     return input(prompt).strip() or None if interactive() else None
 
 
+def socket_from(option: str | None) -> Path | None:
+    """The workstation service to talk to: ``--socket``, else ``CUSTODIAN_SOCKET``; None: embedded."""
+    value = option or os.environ.get("CUSTODIAN_SOCKET")
+    return Path(value) if value else None
+
+
 def passphrase_source() -> str | None:
     return secret("CUSTODIAN_PASSPHRASE", "Vault passphrase: ")
 
 
 def open_vault(args: argparse.Namespace) -> Vault:
+    """The vault in this process (embedded mode), or the workstation service's answering for it
+    when a socket is given (service mode: no home, no passphrase, no key here)."""
+    socket_path = socket_from(getattr(args, "socket", None))
+    if socket_path is not None:
+        from app.service.client import RemoteVault  # (only clients need the HTTP client)
+
+        return cast(Vault, RemoteVault(socket_path))
     vault = Vault.open(resolve_home(args.home), passphrase_source)
     for notice in vault.notices:
         print(notice, file=sys.stderr)
@@ -69,3 +87,18 @@ def key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | N
         raise UsageError("Set CUSTODIAN_PASSPHRASE or run this interactively to choose one.")
     return False, passphrase
 
+
+
+def sealer_named(args: argparse.Namespace) -> TokenSealer | None:
+    """The PKCS#11 token the options name (``--pkcs11 MODULE`` with ``--slot`` or ``--token``), its
+    PIN from CUSTODIAN_PKCS11_PIN or the prompt; None when no module is named."""
+    if not args.pkcs11:
+        return None
+    from app.security.sealing import PIN_ENV, TokenSealer
+
+    if args.slot is None and args.token is None:
+        raise UsageError("Name the token: --slot N or --token LABEL.")
+    pin = secret(PIN_ENV, "Token PIN: ")
+    if not pin:
+        raise UsageError(f"The token's PIN is needed: set {PIN_ENV} or run this interactively.")
+    return TokenSealer(args.pkcs11, slot=args.slot, token=args.token, pin=pin)

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli.credentials import current_session, open_vault
+from app.cli.credentials import current_session, open_vault, socket_from
 from app.cli.output import EXIT_OK, Output
 from app.cli.parsing import Commands
-from app.errors import CustodianError, NotAuthenticated
+from app.errors import CustodianError, NotAuthenticated, UsageError
 from app.imaging.hanging import LAYOUTS
+from app.paths import resolve_home
 from app.security import totp
 from app.security.sessions import Session
 from app.vault import Vault
@@ -25,6 +26,9 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     elif not _has_display():
         raise CustodianError("No display is available here: run the workstation on a desktop, "
                              "or render it with --screenshot FILE.")
+    if socket_from(args.socket) is not None:
+        raise UsageError("The workstation window does not run as a client of the workstation service yet: "
+                         "open it on the service's own account, or use the command line through the socket.")
     from app.ui.application import run_gui
 
     vault = open_vault(args)
@@ -66,6 +70,15 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         return result
 
 
+def cmd_service(args: argparse.Namespace, out: Output) -> int:
+    """The workstation service in the foreground (what the systemd unit runs)."""
+    from app.service.daemon import run
+
+    if not args.socket:
+        raise UsageError("Give the socket to listen on: custodian service --socket PATH.")
+    return run(resolve_home(args.home), Path(args.socket), args.group)
+
+
 def _has_display() -> bool:
     if sys.platform != "linux" or os.environ.get("QT_QPA_PLATFORM"):
         return True
@@ -89,4 +102,11 @@ def _demo_parser(commands: Commands) -> None:
     p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {"gui": _gui_parser, "demo": _demo_parser}
+def _service_parser(commands: Commands) -> None:
+    p = commands.add("service", cmd_service, "run the workstation service in the foreground (--socket PATH): "
+                     "it alone opens the vault; the GUI and CLI of the allowed group talk to it there")
+    p.add_argument("--group", help="the OS group whose members may connect (socket mode 0660)")
+
+
+PARSERS: dict[str, Callable[[Commands], object]] = {"gui": _gui_parser, "demo": _demo_parser,
+                                                    "service": _service_parser}

@@ -1,7 +1,9 @@
 """Envelope keys for the vault.
 
 Hierarchy: a random 256-bit *master key* (MK) is held by the OS keyring, or, where no usable
-keyring exists, wrapped with a key derived from a passphrase by Argon2id. The MK wraps the
+keyring exists, wrapped with a key derived from a passphrase by Argon2id; a service vault's is
+sealed instead (:mod:`app.security.sealing`: a PKCS#11 token, or a key file only the service
+account reads), so that it opens without a person and no user holds it. The MK wraps the
 SQLCipher *index key* (in ``keystore.json``) and every per-study *data key* (in the index).
 Rotating the MK therefore re-wraps a handful of small keys and never re-encrypts images, and
 destroying a study's data key makes its blobs unreadable (crypto-shredding).
@@ -34,12 +36,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.atomicfile import write_durable
 from app.errors import CustodianError, VaultLocked
+from app.security.sealing import SEALED_MODES, Sealer, open_sealer
 
 KEYSTORE_FILE = "keystore.json"
 KEYRING_SERVICE = "Custodian vault"
 FORMAT = 1
 # Argon2id, RFC 9106 second recommended option scaled to a workstation: 64 MiB, 3 passes.
 KDF_PARAMS = {"name": "argon2id", "time_cost": 3, "memory_cost": 65536, "parallelism": 2}
+
+# Where each mode keeps the master key, as a sentence says it.
+WHERE = {"keyring": "kept by the OS keyring", "passphrase": "wrapped with the vault passphrase",
+         "keyfile": "sealed with a key file", "pkcs11": "sealed in a PKCS#11 token"}
 
 PASSPHRASE_FALLBACK_NOTICE = (
     "No usable OS keyring on this machine: the vault's master key is wrapped with a passphrase "
@@ -137,14 +144,16 @@ class KeyStore:
 
     path: Path
     vault_id: str
-    mode: str  # "keyring" or "passphrase"
+    mode: str  # "keyring", "passphrase", "keyfile" or "pkcs11"
     kdf: dict[str, object] | None = None
-    masters: dict[str, str] = field(default_factory=dict)  # kid -> wrapped MK (passphrase mode)
+    masters: dict[str, str] = field(default_factory=dict)  # kid -> wrapped or sealed MK (not keyring)
     index_keys: dict[str, str] = field(default_factory=dict)  # kid -> index key wrapped by MK
     current_kid: str = ""
     # SQLCipher settings the index was made with (empty: SQLCipher 4's defaults, older vaults)
     index_cipher: dict[str, object] = field(default_factory=dict)
     pending_index: str = ""  # a new index key (wrapped by the current MK) while the index is re-keyed
+    sealer: dict[str, object] | None = None  # where the sealing key is (keyfile, pkcs11 modes)
+    _sealing: Sealer | None = field(default=None, repr=False, compare=False)
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
@@ -164,6 +173,7 @@ class KeyStore:
                 current_kid=doc["current_kid"],
                 index_cipher=dict(doc.get("index_cipher") or {}),
                 pending_index=str(doc.get("pending_index") or ""),
+                sealer=doc.get("sealer"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CustodianError("The vault's key store is missing or damaged.") from exc
@@ -179,16 +189,21 @@ class KeyStore:
             "current_kid": self.current_kid,
             "index_cipher": self.index_cipher,
             **({"pending_index": self.pending_index} if self.pending_index else {}),
+            **({"sealer": self.sealer} if self.sealer else {}),
         }
         write_durable(self.path, json.dumps(doc, indent=1).encode())
 
     # -- creation ----------------------------------------------------------------------------
     @classmethod
-    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool) -> tuple[KeyStore, Keys]:
-        """A new key store, not yet saved: its file appearing is what marks the vault as made."""
+    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool,
+               sealer: Sealer | None = None) -> tuple[KeyStore, Keys]:
+        """A new key store, not yet saved: its file appearing is what marks the vault as made.
+        With a ``sealer`` the master key is sealed by it (no passphrase, no keyring)."""
         store = cls(path=home / KEYSTORE_FILE, vault_id=secrets.token_hex(16),
-                    mode="keyring" if use_keyring else "passphrase")
-        if not use_keyring:
+                    mode=sealer.mode if sealer else "keyring" if use_keyring else "passphrase")
+        if sealer is not None:
+            store._seal_with(sealer, home)
+        elif not use_keyring:
             if not passphrase:
                 raise VaultLocked("A passphrase is needed to protect the vault's master key.")
             store.kdf = new_kdf()
@@ -203,6 +218,8 @@ class KeyStore:
         kid = secrets.token_hex(4)
         if self.mode == "keyring":
             keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
+        elif self.mode in SEALED_MODES:
+            self.masters[kid] = _b64(self.sealing().seal(master, self._master_aad(kid)))
         else:
             assert passphrase is not None
             self.masters[kid] = _b64(wrap(self._kek(passphrase), master, self._master_aad(kid)))
@@ -236,6 +253,10 @@ class KeyStore:
             if value is None:
                 raise VaultLocked("The OS keyring does not hold this vault's master key.")
             return _unb64(value)
+        if self.mode in SEALED_MODES:
+            if kid not in self.masters:
+                raise VaultLocked("The vault's key store lacks one of its sealed master keys.")
+            return self.sealing().unseal(_unb64(self.masters[kid]), self._master_aad(kid))
         assert kek is not None
         try:
             return unwrap(kek, _unb64(self.masters[kid]), self._master_aad(kid))
@@ -295,8 +316,8 @@ class KeyStore:
         """Wrap every master key under a new passphrase (fresh Argon2id salt); images, data keys
         and the index are untouched."""
         if self.mode != "passphrase":
-            raise CustodianError("This vault's master key is kept by the OS keyring, not a passphrase: "
-                                 "there is no passphrase to change.")
+            raise CustodianError(f"This vault's master key is {WHERE.get(self.mode, self.mode)}, not a "
+                                 "passphrase: there is no passphrase to change.")
         self.kdf = new_kdf()
         kek = self._kek(passphrase)
         self.masters = {kid: _b64(wrap(kek, master, self._master_aad(kid)))
@@ -307,27 +328,64 @@ class KeyStore:
     def _kek(self, passphrase: str) -> bytes:
         return derive_kek(passphrase, self.kdf or {})
 
-    def adopt(self, masters: dict[str, bytes], *, passphrase: str | None, use_keyring: bool) -> Keys:
-        """Protect restored master keys on this machine (OS keyring, or wrapped with ``passphrase``)
-        under their own key ids, so the restored index and data keys open with them."""
+    def adopt(self, masters: dict[str, bytes], *, passphrase: str | None, use_keyring: bool,
+              sealer: Sealer | None = None) -> Keys:
+        """Protect restored master keys on this machine (OS keyring, wrapped with ``passphrase``, or
+        sealed by ``sealer`` in the key store's folder) under their own key ids, so the restored
+        index and data keys open with them."""
         if set(masters) != set(self.index_keys):
             raise CustodianError("The backup's master keys do not match its index keys.")
-        self.mode = "keyring" if use_keyring else "passphrase"
+        self.mode = sealer.mode if sealer else "keyring" if use_keyring else "passphrase"
         self.masters = {}
         self.kdf = None
-        if not use_keyring:
+        self.sealer = self._sealing = None
+        if sealer is not None:
+            self._seal_with(sealer, self.path.parent)
+            self.masters = self.resealed(masters, sealer)
+        elif use_keyring:
+            for kid, master in masters.items():
+                keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
+        else:
             if not passphrase:
                 raise VaultLocked("A passphrase is needed to protect the restored vault's master key.")
             self.kdf = new_kdf()
-        kek = self._kek(passphrase) if passphrase and not use_keyring else None
-        for kid, master in masters.items():
-            if kek is None:  # the OS keyring keeps them (without it, a passphrase gave the kek)
-                keyring.set_password(KEYRING_SERVICE, self._keyring_name(kid), _b64(master))
-            else:
-                self.masters[kid] = _b64(wrap(kek, master, self._master_aad(kid)))
+            kek = self._kek(passphrase)
+            self.masters = {kid: _b64(wrap(kek, master, self._master_aad(kid)))
+                            for kid, master in masters.items()}
         index_key = unwrap(masters[self.current_kid], _unb64(self.index_keys[self.current_kid]),
                            self._index_aad(self.current_kid))
         return Keys(self.vault_id, self.current_kid, dict(masters), index_key)
+
+    # -- sealed modes ------------------------------------------------------------------------
+    def sealing(self) -> Sealer:
+        """The sealer of a key file or token vault, as the key store describes it."""
+        if self._sealing is None:
+            if not self.sealer or self.mode not in SEALED_MODES:
+                raise CustodianError("The vault's key store does not say where its sealing key is.")
+            self._sealing = open_sealer(self.path.parent, self.sealer)
+        return self._sealing
+
+    def _seal_with(self, sealer: Sealer, home: Path) -> None:
+        sealer.provision(home, self.vault_id)
+        self.sealer, self._sealing = sealer.describe(), sealer
+
+    def resealed(self, masters: Mapping[str, bytes], sealer: Sealer) -> dict[str, str]:
+        """Every master key this key store lists, sealed by ``sealer`` (nothing is changed yet)."""
+        return {kid: _b64(sealer.seal(masters[kid], self._master_aad(kid))) for kid in self.index_keys}
+
+    def move_to(self, sealer: Sealer, sealed: dict[str, str]) -> None:
+        """The master keys are ``sealed`` (by :meth:`resealed`) under ``sealer`` from now on; what
+        protected them before is destroyed afterwards, since it protects nothing any more."""
+        previous = self.sealing() if self.mode in SEALED_MODES else None
+        kids, was_keyring = list(sealed), self.mode == "keyring"
+        self.mode, self.masters, self.kdf = sealer.mode, sealed, None
+        self.sealer, self._sealing = sealer.describe(), sealer
+        self.save()
+        if previous is not None:
+            previous.retire()
+        for kid in kids if was_keyring else ():
+            with contextlib.suppress(Exception):
+                keyring.delete_password(KEYRING_SERVICE, self._keyring_name(kid))
 
     def _keyring_name(self, kid: str) -> str:
         return f"{self.vault_id}/{kid}"

@@ -43,18 +43,26 @@ class Sessions:
         self._accounts = accounts
         self.policy = policy
 
-    def open(self, user: User, *, needs_enrolment: bool = False) -> tuple[str, Session]:
+    def open(self, user: User, *, needs_enrolment: bool = False, peer_uid: int | None = None
+             ) -> tuple[str, Session]:
+        """A new session; ``peer_uid``: the OS account of the service client that logged in, the
+        only one that may use it (embedded mode: None, the session file is bound instead)."""
         token = secrets.token_urlsafe(32)
         now = time.time()
         expires = now + self.policy.absolute_seconds
         self._conn.execute(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, "
-            "needs_enrolment) VALUES (?, ?, ?, ?, ?, ?)",
-            (_hash(token), user.id, now, now, expires, int(needs_enrolment)),
+            "needs_enrolment, peer_uid) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_hash(token), user.id, now, now, expires, int(needs_enrolment), peer_uid),
         )
         return token, Session(_hash(token), user, expires, needs_enrolment)
 
-    def resume(self, token: str) -> Session:
+    def resume(self, token: str, peer_uid: int | None = None) -> Session:
+        """The live session of ``token``, if the OS account asking is the one it is bound to."""
+        row = self._conn.execute("SELECT peer_uid FROM sessions WHERE token_hash = ?",
+                                 (_hash(token),)).fetchone()
+        if row is not None and row[0] != peer_uid:
+            raise NotAuthenticated("This session belongs to another OS account: log in again.")
         return self._live(_hash(token), touch=True)
 
     def check(self, session: Session) -> Session:

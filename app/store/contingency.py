@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.errors import CustodianError, UsageError, VaultExists
 from app.security.keys import KEYSTORE_FILE, KeyStore, keyring_usable
+from app.security.sealing import Sealer
 from app.store import backup, index
 from app.store.blobs import BLOB_DIR
 from app.store.core import StoreCore
@@ -83,13 +84,14 @@ def write_backup(core: StoreCore, out: Path, passphrase: str) -> BackupResult:
 
 
 def restore_into(source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
-                 use_keyring: bool | None = None) -> Restored:
+                 use_keyring: bool | None = None, sealer: Sealer | None = None) -> Restored:
     """A backup opened into ``home`` (which must hold no vault), its master keys protected on
-    this machine, its index checked before anything is put in place."""
+    this machine (sealed by ``sealer`` when one is given), its index checked before anything is
+    put in place."""
     if StoreCore.exists(home):
         raise VaultExists(f"There is already a vault in {home}; restore into an empty folder.")
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if use_keyring is None:
+    if use_keyring is None and sealer is None:
         use_keyring = keyring_usable()
     with tempfile.TemporaryDirectory(dir=home, prefix=".restore-") as work, source.open("rb") as file:
         staged = Path(work)
@@ -101,7 +103,9 @@ def restore_into(source: Path, home: Path, passphrase: str, *, vault_passphrase:
             keystore = KeyStore.load(staged)
         except (KeyError, ValueError, CustodianError) as exc:
             raise backup.BackupDamaged("The backup's keys are missing or damaged.") from exc
-        keys = keystore.adopt(masters, passphrase=vault_passphrase, use_keyring=use_keyring)
+        keystore.path = home / KEYSTORE_FILE  # (saved there last; a sealer keeps its files beside it)
+        keys = keystore.adopt(masters, passphrase=vault_passphrase, use_keyring=bool(use_keyring),
+                              sealer=sealer)
         conn = index.connect(staged, keys.index_key, cipher=keystore.index_cipher)
         try:
             cipher, quick, _, _ = index.health(conn)
@@ -112,7 +116,6 @@ def restore_into(source: Path, home: Path, passphrase: str, *, vault_passphrase:
         if (staged / BLOB_DIR).exists():
             (staged / BLOB_DIR).rename(home / BLOB_DIR)
         (staged / index.INDEX_FILE).rename(home / index.INDEX_FILE)
-        keystore.path = home / KEYSTORE_FILE
         keystore.save()  # last: the key store appearing is what makes the folder a vault
     core = StoreCore(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
     return Restored(core, stream.hexdigest(), header.created, header.instances)

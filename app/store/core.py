@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import threading
 import time
@@ -22,13 +23,16 @@ import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.atomicfile import write_durable
-from app.errors import BusyError, CustodianError, VaultLocked, VaultNotFound
-from app.security.keys import KEYSTORE_FILE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
+from app.errors import BusyError, CustodianError, UsageError, VaultLocked, VaultNotFound
+from app.security.keys import KEYSTORE_FILE, WHERE, Keys, KeyStore, PassphraseSource, derive, keyring_usable
+from app.security.sealing import SEALED_MODES, Sealer, SigningKey, open_sealer
 from app.store import index
 from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
+from app.store.books import MetaBook
 from app.store.patients import REFERENCE_SQL
 
 AUDIT_SIGNING_CONTEXT = "audit-signing"
+TOKEN_SIGNER_KEY = "audit_signing_key"  # meta: the token holding the checkpoint key, when one does
 LOCK_FILE = "write.lock"
 OPEN_FILE = "open.lock"  # every process with the vault open holds it shared
 TOKEN_FILE = "session.bin"
@@ -43,7 +47,7 @@ def study_context(study_uid: str) -> str:
 
 @dataclass(frozen=True)
 class StorageHealth:
-    key_mode: str  # "keyring" or "passphrase"
+    key_mode: str  # "keyring", "passphrase", "keyfile" or "pkcs11"
     cipher_errors: list[str]  # pages whose SQLCipher HMAC does not match
     quick_check: str  # "ok", or SQLite's findings
     schema: int
@@ -56,6 +60,16 @@ class Doomed:
 
     patient: str | None  # the patient's reference for the trail
     instances: int
+
+
+@dataclass
+class MasterMove:
+    """A move of the master keys under another protection, as the audit record needs it."""
+
+    source: str  # the key mode before
+    target: str  # and after
+    signer: SigningKey  # the new checkpoint key, in force once the move is committed
+    committed: bool = False
 
 
 class StoreCore:
@@ -77,13 +91,17 @@ class StoreCore:
         return (home / KEYSTORE_FILE).exists()
 
     @classmethod
-    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool | None) -> StoreCore:
+    def create(cls, home: Path, *, passphrase: str | None, use_keyring: bool | None,
+               sealer: Sealer | None = None) -> StoreCore:
         """A new, empty store; its key store is saved by :meth:`finish_creation`, which is the
-        moment the folder becomes a vault."""
+        moment the folder becomes a vault. With a ``sealer`` (a service vault) the master key is
+        sealed by it, and neither the passphrase nor the keyring is used."""
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in (index.INDEX_FILE, index.INDEX_FILE + "-wal", index.INDEX_FILE + "-shm"):
             (home / leftover).unlink(missing_ok=True)  # from an init that was interrupted
-        keystore, keys = KeyStore.create(home, passphrase=passphrase,
+        if sealer is not None:
+            use_keyring, passphrase = False, None
+        keystore, keys = KeyStore.create(home, passphrase=passphrase, sealer=sealer,
                                          use_keyring=keyring_usable() if use_keyring is None else use_keyring)
         keystore.index_cipher = dict(index.NEW_INDEX_CIPHER)
         return cls(home, keystore, keys, index.connect(home, keys.index_key, create=True,
@@ -189,8 +207,28 @@ class StoreCore:
         return unseal(self.data_key(study_context(study_uid)), self.blobs.read(blob_id),
                       instance_aad(sop_uid))
 
-    def signing_key(self) -> Ed25519PrivateKey:
-        """The workstation's Ed25519 key for audit checkpoints, kept like a data key (wrapped)."""
+    def signing_key(self) -> SigningKey:
+        """The workstation's Ed25519 key for audit checkpoints: in the PKCS#11 token that seals the
+        master key (made there with the vault, never extractable), so that holding every file and
+        key of the vault is not enough to re-sign a rewritten trail; else kept like a data key
+        (wrapped). The index says which, so a move changes it in the same transaction as the
+        checkpoints it signs again."""
+        with self.reading() as conn:
+            held = MetaBook(conn).get(TOKEN_SIGNER_KEY)
+            wrapped = conn.execute("SELECT 1 FROM data_keys WHERE context = ?",
+                                   (AUDIT_SIGNING_CONTEXT,)).fetchone()
+        if held is not None:
+            signer = open_sealer(self.home, json.loads(held)).signing_key(create=False)
+            if signer is None:
+                raise CustodianError("The index names a place for the audit signing key that holds none.")
+            return signer
+        if wrapped is None and self.key_mode in SEALED_MODES:
+            sealer = self.keystore.sealing()
+            signer = sealer.signing_key(create=True)
+            if signer is not None:
+                with self.transaction() as conn:
+                    MetaBook(conn).put(TOKEN_SIGNER_KEY, json.dumps(sealer.describe()))
+                return signer
         new: dict[str, bytes] = {}
         seed = self.data_key(AUDIT_SIGNING_CONTEXT, new)
         if new:
@@ -234,6 +272,39 @@ class StoreCore:
             finally:
                 self.conn.execute("PRAGMA journal_mode = WAL")
         self.keystore.settle_index_key(self.keys, index_key)
+
+    @contextlib.contextmanager
+    def master_move(self, sealer: Sealer) -> Iterator[MasterMove]:
+        """Every master key sealed again under ``sealer`` (a token, a key file), with a new audit
+        checkpoint key where it now belongs: made in the token, or a new one wrapped in the index.
+        Yields inside the transaction that puts the new checkpoint key in force, for the caller to
+        sign the checkpoints again and record the move. The index commits first, then the key
+        store, then what protected the master before is destroyed: an interruption anywhere leaves
+        a vault that opens. Only while no other process has the vault open (it would go on signing
+        with the old checkpoint key)."""
+        if sealer.mode == self.key_mode:
+            raise UsageError(f"The master key is already {WHERE[sealer.mode]}.")
+        with self.write_lock(), self._alone():
+            sealer.provision(self.home, self.keys.vault_id)
+            sealed = self.keystore.resealed(self.keys.masters, sealer)
+            signer, seed = sealer.signing_key(create=True), None
+            if signer is None:
+                seed = os.urandom(32)
+                signer = Ed25519PrivateKey.from_private_bytes(seed)
+            move = MasterMove(self.key_mode, sealer.mode, signer)
+            with self.transaction() as conn:
+                yield move
+                conn.execute("DELETE FROM data_keys WHERE context = ?", (AUDIT_SIGNING_CONTEXT,))
+                self._deks.pop(AUDIT_SIGNING_CONTEXT, None)
+                if seed is None:
+                    MetaBook(conn).put(TOKEN_SIGNER_KEY, json.dumps(sealer.describe()))
+                else:
+                    MetaBook(conn).delete(TOKEN_SIGNER_KEY)
+                    self.store_data_key(AUDIT_SIGNING_CONTEXT, seed)
+            move.committed = True
+            if seed is not None:
+                self._deks[AUDIT_SIGNING_CONTEXT] = seed
+            self.keystore.move_to(sealer, sealed)
 
     def change_passphrase(self, passphrase: str) -> None:
         """The master keys wrapped under a new passphrase (passphrase mode only)."""

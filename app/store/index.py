@@ -326,6 +326,10 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE patients_new RENAME TO patients;
     INSERT INTO meta (key, value) SELECT 'patients_rederive', 'pending' WHERE EXISTS (SELECT 1 FROM studies);
     """,
+    # Service mode: a session is bound to the OS account of the connection that logged in.
+    17: """
+    ALTER TABLE sessions ADD COLUMN peer_uid INTEGER;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

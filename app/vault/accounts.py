@@ -13,12 +13,15 @@ from app.vault.gate import Access, Service, opening, signed_in
 
 class AccountService(Service):
     @opening
-    def login(self, door: Access, name: str, password: str, code: str) -> tuple[str, Session]:
-        """Password and authenticator code (or a recovery code, which forces re-enrolment)."""
+    def login(self, door: Access, name: str, password: str, code: str, peer_uid: int | None = None
+              ) -> tuple[str, Session]:
+        """Password and authenticator code (or a recovery code, which forces re-enrolment).
+        ``peer_uid``: in service mode, the client's OS account, which alone may use the session."""
         try:
             with door.store.transaction():
                 verified = door.accounts.authenticate(name, password, code)
-                token, session = door.sessions.open(verified.user, needs_enrolment=verified.recovery)
+                token, session = door.sessions.open(verified.user, needs_enrolment=verified.recovery,
+                                                    peer_uid=peer_uid)
                 door.record(AuditEvent(EventType.LOGIN, user=name,
                                        detail={"recovery_code": verified.recovery}))
         except AuthenticationFailed:
@@ -110,12 +113,12 @@ class AccountService(Service):
             raise
 
     @opening
-    def resume(self, door: Access, token: str | None) -> Session:
+    def resume(self, door: Access, token: str | None, peer_uid: int | None = None) -> Session:
         try:
             if not token:
                 raise NotAuthenticated("Not logged in.")
             with door.store.transaction():
-                return door.sessions.resume(token)
+                return door.sessions.resume(token, peer_uid)
         except NotAuthenticated as exc:
             door.refuse(str(exc))
             raise

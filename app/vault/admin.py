@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.audit.events import AuditEvent, EventType, Outcome
+from app.audit.log import fingerprint
 from app.errors import CustodianError, UsageError
 from app.security.accounts import Enrolment, User
 from app.security.policy import SitePolicy
 from app.security.roles import Action, Role
+from app.security.sealing import KeyFileSealer, Sealer
 from app.store.blobs import BlobDamaged
 from app.store.books import StoredInstance, StudyBook
 from app.store.contingency import BackupResult, write_backup
 from app.store.importer import IO_THREADS, Progress
 from app.store.records import Damage, VerifyReport
 from app.vault.gate import Access, Service, gated
+
+
+@dataclass(frozen=True)
+class KeyMove:
+    """Where the master key went: the key modes before and after, and the new checkpoint key."""
+
+    source: str
+    target: str
+    checkpoint_key: str  # its fingerprint
+    checkpoints: int  # stored checkpoints signed again with it
 
 
 class AdminService(Service):
@@ -71,6 +84,28 @@ class AdminService(Service):
             raise UsageError("Choose a new passphrase (CUSTODIAN_NEW_PASSPHRASE, or at the prompt).")
         door.store.change_passphrase(passphrase)
         door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor, detail={"passphrase": "changed"}))
+
+    @gated(Action.ROTATE_KEYS)
+    def move_master_key(self, door: Access, sealer: Sealer | None = None) -> KeyMove:
+        """Seal every master key under a PKCS#11 token (``sealer``) or back under a key file
+        (None), with a new audit checkpoint key where the master now lives (the stored checkpoints
+        signed again with it, the chain verified first); what protected the master before is
+        destroyed. Masters are not renewed: ``rotate_keys`` afterwards retires any old copy."""
+        before = door.audit.signing_key
+        move = None
+        try:
+            with door.store.master_move(sealer or KeyFileSealer()) as move:
+                door.record(AuditEvent(EventType.KEY_ROTATION, user=door.actor, detail={
+                    "master_key": "moved", "from": move.source, "to": move.target,
+                    "checkpoint_key": fingerprint(move.signer),
+                    "previous_checkpoint_key": door.audit.key_id}))
+                signed = door.audit.sign_again(move.signer)  # this move's own record's included
+                door.audit.signing_key = move.signer
+        except BaseException:
+            if move is None or not move.committed:
+                door.audit.signing_key = before
+            raise
+        return KeyMove(move.source, move.target, fingerprint(move.signer), signed)
 
     @gated(Action.BACKUP)
     def backup(self, door: Access, out: Path, passphrase: str) -> BackupResult:

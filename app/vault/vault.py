@@ -16,6 +16,7 @@ from app.security import passwords
 from app.security.accounts import Enrolment
 from app.security.keys import PassphraseSource
 from app.security.policy import SitePolicy
+from app.security.sealing import Sealer
 from app.store.blobs import BlobDamaged
 from app.store.books import MetaBook, StudyBook
 from app.store.contingency import restore_into
@@ -71,11 +72,13 @@ class Vault:
 
     @classmethod
     def create(cls, home: Path, *, admin: str, password: str, passphrase: str | None,
-               use_keyring: bool | None = None) -> tuple[Vault, Enrolment]:
+               use_keyring: bool | None = None, sealer: Sealer | None = None) -> tuple[Vault, Enrolment]:
+        """A new vault; with a ``sealer`` (a service vault: PKCS#11 token or key file) its master
+        key is sealed by it, and ``passphrase`` and ``use_keyring`` are not used."""
         if cls.exists(home):
             raise VaultExists(f"A vault already exists in {home}; it was left untouched.")
         passwords.check_rules(password, admin)
-        core = StoreCore.create(home, passphrase=passphrase, use_keyring=use_keyring)
+        core = StoreCore.create(home, passphrase=passphrase, use_keyring=use_keyring, sealer=sealer)
         vault = cls(core)
         enrolment = vault._gate.first_admin(admin, password)
         core.finish_creation()  # the vault exists from this moment
@@ -87,11 +90,11 @@ class Vault:
 
     @classmethod
     def restore(cls, source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
-                use_keyring: bool | None = None) -> Vault:
+                use_keyring: bool | None = None, sealer: Sealer | None = None) -> Vault:
         """A backup made by ``admin.backup``, opened into ``home`` (which must hold no vault), its
         master keys protected on this machine, its index checked; recorded in its audit trail."""
         restored = restore_into(source, home, passphrase, vault_passphrase=vault_passphrase,
-                                use_keyring=use_keyring)
+                                use_keyring=use_keyring, sealer=sealer)
         vault = cls(restored.core)
         vault._gate.note(AuditEvent(EventType.RESTORE, detail={
             "backup": source.name, "sha256": restored.sha256, "made": restored.made,
@@ -171,6 +174,11 @@ class Vault:
         self._gate.read_only = True
         self._gate.note(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, detail={
             "alert": EMERGENCY_ALERT, **{r.name: r.detail for r in reach}}))
+
+    def security_alert(self, alert: str, **detail: object) -> None:
+        """A Security Alert the workstation itself raises (not a user's action)."""
+        self._gate.note(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE,
+                                   detail={"alert": alert, **detail}))
 
     # ------------------------------------------------------------------ an older vault
     def _rederive_patients(self) -> None:

@@ -1,7 +1,8 @@
 ; Inno Setup script for Windows (not built or tested on the Linux CI machine; see README).
 ; Build: pyinstaller build.spec on Windows, then: iscc installer\windows\custodian.iss
 ; Same layout as the Linux package: the program under Program Files, the managed site policy
-; under %ProgramData%\Custodian (writable by administrators only).
+; under %ProgramData%\Custodian (writable by administrators only). Service mode: install-service.ps1,
+; run by an administrator after `custodian init --service`, registers the service (see its header).
 #define AppVersion "0.1.0"
 
 [Setup]
@@ -18,6 +19,7 @@ SolidCompression=yes
 
 [Files]
 Source: "..\..\dist\custodian\*"; DestDir: "{app}"; Flags: recursesubdirs ignoreversion
+Source: "install-service.ps1"; DestDir: "{app}"; Flags: ignoreversion
 
 [Dirs]
 ; Only administrators may write the site policy folder.

@@ -59,6 +59,7 @@ def test_a_vault_from_before_gets_its_manifests_on_opening(env: VaultEnv) -> Non
         conn = env.vault._core.conn
         conn.execute("ALTER TABLE studies DROP COLUMN manifest")
         conn.execute("ALTER TABLE studies ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT ''")
+        conn.execute("ALTER TABLE sessions DROP COLUMN peer_uid")  # (version 17's)
         conn.execute("PRAGMA user_version = 14")
     env.vault.close()
     env.vault = Vault.open(env.home, lambda: PASSPHRASE)

@@ -25,6 +25,7 @@ from tests.fuzz.run import run as fuzz
 from tests.stress.attacks import run_all as attacks
 from tests.stress.hygiene import working_day
 from tests.stress.kills import Station, Tally, kill_exports, kill_imports, kill_scps
+from tests.stress.service_kills import ServiceStation, kill_service
 
 
 @dataclass
@@ -72,6 +73,11 @@ def _kill_lines(work: Path, iterations: int, rng: random.Random) -> list[Line]:
         exports = kill_exports(station, work, iterations, rng)
     finally:
         station.close()
+    served = ServiceStation(work / "service" / "home")
+    try:
+        service = kill_service(served, work, iterations, rng)
+    finally:
+        served.close()
     return [
         _kill_line(imports, f"{imports.mid_work} landed mid-import; {imports.acknowledged} instances indexed "
                             "at the kills, all intact; the re-import completed and swept every orphan blob"),
@@ -79,6 +85,9 @@ def _kill_lines(work: Path, iterations: int, rng: random.Random) -> list[Line]:
                          "acknowledged to the sender, all in the vault"),
         _kill_line(exports, f"{exports.acknowledged} media completed before the kill, each accounted for "
                             "once; otherwise no media, no disclosure, nothing in the temp dir"),
+        _kill_line(service, f"{service.mid_work} landed mid-receive; {service.acknowledged} instances "
+                            "acknowledged by its SCP or reported imported to a client, all in the vault; a "
+                            "client killed mid-request left the service answering"),
     ]
 
 

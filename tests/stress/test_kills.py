@@ -1,5 +1,5 @@
-"""kill -9 of the importer, the storage SCP and the exporter at random moments (a few each; the
-long runner, ``python -m tests.stress.run``, does a hundred)."""
+"""kill -9 of the importer, the storage SCP, the exporter and the workstation service at random
+moments (a few each; the long runner, ``python -m tests.stress.run``, does a hundred)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.stress.kills import Station, Tally, kill_exports, kill_imports, kill_scps
+from tests.stress.service_kills import ServiceStation, kill_service
 
 
 @pytest.fixture
@@ -41,3 +42,13 @@ def test_exporter_killed_at_random_moments(station: Station, tmp_path: Path) -> 
     tally = kill_exports(station, tmp_path, iterations=4, rng=random.Random(9))
     _clean(tally)
     assert tally.kills == 4, tally
+
+
+def test_service_killed_while_receiving_and_importing_and_a_client_mid_request(tmp_path: Path) -> None:
+    station = ServiceStation(tmp_path / "service" / "home")
+    try:
+        tally = kill_service(station, tmp_path, iterations=3, rng=random.Random(10))
+    finally:
+        station.close()
+    _clean(tally)
+    assert tally.kills == 4 and tally.acknowledged > 0, tally

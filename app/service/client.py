@@ -1,0 +1,260 @@
+"""The clients' side of the socket: the same services as an embedded vault, answered by the service.
+
+:class:`RemoteVault` offers ``.accounts``, ``.reading``, ``.admin``… with the methods the service
+offers (:mod:`app.service.methods`), so the CLI runs the same code in both modes. The client holds
+no key and no passphrase: only its session token, which the service bound to this OS account at
+login, kept in a file only this account reads. HTTP/1.1 over the Unix socket with the standard
+library's client: one connection per process, no extra start-up cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import inspect
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from app import errors
+from app.atomicfile import write_durable
+from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError
+from app.paths import client_state_dir
+from app.security.policy import SitePolicy
+from app.security.sessions import Session
+from app.service.codec import BINARY, decode, encode
+from app.service.methods import METHODS, SERVICES, Method
+from app.store.importer import Unreadable, read_source
+from app.store.records import ImportReport, Rejection
+from app.store.sources import iter_sources
+
+IMPORT_BATCH = 48 * 1024 * 1024  # bytes of files per call (the service bounds a request)
+TIMEOUT = 3600.0  # a retrieve or a verify may take long; the service bounds its own work
+
+
+class NoService(CustodianError):
+    exit_code = 1
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=TIMEOUT)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except PermissionError:
+            sock.close()
+            raise NotPermitted(f"This OS account may not connect to the workstation service at {self._path} "
+                               "(it is not in the service's group).") from None
+        except OSError as exc:
+            sock.close()
+            raise NoService(f"No workstation service answers at {self._path} "
+                            f"({exc.strerror or type(exc).__name__}).") from None
+        self.sock = sock
+
+
+class Channel:
+    """Requests to one service, over one kept-alive connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = _UnixConnection(path)
+
+    def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (1, 2):  # a kept-alive connection the service closed is opened once more
+            try:
+                self._conn.request(method, url, body=payload, headers=headers)
+                response = self._conn.getresponse()
+                raw = response.read()
+                if response.getheader("Content-Type") == BINARY:
+                    return raw
+                answer = json.loads(raw or b"{}")
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._conn.close()
+                if attempt == 2:
+                    raise NoService(f"The workstation service at {self.path} closed the connection.") \
+                        from None
+            except ValueError:
+                raise NoService(f"The workstation service at {self.path} gave an answer that is not JSON.") \
+                    from None
+        if "error" in answer:
+            raise _error(answer)
+        return answer.get("result")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _error(answer: dict[str, Any]) -> CustodianError:
+    """The service's error as the same class, message and exit code as in embedded mode."""
+    kind = getattr(errors, str(answer.get("error")), None)
+    message = str(answer.get("message") or "The workstation service refused the request.")
+    if isinstance(kind, type) and issubclass(kind, CustodianError):
+        return kind(message)
+    error = CustodianError(message)
+    error.exit_code = int(answer.get("exit_code") or 1)
+    return error
+
+
+class RemoteService:
+    """One service (``accounts``, ``reading``…) as offered through the socket."""
+
+    def __init__(self, vault: RemoteVault, name: str) -> None:
+        self._vault = vault
+        self._name = name
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = METHODS.get((self._name, name))
+        if method is None:
+            raise UsageError(f"This is not available through the workstation service "
+                                 f"({self._name} {name.replace('_', ' ')}).")
+        return lambda *args, **kwargs: self._vault.call(method, args, kwargs)
+
+
+class RemoteAccounts(RemoteService):
+    """Accounts, with the session token kept on the client's side."""
+
+    def load_token(self) -> str | None:
+        try:
+            token = self._vault.token_file.read_text().strip()
+        except OSError:
+            return None
+        return token or None
+
+    def save_token(self, token: str) -> None:
+        self._vault.token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_durable(self._vault.token_file, token.encode())
+
+    def clear_token(self) -> None:
+        self._vault.token_file.unlink(missing_ok=True)
+
+    def resume(self, token: str | None) -> Session:
+        session: Session = self._vault.call(METHODS[("accounts", "resume")], (token,), {})
+        self._vault.tokens[session.token_hash] = token or ""
+        return session
+
+    def login(self, name: str, password: str, code: str) -> tuple[str, Session]:
+        token, session = self._vault.call(METHODS[("accounts", "login")], (name, password, code), {})
+        self._vault.tokens[session.token_hash] = token
+        return token, session
+
+
+class RemoteIntake(RemoteService):
+    """Intake: files are read here, as this OS account (the service cannot read them), and sent."""
+
+    def import_paths(self, session: object, paths: list[Path], progress: Any = None) -> ImportReport:
+        report = ImportReport()
+        for batch, unreadable in _batches(paths):
+            report.rejected.extend(unreadable)
+            if batch:
+                part = self.import_bytes(session, batch)
+                report.imported += part.imported
+                report.duplicates += part.duplicates
+                report.rejected.extend(part.rejected)
+                report.studies |= part.studies
+                report.warnings.extend(part.warnings)
+        return report
+
+
+def _batches(paths: list[Path]) -> Iterator[tuple[list[tuple[str, bytes]], list[Rejection]]]:
+    batch: list[tuple[str, bytes]] = []
+    unreadable: list[Rejection] = []
+    size = 0
+    for source in iter_sources(paths):
+        try:
+            data = read_source(source)
+        except Unreadable as exc:
+            unreadable.append(Rejection(str(source.path), str(exc)))
+            continue
+        if batch and size + len(data) > IMPORT_BATCH:
+            yield batch, unreadable
+            batch, unreadable, size = [], [], 0
+        batch.append((str(source.path), data))
+        size += len(data)
+    yield batch, unreadable
+
+
+class RemoteVault:
+    """What the CLI and GUI use of a :class:`~app.vault.Vault`, answered by the service."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.home = socket_path  # (where this vault is, as far as the client can say)
+        self.channel = Channel(socket_path)
+        self.tokens: dict[str, str] = {}  # a session's token by its hash: what the service is shown
+        self.notices: list[str] = []
+        digest = hashlib.sha256(str(socket_path.resolve()).encode()).hexdigest()[:16]
+        self.token_file = client_state_dir() / f"session-{digest}"
+        self.accounts = RemoteAccounts(self, "accounts")
+        self.intake = RemoteIntake(self, "intake")
+        for name in SERVICES:
+            if name not in ("accounts", "intake"):
+                setattr(self, name, RemoteService(self, name))
+        self._station: dict[str, Any] | None = None
+
+    def call(self, method: Method, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        wrapped = getattr(SERVICES[method.service], method.name).__wrapped__
+        names = list(inspect.signature(wrapped).parameters)[2:]
+        session = None
+        if method.needs_session:
+            session, args = args[0], args[1:]  # the service finds the session from its token
+        bound = dict(zip(names, args, strict=False)) | kwargs
+        for name in method.own_session:
+            session = bound.pop(name)
+        if method.spread is not None:  # keywords the method gathers with **: sent as one dict
+            named = {n for n, _ in method.params}
+            bound = {k: v for k, v in bound.items() if k in named} | {
+                method.spread: {k: v for k, v in bound.items() if k not in named}}
+        # (a progress callback stays here: the answer comes when the work is done)
+        sent = {name: encode(bound[name]) for name, _ in method.params
+                if name in bound and not callable(bound[name])}
+        body = {"token": self._token(session), "args": sent}
+        result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body)
+        return result if isinstance(result, bytes) else decode(result, method.returns)
+
+    def _token(self, session: object) -> str | None:
+        if session is None:
+            return None
+        if not isinstance(session, Session) or session.token_hash not in self.tokens:
+            raise NotAuthenticated("Not logged in.")
+        return self.tokens[session.token_hash]
+
+    def station(self) -> dict[str, Any]:
+        if self._station is None:
+            self._station = self.channel.request("GET", "/v1/station")
+        return self._station
+
+    @property
+    def policy(self) -> SitePolicy:
+        policy: SitePolicy = decode(self.station()["policy"], SitePolicy)
+        return policy
+
+    @property
+    def key_mode(self) -> str:
+        return str(self.station()["key_storage"])
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.station()["read_only"])
+
+    @property
+    def managed_settings(self) -> frozenset[str]:
+        return frozenset(self.station()["managed_settings"])
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RemoteVault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

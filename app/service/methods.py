@@ -1,0 +1,145 @@
+"""What the workstation service offers its clients: the gate's own methods, read off their marks.
+
+Every public service method carries the gate's mark (:mod:`app.vault.gate`). Through the socket a
+client may call those that take a session — the role check, emergency mode, blanking and the audit
+event happen in the service exactly as in embedded mode — and, of those that come before a session,
+only logging in, resuming and logging out. A workstation duty (receiving, forwarding the trail,
+flushing the outbox, evicting, prefetching) is the service's own work and is never offered, and
+neither is a method whose values cannot cross: paths on the service's disk, live objects, or an
+authenticator secret the client would hand back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from app.security.accounts import Enrolment
+from app.security.roles import Action
+from app.security.sessions import Session
+from app.service.codec import hints_of
+from app.vault.accounts import AccountService
+from app.vault.admin import AdminService
+from app.vault.cache import CacheService
+from app.vault.disclosure import DisclosureService
+from app.vault.gate import Service
+from app.vault.intake import IntakeService
+from app.vault.nodes import NodeService
+from app.vault.outbox import OutboxService
+from app.vault.pacs import PacsService
+from app.vault.reading import ReadingService
+from app.vault.trail import TrailService
+
+SERVICES: dict[str, type[Service]] = {
+    "accounts": AccountService, "reading": ReadingService, "intake": IntakeService, "nodes": NodeService,
+    "cache": CacheService, "outbox": OutboxService, "pacs": PacsService,
+    "disclosure": DisclosureService, "trail": TrailService, "admin": AdminService,
+}
+# Before a session: these, and nothing else that is marked "opening".
+OPENING = frozenset({("accounts", "login"), ("accounts", "resume"), ("accounts", "logout")})
+# The keyword by which the service tells a method the connection's OS account (SO_PEERCRED), to
+# bind a session to it or check the binding.
+PEER = "peer_uid"
+
+
+@dataclass(frozen=True)
+class Method:
+    service: str
+    name: str
+    needs_session: bool  # gated or signed in: the first argument is the caller's session
+    params: tuple[tuple[str, Any], ...]  # (name, type) after the session; Session-typed ones excluded
+    own_session: tuple[str, ...]  # parameters that take the caller's own session
+    returns: Any
+    spread: str | None = None  # a **keywords parameter: its dict is passed spread out
+
+
+def _leaves(hint: object) -> typing.Iterator[object]:
+    """Every type a hint is made of (through unions, generics and dataclass fields)."""
+    seen: set[int] = set()
+    todo = [hint]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        origin = typing.get_origin(current)
+        if origin is not None:
+            yield origin
+            todo.extend(a for a in typing.get_args(current) if a is not Ellipsis and not isinstance(a, list))
+            continue
+        yield current
+        if isinstance(current, type) and dataclasses.is_dataclass(current):
+            todo.extend(hints_of(current)[f.name] for f in dataclasses.fields(current) if f.init)
+
+
+_CROSSES = (bool, int, float, str, bytes, np.ndarray, datetime, Path, None, type(None), object, list, tuple,
+            dict, set, frozenset, Mapping, Sequence, Union, types.UnionType, Callable)
+# What a client may not hand the service: a path on the service's disk, or an authenticator secret
+# the service made (the client would choose it instead).
+_NOT_SENT = (Path, Enrolment)
+
+
+def crosses(hint: object, *, sent: bool) -> bool:
+    """Values of this type can cross the socket (and be read back as it); ``sent``: from a client."""
+    for leaf in _leaves(hint):
+        if sent and isinstance(leaf, type) and issubclass(leaf, _NOT_SENT):
+            return False
+        if leaf is Any or leaf in _CROSSES:
+            continue
+        if isinstance(leaf, type) and (issubclass(leaf, enum.Enum) or dataclasses.is_dataclass(leaf)):
+            continue
+        return False
+    return True
+
+
+def _method(service: str, name: str, door: Callable[..., Any]) -> Method | None:
+    kind = getattr(door, "__door__", None)
+    wrapped = getattr(door, "__wrapped__", None)
+    if kind is None or wrapped is None:
+        return None
+    needs_session = isinstance(kind, Action) or kind == "signed in"
+    if not needs_session and (service, name) not in OPENING:
+        return None
+    hints = hints_of(wrapped)
+    params: list[tuple[str, Any]] = []
+    own: list[str] = []
+    spread = None
+    for param in list(inspect.signature(wrapped).parameters.values())[2:]:  # after self and the door
+        hint = hints[param.name]
+        if param.name == PEER:
+            continue  # the service says who is connected, never the client
+        if hint is Session:
+            own.append(param.name)
+        elif param.kind is param.VAR_KEYWORD:
+            params.append((param.name, dict[str, hint]))  # type: ignore[valid-type]
+            spread = param.name
+        else:
+            params.append((param.name, hint))
+    returns = hints.get("return", type(None))
+    if not all(crosses(h, sent=True) for _, h in params) or not crosses(returns, sent=False):
+        return None
+    return Method(service, name, needs_session, tuple(params), tuple(own), returns, spread)
+
+
+def _table() -> dict[tuple[str, str], Method]:
+    found = {}
+    for service, cls in SERVICES.items():
+        for name, door in vars(cls).items():
+            if not name.startswith("_") and callable(door):
+                method = _method(service, name, door)
+                if method is not None:
+                    found[(service, name)] = method
+    return found
+
+
+METHODS: dict[tuple[str, str], Method] = _table()

@@ -1,0 +1,182 @@
+"""The service's side of the socket: HTTP/1.1 over a Unix socket (uvicorn, Starlette).
+
+Who is calling is what the kernel says (SO_PEERCRED on the connection), never what a request
+claims: the OS account is read once per connection and every session is bound to it. The socket
+file admits only the service's group; the account is checked against that group again here, so a
+socket left with wider permissions still admits nobody else.
+
+One route carries every call: ``POST /v1/call/{service}/{method}`` with ``{"token", "args"}``,
+answered ``{"result"}`` or ``{"error", "message", "exit_code"}`` — the same plain sentences and exit
+codes as in embedded mode. Requests are bounded in size; an unexpected failure is answered without
+its message (it may quote data) and logged by type only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app import errors
+from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError, VaultLocked
+from app.service.codec import BINARY, decode, encode
+from app.service.methods import METHODS, PEER, Method
+from app.vault import Vault
+
+log = logging.getLogger("custodian.service")
+
+MAX_REQUEST = 192 * 1024 * 1024  # an import batch (64 MiB of files, base64) with room to spare
+STATUS = {2: 400, 3: 403, 4: 409, 5: 207}
+
+Scope = MutableMapping[str, Any]
+ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The OS account at the other end of a Unix socket, as the kernel recorded it at connect."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    return int(uid)
+
+
+class PeerProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, telling the application each connection's OS account."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        uid = peer_uid(transport.get_extra_info("socket"))
+        inner: ASGI = self.app
+
+        async def app(scope: Scope, receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[Any], Awaitable[None]]) -> None:
+            scope["peer_uid"] = uid
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+class Admission:
+    """Which OS accounts may talk to the service: its own, root, and the members of its group."""
+
+    def __init__(self, group: str | None) -> None:
+        self._gid = grp.getgrnam(group).gr_gid if group else None
+
+    def admits(self, uid: int) -> bool:
+        if uid in (0, os.getuid()):
+            return True
+        if self._gid is None:
+            return False
+        try:
+            account = pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return self._gid in os.getgrouplist(account.pw_name, account.pw_gid)
+
+
+def application(vault: Vault, admission: Admission, *, locked: Callable[[], str | None]) -> Starlette:
+    """The ASGI application around one open vault. ``locked``: why the service cannot serve
+    (its key token is gone), or None."""
+
+    async def call(request: Request) -> Response:
+        uid = request.scope.get("peer_uid")
+        if not isinstance(uid, int) or not admission.admits(uid):
+            return _error(NotPermitted("This OS account may not use the workstation service."))
+        why = locked()
+        if why is not None:
+            return _error(VaultLocked(why))
+        method = METHODS.get((request.path_params["service"], request.path_params["method"]))
+        if method is None:
+            return _error(UsageError("The workstation service does not offer that."))
+        try:
+            body = await _body(request)
+            result = await run_in_threadpool(_invoke, vault, method, uid, body)
+            if isinstance(result, bytes):  # an instance: as it is, not as base64 in JSON
+                return Response(result, media_type=BINARY)
+        except CustodianError as exc:
+            return _error(exc)
+        except Exception as exc:  # the message may quote data: the type only, in the log
+            log.error("%s.%s failed unexpectedly: %s", method.service, method.name, type(exc).__name__)
+            return JSONResponse({"error": "Unexpected", "exit_code": 1,
+                                 "message": "The workstation service could not complete the request; "
+                                            "its log says where."}, status_code=500)
+        return JSONResponse({"result": result})
+
+    async def station(request: Request) -> JSONResponse:
+        uid = request.scope.get("peer_uid")
+        if not isinstance(uid, int) or not admission.admits(uid):
+            return _error(NotPermitted("This OS account may not use the workstation service."))
+        return JSONResponse({"result": {
+            "mode": "service", "key_storage": vault.key_mode, "read_only": vault.read_only,
+            "locked": locked(), "policy": encode(vault.policy),
+            "managed_settings": sorted(vault.managed_settings)}})
+
+    return Starlette(routes=[Route("/v1/call/{service}/{method}", call, methods=["POST"]),
+                             Route("/v1/station", station, methods=["GET"])])
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and int(declared) > MAX_REQUEST:
+        raise UsageError("The request is larger than the workstation service takes at once.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST:
+            raise UsageError("The request is larger than the workstation service takes at once.")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks) or b"{}")
+    except ValueError:
+        raise UsageError("The request is not JSON.") from None
+    if not isinstance(body, dict):
+        raise UsageError("The request is not a JSON object.")
+    return body
+
+
+def _invoke(vault: Vault, method: Method, uid: int, body: dict[str, Any]) -> Any:
+    """One call, with the caller's own session and its arguments read as the method declares;
+    the answer encoded, or raw bytes where the method returns bytes."""
+    raw = body.get("args") or {}
+    if not isinstance(raw, dict) or set(raw) - {name for name, _ in method.params}:
+        raise UsageError("The request names arguments the method does not take.")
+    args = {name: decode(raw[name], hint) for name, hint in method.params if name in raw}
+    if method.spread is not None:
+        args.update(args.pop(method.spread, {}))
+    service = getattr(vault, method.service)
+    target = getattr(service, method.name)
+    if method.name in ("login", "resume"):
+        args[PEER] = uid
+    if method.needs_session or method.own_session:
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise NotAuthenticated("Not logged in.")
+        session = vault.accounts.resume(token, peer_uid=uid)
+        args.update({name: session for name in method.own_session})
+        if method.needs_session:
+            return _answer(target(session, **args))
+    return _answer(target(**args))
+
+
+def _answer(result: object) -> Any:
+    return result if isinstance(result, bytes) else encode(result)
+
+
+def _error(exc: CustodianError) -> JSONResponse:
+    # Named by the nearest class clients know (app.errors), so they raise the same kind.
+    kind = next(c for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
+    return JSONResponse({"error": kind.__name__, "message": str(exc), "exit_code": exc.exit_code},
+                        status_code=STATUS.get(exc.exit_code, 422))

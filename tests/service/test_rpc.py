@@ -1,0 +1,133 @@
+"""The service's socket in one process: every offered method answers as the embedded vault does,
+values come back as their declared types, errors keep their sentence and exit code, and a request
+that does not fit what a method declares is refused."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from app.errors import AuthenticationFailed, NotAuthenticated, NotPermitted, UsageError
+from app.security.roles import Role
+from app.security.sessions import Session
+from app.service.client import Channel, RemoteVault
+from app.service.codec import Malformed, decode, encode
+from app.service.daemon import listen
+from app.service.methods import METHODS
+from app.service.server import Admission, PeerProtocol, application
+from app.store.records import ImportReport, StudySummary
+from tests.conftest import VaultEnv, study_bytes, write_study
+
+
+@pytest.fixture
+def served(env: VaultEnv, tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "run" / "custodian.sock"
+    sock = listen(path, None)
+    server = uvicorn.Server(uvicorn.Config(application(env.vault, Admission(None), locked=lambda: None),
+                                           http=PeerProtocol, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield path
+    server.should_exit = True
+    thread.join(10)
+
+
+def _client(path: Path, env: VaultEnv, name: str) -> tuple[RemoteVault, Session]:
+    remote = RemoteVault(path)
+    account = env.accounts[name]
+    _, session = remote.accounts.login(account.name, account.password, account.codes.next())
+    return remote, session
+
+
+def test_the_socket_is_for_the_service_alone_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # a socket file left by a service that died
+    sock = listen(path, None)
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        sock.close()
+
+
+def test_a_client_reads_what_its_role_may_and_is_refused_the_rest(served: Path, env: VaultEnv,
+                                                                  tmp_path: Path) -> None:
+    tech, tech_session = _client(served, env, "tech")
+    paths = write_study(tmp_path / "in", slices=3)
+    report = tech.intake.import_paths(tech_session, [*paths, tmp_path / "missing.dcm"])
+    assert isinstance(report, ImportReport) and report.imported == 3
+    assert [r.path for r in report.rejected] == [str(tmp_path / "missing.dcm")]
+    rad, rad_session = _client(served, env, "rad")
+    studies = rad.reading.studies(rad_session)
+    embedded = env.vault.reading.studies(env.login("rad"))
+    assert studies == embedded and isinstance(studies[0], StudySummary)
+    assert rad.accounts.whoami(rad_session).user.role is Role.RADIOLOGIST
+    with pytest.raises(NotPermitted) as refused:
+        rad.admin.list_users(rad_session)
+    assert refused.value.exit_code == 3 and "radiologist" in str(refused.value).lower()
+    with pytest.raises(UsageError, match="not available through the workstation service"):
+        rad.cache.evict()  # a duty: the service's own work
+    rad.accounts.logout(rad_session)
+    with pytest.raises(NotAuthenticated):
+        rad.reading.studies(rad_session)
+
+
+def test_a_wrong_code_and_an_unknown_token_are_plain_refusals(served: Path, env: VaultEnv) -> None:
+    remote = RemoteVault(served)
+    with pytest.raises(AuthenticationFailed) as failed:
+        remote.accounts.login("rad", env.accounts["rad"].password, "000000")
+    assert failed.value.exit_code == 3
+    with pytest.raises(NotAuthenticated):
+        remote.accounts.resume("not-a-token")
+
+
+def test_a_session_is_bound_to_the_os_account_that_logged_in(served: Path, env: VaultEnv) -> None:
+    token, _ = env.vault.accounts.login("rad", env.accounts["rad"].password, env.accounts["rad"].codes.next(),
+                                        peer_uid=4242)
+    remote = RemoteVault(served)  # connects as this test's own account, not 4242
+    with pytest.raises(NotAuthenticated, match="another OS account"):
+        remote.accounts.resume(token)
+
+
+@pytest.mark.parametrize("body", [
+    {"token": None, "args": {"name": 5, "password": "x", "code": "1"}},  # a number for a name
+    # claims to be another OS account:
+    {"token": None, "args": {"name": "rad", "password": "x", "code": "1", "peer_uid": 0}},
+    {"token": None, "args": {"name": "rad", "password": "x", "code": "1", "extra": 1}},
+    {"token": None, "args": ["rad", "x", "1"]},
+])
+def test_requests_that_do_not_fit_the_method_are_refused(served: Path, body: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        Channel(served).request("POST", "/v1/call/accounts/login", body)
+
+
+def test_unknown_methods_and_duties_are_not_offered(served: Path) -> None:
+    channel = Channel(served)
+    for service, method in (("cache", "evict"), ("outbox", "flush_waiting"), ("trail", "forwarder"),
+                            ("accounts", "save_token"), ("intake", "import_paths"), ("nothing", "here")):
+        assert (service, method) not in METHODS
+        with pytest.raises(UsageError, match="does not offer"):
+            channel.request("POST", f"/v1/call/{service}/{method}", {"token": None, "args": {}})
+
+
+def test_values_cross_as_their_declared_types() -> None:
+    report = ImportReport(imported=2, studies={"1.2"}, warnings=["w"])
+    back = decode(json.loads(json.dumps(encode(report))), ImportReport)
+    assert back == report
+    with pytest.raises(Malformed):
+        decode({"imported": "two"}, ImportReport)
+    with pytest.raises(Malformed):
+        decode({"imported": 1, "smuggled": 1}, ImportReport)
+    assert decode(encode(Role.ADMIN), Role) is Role.ADMIN
+    item = study_bytes()[0]
+    assert decode(json.loads(json.dumps(encode(item))), tuple[str, bytes]) == item
