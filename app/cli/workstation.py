@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli.credentials import current_session, open_vault, socket_from
+from app.cli.credentials import current_session, open_vault
 from app.cli.output import EXIT_OK, Output
 from app.cli.parsing import Commands
 from app.errors import CustodianError, NotAuthenticated, UsageError
@@ -26,9 +26,6 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     elif not _has_display():
         raise CustodianError("No display is available here: run the workstation on a desktop, "
                              "or render it with --screenshot FILE.")
-    if socket_from(args.socket) is not None:
-        raise UsageError("The workstation window does not run as a client of the workstation service yet: "
-                         "open it on the service's own account, or use the command line through the socket.")
     from app.ui.application import run_gui
 
     vault = open_vault(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +16,20 @@ from app.imaging.pixels import Decoded, FrameInfo
 Loader = Callable[[FrameInfo], Decoded]
 CACHE_INSTANCES = 64
 OVERLAY_GREY = 255  # overlay planes are drawn in full white, as the standard's display does
+
+
+@dataclass(frozen=True)
+class SeriesFrames:
+    """A series as the index describes it (nothing decrypted): its images, modality and frame of
+    reference. A client of the workstation service receives this and fetches the pixels itself."""
+
+    frames: list[FrameInfo]
+    modality: str = ""
+    frame_of_reference: str = ""
+
+    def images(self, loader: Loader) -> SeriesImages:
+        return SeriesImages(self.frames, loader, modality=self.modality,
+                            frame_of_reference=self.frame_of_reference)
 
 
 def _frame_key(info: FrameInfo, frame: int) -> tuple[float, float, str, int]:

@@ -59,11 +59,24 @@ class Sessions:
 
     def resume(self, token: str, peer_uid: int | None = None) -> Session:
         """The live session of ``token``, if the OS account asking is the one it is bound to."""
+        self._bound(token, peer_uid)
+        return self._live(_hash(token), touch=True)
+
+    def held(self, token: str, peer_uid: int | None = None) -> Session:
+        """The session of ``token`` whether idle or not (its lock screen); bound as for resume."""
+        self._bound(token, peer_uid)
+        row = self._conn.execute("SELECT user_id, expires_at, needs_enrolment FROM sessions "
+                                 "WHERE token_hash = ?", (_hash(token),)).fetchone()
+        user = self._accounts.get(row[0]) if row else None
+        if row is None or user is None:
+            raise NotAuthenticated("Not logged in.")
+        return Session(_hash(token), user, row[1], bool(row[2]))
+
+    def _bound(self, token: str, peer_uid: int | None) -> None:
         row = self._conn.execute("SELECT peer_uid FROM sessions WHERE token_hash = ?",
                                  (_hash(token),)).fetchone()
         if row is not None and row[0] != peer_uid:
             raise NotAuthenticated("This session belongs to another OS account: log in again.")
-        return self._live(_hash(token), touch=True)
 
     def check(self, session: Session) -> Session:
         return self._live(session.token_hash, touch=True)

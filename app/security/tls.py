@@ -14,7 +14,7 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +33,7 @@ class TlsIdentity:
 
     ca_pem: str
     cert_pem: str
-    key_pem: str
+    key_pem: str = field(metadata={"secret": True})  # never leaves the workstation service
 
     @classmethod
     def from_files(cls, ca: Path, cert: Path, key: Path) -> TlsIdentity:

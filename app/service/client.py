@@ -14,6 +14,7 @@ import http.client
 import inspect
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ from typing import Any
 from app import errors
 from app.atomicfile import write_durable
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError
+from app.imaging.pixels import decode_frames
+from app.imaging.series import SeriesFrames, SeriesImages
 from app.paths import client_state_dir
+from app.security.accounts import Enrolment
 from app.security.policy import SitePolicy
 from app.security.sessions import Session
 from app.service.codec import BINARY, decode, encode
@@ -60,11 +64,21 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Channel:
-    """Requests to one service, over one kept-alive connection."""
+    """Requests to one service, over a kept-alive connection per thread (the viewer fetches
+    images from several)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = _UnixConnection(path)
+        self._local = threading.local()
+        self._all: list[_UnixConnection] = []
+
+    @property
+    def _conn(self) -> _UnixConnection:
+        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _UnixConnection(self.path)
+            self._all.append(conn)
+        return conn
 
     def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         payload = json.dumps(body).encode() if body is not None else None
@@ -91,7 +105,8 @@ class Channel:
         return answer.get("result")
 
     def close(self) -> None:
-        self._conn.close()
+        for conn in self._all:
+            conn.close()
 
 
 def _error(answer: dict[str, Any]) -> CustodianError:
@@ -143,9 +158,25 @@ class RemoteAccounts(RemoteService):
         return session
 
     def login(self, name: str, password: str, code: str) -> tuple[str, Session]:
-        token, session = self._vault.call(METHODS[("accounts", "login")], (name, password, code), {})
+        return self._opened(self._vault.call(METHODS[("accounts", "login")], (name, password, code), {}))
+
+    def finish_first_enrolment(self, enrolment: Enrolment, code: str) -> tuple[str, Session]:
+        return self._opened(self._vault.call(METHODS[("accounts", "finish_first_enrolment")],
+                                             (enrolment, code), {}))
+
+    def _opened(self, answer: tuple[str, Session]) -> tuple[str, Session]:
+        token, session = answer
         self._vault.tokens[session.token_hash] = token
         return token, session
+
+
+class RemoteReading(RemoteService):
+    """Reading: a series is opened in the service (audited there) and its images fetched one by
+    one as the viewer needs them, decoded here."""
+
+    def open_series(self, session: Session, series_uid: str) -> SeriesImages:
+        frames: SeriesFrames = self.open_frames(session, series_uid)
+        return frames.images(lambda info: decode_frames(info, self.frame_data(session, info.sop_uid)))
 
 
 class RemoteIntake(RemoteService):
@@ -186,6 +217,8 @@ def _batches(paths: list[Path]) -> Iterator[tuple[list[tuple[str, bytes]], list[
 class RemoteVault:
     """What the CLI and GUI use of a :class:`~app.vault.Vault`, answered by the service."""
 
+    embedded = False  # the service, not this process, does the station's own work
+
     def __init__(self, socket_path: Path) -> None:
         self.home = socket_path  # (where this vault is, as far as the client can say)
         self.channel = Channel(socket_path)
@@ -195,8 +228,9 @@ class RemoteVault:
         self.token_file = client_state_dir() / f"session-{digest}"
         self.accounts = RemoteAccounts(self, "accounts")
         self.intake = RemoteIntake(self, "intake")
+        self.reading = RemoteReading(self, "reading")
         for name in SERVICES:
-            if name not in ("accounts", "intake"):
+            if name not in ("accounts", "intake", "reading"):
                 setattr(self, name, RemoteService(self, name))
         self._station: dict[str, Any] | None = None
 
@@ -214,7 +248,7 @@ class RemoteVault:
             bound = {k: v for k, v in bound.items() if k in named} | {
                 method.spread: {k: v for k, v in bound.items() if k not in named}}
         # (a progress callback stays here: the answer comes when the work is done)
-        sent = {name: encode(bound[name]) for name, _ in method.params
+        sent = {name: encode(bound[name], secrets=True) for name, _ in method.params
                 if name in bound and not callable(bound[name])}
         body = {"token": self._token(session), "args": sent}
         result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body)
@@ -248,6 +282,10 @@ class RemoteVault:
     @property
     def managed_settings(self) -> frozenset[str]:
         return frozenset(self.station()["managed_settings"])
+
+    def enter_emergency_mode(self) -> None:
+        raise UsageError("Emergency mode is the workstation service's: it starts read-only when the PACS "
+                         "and the audit repository are both down. Ask the site's administrator.")
 
     def close(self) -> None:
         self.channel.close()

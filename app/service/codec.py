@@ -31,8 +31,10 @@ class Malformed(UsageError):
     """A value on the socket does not fit the type the method declares."""
 
 
-def encode(value: object) -> JSON:
-    """A value as JSON (the declared type tells the other side how to read it back)."""
+def encode(value: object, *, secrets: bool = False) -> JSON:
+    """A value as JSON (the declared type tells the other side how to read it back). A dataclass
+    field marked secret (a private key) crosses blank unless ``secrets``: the service's answers
+    never carry one; a client sending what it was given (a new node's key) does."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, enum.Enum):
@@ -48,11 +50,13 @@ def encode(value: object) -> JSON:
         return {"dtype": array.dtype.str, "shape": list(array.shape),
                 "data": base64.b64encode(array.tobytes()).decode("ascii")}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return {f.name: "" if f.metadata.get("secret") and not secrets
+                else encode(getattr(value, f.name), secrets=secrets)
+                for f in dataclasses.fields(value) if f.init}
     if isinstance(value, Mapping):
-        return {str(k): encode(v) for k, v in value.items()}
+        return {str(k): encode(v, secrets=secrets) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [encode(v) for v in value]
+        return [encode(v, secrets=secrets) for v in value]
     raise TypeError(f"{type(value).__name__} cannot cross the service's socket")
 
 

@@ -45,8 +45,13 @@ SERVICES: dict[str, type[Service]] = {
     "cache": CacheService, "outbox": OutboxService, "pacs": PacsService,
     "disclosure": DisclosureService, "trail": TrailService, "admin": AdminService,
 }
-# Before a session: these, and nothing else that is marked "opening".
-OPENING = frozenset({("accounts", "login"), ("accounts", "resume"), ("accounts", "logout")})
+# Before a session: these, and nothing else that is marked "opening" (what they hand out is no PHI).
+OPENING = frozenset({("accounts", "login"), ("accounts", "resume"), ("accounts", "logout"),
+                     ("accounts", "unlock"), ("accounts", "begin_first_enrolment"),
+                     ("accounts", "finish_first_enrolment"), ("accounts", "inactivity_limit"),
+                     ("nodes", "pacs")})
+# Whose own session may be locked after inactivity: found by its token without the idle check.
+LOCK_SCREEN = frozenset({("accounts", "unlock")})
 # The keyword by which the service tells a method the connection's OS account (SO_PEERCRED), to
 # bind a session to it or check the binding.
 PEER = "peer_uid"
@@ -61,6 +66,8 @@ class Method:
     own_session: tuple[str, ...]  # parameters that take the caller's own session
     returns: Any
     spread: str | None = None  # a **keywords parameter: its dict is passed spread out
+    peer: bool = False  # takes the connection's OS account (PEER)
+    issued: tuple[str, ...] = ()  # parameters that take back an Enrolment the service issued
 
 
 def _leaves(hint: object) -> typing.Iterator[object]:
@@ -84,9 +91,9 @@ def _leaves(hint: object) -> typing.Iterator[object]:
 
 _CROSSES = (bool, int, float, str, bytes, np.ndarray, datetime, Path, None, type(None), object, list, tuple,
             dict, set, frozenset, Mapping, Sequence, Union, types.UnionType, Callable)
-# What a client may not hand the service: a path on the service's disk, or an authenticator secret
-# the service made (the client would choose it instead).
-_NOT_SENT = (Path, Enrolment)
+# What a client may not hand the service: a path on the service's disk. (An Enrolment it may only
+# hand back as the service issued it to the same OS account: see server.Issued.)
+_NOT_SENT = (Path,)
 
 
 def crosses(hint: object, *, sent: bool) -> bool:
@@ -113,11 +120,12 @@ def _method(service: str, name: str, door: Callable[..., Any]) -> Method | None:
     hints = hints_of(wrapped)
     params: list[tuple[str, Any]] = []
     own: list[str] = []
-    spread = None
+    spread, peer = None, False
     for param in list(inspect.signature(wrapped).parameters.values())[2:]:  # after self and the door
         hint = hints[param.name]
         if param.name == PEER:
-            continue  # the service says who is connected, never the client
+            peer = True  # the service says who is connected, never the client
+            continue
         if hint is Session:
             own.append(param.name)
         elif param.kind is param.VAR_KEYWORD:
@@ -128,7 +136,8 @@ def _method(service: str, name: str, door: Callable[..., Any]) -> Method | None:
     returns = hints.get("return", type(None))
     if not all(crosses(h, sent=True) for _, h in params) or not crosses(returns, sent=False):
         return None
-    return Method(service, name, needs_session, tuple(params), tuple(own), returns, spread)
+    issued = tuple(name for name, hint in params if hint is Enrolment)
+    return Method(service, name, needs_session, tuple(params), tuple(own), returns, spread, peer, issued)
 
 
 def _table() -> dict[tuple[str, str], Method]:

@@ -21,6 +21,7 @@ import os
 import pwd
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -33,8 +34,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import errors
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError, VaultLocked
+from app.security.accounts import Enrolment
 from app.service.codec import BINARY, decode, encode
-from app.service.methods import METHODS, PEER, Method
+from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
 from app.vault import Vault
 
 log = logging.getLogger("custodian.service")
@@ -90,6 +92,7 @@ class Admission:
 def application(vault: Vault, admission: Admission, *, locked: Callable[[], str | None]) -> Starlette:
     """The ASGI application around one open vault. ``locked``: why the service cannot serve
     (its key token is gone), or None."""
+    issued = Issued()
 
     async def call(request: Request) -> Response:
         uid = request.scope.get("peer_uid")
@@ -103,7 +106,7 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             return _error(UsageError("The workstation service does not offer that."))
         try:
             body = await _body(request)
-            result = await run_in_threadpool(_invoke, vault, method, uid, body)
+            result = await run_in_threadpool(_invoke, vault, issued, method, uid, body)
             if isinstance(result, bytes):  # an instance: as it is, not as base64 in JSON
                 return Response(result, media_type=BINARY)
         except CustodianError as exc:
@@ -147,7 +150,30 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _invoke(vault: Vault, method: Method, uid: int, body: dict[str, Any]) -> Any:
+class Issued:
+    """Authenticator enrolments the service handed out, by OS account: a client hands one back to
+    finish it, and only as it was issued to that account (it cannot choose a secret of its own)."""
+
+    KEPT = 8  # per account
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_uid: dict[int, list[Enrolment]] = {}
+
+    def keep(self, uid: int, enrolment: Enrolment) -> None:
+        with self._lock:
+            self._by_uid[uid] = [*self._by_uid.get(uid, [])[-(self.KEPT - 1):], enrolment]
+
+    def take(self, uid: int, enrolment: Enrolment) -> Enrolment:
+        with self._lock:
+            kept = self._by_uid.get(uid, [])
+            if enrolment not in kept:
+                raise NotPermitted("This authenticator enrolment was not issued to this OS account.")
+            kept.remove(enrolment)
+            return enrolment
+
+
+def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[str, Any]) -> Any:
     """One call, with the caller's own session and its arguments read as the method declares;
     the answer encoded, or raw bytes where the method returns bytes."""
     raw = body.get("args") or {}
@@ -156,19 +182,26 @@ def _invoke(vault: Vault, method: Method, uid: int, body: dict[str, Any]) -> Any
     args = {name: decode(raw[name], hint) for name, hint in method.params if name in raw}
     if method.spread is not None:
         args.update(args.pop(method.spread, {}))
-    service = getattr(vault, method.service)
-    target = getattr(service, method.name)
-    if method.name in ("login", "resume"):
+    for name in method.issued:
+        args[name] = issued.take(uid, args[name])
+    if method.peer:
         args[PEER] = uid
+    target = getattr(getattr(vault, method.service), method.name)
     if method.needs_session or method.own_session:
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise NotAuthenticated("Not logged in.")
-        session = vault.accounts.resume(token, peer_uid=uid)
+        if (method.service, method.name) in LOCK_SCREEN:
+            session = vault.accounts.held(token, peer_uid=uid)
+        else:
+            session = vault.accounts.resume(token, peer_uid=uid)
         args.update({name: session for name in method.own_session})
-        if method.needs_session:
-            return _answer(target(session, **args))
-    return _answer(target(**args))
+        result = target(session, **args) if method.needs_session else target(**args)
+    else:
+        result = target(**args)
+    if isinstance(result, Enrolment):
+        issued.keep(uid, result)
+    return _answer(result)
 
 
 def _answer(result: object) -> Any:

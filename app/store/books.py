@@ -16,6 +16,7 @@ import sqlcipher3
 
 from app.imaging.measure import Kind, Measurement
 from app.imaging.pixels import FrameInfo
+from app.imaging.series import SeriesFrames
 from app.store import manifest
 from app.store.patients import CONFLICT_SQL, REFERENCE_SQL
 from app.store.records import SeriesSummary, StudySummary
@@ -155,9 +156,8 @@ class StudyBook:
                      "se.number, se.uid",
                      (study_uid,))
 
-    def frames(self, series_uid: str) -> tuple[list[FrameInfo], str, str] | None:
-        """A series' images as the index describes them (nothing decrypted): the frames, the
-        modality and the frame of reference; None without images."""
+    def frames(self, series_uid: str) -> SeriesFrames | None:
+        """A series' images as the index describes them (nothing decrypted); None without images."""
         rows = self._conn.execute(
             "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
             "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
@@ -170,7 +170,8 @@ class StudyBook:
         found = self._conn.execute("SELECT modality, frame_of_reference FROM series WHERE uid = ?",
                                    (series_uid,)).fetchone()
         modality, frame_of_reference = found if found else ("", "")
-        return [FrameInfo.from_row(row) for row in rows], modality or "", frame_of_reference or ""
+        return SeriesFrames([FrameInfo.from_row(row) for row in rows], modality or "",
+                            frame_of_reference or "")
 
     def series_uids(self, study_uid: str) -> list[str]:
         return [uid for (uid,) in self._conn.execute("SELECT uid FROM series WHERE study_uid = ?",

@@ -52,6 +52,8 @@ def run_gui(vault: Vault, session: Session | None, *, open_study: str | None = N
     # Offscreen only when nobody has to type a password into the login dialog.
     app = _application(offscreen=screenshot is not None and session is not None)
     apply_dark_theme(app)
+    if not vault.embedded:  # a client of the workstation service: the service does the station's work
+        return _run(app, vault, session, open_study, layout, screenshot, demo_codes)
     vault.trail.record_application(started=True)
     try:
         return _run(app, vault, session, open_study, layout, screenshot, demo_codes)
@@ -82,11 +84,12 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             window.open_study(open_study)
         if screenshot is not None:
             return _screenshot(app, window, screenshot)
-        indicator = AuditSyncStatus()
-        window.statusBar().addPermanentWidget(indicator)
-        jobs = [sync_job(partial(vault.trail.forwarder, own_connection=True), indicator.report)]
-        scp = None
-        if not vault.read_only:  # emergency mode: nothing received, nothing sent
+        jobs, scp = [], None
+        if vault.embedded:  # (a service client: the service forwards, watches and receives)
+            indicator = AuditSyncStatus()
+            window.statusBar().addPermanentWidget(indicator)
+            jobs.append(sync_job(partial(vault.trail.forwarder, own_connection=True), indicator.report))
+        if vault.embedded and not vault.read_only:  # emergency mode: nothing received, nothing sent
             pacs_status = Bridge(window.downtime_banner.set_pacs_status, window)
             jobs.append(pacs_job(vault.outbox.watch, pacs_status.post))
             scp = _start_receiving(vault, window)

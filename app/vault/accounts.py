@@ -43,13 +43,14 @@ class AccountService(Service):
         return door.accounts.new_enrolment(user)
 
     @opening
-    def finish_first_enrolment(self, door: Access, enrolment: Enrolment, code: str) -> tuple[str, Session]:
+    def finish_first_enrolment(self, door: Access, enrolment: Enrolment, code: str,
+                               peer_uid: int | None = None) -> tuple[str, Session]:
         with door.store.transaction():
             user = door.accounts.get(enrolment.user.id)
             if user is None or user.disabled or user.enrolled:
                 raise AuthenticationFailed(LOGIN_FAILED)
             door.accounts.confirm_enrolment(enrolment, code)
-            token, session = door.sessions.open(replace(user, enrolled=True))
+            token, session = door.sessions.open(replace(user, enrolled=True), peer_uid=peer_uid)
             door.record(AuditEvent(EventType.ENROLMENT, user=user.name, detail={"first": True}))
             door.record(AuditEvent(EventType.LOGIN, user=user.name))
         return token, session
@@ -111,6 +112,15 @@ class AccountService(Service):
         except AuthenticationFailed:
             _failed(door, user.name, step_up=True)
             raise
+
+    @opening
+    def held(self, door: Access, token: str, peer_uid: int | None = None) -> Session:
+        """The session of ``token`` as it stands, live or locked after inactivity (for the lock
+        screen of a service client, which holds only the token); ended ones are refused."""
+        with door.store.reading():
+            session = door.sessions.held(token, peer_uid)
+            door.sessions.revivable(session)
+        return session
 
     @opening
     def resume(self, door: Access, token: str | None, peer_uid: int | None = None) -> Session:

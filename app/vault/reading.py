@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from app.audit.events import AuditEvent, EventType, Outcome
-from app.errors import CustodianError, UsageError
+from app.errors import CustodianError, NotPermitted, UsageError
 from app.imaging.measure import Measurement
 from app.imaging.pixels import Decoded, FrameInfo, decode_frames
-from app.imaging.series import SeriesImages
+from app.imaging.series import SeriesFrames, SeriesImages
 from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
 from app.security.roles import Action, Field
 from app.security.sessions import Session
@@ -27,6 +26,7 @@ class ReadingService(Service):
     def __init__(self, gate: Gate, accounts: AccountService) -> None:
         super().__init__(gate)
         self._accounts = accounts
+        self._open: dict[str, set[str]] = {}  # studies each session opened (by its token's hash)
 
     @gated(Action.LIST_STUDIES)
     def studies(self, door: Access, patient_id: str | None = None) -> list[StudySummary]:
@@ -56,17 +56,41 @@ class ReadingService(Service):
         """The images of one series, in slice order; opening them is one audited access."""
         assert door.session is not None
         session = door.session
-        images = _series_images(door, series_uid, lambda info: _frames(door, session, info))
-        if images is None:
+        return self._opened(door, series_uid).images(lambda info: _frames(door, session, info))
+
+    @gated(Action.VIEW_IMAGES)
+    def open_frames(self, door: Access, series_uid: str) -> SeriesFrames:
+        """What :meth:`open_series` opens, for a client of the workstation service, which fetches
+        each instance with :meth:`frame_data` and decodes it itself; the same audited access."""
+        return self._opened(door, series_uid)
+
+    @gated(Action.VIEW_IMAGES)
+    def frame_data(self, door: Access, sop_uid: str) -> bytes:
+        """One stored instance of a study this session opened (:meth:`open_frames`, audited then),
+        for display; any other instance is refused."""
+        assert door.session is not None
+        with door.store.reading() as conn:
+            found = StudyBook(conn).instance(sop_uid)
+        if found is None or found.study_uid not in self._open.get(door.session.token_hash, ()):
+            raise NotPermitted("Open the series before its images.")
+        door.check_restriction(found.study_uid)  # (a break-glass grant may have run out since)
+        return door.store.plaintext(sop_uid, found.study_uid, found.blob)
+
+    def _opened(self, door: Access, series_uid: str) -> SeriesFrames:
+        assert door.session is not None
+        with door.store.reading() as conn:
+            frames = StudyBook(conn).frames(series_uid)
+        if frames is None:
             raise CustodianError("This series has no images in the cache.")
-        study_uid = images.instances[0].study_uid
+        study_uid = frames.frames[0].study_uid
         patients = door.check_restriction(study_uid)
         with door.store.transaction() as conn:
             StudyBook(conn).opened(study_uid)
             door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(study_uid,),
                                    patients=patients,
-                                   detail={"series": series_uid, "instances": len(images.instances)}))
-        return images
+                                   detail={"series": series_uid, "instances": len(frames.frames)}))
+        self._open.setdefault(door.session.token_hash, set()).add(study_uid)
+        return frames
 
     @gated(Action.VIEW_IMAGES)
     def thumbnails(self, door: Access, study_uid: str, size: int = THUMBNAIL_SIZE) -> dict[str, np.ndarray]:
@@ -84,9 +108,11 @@ class ReadingService(Service):
             uids = StudyBook(conn).series_uids(study_uid)
         pictures: dict[str, np.ndarray] = {}
         for series_uid in uids:
-            images = _series_images(door, series_uid, lambda info: _decode(door, info))
-            if images is None:
+            with door.store.reading() as conn:
+                frames = StudyBook(conn).frames(series_uid)
+            if frames is None:
                 continue
+            images = frames.images(lambda info: _decode(door, info))
             with contextlib.suppress(CustodianError):
                 pictures[series_uid] = shrink(images.render(len(images) // 2), size)
         if pictures:
@@ -153,17 +179,6 @@ class ReadingService(Service):
                                    user=door.actor, studies=(study_uid,), patients=(pid,),
                                    detail={"alert": "break-glass access", "reason": reason.strip()}))
         return expires
-
-
-def _series_images(door: Access, series_uid: str, loader: Callable[[FrameInfo],
-                                                                   Decoded]) -> SeriesImages | None:
-    """A series' images as the index describes them (nothing decrypted yet), or None."""
-    with door.store.reading() as conn:
-        found = StudyBook(conn).frames(series_uid)
-    if found is None:
-        return None
-    frames, modality, frame_of_reference = found
-    return SeriesImages(frames, loader, modality=modality, frame_of_reference=frame_of_reference)
 
 
 def _frames(door: Access, session: Session, info: FrameInfo) -> Decoded:

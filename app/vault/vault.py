@@ -48,6 +48,8 @@ class Reach:
 
 
 class Vault:
+    embedded = True  # this process opened the store and does the station's own work (service: False)
+
     def __init__(self, core: StoreCore) -> None:
         self._core = core
         self._gate = Gate(core)

@@ -4,26 +4,38 @@ that does not fit what a method declares is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pyotp
 import pytest
 import uvicorn
+from PySide6.QtGui import QImage
 
+from app.audit.events import EventType
+from app.audit.report import AuditQuery
 from app.errors import AuthenticationFailed, NotAuthenticated, NotPermitted, UsageError
+from app.net.nodes import Node
+from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
+from app.security.tls import TlsIdentity
 from app.service.client import Channel, RemoteVault
 from app.service.codec import Malformed, decode, encode
 from app.service.daemon import listen
 from app.service.methods import METHODS
 from app.service.server import Admission, PeerProtocol, application
 from app.store.records import ImportReport, StudySummary
-from tests.conftest import VaultEnv, study_bytes, write_study
+from tests.conftest import REPO, VaultEnv, study_bytes, write_study
 
 
 @pytest.fixture
@@ -131,3 +143,59 @@ def test_values_cross_as_their_declared_types() -> None:
     assert decode(encode(Role.ADMIN), Role) is Role.ADMIN
     item = study_bytes()[0]
     assert decode(json.loads(json.dumps(encode(item))), tuple[str, bytes]) == item
+    node = Node("pacs", "PACS", "pacs.example", 11112, TlsIdentity("CA", "CERT", "PRIVATE KEY"))
+    assert encode(node)["tls"]["key_pem"] == ""  # what the service answers never carries a key
+    assert encode(node, secrets=True)["tls"]["key_pem"] == "PRIVATE KEY"  # what a client sends does
+
+
+def test_the_workstation_window_reads_through_the_socket(served: Path, env: VaultEnv, tmp_path: Path) -> None:
+    """The GUI as a client: it logs in and shows the study's pixels, which the service decrypts
+    only after the audited open of the series."""
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=3, size=64))
+    study = env.vault.reading.studies(env.login("rad"))[0].study_uid
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIAN_")}
+    client = {**clean, "CUSTODIAN_SOCKET": str(served), "XDG_STATE_HOME": str(tmp_path / "state")}
+    rad = env.accounts["rad"]
+    login = subprocess.run([sys.executable, "-m", "app", "login"], capture_output=True, text=True, cwd=REPO,
+                           env={**client, "CUSTODIAN_USER": "rad", "CUSTODIAN_PASSWORD": rad.password,
+                                "CUSTODIAN_TOTP": rad.codes.next()}, timeout=60)
+    assert login.returncode == 0, login.stderr
+    shot = tmp_path / "screen.png"
+    result = subprocess.run([sys.executable, "-m", "app", "gui", "--open", study, "--screenshot", str(shot)],
+                            capture_output=True, text=True, cwd=REPO, env=client, timeout=120)
+    assert result.returncode == 0, result.stderr
+    image = QImage(str(shot)).convertToFormat(QImage.Format.Format_RGB888)
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    viewport = rows[100:700, 700 * 3:1200 * 3]  # inside the single viewport, right of the study list
+    assert len(np.unique(viewport)) >= 3, "air, water and bone of the phantom"
+    env.add("po", Role.PRIVACY_OFFICER)
+    trail = env.vault.trail.show(env.login("po"), AuditQuery(user="rad", event_type=EventType.INSTANCES_READ))
+    assert any(study in r.studies and r.detail.get("series") for r in trail)  # the service's audited open
+
+
+def test_an_enrolment_comes_back_only_as_the_service_issued_it(served: Path, env: VaultEnv) -> None:
+    remote, session = _client(served, env, "rad")
+    issued = remote.accounts.begin_reenrolment(session)
+    forged = dataclasses.replace(issued, totp_secret=pyotp.random_base32())
+    with pytest.raises(NotPermitted, match="not issued to this OS account"):
+        remote.accounts.finish_reenrolment(session, forged, totp.current_code(forged.totp_secret))
+    remote.accounts.finish_reenrolment(session, issued, totp.current_code(issued.totp_secret))
+    with pytest.raises(NotPermitted):  # once only
+        remote.accounts.finish_reenrolment(session, issued, totp.current_code(issued.totp_secret))
+
+
+def test_the_lock_screen_unlocks_a_session_idle_past_its_limit(served: Path, env: VaultEnv) -> None:
+    remote, session = _client(served, env, "rad")
+    with env.vault._core.transaction() as conn:  # an hour without activity
+        conn.execute("UPDATE sessions SET last_seen = last_seen - 3600 WHERE token_hash = ?",
+                     (session.token_hash,))
+    with pytest.raises(NotAuthenticated, match="inactivity"):
+        remote.reading.studies(session)
+    account = env.accounts["rad"]
+    with pytest.raises(AuthenticationFailed):
+        remote.accounts.unlock(session, "wrong password", account.codes.next())
+    remote.accounts.unlock(session, account.password, account.codes.next())
+    assert remote.reading.studies(session) == []
+    remote.accounts.logout(session)
+    with pytest.raises(NotAuthenticated):  # an ended session is not unlocked
+        remote.accounts.unlock(session, account.password, account.codes.next())
