@@ -545,14 +545,19 @@ def served(home: Path, sock: Path) -> Iterator[None]:
         process.wait(30)
 
 
-def _service_jobs(vault: object, tech: object, rad: object, ct: Path) -> tuple[float, float, float]:
-    """Import, a study list (median of 50) and every instance fetched one by one, in seconds."""
+def _service_jobs(vault: object, tech: object, rad: object, ct: Path) -> tuple[float, ...]:
+    """Import, a study list (median of 50), every instance fetched one by one, the first image of
+    the series and the whole series as a volume, in seconds."""
     v: Vault = vault  # type: ignore[assignment]  # (or the service's RemoteVault: the same methods)
     imported = timed(lambda: v.intake.import_paths(tech, [ct]))  # type: ignore[arg-type]
     sops = _instances(ct)
     listing = median_of(50, lambda: v.reading.studies(rad))  # type: ignore[arg-type]
     fetching = timed(lambda: [v.reading.read_instance(rad, u) for u in sops])  # type: ignore[arg-type]
-    return imported, listing, fetching
+    study = v.reading.studies(rad)[0].study_uid  # type: ignore[arg-type]
+    series_uid = v.reading.series(rad, study)[0].series_uid  # type: ignore[arg-type]
+    first = median_of(5, lambda: v.reading.open_series(rad, series_uid).render(0))  # type: ignore[arg-type]
+    volume = median_of(3, lambda: v.reading.open_series(rad, series_uid).volume())  # type: ignore[arg-type]
+    return imported, listing, fetching, first, volume
 
 
 def _instances(ct: Path) -> list[str]:
@@ -583,8 +588,8 @@ def bench_service(work: Path, slices: int, runs: int) -> list[Figure]:
             remote.close()
         shutil.rmtree(work / f"svc-home{i}")
     mb = sum(f.stat().st_size for f in files) / 1e6
-    ours = [statistics.median(run[k] for run in through) for k in range(3)]
-    peer = [statistics.median(run[k] for run in embedded) for k in range(3)]
+    ours = [statistics.median(run[k] for run in through) for k in range(5)]
+    peer = [statistics.median(run[k] for run in embedded) for k in range(5)]
     return [
         Figure(f"import {slices}-slice CT ({mb:.0f} MB) through the service's socket", round(ours[0], 3), "s",
                "the same import in embedded mode", round(peer[0], 3), round(peer[0] / ours[0], 2),
@@ -594,6 +599,13 @@ def bench_service(work: Path, slices: int, runs: int) -> list[Figure]:
                "informational", None),
         Figure(f"{slices} stored instances fetched one by one through the socket", round(ours[2], 3), "s",
                "the same reads in embedded mode", round(peer[2], 3), round(peer[2] / ours[2], 2),
+               "informational", None),
+        Figure("first image of the series through the socket (open, fetch, decode, window)",
+               round(ours[3] * 1000, 1), "ms", "the same in embedded mode", round(peer[3] * 1000, 1),
+               round(peer[3] / ours[3], 2), "< 300 ms", ours[3] < 0.3),
+        Figure(f"load the {slices}-slice series into a numpy volume through the socket", round(ours[4], 3),
+               "s",
+               "the same in embedded mode", round(peer[4], 3), round(peer[4] / ours[4], 2),
                "informational", None),
     ]
 

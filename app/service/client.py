@@ -17,13 +17,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from app import errors
 from app.atomicfile import write_durable
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesFrames, SeriesImages
+from app.media.disclosures import ExportRequest, ExportResult
+from app.media.writer import OutputFile
 from app.paths import client_state_dir
 from app.security.accounts import Enrolment
 from app.security.policy import SitePolicy
@@ -103,6 +105,15 @@ class Channel:
         if "error" in answer:
             raise _error(answer)
         return answer.get("result")
+
+    def fetch(self, url: str, into: BinaryIO) -> None:
+        """A binary answer streamed into a file (media can be larger than memory should hold)."""
+        self._conn.request("GET", url)
+        response = self._conn.getresponse()
+        if response.getheader("Content-Type") != BINARY:
+            raise _error(json.loads(response.read() or b"{}"))
+        while chunk := response.read(1024 * 1024):
+            into.write(chunk)
 
     def close(self) -> None:
         for conn in self._all:
@@ -214,6 +225,28 @@ def _batches(paths: list[Path]) -> Iterator[tuple[list[tuple[str, bytes]], list[
     yield batch, unreadable
 
 
+class RemoteDisclosure(RemoteService):
+    """Export: the service makes the encrypted media in its own folder and records the disclosure;
+    the media is fetched here, as this OS account, into the file asked for."""
+
+    def export(self, session: Session, request: ExportRequest, code: str, progress: Any = None
+               ) -> ExportResult:
+        with OutputFile(request.out) as output:  # refuses an existing name before anything is made
+            made = self._vault.channel.request("POST", "/v1/export", {
+                "token": self._vault.token_of(session), "request": encode(request), "code": code})
+            result: ExportResult = decode(made["made"], ExportResult)
+            try:
+                self._vault.channel.fetch(f"/v1/media/{made['media']}", output.file)
+                if output.sha256()[0] != result.sha256:
+                    raise CustodianError("The media arrived damaged.")
+                output.publish()
+            except CustodianError as exc:
+                raise CustodianError(f"The media was made and disclosure #{result.disclosure_id} recorded, "
+                                     f"but it could not be fetched from the workstation service: {exc}") \
+                    from None
+        return result
+
+
 class RemoteVault:
     """What the CLI and GUI use of a :class:`~app.vault.Vault`, answered by the service."""
 
@@ -229,8 +262,9 @@ class RemoteVault:
         self.accounts = RemoteAccounts(self, "accounts")
         self.intake = RemoteIntake(self, "intake")
         self.reading = RemoteReading(self, "reading")
+        self.disclosure = RemoteDisclosure(self, "disclosure")
         for name in SERVICES:
-            if name not in ("accounts", "intake", "reading"):
+            if name not in ("accounts", "intake", "reading", "disclosure"):
                 setattr(self, name, RemoteService(self, name))
         self._station: dict[str, Any] | None = None
 
@@ -250,11 +284,11 @@ class RemoteVault:
         # (a progress callback stays here: the answer comes when the work is done)
         sent = {name: encode(bound[name], secrets=True) for name, _ in method.params
                 if name in bound and not callable(bound[name])}
-        body = {"token": self._token(session), "args": sent}
+        body = {"token": self.token_of(session), "args": sent}
         result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body)
         return result if isinstance(result, bytes) else decode(result, method.returns)
 
-    def _token(self, session: object) -> str | None:
+    def token_of(self, session: object) -> str | None:
         if session is None:
             return None
         if not isinstance(session, Session) or session.token_hash not in self.tokens:

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -37,6 +38,7 @@ from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageErro
 from app.security.accounts import Enrolment
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
+from app.service.spool import Spool
 from app.vault import Vault
 
 log = logging.getLogger("custodian.service")
@@ -93,42 +95,56 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
     """The ASGI application around one open vault. ``locked``: why the service cannot serve
     (its key token is gone), or None."""
     issued = Issued()
+    spool = Spool(vault)
 
-    async def call(request: Request) -> Response:
-        uid = request.scope.get("peer_uid")
-        if not isinstance(uid, int) or not admission.admits(uid):
-            return _error(NotPermitted("This OS account may not use the workstation service."))
-        why = locked()
-        if why is not None:
-            return _error(VaultLocked(why))
+    def guarded(handler: Callable[[Request, int], Awaitable[Response]], *, when_locked: bool = False
+                ) -> Callable[[Request], Awaitable[Response]]:
+        """Admission (the caller's OS account), the lock, and errors as plain sentences, once."""
+        async def endpoint(request: Request) -> Response:
+            uid = request.scope.get("peer_uid")
+            try:
+                if not isinstance(uid, int) or not admission.admits(uid):
+                    raise NotPermitted("This OS account may not use the workstation service.")
+                why = locked()
+                if why is not None and not when_locked:
+                    raise VaultLocked(why)
+                return await handler(request, uid)
+            except CustodianError as exc:
+                return _error(exc)
+            except Exception as exc:  # the message may quote data: the type only, in the log
+                log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
+                return JSONResponse({"error": "Unexpected", "exit_code": 1,
+                                     "message": "The workstation service could not complete the request; "
+                                                "its log says where."}, status_code=500)
+        return endpoint
+
+    async def call(request: Request, uid: int) -> Response:
         method = METHODS.get((request.path_params["service"], request.path_params["method"]))
         if method is None:
-            return _error(UsageError("The workstation service does not offer that."))
-        try:
-            body = await _body(request)
-            result = await run_in_threadpool(_invoke, vault, issued, method, uid, body)
-            if isinstance(result, bytes):  # an instance: as it is, not as base64 in JSON
-                return Response(result, media_type=BINARY)
-        except CustodianError as exc:
-            return _error(exc)
-        except Exception as exc:  # the message may quote data: the type only, in the log
-            log.error("%s.%s failed unexpectedly: %s", method.service, method.name, type(exc).__name__)
-            return JSONResponse({"error": "Unexpected", "exit_code": 1,
-                                 "message": "The workstation service could not complete the request; "
-                                            "its log says where."}, status_code=500)
+            raise UsageError("The workstation service does not offer that.")
+        result = await run_in_threadpool(_invoke, vault, issued, method, uid, await _body(request))
+        if isinstance(result, bytes):  # an instance: as it is, not as base64 in JSON
+            return Response(result, media_type=BINARY)
         return JSONResponse({"result": result})
 
-    async def station(request: Request) -> JSONResponse:
-        uid = request.scope.get("peer_uid")
-        if not isinstance(uid, int) or not admission.admits(uid):
-            return _error(NotPermitted("This OS account may not use the workstation service."))
+    async def export(request: Request, uid: int) -> Response:
+        made = await run_in_threadpool(_export, vault, spool, uid, await _body(request))
+        return JSONResponse({"result": made})
+
+    async def media(request: Request, uid: int) -> Response:
+        path = spool.take(uid, request.path_params["name"])
+        return FileResponse(path, media_type=BINARY, background=BackgroundTask(path.unlink, missing_ok=True))
+
+    async def station(request: Request, uid: int) -> Response:
         return JSONResponse({"result": {
             "mode": "service", "key_storage": vault.key_mode, "read_only": vault.read_only,
             "locked": locked(), "policy": encode(vault.policy),
             "managed_settings": sorted(vault.managed_settings)}})
 
-    return Starlette(routes=[Route("/v1/call/{service}/{method}", call, methods=["POST"]),
-                             Route("/v1/station", station, methods=["GET"])])
+    return Starlette(routes=[Route("/v1/call/{service}/{method}", guarded(call), methods=["POST"]),
+                             Route("/v1/export", guarded(export), methods=["POST"]),
+                             Route("/v1/media/{name}", guarded(media), methods=["GET"]),
+                             Route("/v1/station", guarded(station, when_locked=True), methods=["GET"])])
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -202,6 +218,13 @@ def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[s
     if isinstance(result, Enrolment):
         issued.keep(uid, result)
     return _answer(result)
+
+
+def _export(vault: Vault, spool: Spool, uid: int, body: dict[str, Any]) -> dict[str, Any]:
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise NotAuthenticated("Not logged in.")
+    return spool.export(vault.accounts.resume(token, peer_uid=uid), uid, body)
 
 
 def _answer(result: object) -> Any:

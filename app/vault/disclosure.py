@@ -71,9 +71,11 @@ class DisclosureService(Service):
 
     @gated(Action.EXPORT)
     def export(self, door: Access, request: ExportRequest, code: str,
-               progress: Progress | None = None) -> ExportResult:
+               progress: Progress | None = None, *, written_to: Path | None = None) -> ExportResult:
         """Encrypted media for ``request`` with its disclosure record; every check runs before a
-        byte is written, so a refused export leaves nothing behind."""
+        byte is written, so a refused export leaves nothing behind. ``written_to``: where the media
+        is made when the workstation service hands it on to a client, which puts it at
+        ``request.out`` (the place recorded)."""
         assert door.session is not None
         _settle_all(door)
         with door.store.reading() as conn:
@@ -114,7 +116,7 @@ class DisclosureService(Service):
                     AgreementBook(conn).require(request.recipient, datetime.now(UTC).date())
             except CustodianError as exc:
                 raise refuse(exc) from None
-        output = OutputFile(request.out)  # refuses an existing name before anything is written
+        output = OutputFile(written_to or request.out)  # refuses an existing name before anything is written
         disclosure_id: int | None = None
         try:
             self._accounts.step_up(door.session, code)

@@ -8,8 +8,10 @@ CI runs as root: the accounts are made here with useradd and removed afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -111,7 +113,8 @@ def station() -> Iterator[Station]:
             time.sleep(0.1)
         found = Station(base, home, sock, service, names, {"admin": _secret(init.stdout)})
         assert found.login("reader", "admin").returncode == 0
-        for user, role in (("rad", "radiologist"), ("tech", "technologist")):
+        for user, role in (("rad", "radiologist"), ("tech", "technologist"), ("lib", "librarian"),
+                           ("po", "privacy-officer")):
             added = found.run("reader", "--json", "user", "add", user, "--role", role,
                               env={"CUSTODIAN_PASSWORD": password_for(user)})
             assert added.returncode == 0, added.stderr
@@ -230,3 +233,33 @@ def test_as_a_clients_os_account_nothing_of_the_vault_can_be_read(station: Stati
                                  sys.executable, "-c", OUTSIDE_READ, str(station.home)],
                                 capture_output=True, text=True, timeout=60, cwd=REPO)
         assert result.stdout.strip() == "DENIED", result.stdout + result.stderr
+
+
+def test_media_are_made_by_the_service_and_written_by_the_client(station: Station) -> None:
+    """The service cannot write into the librarian's folder and the librarian cannot read the
+    vault: the service makes the encrypted media, records the disclosure with the client's place
+    for it, and the client fetches it once into that place."""
+    own = station.base / "homes" / station.names["reader"]
+    folder = own / "for-export"
+    write_study(folder, Patient("SVC-2", "Exported^Eve"), slices=2, size=32)
+    subprocess.run(["chown", "-R", f"{station.names['reader']}:", str(folder)], check=True)
+    assert station.login("reader", "tech").returncode == 0
+    assert station.run("reader", "import", str(folder)).returncode == 0
+    assert station.login("reader", "lib").returncode == 0
+    study = next(s["study_uid"] for s in json.loads(station.run("reader", "--json", "studies").stdout)
+                 if s["patient_id"] == "SVC-2")
+    out = own / "eve.zip"
+    made = station.run("reader", "--json", "export", study, "--recipient", "Eve Exported", "--recipient-type",
+                       "patient", "--purpose", "patient-request", "--identity-check", "photo-id", "--out",
+                       str(out), env={"CUSTODIAN_TOTP": station.codes["lib"].next()})
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    assert out.stat().st_uid == pwd.getpwnam(station.names["reader"]).pw_uid  # written by the client
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == result["sha256"]
+    if shutil.which("7z"):
+        tested = subprocess.run(["7z", "t", f"-p{result['passphrase']}", str(out)], capture_output=True)
+        assert tested.returncode == 0
+    assert list((station.home / "outgoing").iterdir()) == []  # fetched once, then gone
+    assert station.login("reader", "po").returncode == 0
+    listed = json.loads(station.run("reader", "--json", "disclosures", "--patient", "SVC-2").stdout)
+    assert [d["serial"] for d in listed] == [result["serial"]]

@@ -1,0 +1,80 @@
+"""Export media through the service: made in the service's own folder, fetched once by the client.
+
+The service account cannot write where the user wants the media (their folder, a USB stick), and
+the user's account cannot read the vault. So the service makes the media — already encrypted
+with its one-time passphrase — in ``<home>/outgoing`` (the service's alone), the disclosure is
+recorded with the place the client names, and the client that asked, and only it, fetches the
+file once; it is deleted when fetched, and any left by a client that died within the hour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from app.errors import NotPermitted, UsageError
+from app.media.disclosures import ExportRequest, ExportResult
+from app.security.sessions import Session
+from app.service.codec import decode, encode
+from app.vault import Vault
+
+FOLDER = "outgoing"
+KEPT_FOR = 3600.0  # seconds a made medium waits for its client
+
+
+@dataclass(frozen=True)
+class Made:
+    uid: int  # the OS account that asked
+    path: Path
+    at: float
+
+
+class Spool:
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._lock = threading.Lock()
+        self._made: dict[str, Made] = {}
+
+    @property
+    def folder(self) -> Path:
+        folder = Path(self._vault.home) / FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
+
+    def export(self, session: Session, uid: int, body: dict[str, Any]) -> dict[str, Any]:
+        """The export a client asked for, made here; its result, with the name to fetch it by."""
+        request: ExportRequest = decode(body.get("request"), ExportRequest)
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise UsageError("Export needs your authenticator code.")
+        self.sweep()
+        name = secrets.token_hex(16) + "." + request.media.value
+        path = self.folder / name
+        result: ExportResult = self._vault.disclosure.export(session, request, code, written_to=path)
+        with self._lock:
+            self._made[name] = Made(uid, path, time.time())
+        return {"made": encode(replace(result, out=request.out)), "media": name}
+
+    def take(self, uid: int, name: str) -> Path:
+        """The medium ``name`` for the account that asked for it; forgotten once handed out."""
+        with self._lock:
+            made = self._made.get(name)
+            if made is None or made.uid != uid:
+                raise NotPermitted("There is no medium of that name for this OS account.")
+            del self._made[name]
+        return made.path
+
+    def sweep(self) -> None:
+        """Media whose client never came (it died, or was killed) within the hour."""
+        now = time.time()
+        with self._lock:
+            self._made = {k: m for k, m in self._made.items() if now - m.at < KEPT_FOR}
+        for path in self.folder.iterdir():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime >= KEPT_FOR:
+                    path.unlink()
