@@ -16,6 +16,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +26,7 @@ from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageErro
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesFrames, SeriesImages
 from app.media.disclosures import ExportRequest, ExportResult
+from app.media.outside import Reconcile, Survey, open_media, survey
 from app.media.writer import OutputFile
 from app.paths import client_state_dir
 from app.security.accounts import Enrolment
@@ -191,36 +193,60 @@ class RemoteReading(RemoteService):
 
 
 class RemoteIntake(RemoteService):
-    """Intake: files are read here, as this OS account (the service cannot read them), and sent."""
+    """Intake: files and media are read here, as this OS account (the service cannot read them),
+    and sent a batch at a time."""
 
-    def import_paths(self, session: object, paths: list[Path], progress: Any = None) -> ImportReport:
+    def import_paths(self, session: Session, paths: list[Path], progress: Any = None) -> ImportReport:
         report = ImportReport()
-        for batch, unreadable in _batches(paths):
+        for batch, unreadable in _batches(_readers(paths)):
             report.rejected.extend(unreadable)
             if batch:
-                part = self.import_bytes(session, batch)
-                report.imported += part.imported
-                report.duplicates += part.duplicates
-                report.rejected.extend(part.rejected)
-                report.studies |= part.studies
-                report.warnings.extend(part.warnings)
+                _add(report, self.import_bytes(session, batch))
+        return report
+
+    def survey_media(self, session: Session, path: Path, passphrase: str | None = None) -> Survey:
+        found = survey(open_media(path, passphrase))
+        self.surveyed(session, path.name, found)
+        return found
+
+    def import_media(self, session: Session, path: Path, passphrase: str | None = None,
+                     reconcile: Reconcile | None = None, progress: Any = None) -> ImportReport:
+        report = ImportReport()
+        for batch, unreadable in _batches(open_media(path, passphrase)):
+            report.rejected.extend(unreadable)
+            if batch:
+                _add(report, self.import_media_items(session, batch, reconcile))
         return report
 
 
-def _batches(paths: list[Path]) -> Iterator[tuple[list[tuple[str, bytes]], list[Rejection]]]:
+def _add(report: ImportReport, part: ImportReport) -> None:
+    report.imported += part.imported
+    report.duplicates += part.duplicates
+    report.rejected.extend(part.rejected)
+    report.studies |= part.studies
+    report.warnings.extend(part.warnings)
+
+
+def _readers(paths: list[Path]) -> list[tuple[str, Callable[[], bytes]]]:
+    return [(str(source.path), partial(read_source, source)) for source in iter_sources(paths)]
+
+
+def _batches(entries: list[tuple[str, Callable[[], bytes]]]
+             ) -> Iterator[tuple[list[tuple[str, bytes]], list[Rejection]]]:
+    """Files read a batch at a time (bounded in memory); those that cannot be read, with why."""
     batch: list[tuple[str, bytes]] = []
     unreadable: list[Rejection] = []
     size = 0
-    for source in iter_sources(paths):
+    for label, read in entries:
         try:
-            data = read_source(source)
-        except Unreadable as exc:
-            unreadable.append(Rejection(str(source.path), str(exc)))
+            data = read()
+        except (Unreadable, OSError, CustodianError) as exc:
+            unreadable.append(Rejection(label, str(exc)))
             continue
         if batch and size + len(data) > IMPORT_BATCH:
             yield batch, unreadable
             batch, unreadable, size = [], [], 0
-        batch.append((str(source.path), data))
+        batch.append((label, data))
         size += len(data)
     yield batch, unreadable
 

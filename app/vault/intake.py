@@ -40,10 +40,22 @@ class IntakeService(Service):
     def survey_media(self, door: Access, path: Path, passphrase: str | None = None) -> Survey:
         """What outside media holds, before anything is imported (reading it is audited)."""
         found = survey(open_media(path, passphrase))
-        door.record(AuditEvent(EventType.STUDY_LIST, user=door.actor,
-                               patients=tuple(sorted({s.patient_id for s in found.studies})),
-                               detail={"outside_media": path.name, "studies": len(found.studies)}))
+        _surveyed(door, path.name, found)
         return found
+
+    @gated(Action.IMPORT)
+    def surveyed(self, door: Access, media: str, found: Survey) -> None:
+        """A survey a client of the workstation service made of media in its hands (the service
+        cannot read them): audited as :meth:`survey_media` audits its own."""
+        _surveyed(door, media, found)
+
+    @gated(Action.IMPORT)
+    def import_media_items(self, door: Access, items: list[tuple[str, bytes]],
+                           reconcile: Reconcile | None = None) -> ImportReport:
+        """Files of outside media a service client read, a batch at a time: reconciled with the
+        local patient here, as :meth:`import_media` does."""
+        entries: list[Entry] = [(label, partial(bytes, data)) for label, data in items]
+        return _import(door, reconciled(entries, reconcile), len(entries), None)
 
     @gated(Action.IMPORT)
     def import_media(self, door: Access, path: Path, passphrase: str | None = None,
@@ -111,3 +123,9 @@ def _import(door: Access, entries: Iterator[Entry], total: int, progress: Progre
         finally:
             if workers is None:  # ours, not the caller's
                 run_with.close()
+
+
+def _surveyed(door: Access, media: str, found: Survey) -> None:
+    door.record(AuditEvent(EventType.STUDY_LIST, user=door.actor,
+                           patients=tuple(sorted({s.patient_id for s in found.studies})),
+                           detail={"outside_media": media, "studies": len(found.studies)}))

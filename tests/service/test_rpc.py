@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,11 +20,13 @@ import numpy as np
 import pyotp
 import pytest
 import uvicorn
+from pydicom.data import get_testdata_file
 from PySide6.QtGui import QImage
 
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.errors import AuthenticationFailed, NotAuthenticated, NotPermitted, UsageError
+from app.media.outside import Reconcile, Survey
 from app.net.nodes import Node
 from app.security import totp
 from app.security.roles import Role
@@ -199,3 +202,23 @@ def test_the_lock_screen_unlocks_a_session_idle_past_its_limit(served: Path, env
     remote.accounts.logout(session)
     with pytest.raises(NotAuthenticated):  # an ended session is not unlocked
         remote.accounts.unlock(session, account.password, account.codes.next())
+
+
+def test_outside_media_are_read_by_the_client_and_reconciled_by_the_service(served: Path, env: VaultEnv,
+                                                                            tmp_path: Path) -> None:
+    """pydicom's DICOMDIR file-set with a broken file in it, surveyed and imported through the
+    socket: the survey is audited in the service, the outside patient filed under the issuer."""
+    media = tmp_path / "cdrom"
+    shutil.copytree(Path(get_testdata_file("DICOMDIR")).parent, media)
+    (media / "BROKEN").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x00broken")
+    remote, tech = _client(served, env, "tech")
+    found = remote.intake.survey_media(tech, media)
+    assert isinstance(found, Survey) and sum(s.instances for s in found.studies) >= 30
+    report = remote.intake.import_media(tech, media, None, Reconcile(outside_issuer="Outside Clinic"))
+    assert report.imported == sum(s.instances for s in found.studies)
+    assert [r.path.endswith("BROKEN") for r in report.rejected] == [True]
+    issuers = {s.patient_id for s in env.vault.reading.studies(env.login("rad"))}
+    assert issuers == {s.patient_id for s in found.studies}
+    env.add("po", Role.PRIVACY_OFFICER)
+    trail = env.vault.trail.show(env.login("po"), AuditQuery(user="tech"))
+    assert any(r.detail.get("outside_media") == "cdrom" for r in trail)
