@@ -34,6 +34,7 @@ from app.security.policy import SitePolicy
 from app.security.sessions import Session
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import METHODS, SERVICES, Method
+from app.service.parts import FILES, form
 from app.store.importer import Unreadable, read_source
 from app.store.records import ImportReport, Rejection
 from app.store.sources import iter_sources
@@ -46,7 +47,7 @@ class NoService(CustodianError):
     exit_code = 1
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: Path) -> None:
         super().__init__("localhost", timeout=TIMEOUT)
         self._path = path
@@ -74,19 +75,25 @@ class Channel:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[_UnixConnection] = []
+        self._all: list[UnixConnection] = []
 
     @property
-    def _conn(self) -> _UnixConnection:
-        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> UnixConnection:
+        conn: UnixConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _UnixConnection(self.path)
+            conn = self._local.conn = UnixConnection(self.path)
             self._all.append(conn)
         return conn
 
-    def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+    def request(self, method: str, url: str, body: dict[str, Any] | None = None,
+                files: tuple[str, FILES] | None = None) -> Any:
+        """One call; ``files`` (an argument's name and its files) travel as they are."""
+        payload, headers = None, {}
+        if files is not None and body is not None:
+            payload, kind = form(body, *files)
+            headers = {"Content-Type": kind}
+        elif body is not None:
+            payload, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
         for attempt in (1, 2):  # a kept-alive connection the service closed is opened once more
             try:
                 self._conn.request(method, url, body=payload, headers=headers)
@@ -308,10 +315,12 @@ class RemoteVault:
             bound = {k: v for k, v in bound.items() if k in named} | {
                 method.spread: {k: v for k, v in bound.items() if k not in named}}
         # (a progress callback stays here: the answer comes when the work is done)
-        sent = {name: encode(bound[name], secrets=True) for name, _ in method.params
-                if name in bound and not callable(bound[name])}
+        sent = {name: encode(bound[name], secrets=True) for name, hint in method.params
+                if name in bound and not callable(bound[name]) and hint != FILES}
+        files = next(((name, bound[name]) for name, hint in method.params if hint == FILES and name in bound),
+                     None)
         body = {"token": self.token_of(session), "args": sent}
-        result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body)
+        result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body, files)
         return result if isinstance(result, bytes) else decode(result, method.returns)
 
     def token_of(self, session: object) -> str | None:

@@ -38,6 +38,7 @@ from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageErro
 from app.security.accounts import Enrolment
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
+from app.service.parts import FILES, joined, read_form
 from app.service.spool import Spool
 from app.vault import Vault
 
@@ -122,7 +123,12 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
         method = METHODS.get((request.path_params["service"], request.path_params["method"]))
         if method is None:
             raise UsageError("The workstation service does not offer that.")
-        result = await run_in_threadpool(_invoke, vault, issued, method, uid, await _body(request))
+        files: dict[str, list[bytes]] = {}
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            body, files = await read_form(request.headers["content-type"], request.stream(), MAX_REQUEST)
+        else:
+            body = await _body(request)
+        result = await run_in_threadpool(_invoke, vault, issued, method, uid, body, files)
         if isinstance(result, bytes):  # an instance: as it is, not as base64 in JSON
             return Response(result, media_type=BINARY)
         return JSONResponse({"result": result})
@@ -189,13 +195,19 @@ class Issued:
             return enrolment
 
 
-def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[str, Any]) -> Any:
+def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[str, Any],
+            files: dict[str, list[bytes]] | None = None) -> Any:
     """One call, with the caller's own session and its arguments read as the method declares;
     the answer encoded, or raw bytes where the method returns bytes."""
     raw = body.get("args") or {}
     if not isinstance(raw, dict) or set(raw) - {name for name, _ in method.params}:
         raise UsageError("The request names arguments the method does not take.")
-    args = {name: decode(raw[name], hint) for name, hint in method.params if name in raw}
+    sent = files or {}
+    if set(sent) - {name for name, hint in method.params if hint == FILES}:
+        raise UsageError("The request sends files for an argument that takes none.")
+    args: dict[str, Any] = {
+        name: joined(raw.get(name), sent[name]) if name in sent else decode(raw[name], hint)
+        for name, hint in method.params if name in raw}
     if method.spread is not None:
         args.update(args.pop(method.spread, {}))
     for name in method.issued:

@@ -32,10 +32,11 @@ from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
 from app.security.tls import TlsIdentity
-from app.service.client import Channel, RemoteVault
+from app.service.client import Channel, RemoteVault, UnixConnection
 from app.service.codec import Malformed, decode, encode
 from app.service.daemon import listen
 from app.service.methods import METHODS
+from app.service.parts import form
 from app.service.server import Admission, PeerProtocol, application
 from app.store.records import ImportReport, StudySummary
 from tests.conftest import REPO, VaultEnv, study_bytes, write_study
@@ -222,3 +223,24 @@ def test_outside_media_are_read_by_the_client_and_reconciled_by_the_service(serv
     env.add("po", Role.PRIVACY_OFFICER)
     trail = env.vault.trail.show(env.login("po"), AuditQuery(user="tech"))
     assert any(r.detail.get("outside_media") == "cdrom" for r in trail)
+
+
+def test_files_travel_as_parts_only_where_a_method_takes_files(served: Path, env: VaultEnv) -> None:
+    remote, tech = _client(served, env, "tech")
+    token = remote.token_of(tech)
+    items = study_bytes(slices=2, size=16)
+    channel = Channel(served)
+    with pytest.raises(UsageError, match="takes none"):  # files for an argument of another type
+        channel.request("POST", "/v1/call/reading/studies", {"token": token, "args": {}},
+                        ("patient_id", items))
+    body, kind = form({"token": token, "args": {}}, "items", items)
+    names = json.dumps([label for label, _ in items]).encode()
+    assert names in body
+    connection = UnixConnection(served)  # one name for two files
+    connection.request("POST", "/v1/call/intake/import_bytes", body=body.replace(names, b'["one"]'),
+                       headers={"Content-Type": kind})
+    refused = json.loads(connection.getresponse().read())
+    assert refused["exit_code"] == 2 and "do not match" in refused["message"]
+    report = channel.request("POST", "/v1/call/intake/import_bytes", {"token": token, "args": {}},
+                             ("items", items))
+    assert report["imported"] == 2 and body.count(items[0][1]) == 1  # the bytes as they are
