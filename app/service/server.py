@@ -219,7 +219,8 @@ def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[s
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise NotAuthenticated("Not logged in.")
-        if (method.service, method.name) in LOCK_SCREEN:
+        # The gate checks the session's liveness for the call itself; here only whose it is.
+        if method.needs_session or (method.service, method.name) in LOCK_SCREEN:
             session = vault.accounts.held(token, peer_uid=uid)
         else:
             session = vault.accounts.resume(token, peer_uid=uid)
