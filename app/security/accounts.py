@@ -22,6 +22,11 @@ from app.security.roles import Role
 
 LOGIN_FAILED = ("Login failed: the user name, password or code is not correct "
                 "(repeated failures lock the account for a while).")
+STEP_UP_FAILED = "The authenticator code is not correct."
+# A wrong step-up code is answered only after this delay, doubled for each wrong code in a row up to
+# the most; the lockout bounds how many codes one session can try, the delay how fast.
+STEP_UP_DELAY = 0.5
+STEP_UP_DELAY_MOST = 8.0
 RECOVERY_CODES = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -55,6 +60,18 @@ class Verified:
 
     user: User
     recovery: bool
+
+
+def locked_out(cause: str, seconds: float) -> str:
+    """Why a locked account's session ended: ``cause`` names the failures ("codes", "logins")."""
+    minutes = max(1, round(seconds / 60))
+    return (f"This account is locked after repeated failed {cause}: the session has ended; log in "
+            f"again after {minutes} minute{'' if minutes == 1 else 's'}.")
+
+
+def step_up_delay(failures: int) -> float:
+    """Seconds before the next step-up code after ``failures`` wrong ones in a row."""
+    return min(STEP_UP_DELAY * 2 ** (failures - 1), STEP_UP_DELAY_MOST) if failures > 0 else 0.0
 
 
 def _new_recovery_code() -> str:
@@ -177,7 +194,8 @@ class Accounts:
                 raise AuthenticationFailed(LOGIN_FAILED)
             return Verified(user, recovery=True)
         self.check_code(user, code, LOGIN_FAILED)
-        self._conn.execute("UPDATE users SET failed_count = 0, enrolled = 1 WHERE id = ?", (user.id,))
+        self._conn.execute("UPDATE users SET enrolled = 1 WHERE id = ?", (user.id,))
+        self.clear_failures(user)
         return Verified(user, recovery=False)
 
     def check_code(self, user: User, code: str, failure: str) -> None:
@@ -188,6 +206,28 @@ class Accounts:
         if step is None:
             raise AuthenticationFailed(failure)
         self._conn.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, user.id))
+
+    def id_of(self, name: str) -> int | None:
+        row = self._conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def holds(self, user: User) -> tuple[float, float]:
+        """(seconds the account stays locked, seconds before its next step-up code may be tried)."""
+        row = self._conn.execute("SELECT locked_until, step_up_after FROM users WHERE id = ?",
+                                 (user.id,)).fetchone()
+        now = time.time()
+        return (max(0.0, row[0] - now), max(0.0, row[1] - now)) if row else (0.0, 0.0)
+
+    def hold_step_ups(self, user: User) -> float:
+        """After a wrong step-up code: hold the account's next one back; returns for how long."""
+        row = self._conn.execute("SELECT failed_count FROM users WHERE id = ?", (user.id,)).fetchone()
+        delay = step_up_delay(row[0] if row else 1)
+        self._conn.execute("UPDATE users SET step_up_after = ? WHERE id = ?", (time.time() + delay, user.id))
+        return delay
+
+    def clear_failures(self, user: User) -> None:
+        """A correct password and code, or step-up code: the failures in a row start again from none."""
+        self._conn.execute("UPDATE users SET failed_count = 0, step_up_after = 0 WHERE id = ?", (user.id,))
 
     def record_failure(self, name: str, policy: SitePolicy) -> bool:
         """Count a failed attempt; returns True when this one locked the account."""

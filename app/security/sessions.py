@@ -1,7 +1,8 @@
 """Sessions: a random token whose hash is kept in the index with idle and absolute deadlines.
 
-The vault checks a session against the index on every PHI access, so logging out, timing out
-or disabling the account ends access at once, in every process using the vault. The idle limit
+The vault checks a session against the index on every PHI access, so logging out, timing out,
+disabling the account or its lockout ends access at once, in every process using the vault (an
+ended session's next call is told why, when a reason was recorded). The idle limit
 is the site's, or the user's own when that is shorter.
 """
 
@@ -88,11 +89,11 @@ class Sessions:
 
     def revivable(self, session: Session) -> None:
         """Ended sessions, disabled accounts and the absolute limit cannot be unlocked."""
-        row = self._conn.execute("SELECT ended_at, expires_at FROM sessions WHERE token_hash = ?",
-                                 (session.token_hash,)).fetchone()
+        row = self._conn.execute("SELECT ended_at, expires_at, ended_reason FROM sessions "
+                                 "WHERE token_hash = ?", (session.token_hash,)).fetchone()
         user = self._accounts.get(session.user.id)
         if row is None or row[0] is not None or time.time() >= row[1] or user is None or user.disabled:
-            raise NotAuthenticated("The session has ended: log in again.")
+            raise NotAuthenticated((row[2] if row else None) or "The session has ended: log in again.")
 
     def revive(self, session: Session) -> Session:
         """After the user proved it is still them (lock screen): idle time starts again."""
@@ -112,22 +113,23 @@ class Sessions:
             (time.time(), session.token_hash),
         )
 
-    def end_user(self, user_id: int) -> None:
+    def end_user(self, user_id: int, reason: str | None = None) -> None:
+        """End every live session of the account; ``reason``: what their next call is told."""
         self._conn.execute(
-            "UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
-            (time.time(), user_id),
+            "UPDATE sessions SET ended_at = ?, ended_reason = ? WHERE user_id = ? AND ended_at IS NULL",
+            (time.time(), reason, user_id),
         )
 
     def _live(self, token_hash: str, *, touch: bool) -> Session:
         """The session if it is live; records activity (throttled) when ``touch``."""
         row = self._conn.execute(
-            "SELECT user_id, last_seen, expires_at, ended_at, needs_enrolment FROM sessions "
+            "SELECT user_id, last_seen, expires_at, ended_at, needs_enrolment, ended_reason FROM sessions "
             "WHERE token_hash = ?",
             (token_hash,),
         ).fetchone()
         if row is None or row[3] is not None:
-            raise NotAuthenticated("Not logged in.")
-        user_id, last_seen, expires_at, _, needs_enrolment = row
+            raise NotAuthenticated((row[5] if row else None) or "Not logged in.")
+        user_id, last_seen, expires_at, _, needs_enrolment, _ = row
         now = time.time()
         if now >= expires_at:
             raise NotAuthenticated("The session reached its time limit: log in again.")

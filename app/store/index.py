@@ -330,6 +330,12 @@ MIGRATIONS: dict[int, str] = {
     17: """
     ALTER TABLE sessions ADD COLUMN peer_uid INTEGER;
     """,
+    # Step-up codes count toward the lockout and a lock ends the account's sessions, with the reason
+    # it says later; a wrong step-up code holds the account's next one back for a while.
+    18: """
+    ALTER TABLE sessions ADD COLUMN ended_reason TEXT;
+    ALTER TABLE users ADD COLUMN step_up_after REAL NOT NULL DEFAULT 0;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLineEdit, QWidget
 
+from app.errors import NotAuthenticated
 from app.security.sessions import Session
 from app.ui.forms import FormDialog, busy, code_edit, hint_label
 from app.vault import Vault
@@ -25,6 +26,7 @@ class BreakGlassDialog(FormDialog):
         self._session = session
         self._study_uid = study_uid
         self.expires_at: float | None = None
+        self.ended: str | None = None  # why the vault ended the session meanwhile (a lock after wrong codes)
         self.notice_label = hint_label(
             f"Only in an emergency. Your name, the time and your reason are recorded in the audit trail "
             f"and the privacy officer is alerted at once. Access to this patient lasts {minutes} minutes.")
@@ -35,8 +37,13 @@ class BreakGlassDialog(FormDialog):
         self.code_edit = self.add_field("Code", code_edit(), code=True)
 
     def submit(self) -> bool:
-        with busy():
-            self.expires_at = self._vault.reading.break_glass(self._session, self._study_uid,
-                                                              self.reason_edit.text(),
-                                                      self.code_edit.text())
+        try:
+            with busy():
+                self.expires_at = self._vault.reading.break_glass(self._session, self._study_uid,
+                                                                  self.reason_edit.text(),
+                                                                  self.code_edit.text())
+        except NotAuthenticated as exc:  # nothing more to try here: the window locks, saying why
+            self.ended = str(exc)
+            self.reject()
+            return False
         return True

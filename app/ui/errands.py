@@ -60,6 +60,7 @@ class Errands(QObject):
             return None
         same_patient = [s for s in window.studies.values() if s.patient_key == study.patient_key]
         wizard = ExportWizard(self._vault, session, same_patient, study.study_uid, window)
+        wizard.confirm_page.ended.connect(window.lock)  # the lock screen says why
         wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         wizard.show()
         return wizard

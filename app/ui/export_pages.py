@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.errors import CustodianError
+from app.errors import CustodianError, NotAuthenticated
 from app.media.deid import DeidOptions
 from app.media.disclosures import (
     Delivery,
@@ -157,6 +157,7 @@ class MediaPage(QWizardPage):
     stays on the page until the vault has answered; ``exported`` then carries the result."""
 
     exported = Signal(object)  # ExportResult
+    ended = Signal(str)  # why the vault ended the session meanwhile (a lock after wrong codes, say)
 
     def __init__(self, vault: Vault, session: Session, request: Callable[[], ExportRequest]) -> None:
         super().__init__()
@@ -230,6 +231,10 @@ class MediaPage(QWizardPage):
         self._busy(False)
         if result is None:
             show_message(self.error, error or "The export failed.")
+            try:
+                self._vault.accounts.whoami(self._session)
+            except NotAuthenticated as exc:
+                self.ended.emit(str(exc))
             return
         self.result = result
         self.exported.emit(result)

@@ -446,6 +446,8 @@ class MainWindow(QMainWindow):
             return False
         dialog = BreakGlassDialog(self._vault, self.session, study.study_uid, refusal, self)
         if not dialog.exec():
+            if dialog.ended is not None:
+                self.lock(dialog.ended)
             return False
         self.refresh()  # the grant shows this patient's details to the reader
         return not self.locked

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import replace
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated, NotPermitted, UsageError
-from app.security.accounts import LOGIN_FAILED, Enrolment, User
+from app.security.accounts import LOGIN_FAILED, STEP_UP_FAILED, Enrolment, User, locked_out
 from app.security.sessions import Session
 from app.vault.gate import Access, Service, opening, signed_in
 
@@ -103,23 +105,32 @@ class AccountService(Service):
 
     @signed_in
     def step_up(self, door: Access, code: str) -> None:
-        """Re-authentication with the authenticator before export and break-glass."""
-        user = door.signed_in
-        try:
-            with door.store.transaction():
-                door.accounts.check_code(user, code, "The authenticator code is not correct.")
-                door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
-        except AuthenticationFailed:
-            _failed(door, user.name, step_up=True)
-            raise
+        """Re-authentication with the authenticator before export and break-glass.
+
+        A wrong code counts toward the account's lockout as a failed login does, and is answered
+        only after a delay that doubles with each wrong code in a row; a code tried while that
+        delay runs is refused unchecked. The failure that locks the account ends its sessions,
+        this one included; a locked account's step-up is refused whatever the code.
+        """
+        with door.store.transaction():  # one transaction: parallel tries cannot slip between
+            refusal, delay = _step_up(door, door.signed_in, code)
+        if delay:
+            time.sleep(delay)  # (the index is not held meanwhile)
+        if refusal is not None:
+            raise refusal
 
     @opening
     def held(self, door: Access, token: str, peer_uid: int | None = None) -> Session:
         """The session of ``token`` as it stands, live or locked after inactivity (for the lock
-        screen of a service client, which holds only the token); ended ones are refused."""
-        with door.store.reading():
-            session = door.sessions.held(token, peer_uid)
-            door.sessions.revivable(session)
+        screen of a service client, which holds only the token, and for the service's calls, which
+        pass the gate's own check); ended ones are refused, and the refusal is in the trail."""
+        try:
+            with door.store.reading():
+                session = door.sessions.held(token, peer_uid)
+                door.sessions.revivable(session)
+        except NotAuthenticated as exc:
+            door.refuse(str(exc))
+            raise
         return session
 
     @opening
@@ -174,13 +185,49 @@ class AccountService(Service):
         door.store.clear_token()
 
 
+def _step_up(door: Access, user: User, code: str) -> tuple[CustodianError | None, float]:
+    """One step-up in the caller's transaction: the refusal to raise once that has committed (so
+    its record stays in the trail), and how long to wait before raising it."""
+    locked, wait = door.accounts.holds(user)
+    if locked:
+        why = locked_out("logins or codes", locked)
+        door.sessions.end_user(user.id, why)
+        door.refuse("step-up on a locked account")
+        return NotAuthenticated(why), 0.0
+    if wait:
+        door.refuse("step-up code tried during the delay after a wrong one")
+        seconds = math.ceil(wait)
+        return AuthenticationFailed(f"A wrong code was entered a moment ago: wait {seconds} "
+                                    f"second{'' if seconds == 1 else 's'}, then enter the next code."), 0.0
+    try:
+        door.accounts.check_code(user, code, STEP_UP_FAILED)
+    except AuthenticationFailed as exc:
+        ended = _count_failure(door, user.name, "codes", step_up=True)
+        return (NotAuthenticated(ended), 0.0) if ended else (exc, door.accounts.hold_step_ups(user))
+    door.accounts.clear_failures(user)
+    door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
+    return None, 0.0
+
+
 def _failed(door: Access, name: str, **detail: object) -> None:
-    """A failed password or code: counted toward the lockout, in the trail, alerted on a lock."""
+    """A failed password or code at login, unlock or password change (see :func:`_count_failure`)."""
     with door.store.transaction():
-        locked = door.accounts.record_failure(name, door.policy)
-        door.record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name, detail=detail))
-        if locked:
-            door.record(AuditEvent(
-                EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, user=name,
-                detail={"alert": "account locked after repeated login failures",
-                        "minutes": door.policy.lockout_seconds // 60}))
+        _count_failure(door, name, "logins", **detail)
+
+
+def _count_failure(door: Access, name: str, cause: str, **detail: object) -> str | None:
+    """A failed password or code, in the caller's transaction: counted toward the lockout and in
+    the trail. The one that locks the account is alerted and ends the account's live sessions;
+    returns then what they are told ("repeated failed ``cause``")."""
+    locked = door.accounts.record_failure(name, door.policy)
+    door.record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name, detail=detail))
+    user_id = door.accounts.id_of(name) if locked else None
+    if user_id is None:
+        return None
+    why = locked_out(cause, door.policy.lockout_seconds)
+    door.sessions.end_user(user_id, why)
+    kind = "step-up" if cause == "codes" else "login"
+    door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, user=name,
+                           detail={"alert": f"account locked after repeated {kind} failures",
+                                   "minutes": door.policy.lockout_seconds // 60, "sessions_ended": True}))
+    return why

@@ -122,3 +122,32 @@ def test_an_export_killed_while_writing_leaves_no_media_and_no_disclosure(librar
                 extra_env={"CUSTODIAN_TOTP": library.codes["lib"].next()})
     assert again.returncode == 1 and "No CD/DVD writer was found" in again.stderr, again.stderr
     assert json.loads(again.stdout)["out"] == str(folder / "x.iso") and (folder / "x.iso").exists()
+
+
+def test_wrong_codes_lock_the_librarian_out_of_the_live_session_too(library: CliUsers,
+                                                                     tmp_path: Path) -> None:
+    """The review's finding: wrong step-up codes locked the account for new logins, but the same
+    live session then exported with a correct code."""
+    cli, study_uid = library.cli, _study_uid(library)
+    out = tmp_path / "media.zip"
+    answers = [cli(*_export_args(study_uid, out), extra_env={"CUSTODIAN_TOTP": "000000"}) for _ in range(5)]
+    assert [a.returncode for a in answers] == [3] * 5
+    assert all("The authenticator code is not correct." in a.stderr for a in answers[:4])
+    locked = "This account is locked after repeated failed codes: the session has ended; log in again after"
+    assert locked in answers[4].stderr
+
+    right = library.codes["lib"].next()
+    again = cli(*_export_args(study_uid, out), extra_env={"CUSTODIAN_TOTP": right})
+    assert again.returncode == 3 and locked in again.stderr and not out.exists()
+    listed = cli("studies")
+    assert listed.returncode == 3 and locked in listed.stderr
+    login = cli("login", extra_env={"CUSTODIAN_USER": "lib", "CUSTODIAN_PASSWORD": library.passwords["lib"],
+                                    "CUSTODIAN_TOTP": right})
+    assert login.returncode == 3 and "Login failed" in login.stderr
+
+    assert library.login("po").returncode == 0
+    events = cli.json("audit", "show", "--user", "lib", "--limit", "40")
+    failures = [e for e in events if e["type"] == "login" and e["detail"].get("step_up") and e["outcome"]]
+    alerts = [e["detail"]["alert"] for e in events if e["type"] == "security-alert"]
+    assert len(failures) == 5 and alerts == ["account locked after repeated step-up failures"]
+    assert cli.json("disclosures", "--patient", PATIENT.patient_id) == []

@@ -126,6 +126,16 @@ def fresh_user(new_user: Callable[[], Enrolment]) -> tuple[str, str, str]:
     return enrolment.user.name, USER_PASSWORD, enrolment.totp_secret
 
 
+@pytest.fixture
+def lockout_after_three(vault: Vault, admin_session: Session) -> Iterator[int]:
+    """The fewest wrong codes the site may lock an account after, for this test only (every wrong
+    step-up code is answered more slowly than the one before)."""
+    before = vault.policy.lockout_failures
+    vault.admin.set_policy(admin_session, "lockout_failures", "3")
+    yield 3
+    vault.admin.set_policy(admin_session, "lockout_failures", str(before))
+
+
 @dataclass(frozen=True)
 class Reader:
     """A radiologist logged in with the current code."""

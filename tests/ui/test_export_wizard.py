@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+import shiboken6
 from pydicom.dataset import Dataset
 from pytestqt.qtbot import QtBot
 
+from app.errors import NotAuthenticated
 from app.media.disclosures import (
     Delivery,
     ExportRequest,
@@ -24,7 +26,7 @@ from app.security.sessions import Session
 from app.ui.disclosures_dialog import DisclosuresDialog
 from app.ui.export_wizard import ExportWizard
 from app.vault import Vault
-from tests.ui.conftest import PATIENT, USER_PASSWORD, shown_texts
+from tests.ui.conftest import PATIENT, USER_PASSWORD, shown_texts, unused_code
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,32 @@ def test_outside_media_is_read_shown_and_imported(qtbot: QtBot, vault: Vault, ad
     qtbot.waitUntil(lambda: dialog.report is not None, timeout=30_000)
     assert dialog.report.imported == 3 and not dialog.report.rejected
     assert "EXT-77" in [s.patient_id for s in vault.reading.studies(librarian)]
+
+
+def test_wrong_codes_until_the_lock_end_the_session_and_lock_the_window(
+        qtbot: QtBot, vault: Vault, admin_session: Session, open_window, ct_datasets: list[Dataset],
+        tmp_path: Path, lockout_after_three: int) -> None:
+    films = vault.admin.add_user(admin_session, "films4", Role.LIBRARIAN, USER_PASSWORD)
+    librarian = vault.accounts.login("films4", USER_PASSWORD, totp.current_code(films.totp_secret))[1]
+    window = open_window(librarian)
+    window.browser.select_study(ct_datasets[0].StudyInstanceUID)
+    wizard = window.export_media()
+    assert wizard is not None
+    refusals: list[str] = []
+    for attempt in range(lockout_after_three):
+        _fill(wizard, tmp_path / "jane.zip", unused_code(films.totp_secret))
+        while wizard.currentPage() is not wizard.confirm_page:
+            wizard.next()
+        wizard.next()  # the export, in the background
+        if attempt < lockout_after_three - 1:
+            qtbot.waitUntil(lambda: wizard.error.isVisible(), timeout=30_000)
+            refusals.append(wizard.error.text())
+    qtbot.waitUntil(lambda: window.locked, timeout=30_000)
+
+    assert refusals == ["The authenticator code is not correct."] * (lockout_after_three - 1)
+    with pytest.raises(NotAuthenticated) as ended:
+        vault.accounts.whoami(librarian)
+    reason = str(ended.value)
+    assert reason.startswith("This account is locked after repeated failed codes: the session has ended")
+    assert window.lock_screen.error_label.text() == reason, "the window says why, in plain words"
+    assert not (shiboken6.isValid(wizard) and wizard.isVisible()) and not (tmp_path / "jane.zip").exists()

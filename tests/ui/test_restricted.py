@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.demo.studies import Patient, ct_study, to_bytes
+from app.errors import NotAuthenticated
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
@@ -17,7 +18,7 @@ from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.main_window import MainWindow
 from app.ui.study_list import HIDDEN, RESTRICTED
 from app.vault import Vault
-from tests.ui.conftest import USER_PASSWORD, Importer, Reader, answer, shown_texts
+from tests.ui.conftest import USER_PASSWORD, Importer, Reader, answer, shown_texts, unused_code
 
 VIP = Patient("P9", "Vip^Victor", birth_date="19710203", sex="M")
 
@@ -85,3 +86,36 @@ def test_declining_break_glass_opens_nothing(open_window: Callable[..., MainWind
 
     assert all(viewport.view.series is None for viewport in window.grid.viewports)
     assert study_row(window, vip_study[0].StudyInstanceUID)[0] == RESTRICTED
+
+
+def test_wrong_break_glass_codes_until_the_lock_end_the_session_and_lock_the_window(
+        qtbot: QtBot, vault: Vault, open_window: Callable[..., MainWindow], reader: Reader,
+        vip_study: list[Dataset], lockout_after_three: int):
+    window = open_window(reader.session)
+    refusals: list[str] = []
+
+    def guess(dialog: BreakGlassDialog) -> None:
+        qtbot.keyClicks(dialog.reason_edit, "trauma call, unconscious patient")
+        for _ in range(lockout_after_three):
+            qtbot.keyClicks(dialog.code_edit, unused_code(reader.secret))
+            qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+            if dialog.isVisible():
+                refusals.append(dialog.error_label.text())
+
+    answer(BreakGlassDialog, guess, timeout=30)
+    assert not window.open_study(vip_study[0].StudyInstanceUID)
+
+    assert refusals == ["The authenticator code is not correct."] * (lockout_after_three - 1)
+    with pytest.raises(NotAuthenticated) as ended:
+        vault.accounts.whoami(reader.session)
+    reason = str(ended.value)
+    assert reason.startswith("This account is locked after repeated failed codes: the session has ended")
+    assert window.locked and window.lock_screen.error_label.text() == reason, "the plain reason, at once"
+    assert all(viewport.view.series is None for viewport in window.grid.viewports)
+    assert not [text for text in shown_texts(window) for part in ("Vip", "Victor", "P9") if part in text]
+    screen = window.lock_screen
+    screen.password_edit.setText(reader.password)
+    qtbot.keyClicks(screen.code_edit, reader.next_code())
+    qtbot.mouseClick(screen.unlock_button, Qt.MouseButton.LeftButton)
+    assert screen.title_label.text() == "Session ended" and screen.hint_label.text().startswith(reason)
+    assert window.session is None
