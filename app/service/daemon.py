@@ -31,12 +31,13 @@ from app.background import Periodic, Step
 from app.errors import CustodianError, UsageError, VaultLocked
 from app.net.scp import StorageScp
 from app.net.watch import PacsStatus, pacs_job
+from app.security.keys import KeyStore
+from app.security.sealing import SEALED_MODES
 from app.service.server import Admission, PeerProtocol, application
 from app.vault import Vault
 
 log = logging.getLogger("custodian.service")
 
-SERVICE_KEY_MODES = ("pkcs11", "keyfile")
 UNLOCK_RETRY = 5.0  # seconds between tries while the key token is absent
 EVICT_INTERVAL = 600.0
 
@@ -86,10 +87,6 @@ class Station:
                 log.error("The workstation service is locked: %s", exc)
             self.why_locked = f"The workstation service is locked: {exc}"
             return False
-        if vault.key_mode not in SERVICE_KEY_MODES:
-            vault.close()
-            raise UsageError("This vault's master key is held by a person (passphrase or keyring): a service "
-                             "vault is made by 'custodian init --service' as the service's account.")
         self.vault = vault
         if self.locked_since is not None:  # now that the trail can be written
             vault.security_alert("the workstation service could not unlock its vault (key token absent)",
@@ -127,6 +124,9 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="custodian service: %(message)s")
     if not Vault.exists(home):
         raise UsageError(f"No vault in {home}: create it with 'custodian init --service' as this account.")
+    if KeyStore.load(home).mode not in SEALED_MODES:
+        raise UsageError("This vault's master key is held by a person (passphrase or keyring): a service "
+                         "vault is made by 'custodian init --service' as the service's account.")
     station = Station(home)
     if not station.unlock():
         threading.Thread(target=_keep_trying, args=(station,), name="unlock", daemon=True).start()

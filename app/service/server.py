@@ -211,7 +211,8 @@ def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[s
     if method.spread is not None:
         args.update(args.pop(method.spread, {}))
     for name in method.issued:
-        args[name] = issued.take(uid, args[name])
+        if name in args:
+            args[name] = issued.take(uid, args[name])
     if method.peer:
         args[PEER] = uid
     target = getattr(getattr(vault, method.service), method.name)

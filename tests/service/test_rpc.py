@@ -244,3 +244,12 @@ def test_files_travel_as_parts_only_where_a_method_takes_files(served: Path, env
     report = channel.request("POST", "/v1/call/intake/import_bytes", {"token": token, "args": {}},
                              ("items", items))
     assert report["imported"] == 2 and body.count(items[0][1]) == 1  # the bytes as they are
+
+
+def test_the_service_refuses_a_vault_whose_key_a_person_holds(env: VaultEnv, tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIAN_")}
+    refused = subprocess.run([sys.executable, "-m", "app", "--home", str(env.home), "service", "--socket",
+                              str(tmp_path / "s.sock")], capture_output=True, text=True, cwd=REPO, env=clean,
+                             timeout=60)
+    assert refused.returncode == 2 and "held by a person" in refused.stderr
+    assert not (tmp_path / "s.sock").exists()
