@@ -94,7 +94,7 @@ class Channel:
             headers = {"Content-Type": kind}
         elif body is not None:
             payload, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-        for attempt in (1, 2):  # a kept-alive connection the service closed is opened once more
+        for attempt in (1, 2):  # a kept-alive connection the service closed (restarted) is opened again
             try:
                 self._conn.request(method, url, body=payload, headers=headers)
                 response = self._conn.getresponse()

@@ -40,6 +40,10 @@ log = logging.getLogger("custodian.service")
 
 UNLOCK_RETRY = 5.0  # seconds between tries while the key token is absent
 EVICT_INTERVAL = 600.0
+# A client's idle connection is kept this long, so that a request is rarely sent on one the service
+# has just closed (the client then sends it again, which for a request already carried out would
+# repeat it).
+KEEP_ALIVE = 3600
 
 
 def listen(path: Path, group: str | None) -> socket.socket:
@@ -134,7 +138,8 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
         station.start_work()
     server = uvicorn.Server(uvicorn.Config(
         application(_vault_of(station), Admission(group), locked=station.locked), http=PeerProtocol,
-        lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=10))
+        lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE))
     sock = listen(socket_path, group)
     log.info("serving on %s (group %s); master key in the %s", socket_path, group or "none",
              station.vault.key_mode if station.vault else "token, not present")
