@@ -39,6 +39,11 @@ class Codes:
         self.secret = secret
         self.step = int(time.time() // totp.STEP) - 2
 
+    @classmethod
+    def of(cls, totp_uri: str) -> Codes:
+        """The codes of the otpauth:// URI an enrolment printed."""
+        return cls(totp_uri.split("secret=")[1].split("&")[0])
+
     def next(self) -> str:
         # Never the previous step: the clock may cross a boundary before the code is checked.
         now_step = int(time.time() // totp.STEP)
@@ -164,12 +169,12 @@ def make_cli_users(cli: Cli) -> CliUsers:
     """A CLI home with admin, rad (radiologist) and tech (technologist) accounts."""
     users = CliUsers(cli)
     init = cli.json("init", "--admin", "admin", extra_env={"CUSTODIAN_PASSWORD": ADMIN_PASSWORD})
-    users.codes["admin"] = Codes(init["totp_uri"].split("secret=")[1].split("&")[0])
+    users.codes["admin"] = Codes.of(init["totp_uri"])
     users.passwords["admin"] = ADMIN_PASSWORD
     assert users.login("admin").returncode == 0
     for name, role in (("rad", "radiologist"), ("tech", "technologist")):
         password = password_for(name)
         added = cli.json("user", "add", name, "--role", role, extra_env={"CUSTODIAN_PASSWORD": password})
-        users.codes[name] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+        users.codes[name] = Codes.of(added["totp_uri"])
         users.passwords[name] = password
     return users

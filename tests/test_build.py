@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage
 
 from app.demo.studies import Patient
 from app.security import totp
-from tests.conftest import ADMIN_PASSWORD, PASSPHRASE, write_study
+from tests.conftest import ADMIN_PASSWORD, PASSPHRASE, Codes, write_study
 from tests.test_service_unit import check_deb_service_files
 
 USER_PASSWORD = "reading room pass phrase 1"
@@ -90,7 +90,7 @@ def test_the_built_program_passes_selftest_and_shows_a_study(built: Path, tmp_pa
 
 
 def _secret(added: str) -> str:
-    return json.loads(added)["totp_uri"].split("secret=")[1].split("&")[0]
+    return Codes.of(json.loads(added)["totp_uri"]).secret
 
 
 def _log_in(program: Path, home: Path, name: str, password: str, secret: str) -> bool:

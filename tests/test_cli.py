@@ -159,7 +159,7 @@ def test_identity_commands(cli_users: CliUsers, tmp_path: Path) -> None:
     assert too_long.returncode == 2 and "from 30 to 600" in too_long.stderr
     added = cli.json("user", "add", "officer", "--role", "privacy-officer",
                      extra_env={"CUSTODIAN_PASSWORD": password_for("officer")})
-    cli_users.codes["officer"] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    cli_users.codes["officer"] = Codes.of(added["totp_uri"])
     cli_users.passwords["officer"] = password_for("officer")
 
     write_study(tmp_path / "in", slices=2, size=16)

@@ -99,12 +99,12 @@ def test_other_roles_cannot_read_reports(trail: VaultEnv) -> None:
 
 def test_cli_report_writes_csv_and_pdf(cli: Cli, tmp_path: Path) -> None:
     init = cli.json("init", "--admin", "admin", extra_env={"CUSTODIAN_PASSWORD": ADMIN_PASSWORD})
-    admin = Codes(init["totp_uri"].split("secret=")[1].split("&")[0])
+    admin = Codes.of(init["totp_uri"])
     login = {"CUSTODIAN_USER": "admin", "CUSTODIAN_PASSWORD": ADMIN_PASSWORD}
     assert cli("login", extra_env={**login, "CUSTODIAN_TOTP": admin.next()}).returncode == 0
     added = cli.json("user", "add", "po", "--role", "privacy-officer",
                      extra_env={"CUSTODIAN_PASSWORD": password_for("po")})
-    po = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    po = Codes.of(added["totp_uri"])
     assert cli("login", extra_env={"CUSTODIAN_USER": "po", "CUSTODIAN_PASSWORD": password_for("po"),
                                    "CUSTODIAN_TOTP": po.next()}).returncode == 0
     today = datetime.now().strftime("%Y-%m-%d")

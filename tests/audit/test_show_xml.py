@@ -26,7 +26,7 @@ def test_audit_show_xml_prints_the_stored_messages_newest_first(cli_users: CliUs
     assert cli_users.login("admin").returncode == 0
     added = cli.json("user", "add", "officer", "--role", "privacy-officer",
                      extra_env={"CUSTODIAN_PASSWORD": password_for("officer")})
-    cli_users.codes["officer"] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    cli_users.codes["officer"] = Codes.of(added["totp_uri"])
     cli_users.passwords["officer"] = password_for("officer")
     assert cli_users.login("officer").returncode == 0
 

@@ -26,7 +26,7 @@ def library(cli_users: CliUsers, tmp_path: Path) -> CliUsers:
     for name, role in (("lib", "librarian"), ("po", "privacy-officer")):
         password = password_for(name)
         added = cli.json("user", "add", name, "--role", role, extra_env={"CUSTODIAN_PASSWORD": password})
-        cli_users.codes[name] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+        cli_users.codes[name] = Codes.of(added["totp_uri"])
         cli_users.passwords[name] = password
     assert cli_users.login("lib").returncode == 0
     write_study(tmp_path / "incoming", PATIENT, slices=80, size=512)

@@ -64,10 +64,6 @@ def _account(name: str, *groups: str) -> None:
                     *(["--groups", ",".join(groups)] if groups else []), name], check=True)
 
 
-def _secret(init_json: str) -> Codes:
-    return Codes(json.loads(init_json)["totp_uri"].split("secret=")[1].split("&")[0])
-
-
 @pytest.fixture(scope="module")
 def station() -> Iterator[Station]:
     tag = f"{os.getpid() % 100000}"
@@ -111,14 +107,15 @@ def station() -> Iterator[Station]:
             assert service.poll() is None, service.stderr.read().decode() if service.stderr else ""
             assert time.monotonic() < deadline, "the service did not start listening"
             time.sleep(0.1)
-        found = Station(base, home, sock, service, names, {"admin": _secret(init.stdout)})
+        admin = Codes.of(json.loads(init.stdout)["totp_uri"])
+        found = Station(base, home, sock, service, names, {"admin": admin})
         assert found.login("reader", "admin").returncode == 0
         for user, role in (("rad", "radiologist"), ("tech", "technologist"), ("lib", "librarian"),
                            ("po", "privacy-officer")):
             added = found.run("reader", "--json", "user", "add", user, "--role", role,
                               env={"CUSTODIAN_PASSWORD": password_for(user)})
             assert added.returncode == 0, added.stderr
-            found.codes[user] = _secret(added.stdout)
+            found.codes[user] = Codes.of(json.loads(added.stdout)["totp_uri"])
         yield found
     finally:
         if service is not None:

@@ -87,7 +87,7 @@ def test_the_workstation_starts_in_emergency_mode_and_says_so(cli_users: CliUser
     assert cli_users.login("admin").returncode == 0
     added = cli.json("user", "add", "po", "--role", "privacy-officer",
                      extra_env={"CUSTODIAN_PASSWORD": "privacy officer pass phrase"})
-    cli_users.codes["po"] = Codes(added["totp_uri"].split("secret=")[1].split("&")[0])
+    cli_users.codes["po"] = Codes.of(added["totp_uri"])
     cli_users.passwords["po"] = "privacy officer pass phrase"
     assert cli_users.login("po").returncode == 0
     alerts = cli.json("audit", "show", "--type", "security-alert")
