@@ -24,6 +24,8 @@ TOUCH_INTERVAL = 5.0
 # The clock may step back this much (NTP corrections) without locking a session; more, and the idle
 # time could not be told, so the session is refused rather than kept open for as long as it went back.
 CLOCK_STEP_BACK = 120.0
+ENDED = "The session has ended: log in again."
+ANOTHER_ACCOUNT = "This session belongs to another OS account: log in again."
 
 
 @dataclass(frozen=True)
@@ -64,20 +66,26 @@ class Sessions:
         return self._live(_hash(token), touch=True)
 
     def held(self, token: str, peer_uid: int | None = None) -> Session:
-        """The session of ``token`` whether idle or not (its lock screen); bound as for resume."""
-        self._bound(token, peer_uid)
-        row = self._conn.execute("SELECT user_id, expires_at, needs_enrolment FROM sessions "
-                                 "WHERE token_hash = ?", (_hash(token),)).fetchone()
-        user = self._accounts.get(row[0]) if row else None
-        if row is None or user is None:
+        """The session of ``token`` whether idle or not (its lock screen; a service call, whose
+        liveness the gate checks): bound as for resume, and refused as :meth:`revivable` refuses."""
+        row = self._conn.execute(
+            "SELECT user_id, expires_at, needs_enrolment, peer_uid, ended_at, ended_reason FROM sessions "
+            "WHERE token_hash = ?", (_hash(token),)).fetchone()
+        if row is None:
             raise NotAuthenticated("Not logged in.")
-        return Session(_hash(token), user, row[1], bool(row[2]))
+        user_id, expires_at, needs_enrolment, bound, ended_at, reason = row
+        if bound != peer_uid:
+            raise NotAuthenticated(ANOTHER_ACCOUNT)
+        user = self._accounts.get(user_id)
+        if ended_at is not None or time.time() >= expires_at or user is None or user.disabled:
+            raise NotAuthenticated(reason or ENDED)
+        return Session(_hash(token), user, expires_at, bool(needs_enrolment))
 
     def _bound(self, token: str, peer_uid: int | None) -> None:
         row = self._conn.execute("SELECT peer_uid FROM sessions WHERE token_hash = ?",
                                  (_hash(token),)).fetchone()
         if row is not None and row[0] != peer_uid:
-            raise NotAuthenticated("This session belongs to another OS account: log in again.")
+            raise NotAuthenticated(ANOTHER_ACCOUNT)
 
     def check(self, session: Session) -> Session:
         return self._live(session.token_hash, touch=True)
@@ -93,7 +101,7 @@ class Sessions:
                                  "WHERE token_hash = ?", (session.token_hash,)).fetchone()
         user = self._accounts.get(session.user.id)
         if row is None or row[0] is not None or time.time() >= row[1] or user is None or user.disabled:
-            raise NotAuthenticated((row[2] if row else None) or "The session has ended: log in again.")
+            raise NotAuthenticated((row[2] if row else None) or ENDED)
 
     def revive(self, session: Session) -> Session:
         """After the user proved it is still them (lock screen): idle time starts again."""

@@ -127,7 +127,6 @@ class AccountService(Service):
         try:
             with door.store.reading():
                 session = door.sessions.held(token, peer_uid)
-                door.sessions.revivable(session)
         except NotAuthenticated as exc:
             door.refuse(str(exc))
             raise
