@@ -6,6 +6,7 @@ setting can only make a limit stricter, never looser.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict, dataclass, fields
 
@@ -34,11 +35,20 @@ class SitePolicy:
     # This workstation on the DICOM network: its AE title and the storage SCP's port.
     ae_title: str = "CUSTODIAN"
     scp_port: int = 11112
+    # The address the storage SCP listens on: loopback until an administrator sets the station's.
+    scp_address: str = "127.0.0.1"
+    require_tls: bool = False  # plain DICOM refused both ways, and plain nodes at node add
     pacs_node: str = ""  # the node queried, sent to and watched by default; empty: the first node
     prefetch_priors: int = 2  # earlier studies of the patient fetched when a study is opened
     cache_budget_mb: int = 0  # 0: no limit; else studies the PACS holds are evicted, oldest use first
     export_max_mb: int = 0  # 0: no limit; else the most one export may hold
     deidentify_purposes: str = "research,teaching"  # export purposes that must be de-identified
+    # What one read from outside (media, a folder, an archive, an association) may take.
+    intake_file_max_mb: int = 4096  # one file or archive member, as stored (after inflation)
+    intake_max_mb: int = 65536  # one import or association in all
+    intake_max_files: int = 200_000  # files or members one import may hold
+    intake_expansion_max: int = 200  # how many times its compressed size a member may inflate to
+    quarantine_max_mb: int = 1024  # all that unreadable files kept for inspection may take
 
     def __post_init__(self) -> None:
         limits = {
@@ -55,12 +65,24 @@ class SitePolicy:
             "prefetch_priors": (0, 10),
             "cache_budget_mb": (0, 100_000_000),
             "export_max_mb": (0, 100_000_000),
+            "intake_file_max_mb": (1, 1_000_000),
+            "intake_max_mb": (1, 100_000_000),
+            "intake_max_files": (1, 100_000_000),
+            "intake_expansion_max": (2, 100_000),
+            "quarantine_max_mb": (0, 1_000_000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
                 raise UsageError(f"Site policy: {name.replace('_', ' ')} must be a whole number "
                                  f"from {low} to {high}, not {value!r}.")
+        if not isinstance(self.require_tls, bool):
+            raise UsageError(f"Site policy: require tls is on or off, not {self.require_tls!r}.")
+        try:
+            ipaddress.ip_address(self.scp_address)
+        except ValueError:
+            raise UsageError(f"Site policy: scp address must be an IP address of this station "
+                             f"(0.0.0.0 for every interface), not {self.scp_address!r}.") from None
         if self.office_hours_start >= self.office_hours_end:
             raise UsageError("Site policy: office hours must start before they end.")
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
@@ -93,6 +115,11 @@ class SitePolicy:
             raise UsageError(f"Unknown site policy setting '{name}'; settings: {', '.join(sorted(names))}.")
         if isinstance(getattr(self, name), str):
             return SitePolicy(**{**asdict(self), name: value})
+        if isinstance(getattr(self, name), bool):
+            switch = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+            if value.lower() not in switch:
+                raise UsageError(f"Site policy: {name} is on or off, not '{value}'.")
+            return SitePolicy(**{**asdict(self), name: switch[value.lower()]})
         try:
             number = int(value)
         except ValueError:
