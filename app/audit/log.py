@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import sqlcipher3
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from app.audit.anomaly import AnomalyRules
 from app.audit.context import IndexContext, MessageContext
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from app.security.sealing import SigningKey
 
 GENESIS = "0" * 64
+RETIRED_KEYS = "audit_retired_checkpoint_keys"  # meta: checkpoint keys a key move replaced
 CHECKPOINT_EVERY = 100
 
 
@@ -168,12 +170,15 @@ class AuditLog:
     def sign_again(self, key: SigningKey) -> int:
         """Every stored checkpoint signed with ``key``, the checkpoint key it moves to (inside the
         move's transaction); only a chain that verifies under the old key is signed again, so a
-        move cannot launder an altered trail. The number signed."""
+        move cannot launder an altered trail. The old key's public half is kept for what the central
+        repository already holds signed by it. The number signed."""
         report = self.verify()
         if not report.ok:
             raise IntegrityError(f"The audit trail does not verify (first bad record {report.first_bad_seq}),"
                                  " so its checkpoints are not signed again under a new key and the key stays "
                                  "where it is. Run 'custodian audit verify'.")
+        if self.signing_key is not None:
+            self._retire(self.signing_key)
         rows = self._conn.execute("SELECT seq, head_hash, at FROM audit_checkpoints").fetchall()
         for seq, head_hash, at in rows:
             self._conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?",
@@ -188,14 +193,29 @@ class AuditLog:
                           self.signing_key.sign(_checkpoint_payload(entry.seq, entry.hash, entry.at)))
 
     def head_signature_valid(self, head: SignedHead) -> bool:
-        if self.signing_key is None:
-            return False
-        try:
-            self.signing_key.public_key().verify(
-                head.signature, _checkpoint_payload(head.seq, head.head_hash, head.at))
-        except InvalidSignature:
-            return False
-        return True
+        """Signed by the checkpoint key, or by a key it replaced for a head from that key's time."""
+        keys = [key for key, until in self._retired() if head.seq <= until]
+        if self.signing_key is not None:
+            keys.append(self.signing_key.public_key())
+        payload = _checkpoint_payload(head.seq, head.head_hash, head.at)
+        for key in keys:
+            with contextlib.suppress(InvalidSignature):
+                key.verify(head.signature, payload)
+                return True
+        return False
+
+    def _retire(self, key: SigningKey) -> None:
+        """Keep ``key``'s public half, valid for the checkpoints up to the current head only: a copy
+        of a retired private key cannot sign anything later."""
+        kept = [{"public": k.public_bytes_raw().hex(), "until": until} for k, until in self._retired()]
+        kept.append({"public": key.public_key().public_bytes_raw().hex(), "until": self.head()})
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           (RETIRED_KEYS, json.dumps(kept)))
+
+    def _retired(self) -> list[tuple[Ed25519PublicKey, int]]:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (RETIRED_KEYS,)).fetchone()
+        return [(Ed25519PublicKey.from_public_bytes(bytes.fromhex(k["public"])), int(k["until"]))
+                for k in (json.loads(row[0]) if row else [])]
 
     @property
     def key_id(self) -> str:

@@ -16,6 +16,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,6 +29,7 @@ from app.imaging.series import SeriesFrames, SeriesImages
 from app.media.disclosures import ExportRequest, ExportResult
 from app.media.outside import Reconcile, Survey, open_media, survey
 from app.media.writer import OutputFile
+from app.net.watch import PacsStatus
 from app.paths import client_state_dir
 from app.security.accounts import Enrolment
 from app.security.policy import SitePolicy
@@ -35,6 +37,7 @@ from app.security.sessions import Session
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import METHODS, SERVICES, Method
 from app.service.parts import FILES, form
+from app.service.readahead import ReadAhead, fetchers
 from app.store.importer import Unreadable, read_source
 from app.store.records import ImportReport, Rejection
 from app.store.sources import iter_sources
@@ -191,12 +194,29 @@ class RemoteAccounts(RemoteService):
 
 
 class RemoteReading(RemoteService):
-    """Reading: a series is opened in the service (audited there) and its images fetched one by
-    one as the viewer needs them, decoded here."""
+    """Reading: a series is opened in the service (audited there) and its images fetched as the
+    viewer needs them, a few ahead in the direction it reads (:mod:`app.service.readahead`),
+    decoded here."""
+
+    def __init__(self, vault: RemoteVault, name: str) -> None:
+        super().__init__(vault, name)
+        self._pool: ThreadPoolExecutor | None = None
 
     def open_series(self, session: Session, series_uid: str) -> SeriesImages:
         frames: SeriesFrames = self.open_frames(session, series_uid)
-        return frames.images(lambda info: decode_frames(info, self.frame_data(session, info.sop_uid)))
+        images = frames.images(lambda info: decode_frames(info, ahead.get(info.sop_uid)))
+        ahead = ReadAhead([info.sop_uid for info in images.instances],
+                          partial(self.frame_data, session), self._fetchers())
+        return images
+
+    def _fetchers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = fetchers()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class RemoteIntake(RemoteService):
@@ -335,6 +355,15 @@ class RemoteVault:
             self._station = self.channel.request("GET", "/v1/station")
         return self._station
 
+    def watch_pacs(self) -> PacsStatus:
+        """What the service's last PACS check found (none yet: as if no PACS were set); the
+        service does the check and the sends."""
+        try:
+            status: PacsStatus | None = decode(self.channel.request("GET", "/v1/pacs"), PacsStatus | None)
+        except CustodianError as exc:
+            return PacsStatus(None, False, 0, str(exc))
+        return status or PacsStatus(None, False, 0)
+
     @property
     def policy(self) -> SitePolicy:
         policy: SitePolicy = decode(self.station()["policy"], SitePolicy)
@@ -357,6 +386,7 @@ class RemoteVault:
                          "and the audit repository are both down. Ask the site's administrator.")
 
     def close(self) -> None:
+        self.reading.close()
         self.channel.close()
 
     def __enter__(self) -> RemoteVault:

@@ -80,6 +80,7 @@ class Station:
     why_locked: str | None = None
     jobs: list[Periodic] = field(default_factory=list)
     scp: StorageScp | None = None
+    pacs: PacsStatus | None = None  # what the last PACS check found, for the clients' banner
 
     def unlock(self) -> bool:
         """Open the vault with the sealed key; False (and the reason kept) while it cannot be had."""
@@ -108,10 +109,15 @@ class Station:
         self.jobs = [sync_job(partial(vault.trail.forwarder, own_connection=True)),
                      Periodic("cache-budget", partial(_evicting, vault), interval=EVICT_INTERVAL)]
         if not vault.read_only:
-            self.jobs.append(pacs_job(vault.outbox.watch, _pacs_status))
+            self.jobs.append(pacs_job(vault.watch_pacs, self.watched))
             self.scp = _storage_scp(vault)
         for job in self.jobs:
             job.start()
+
+    def watched(self, status: PacsStatus) -> None:
+        if status.error:
+            log.info("PACS %s does not answer: %s", status.node, status.error)
+        self.pacs = status
 
     def stop_work(self) -> None:
         if self.scp is not None:
@@ -137,7 +143,8 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
     else:
         station.start_work()
     server = uvicorn.Server(uvicorn.Config(
-        application(_vault_of(station), Admission(group), locked=station.locked), http=PeerProtocol,
+        application(_vault_of(station), Admission(group), locked=station.locked, pacs=lambda: station.pacs),
+        http=PeerProtocol,
         lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=10,
         timeout_keep_alive=KEEP_ALIVE))
     sock = listen(socket_path, group)
@@ -207,9 +214,3 @@ def _evicting(vault: Vault) -> Step:
             return str(exc)
         return None
     return step
-
-
-def _pacs_status(status: PacsStatus) -> None:
-    if status.error:
-        log.info("PACS %s does not answer: %s", status.node, status.error)
-

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import errors
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError, VaultLocked
+from app.net.watch import PacsStatus
 from app.security.accounts import Enrolment
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
@@ -92,9 +93,10 @@ class Admission:
         return self._gid in os.getgrouplist(account.pw_name, account.pw_gid)
 
 
-def application(vault: Vault, admission: Admission, *, locked: Callable[[], str | None]) -> Starlette:
+def application(vault: Vault, admission: Admission, *, locked: Callable[[], str | None],
+                pacs: Callable[[], PacsStatus | None] = lambda: None) -> Starlette:
     """The ASGI application around one open vault. ``locked``: why the service cannot serve
-    (its key token is gone), or None."""
+    (its key token is gone), or None; ``pacs``: what the service's last PACS check found."""
     issued = Issued()
     spool = Spool(vault)
 
@@ -147,10 +149,15 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             "locked": locked(), "policy": encode(vault.policy),
             "managed_settings": sorted(vault.managed_settings)}})
 
+    async def pacs_status(request: Request, uid: int) -> Response:
+        """For the clients' downtime banner: no patient data, so no session needed."""
+        return JSONResponse({"result": encode(pacs())})
+
     return Starlette(routes=[Route("/v1/call/{service}/{method}", guarded(call), methods=["POST"]),
                              Route("/v1/export", guarded(export), methods=["POST"]),
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
-                             Route("/v1/station", guarded(station, when_locked=True), methods=["GET"])])
+                             Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
+                             Route("/v1/pacs", guarded(pacs_status), methods=["GET"])])
 
 
 async def _body(request: Request) -> dict[str, Any]:

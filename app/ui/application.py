@@ -89,9 +89,10 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             indicator = AuditSyncStatus()
             window.statusBar().addPermanentWidget(indicator)
             jobs.append(sync_job(partial(vault.trail.forwarder, own_connection=True), indicator.report))
-        if vault.embedded and not vault.read_only:  # emergency mode: nothing received, nothing sent
+        if not vault.read_only:  # emergency mode: nothing received, nothing sent
             pacs_status = Bridge(window.downtime_banner.set_pacs_status, window)
-            jobs.append(pacs_job(vault.outbox.watch, pacs_status.post))
+            jobs.append(pacs_job(vault.watch_pacs, pacs_status.post))
+        if vault.embedded and not vault.read_only:
             scp = _start_receiving(vault, window)
         for job in jobs:
             job.start()

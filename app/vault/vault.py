@@ -6,12 +6,14 @@ UI, CLI, demo and selftest reach patient data only through the services here
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, UsageError, VaultExists
 from app.net.association import echo
+from app.net.watch import PacsStatus
 from app.security import passwords
 from app.security.accounts import Enrolment
 from app.security.keys import PassphraseSource
@@ -87,8 +89,16 @@ class Vault:
         return vault, enrolment
 
     @classmethod
-    def open(cls, home: Path, passphrase_source: PassphraseSource) -> Vault:
-        return cls(StoreCore.open(home, passphrase_source))
+    def open(cls, home: Path, passphrase_source: PassphraseSource,
+             renames: Mapping[str, str] | None = None) -> Vault:
+        """``renames`` (old user name -> new): made as the vault is upgraded to user names without
+        case, which refuses names differing only in case; whoever can open the vault may make them
+        (`custodian user rename` before the upgrade), and each is recorded in the trail."""
+        vault = cls(StoreCore.open(home, passphrase_source, renames))
+        for old, new in (renames or {}).items():
+            vault._gate.note(AuditEvent(EventType.USER_CHANGE, detail={"renamed": old, "to": new,
+                                                                       "before_upgrade": True}))
+        return vault
 
     @classmethod
     def restore(cls, source: Path, home: Path, passphrase: str, *, vault_passphrase: str | None,
@@ -138,6 +148,11 @@ class Vault:
     @read_only.setter
     def read_only(self, value: bool) -> None:
         self._gate.read_only = value
+
+    def watch_pacs(self) -> PacsStatus:
+        """Whether the site's PACS answers; the sends that waited for it go out (the outbox's
+        duty). A client of the service reads the service's last check instead."""
+        return self.outbox.watch()
 
     def reachability(self) -> list[Reach]:
         """The PACS answers a C-ECHO; the audit repository takes what is queued (a normal sync)."""

@@ -18,7 +18,7 @@ from app.audit.repository import (
     RepositoryUnreachable,
     sync_job,
 )
-from app.audit.syslog import as_entry, as_head, frame, parse
+from app.audit.syslog import SignedHead, as_entry, as_head, frame, parse
 from app.errors import UsageError
 from app.security.tls import TlsIdentity
 from tests.conftest import CliUsers, VaultEnv
@@ -289,3 +289,31 @@ def test_a_trail_rewritten_with_every_key_is_caught_by_the_repositorys_copy(
     result = env.vault.trail.reconcile(env.login("admin"), repository.received)
     assert not result.ok
     assert min(result.altered + result.missing) == first
+
+
+def test_reconcile_after_a_key_move_accepts_the_old_keys_checkpoints_only_for_its_time(
+        env: VaultEnv, repository: Rsyslog, site: Site, tmp_path: Path) -> None:
+    """The repository keeps checkpoints signed before a key move; they still verify, by the
+    retired key's public half, but that key signs nothing after the move."""
+    _configure(env, repository, site.identity())
+    _activity(env, 5)
+    before = env.vault.trail.forwarder().drain().status.head_seq
+    old_key = env.vault._gate._audit.signing_key
+    moved = env.vault.admin.move_master_key(env.login("admin"), None)  # passphrase -> key file
+    assert moved.target == "keyfile"
+    _activity(env, 5)
+    head = env.vault.trail.forwarder().drain().status.head_seq
+    lines = repository.wait_for(head + 2)
+    heads = [as_head(parse(line)) for line in lines if as_head(parse(line))]
+    assert [h.seq for h in heads if h] == [before, head]
+
+    result = env.vault.trail.reconcile(env.login("admin"), repository.received)
+    assert result.ok and result.checkpoints == 2 and result.bad_checkpoints == []
+
+    # A copy of the retired key signing a later head: not accepted.
+    log = env.vault._gate._audit
+    last = log.entries(head - 1, 1)[0]
+    forged = SignedHead(last.seq, last.hash, last.at, old_key.sign(
+        f"custodian-audit-checkpoint\n{last.seq}\n{last.hash}\n{last.at}".encode()))
+    assert not log.head_signature_valid(forged)
+    assert log.head_signature_valid(log.sign_head(last))

@@ -28,6 +28,7 @@ from app.audit.report import AuditQuery
 from app.errors import AuthenticationFailed, NotAuthenticated, NotPermitted, UsageError
 from app.media.outside import Reconcile, Survey
 from app.net.nodes import Node
+from app.net.watch import PacsStatus
 from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
@@ -41,12 +42,15 @@ from app.service.server import Admission, PeerProtocol, application
 from app.store.records import ImportReport, StudySummary
 from tests.conftest import REPO, VaultEnv, study_bytes, write_study
 
+PACS_DOWN = PacsStatus("pacs", False, 2, "nothing is listening there")
+
 
 @pytest.fixture
 def served(env: VaultEnv, tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "run" / "custodian.sock"
     sock = listen(path, None)
-    server = uvicorn.Server(uvicorn.Config(application(env.vault, Admission(None), locked=lambda: None),
+    server = uvicorn.Server(uvicorn.Config(application(env.vault, Admission(None), locked=lambda: None,
+                                                       pacs=lambda: PACS_DOWN),
                                            http=PeerProtocol, lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -175,6 +179,14 @@ def test_the_workstation_window_reads_through_the_socket(served: Path, env: Vaul
     env.add("po", Role.PRIVACY_OFFICER)
     trail = env.vault.trail.show(env.login("po"), AuditQuery(user="rad", event_type=EventType.INSTANCES_READ))
     assert any(study in r.studies and r.detail.get("series") for r in trail)  # the service's audited open
+
+
+def test_a_client_shows_the_services_pacs_check_and_a_gone_service_as_no_pacs(served: Path) -> None:
+    """The downtime banner in client mode: the service watches the PACS, the window asks it."""
+    remote = RemoteVault(served)
+    assert remote.watch_pacs() == PACS_DOWN
+    gone = RemoteVault(served.parent / "nothing.sock").watch_pacs()
+    assert gone.node is None and "No workstation service answers" in str(gone.error)
 
 
 def test_an_enrolment_comes_back_only_as_the_service_issued_it(served: Path, env: VaultEnv) -> None:
