@@ -38,6 +38,7 @@ from app.service.codec import BINARY, decode, encode
 from app.service.methods import METHODS, SERVICES, Method
 from app.service.parts import FILES, form
 from app.service.readahead import ReadAhead, fetchers
+from app.store.contingency import BackupResult
 from app.store.importer import Unreadable, read_source
 from app.store.records import ImportReport, Rejection
 from app.store.sources import iter_sources
@@ -284,19 +285,22 @@ class RemoteDisclosure(RemoteService):
 
     def export(self, session: Session, request: ExportRequest, code: str, progress: Any = None
                ) -> ExportResult:
-        with OutputFile(request.out) as output:  # refuses an existing name before anything is made
-            made = self._vault.channel.request("POST", "/v1/export", {
-                "token": self._vault.token_of(session), "request": encode(request), "code": code})
-            result: ExportResult = decode(made["made"], ExportResult)
-            try:
-                self._vault.channel.fetch(f"/v1/media/{made['media']}", output.file)
-                if output.sha256()[0] != result.sha256:
-                    raise CustodianError("The media arrived damaged.")
-                output.publish()
-            except CustodianError as exc:
-                raise CustodianError(f"The media was made and disclosure #{result.disclosure_id} recorded, "
-                                     f"but it could not be fetched from the workstation service: {exc}") \
-                    from None
+        result: ExportResult = self._vault.spooled(
+            "/v1/export", request.out, ExportResult,
+            {"token": self._vault.token_of(session), "request": encode(request), "code": code},
+            lambda made: f"The media was made and disclosure #{made.disclosure_id} recorded")
+        return result
+
+
+class RemoteAdmin(RemoteService):
+    """Backup: the service makes the sealed file in its own folder; it is fetched here, as this
+    OS account, into the file asked for."""
+
+    def backup(self, session: Session, out: Path, passphrase: str) -> BackupResult:
+        result: BackupResult = self._vault.spooled(
+            "/v1/backup", out, BackupResult,
+            {"token": self._vault.token_of(session), "out": str(out), "passphrase": passphrase},
+            lambda made: "The backup was made and recorded")
         return result
 
 
@@ -316,8 +320,9 @@ class RemoteVault:
         self.intake = RemoteIntake(self, "intake")
         self.reading = RemoteReading(self, "reading")
         self.disclosure = RemoteDisclosure(self, "disclosure")
+        self.admin = RemoteAdmin(self, "admin")
         for name in SERVICES:
-            if name not in ("accounts", "intake", "reading", "disclosure"):
+            if name not in ("accounts", "intake", "reading", "disclosure", "admin"):
                 setattr(self, name, RemoteService(self, name))
         self._station: dict[str, Any] | None = None
 
@@ -342,6 +347,23 @@ class RemoteVault:
         body = {"token": self.token_of(session), "args": sent}
         result = self.channel.request("POST", f"/v1/call/{method.service}/{method.name}", body, files)
         return result if isinstance(result, bytes) else decode(result, method.returns)
+
+    def spooled(self, route: str, out: Path, kind: type[Any], body: dict[str, Any],
+                done: Callable[[Any], str]) -> Any:
+        """A file the service makes in its spool (media, a backup), fetched into ``out``, which
+        exists only once it arrived whole."""
+        with OutputFile(out) as output:  # refuses an existing name before anything is made
+            made = self.channel.request("POST", route, body)
+            result = decode(made["made"], kind)
+            try:
+                self.channel.fetch(f"/v1/media/{made['media']}", output.file)
+                if output.sha256()[0] != result.sha256:
+                    raise CustodianError("The file arrived damaged.")
+                output.publish()
+            except CustodianError as exc:
+                raise CustodianError(f"{done(result)}, but it could not be fetched from the workstation "
+                                     f"service: {exc}") from None
+        return result
 
     def token_of(self, session: object) -> str | None:
         if session is None:

@@ -135,9 +135,18 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             return Response(result, media_type=BINARY)
         return JSONResponse({"result": result})
 
-    async def export(request: Request, uid: int) -> Response:
-        made = await run_in_threadpool(_export, vault, spool, uid, await _body(request))
-        return JSONResponse({"result": made})
+    async def spooled(request: Request, uid: int) -> Response:
+        """An export or a backup, made in the spool for this client to fetch."""
+        body = await _body(request)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise NotAuthenticated("Not logged in.")
+
+        def made() -> dict[str, Any]:
+            session = vault.accounts.resume(token, peer_uid=uid)
+            make = spool.export if request.url.path == "/v1/export" else spool.backup
+            return make(session, uid, body)
+        return JSONResponse({"result": await run_in_threadpool(made)})
 
     async def media(request: Request, uid: int) -> Response:
         path = spool.take(uid, request.path_params["name"])
@@ -154,7 +163,8 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
         return JSONResponse({"result": encode(pacs())})
 
     return Starlette(routes=[Route("/v1/call/{service}/{method}", guarded(call), methods=["POST"]),
-                             Route("/v1/export", guarded(export), methods=["POST"]),
+                             Route("/v1/export", guarded(spooled), methods=["POST"]),
+                             Route("/v1/backup", guarded(spooled), methods=["POST"]),
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
                              Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
                              Route("/v1/pacs", guarded(pacs_status), methods=["GET"])])
@@ -239,13 +249,6 @@ def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[s
     if isinstance(result, Enrolment):
         issued.keep(uid, result)
     return _answer(result)
-
-
-def _export(vault: Vault, spool: Spool, uid: int, body: dict[str, Any]) -> dict[str, Any]:
-    token = body.get("token")
-    if not isinstance(token, str) or not token:
-        raise NotAuthenticated("Not logged in.")
-    return spool.export(vault.accounts.resume(token, peer_uid=uid), uid, body)
 
 
 def _answer(result: object) -> Any:

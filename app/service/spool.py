@@ -1,10 +1,12 @@
-"""Export media through the service: made in the service's own folder, fetched once by the client.
+"""Export media and backups through the service: made in the service's own folder, fetched once
+by the client.
 
-The service account cannot write where the user wants the media (their folder, a USB stick), and
-the user's account cannot read the vault. So the service makes the media — already encrypted
-with its one-time passphrase — in ``<home>/outgoing`` (the service's alone), the disclosure is
-recorded with the place the client names, and the client that asked, and only it, fetches the
-file once; it is deleted when fetched, and any left by a client that died within the hour.
+The service account cannot write where the user wants the file (their folder, a USB stick), and
+the user's account cannot read the vault. So the service makes it — already encrypted, with the
+media's one-time passphrase or the backup's — in ``<home>/outgoing`` (the service's alone), the
+disclosure or backup is recorded with the name the client gives, and the client that asked, and
+only it, fetches the file once; it is deleted when fetched, and any left by a client that died
+within the hour.
 """
 
 from __future__ import annotations
@@ -52,13 +54,27 @@ class Spool:
         code = body.get("code")
         if not isinstance(code, str):
             raise UsageError("Export needs your authenticator code.")
-        self.sweep()
-        name = secrets.token_hex(16) + "." + request.media.value
-        path = self.folder / name
+        path = self._new(request.media.value)
         result: ExportResult = self._vault.disclosure.export(session, request, code, written_to=path)
+        return {"made": encode(replace(result, out=request.out)), "media": self._keep(uid, path)}
+
+    def backup(self, session: Session, uid: int, body: dict[str, Any]) -> dict[str, Any]:
+        """The backup a client asked for, made here and sealed with the passphrase it sent."""
+        out, passphrase = body.get("out"), body.get("passphrase")
+        if not isinstance(out, str) or not isinstance(passphrase, str):
+            raise UsageError("A backup needs a file name and its passphrase.")
+        path = self._new("backup")
+        result = self._vault.admin.backup(session, Path(out), passphrase, written_to=path)
+        return {"made": encode(result), "media": self._keep(uid, path)}
+
+    def _new(self, suffix: str) -> Path:
+        self.sweep()
+        return self.folder / f"{secrets.token_hex(16)}.{suffix}"
+
+    def _keep(self, uid: int, path: Path) -> str:
         with self._lock:
-            self._made[name] = Made(uid, path, time.time())
-        return {"made": encode(replace(result, out=request.out)), "media": name}
+            self._made[path.name] = Made(uid, path, time.time())
+        return path.name
 
     def take(self, uid: int, name: str) -> Path:
         """The medium ``name`` for the account that asked for it; forgotten once handed out."""

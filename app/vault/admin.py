@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.audit.events import AuditEvent, EventType, Outcome
@@ -46,7 +46,17 @@ class AdminService(Service):
         with door.store.transaction():
             user = door.accounts.disable(name)
             door.sessions.end_user(user.id)
-            door.record(AuditEvent(EventType.USER_CHANGE, user=door.actor, detail={"disabled": name}))
+            door.record(AuditEvent(EventType.USER_CHANGE, user=door.actor, detail={"disabled": user.name}))
+
+    @gated(Action.MANAGE_USERS)
+    def rename_user(self, door: Access, name: str, new_name: str) -> User:
+        """A user's new name (two that differ only in case, a misspelt one); the account, its
+        sessions and grants stay the same, and the trail links the two names."""
+        with door.store.transaction():
+            user, old = door.accounts.rename(name, new_name)
+            door.record(AuditEvent(EventType.USER_CHANGE, user=door.actor, detail={"renamed": old,
+                                                                                   "to": user.name}))
+        return user
 
     @gated(Action.MANAGE_USERS)
     def list_users(self, door: Access) -> list[User]:
@@ -108,12 +118,15 @@ class AdminService(Service):
         return KeyMove(move.source, move.target, fingerprint(move.signer), signed)
 
     @gated(Action.BACKUP)
-    def backup(self, door: Access, out: Path, passphrase: str) -> BackupResult:
-        """The whole vault as one encrypted file that opens on another machine with ``passphrase``."""
-        made = write_backup(door.store, out, passphrase)
+    def backup(self, door: Access, out: Path, passphrase: str, *, written_to: Path | None = None
+               ) -> BackupResult:
+        """The whole vault as one encrypted file that opens on another machine with ``passphrase``.
+        ``written_to``: where it is made when the workstation service hands it on to a client,
+        which puts it at ``out`` (the name recorded)."""
+        made = write_backup(door.store, written_to or out, passphrase)
         door.record(AuditEvent(EventType.BACKUP, user=door.actor, detail={
             "file": out.name, "instances": made.instances, "missing": made.missing, "sha256": made.sha256}))
-        return made
+        return replace(made, path=out)
 
     @gated(Action.VERIFY)
     def verify(self, door: Access, progress: Progress | None = None) -> VerifyReport:

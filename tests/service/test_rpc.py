@@ -5,6 +5,7 @@ that does not fit what a method declares is refused."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from app.service.methods import METHODS
 from app.service.parts import form
 from app.service.server import Admission, PeerProtocol, application
 from app.store.records import ImportReport, StudySummary
+from app.vault import Vault
 from tests.conftest import REPO, VaultEnv, study_bytes, write_study
 
 PACS_DOWN = PacsStatus("pacs", False, 2, "nothing is listening there")
@@ -235,6 +237,32 @@ def test_outside_media_are_read_by_the_client_and_reconciled_by_the_service(serv
     env.add("po", Role.PRIVACY_OFFICER)
     trail = env.vault.trail.show(env.login("po"), AuditQuery(user="tech"))
     assert any(r.detail.get("outside_media") == "cdrom" for r in trail)
+
+
+def test_a_backup_is_made_by_the_service_and_fetched_once_by_the_administrator(
+        served: Path, env: VaultEnv, tmp_path: Path) -> None:
+    """The administrator's OS account cannot read the vault: the service seals the backup in its
+    own folder, and it arrives at the name asked for, restorable, with nothing left behind."""
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
+    passphrase = "a backup passphrase long enough"
+    remote, rad = _client(served, env, "rad")
+    with pytest.raises(NotPermitted):
+        remote.admin.backup(rad, tmp_path / "by-rad.backup", passphrase)
+    assert not (tmp_path / "by-rad.backup").exists()
+    remote, admin = _client(served, env, "admin")
+    out = tmp_path / "site.backup"
+    made = remote.admin.backup(admin, out, passphrase)
+    assert made.path == out and made.instances == 2
+    assert made.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert list((env.home / "outgoing").iterdir()) == []  # fetched once, gone from the spool
+    with pytest.raises(UsageError, match="already exists"):
+        remote.admin.backup(admin, out, passphrase)
+    restored = Vault.restore(out, tmp_path / "restored", passphrase, vault_passphrase="restored passphrase",
+                             use_keyring=False)
+    restored.close()
+    env.add("po", Role.PRIVACY_OFFICER)
+    trail = env.vault.trail.show(env.login("po"), AuditQuery(event_type=EventType.BACKUP))
+    assert [r.detail["file"] for r in trail] == ["site.backup"]
 
 
 def test_files_travel_as_parts_only_where_a_method_takes_files(served: Path, env: VaultEnv) -> None:
