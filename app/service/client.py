@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import inspect
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO
 
 from app import errors
 from app.atomicfile import write_durable
+from app.audit.reconcile import Reconciliation
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesFrames, SeriesImages
@@ -115,6 +117,20 @@ class Channel:
             except ValueError:
                 raise NoService(f"The workstation service at {self.path} gave an answer that is not JSON.") \
                     from None
+        if "error" in answer:
+            raise _error(answer)
+        return answer.get("result")
+
+    def upload(self, url: str, source: BinaryIO, size: int, token: str | None) -> Any:
+        """A file as the body of one call, streamed (it may be larger than memory should hold)."""
+        headers = {"Content-Type": BINARY, "Content-Length": str(size), "Authorization": f"Bearer {token}"}
+        try:
+            self._conn.request("POST", url, body=source, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):  # a kept-alive connection the service closed
+            self._conn.close()
+            source.seek(0)
+            self._conn.request("POST", url, body=source, headers=headers)
+        answer = json.loads(self._conn.getresponse().read() or b"{}")
         if "error" in answer:
             raise _error(answer)
         return answer.get("result")
@@ -292,6 +308,21 @@ class RemoteDisclosure(RemoteService):
         return result
 
 
+class RemoteTrail(RemoteService):
+    """Audit reconciliation: the repository's file is read here, as this OS account, and streamed
+    to the service, which compares it with the chain."""
+
+    def reconcile(self, session: Session, central: Path) -> Reconciliation:
+        try:
+            with central.open("rb") as source:
+                token, size = self._vault.token_of(session), os.fstat(source.fileno()).st_size
+                answer = self._vault.channel.upload("/v1/reconcile", source, size, token)
+        except OSError as exc:
+            raise UsageError(f"Could not read the repository's file: {exc.strerror}.") from None
+        result: Reconciliation = decode(answer, Reconciliation)
+        return result
+
+
 class RemoteAdmin(RemoteService):
     """Backup: the service makes the sealed file in its own folder; it is fetched here, as this
     OS account, into the file asked for."""
@@ -321,8 +352,9 @@ class RemoteVault:
         self.reading = RemoteReading(self, "reading")
         self.disclosure = RemoteDisclosure(self, "disclosure")
         self.admin = RemoteAdmin(self, "admin")
+        self.trail = RemoteTrail(self, "trail")
         for name in SERVICES:
-            if name not in ("accounts", "intake", "reading", "disclosure", "admin"):
+            if name not in ("accounts", "intake", "reading", "disclosure", "admin", "trail"):
                 setattr(self, name, RemoteService(self, name))
         self._station: dict[str, Any] | None = None
 

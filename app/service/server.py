@@ -19,12 +19,14 @@ import json
 import logging
 import os
 import pwd
+import queue
 import socket
 import struct
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +36,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import errors
+from app.audit.reconcile import Reconciliation
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError, VaultLocked
 from app.net.watch import PacsStatus
 from app.security.accounts import Enrolment
@@ -45,6 +48,7 @@ from app.vault import Vault
 
 log = logging.getLogger("custodian.service")
 
+MAX_LINE = 1024 * 1024  # one syslog message of the repository's file
 MAX_REQUEST = 192 * 1024 * 1024  # an import batch (64 MiB of files, base64) with room to spare
 STATUS = {2: 400, 3: 403, 4: 409, 5: 207}
 
@@ -158,6 +162,34 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             "locked": locked(), "policy": encode(vault.policy),
             "managed_settings": sorted(vault.managed_settings)}})
 
+    async def reconcile(request: Request, uid: int) -> Response:
+        """The repository's file as the client streams it (it may be larger than a request may
+        hold in memory), read line by line by the audit reconciliation in a worker thread."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        session = await run_in_threadpool(vault.accounts.resume, token, peer_uid=uid)
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+        def work() -> Reconciliation:
+            try:
+                return vault.trail.reconcile(session, _lines(chunks))
+            finally:
+                while chunks.get() is not None:  # what is left of the body, so the feeder ends
+                    pass
+
+        async def feed() -> None:
+            try:
+                async for chunk in request.stream():
+                    await anyio.to_thread.run_sync(chunks.put, chunk)
+            finally:
+                await anyio.to_thread.run_sync(chunks.put, None)
+
+        feeding = asyncio.create_task(feed())
+        try:
+            result = await run_in_threadpool(work)
+        finally:
+            await feeding  # (ended: the work read the body to its end)
+        return JSONResponse({"result": encode(result)})
+
     async def pacs_status(request: Request, uid: int) -> Response:
         """For the clients' downtime banner: no patient data, so no session needed."""
         return JSONResponse({"result": encode(pacs())})
@@ -167,7 +199,21 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
                              Route("/v1/backup", guarded(spooled), methods=["POST"]),
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
                              Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
-                             Route("/v1/pacs", guarded(pacs_status), methods=["GET"])])
+                             Route("/v1/pacs", guarded(pacs_status), methods=["GET"]),
+                             Route("/v1/reconcile", guarded(reconcile), methods=["POST"])])
+
+
+def _lines(chunks: queue.Queue[bytes | None]) -> Iterator[str]:
+    """Text lines from the chunks of a body until its end (None)."""
+    rest = b""
+    while (chunk := chunks.get()) is not None:
+        *whole, rest = (rest + chunk).split(b"\n")
+        if len(rest) > MAX_LINE:
+            raise UsageError("The repository's file has a line longer than a syslog message may be.")
+        yield from (line.decode("utf-8", "replace") for line in whole)
+    chunks.put(None)  # (seen again by the drain after the work)
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 async def _body(request: Request) -> dict[str, Any]:

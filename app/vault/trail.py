@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,10 +92,12 @@ class TrailService(Service):
             return _forwarder(door).status()
 
     @gated(Action.AUDIT_VERIFY)
-    def reconcile(self, door: Access, central: Path) -> Reconciliation:
-        """Compare a copy of what the repository received with the local chain."""
+    def reconcile(self, door: Access, central: Path | Iterable[str]) -> Reconciliation:
+        """Compare a copy of what the repository received (its file, or its lines as a client of
+        the workstation service sends them) with the local chain."""
         try:
-            with central.open(encoding="utf-8", errors="replace") as lines, door.store.reading():
+            with (central.open(encoding="utf-8", errors="replace") if isinstance(central, Path)
+                  else contextlib.nullcontext(central)) as lines, door.store.reading():
                 result = reconcile(lines, door.audit, _forwarder(door).status().sent_seq, HOSTNAME)
         except OSError as exc:
             raise UsageError(f"Could not read the repository's file: {exc.strerror}.") from None

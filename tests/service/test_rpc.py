@@ -24,8 +24,10 @@ import uvicorn
 from pydicom.data import get_testdata_file
 from PySide6.QtGui import QImage
 
+from app.audit.dicom_xml import HOSTNAME
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
+from app.audit.syslog import checkpoint_message, event_message
 from app.errors import AuthenticationFailed, NotAuthenticated, NotPermitted, UsageError
 from app.media.outside import Reconcile, Survey
 from app.net.nodes import Node
@@ -263,6 +265,32 @@ def test_a_backup_is_made_by_the_service_and_fetched_once_by_the_administrator(
     env.add("po", Role.PRIVACY_OFFICER)
     trail = env.vault.trail.show(env.login("po"), AuditQuery(event_type=EventType.BACKUP))
     assert [r.detail["file"] for r in trail] == ["site.backup"]
+
+
+def test_the_repositorys_file_is_streamed_to_the_service_for_reconciliation(
+        served: Path, env: VaultEnv, tmp_path: Path) -> None:
+    """The client reads the repository's copy (its OS account may, the service's may not) and the
+    service compares it, line by line, with the chain: a record altered there is named."""
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
+    log = env.vault._gate._audit
+    entries = log.entries()
+    lines = [event_message(e, HOSTNAME).decode() for e in entries]
+    lines.append(checkpoint_message(log.sign_head(entries[-1]), HOSTNAME, log.key_id).decode())
+    altered = next(i for i, line in enumerate(lines) if '"tech"' in line)
+    lines[altered] = lines[altered].replace('"tech"', '"mallory"')
+    central = tmp_path / "central.log"
+    central.write_text("\n".join(lines) + "\n")
+    remote, admin = _client(served, env, "admin")
+    result = remote.trail.reconcile(admin, central)
+    embedded = env.vault.trail.reconcile(env.login("admin"), central)
+    assert result == dataclasses.replace(embedded, pending=result.pending)  # (the first was recorded since)
+    assert result.received == len(entries) and result.checkpoints == 1 and result.bad_checkpoints == []
+    assert result.altered == [entries[altered].seq]
+    remote, rad = _client(served, env, "rad")
+    with pytest.raises(NotPermitted):
+        remote.trail.reconcile(rad, central)
+    with pytest.raises(UsageError, match="Could not read the repository's file"):
+        remote.trail.reconcile(admin, tmp_path / "absent.log")
 
 
 def test_files_travel_as_parts_only_where_a_method_takes_files(served: Path, env: VaultEnv) -> None:
