@@ -130,10 +130,14 @@ def required_import_cpu(files: list[Path], folder: Path) -> float:
 class Workstation:
     """A fresh vault with a technologist (imports) and a radiologist (reads) logged in."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, service: bool = False) -> None:
+        """``service``: a service vault (master key in a key file), as ``init --service`` makes."""
+        from app.security.sealing import KeyFileSealer
+
         password = "bench-password-0001"
         self.vault, enrolment = Vault.create(home, admin="admin", password=password,
-                                             passphrase="bench passphrase", use_keyring=False)
+                                             passphrase=None if service else "bench passphrase",
+                                             use_keyring=False, sealer=KeyFileSealer() if service else None)
         _, self.admin = self.vault.accounts.login("admin", password, totp.current_code(enrolment.totp_secret))
         tech = self.vault.admin.add_user(self.admin, "tech", Role.TECHNOLOGIST, password)
         rad = self.vault.admin.add_user(self.admin, "rad", Role.RADIOLOGIST, password)
@@ -545,6 +549,50 @@ def served(home: Path, sock: Path) -> Iterator[None]:
         process.wait(30)
 
 
+def _receive_through_service(work: Path, files: list[Path]) -> tuple[float, float]:
+    """storescu into the SCP the workstation service runs (``custodian service``, its own process),
+    and into the same SCP run embedded, in seconds."""
+    import subprocess
+
+    from app.net.nodes import Node
+    from tests.peers.ports import free_port
+
+    station = Workstation(work / "rcv-embedded")
+    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    scp = station.vault.pacs.storage_scp(port=0, host="127.0.0.1")
+    scp.start()
+    try:
+        embedded = _storescu(scp.port, "CUSTODIAN", files)
+    finally:
+        scp.stop()
+        station.vault.close()
+    shutil.rmtree(work / "rcv-embedded")  # see FRESH_MEMORY
+    station = Workstation(work / "rcv-service", service=True)
+    port = free_port()
+    station.vault.admin.set_policy(station.admin, "scp_port", str(port))
+    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    station.vault.close()
+    sock = work / "rcv.sock"
+    process = subprocess.Popen([sys.executable, "-m", "app", "service", "--home", str(work / "rcv-service"),
+                                "--socket", str(sock)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None:
+                raise RuntimeError("the workstation service did not start")
+            time.sleep(0.1)
+        through = _storescu(port, "CUSTODIAN", files)
+    finally:
+        process.terminate()
+        process.wait(30)
+    shutil.rmtree(work / "rcv-service")
+    return through, embedded
+
+
 def _service_jobs(vault: object, tech: object, rad: object, ct: Path) -> tuple[float, ...]:
     """Import, a study list (median of 50), every instance fetched one by one, the first image of
     the series and the whole series as a volume, in seconds."""
@@ -591,7 +639,15 @@ def bench_service(work: Path, slices: int, runs: int) -> list[Figure]:
     plain = median_of(3, lambda: np.stack([pydicom.dcmread(f).pixel_array for f in files]))
     ours = [statistics.median(run[k] for run in through) for k in range(5)]
     peer = [statistics.median(run[k] for run in embedded) for k in range(5)]
-    return [
+    receiving = []
+    if shutil.which("storescu"):
+        received = [_receive_through_service(work, files) for _ in range(runs)]
+        through_s, embedded_s = (statistics.median(r[k] for r in received) for k in (0, 1))
+        receiving.append(Figure(f"receive {slices}-slice CT from DCMTK storescu into the service's SCP",
+                                round(through_s, 3), "s", "the same SCP run embedded (custodian scp)",
+                                round(embedded_s, 3), round(embedded_s / through_s, 2), "informational",
+                                None))
+    return [*receiving,
         Figure(f"import {slices}-slice CT ({mb:.0f} MB) through the service's socket", round(ours[0], 3), "s",
                "the same import in embedded mode", round(peer[0], 3), round(peer[0] / ours[0], 2),
                "informational", None),

@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -162,34 +163,6 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             "locked": locked(), "policy": encode(vault.policy),
             "managed_settings": sorted(vault.managed_settings)}})
 
-    async def reconcile(request: Request, uid: int) -> Response:
-        """The repository's file as the client streams it (it may be larger than a request may
-        hold in memory), read line by line by the audit reconciliation in a worker thread."""
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        session = await run_in_threadpool(vault.accounts.resume, token, peer_uid=uid)
-        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-
-        def work() -> Reconciliation:
-            try:
-                return vault.trail.reconcile(session, _lines(chunks))
-            finally:
-                while chunks.get() is not None:  # what is left of the body, so the feeder ends
-                    pass
-
-        async def feed() -> None:
-            try:
-                async for chunk in request.stream():
-                    await anyio.to_thread.run_sync(chunks.put, chunk)
-            finally:
-                await anyio.to_thread.run_sync(chunks.put, None)
-
-        feeding = asyncio.create_task(feed())
-        try:
-            result = await run_in_threadpool(work)
-        finally:
-            await feeding  # (ended: the work read the body to its end)
-        return JSONResponse({"result": encode(result)})
-
     async def pacs_status(request: Request, uid: int) -> Response:
         """For the clients' downtime banner: no patient data, so no session needed."""
         return JSONResponse({"result": encode(pacs())})
@@ -200,7 +173,36 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
                              Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
                              Route("/v1/pacs", guarded(pacs_status), methods=["GET"]),
-                             Route("/v1/reconcile", guarded(reconcile), methods=["POST"])])
+                             Route("/v1/reconcile", guarded(partial(_reconcile, vault)), methods=["POST"])])
+
+
+async def _reconcile(vault: Vault, request: Request, uid: int) -> Response:
+    """The repository's file as the client streams it (it may be larger than a request may
+    hold in memory), read line by line by the audit reconciliation in a worker thread."""
+    token = request.headers.get("authorization", "").removeprefix("Bearer ")
+    session = await run_in_threadpool(vault.accounts.resume, token, peer_uid=uid)
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+    def work() -> Reconciliation:
+        try:
+            return vault.trail.reconcile(session, _lines(chunks))
+        finally:
+            while chunks.get() is not None:  # what is left of the body, so the feeder ends
+                pass
+
+    async def feed() -> None:
+        try:
+            async for chunk in request.stream():
+                await anyio.to_thread.run_sync(chunks.put, chunk)
+        finally:
+            await anyio.to_thread.run_sync(chunks.put, None)
+
+    feeding = asyncio.create_task(feed())
+    try:
+        result = await run_in_threadpool(work)
+    finally:
+        await feeding  # (ended: the work read the body to its end)
+    return JSONResponse({"result": encode(result)})
 
 
 def _lines(chunks: queue.Queue[bytes | None]) -> Iterator[str]:
