@@ -29,13 +29,13 @@ from app.audit.events import AuditEvent
 from app.audit.report import AuditQuery, AuditRecord
 from app.audit.syslog import ChainEntry, SignedHead
 from app.errors import IntegrityError
+from app.store.books import RetiredKeys
 from app.store.index import write_transaction
 
 if TYPE_CHECKING:
     from app.security.sealing import SigningKey
 
 GENESIS = "0" * 64
-RETIRED_KEYS = "audit_retired_checkpoint_keys"  # meta: checkpoint keys a key move replaced
 CHECKPOINT_EVERY = 100
 
 
@@ -178,7 +178,7 @@ class AuditLog:
                                  " so its checkpoints are not signed again under a new key and the key stays "
                                  "where it is. Run 'custodian audit verify'.")
         if self.signing_key is not None:
-            self._retire(self.signing_key)
+            RetiredKeys(self._conn).retire(self.signing_key.public_key().public_bytes_raw())
         rows = self._conn.execute("SELECT seq, head_hash, at FROM audit_checkpoints").fetchall()
         for seq, head_hash, at in rows:
             self._conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?",
@@ -194,9 +194,8 @@ class AuditLog:
 
     def head_signature_valid(self, head: SignedHead) -> bool:
         """Signed by the checkpoint key, or by a key it replaced for a head from that key's time."""
-        keys = [key for key, until in self._retired() if head.seq <= until]
-        if self.signing_key is not None:
-            keys.append(self.signing_key.public_key())
+        keys = [] if self.signing_key is None else [self.signing_key.public_key()]
+        keys += [key for key, until in self._retired() if head.seq <= until]
         payload = _checkpoint_payload(head.seq, head.head_hash, head.at)
         for key in keys:
             with contextlib.suppress(InvalidSignature):
@@ -204,18 +203,9 @@ class AuditLog:
                 return True
         return False
 
-    def _retire(self, key: SigningKey) -> None:
-        """Keep ``key``'s public half, valid for the checkpoints up to the current head only: a copy
-        of a retired private key cannot sign anything later."""
-        kept = [{"public": k.public_bytes_raw().hex(), "until": until} for k, until in self._retired()]
-        kept.append({"public": key.public_key().public_bytes_raw().hex(), "until": self.head()})
-        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           (RETIRED_KEYS, json.dumps(kept)))
-
     def _retired(self) -> list[tuple[Ed25519PublicKey, int]]:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (RETIRED_KEYS,)).fetchone()
-        return [(Ed25519PublicKey.from_public_bytes(bytes.fromhex(k["public"])), int(k["until"]))
-                for k in (json.loads(row[0]) if row else [])]
+        retired = RetiredKeys(self._conn).all()
+        return [(Ed25519PublicKey.from_public_bytes(raw), until) for raw, until in retired]
 
     @property
     def key_id(self) -> str:

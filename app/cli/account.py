@@ -14,8 +14,9 @@ from app.cli.credentials import (
     key_protection,
     open_vault,
     plain,
-    sealer_named,
     secret,
+    service_options,
+    service_sealer,
     socket_from,
 )
 from app.cli.output import EXIT_OK, Output, table
@@ -34,10 +35,8 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     if not password:
         raise UsageError("The administrator needs a password (CUSTODIAN_PASSWORD or the prompt).")
     if args.service:  # nobody's passphrase or keyring: a token, or a file only this account reads
-        from app.security.sealing import KeyFileSealer
-
         vault, enrolment = Vault.create(home, admin=args.admin, password=password, passphrase=None,
-                                        use_keyring=False, sealer=sealer_named(args) or KeyFileSealer())
+                                        use_keyring=False, sealer=service_sealer(args))
     else:
         use_keyring, passphrase = key_protection(args, out)
         vault, enrolment = Vault.create(home, admin=args.admin, password=password,
@@ -165,12 +164,7 @@ def _init_parser(commands: Commands) -> None:
     p.add_argument("--admin", required=True, metavar="NAME")
     p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
                    help="where the master key lives (auto: the OS keyring when one is usable)")
-    p.add_argument("--service", action="store_true",
-                   help="a vault for the workstation service, run as its OS account: the master key sealed "
-                        "in a PKCS#11 token (--pkcs11) or else in a key file only this account reads")
-    p.add_argument("--pkcs11", metavar="MODULE", help="with --service: the token's PKCS#11 module (.so)")
-    p.add_argument("--slot", type=int, metavar="N", help="the token's slot number")
-    p.add_argument("--token", metavar="LABEL", help="the token's label (instead of --slot)")
+    service_options(p, "a vault")
 
 
 def _login_parser(commands: Commands) -> None:

@@ -18,6 +18,8 @@ from app.cli.credentials import (
     plain,
     sealer_named,
     secret,
+    service_options,
+    service_sealer,
 )
 from app.cli.output import EXIT_FAILED, EXIT_OK, Output
 from app.cli.parsing import Commands
@@ -153,9 +155,10 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     if not source.is_file():
         raise UsageError(f"{source} is not a file.")
     passphrase = _backup_passphrase(False)
-    use_keyring, vault_passphrase = key_protection(args, out)
+    sealer = service_sealer(args) if args.service else None
+    use_keyring, vault_passphrase = (False, None) if sealer else key_protection(args, out)
     with Vault.restore(source, home, passphrase, vault_passphrase=vault_passphrase,
-                       use_keyring=use_keyring) as vault:
+                       use_keyring=use_keyring, sealer=sealer) as vault:
         mode = vault.key_mode
     out.emit({"home": str(home), "key_storage": mode},
              f"Vault restored into {home} (master key in the {mode}). Log in as before, then run "
@@ -247,6 +250,7 @@ def _restore_parser(commands: Commands) -> None:
     p.add_argument("backup", metavar="FILE")
     p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
                    help="where the restored master key lives (auto: the OS keyring when one is usable)")
+    service_options(p, "the restored vault")
 
 
 def _selftest_parser(commands: Commands) -> None:

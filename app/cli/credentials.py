@@ -18,7 +18,7 @@ from app.security.sessions import Session
 from app.vault import Vault
 
 if TYPE_CHECKING:
-    from app.security.sealing import TokenSealer
+    from app.security.sealing import Sealer, TokenSealer
 
 
 def interactive() -> bool:
@@ -87,6 +87,24 @@ def key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | N
         raise UsageError("Set CUSTODIAN_PASSPHRASE or run this interactively to choose one.")
     return False, passphrase
 
+
+
+def service_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--service`` with its token (``--pkcs11 MODULE --slot N|--token LABEL``), for ``init``
+    and ``restore``."""
+    p.add_argument("--service", action="store_true",
+                   help=f"{what} for the workstation service, run as its OS account: the master key sealed "
+                        "in a PKCS#11 token (--pkcs11) or else in a key file only this account reads")
+    p.add_argument("--pkcs11", metavar="MODULE", help="with --service: the token's PKCS#11 module (.so)")
+    p.add_argument("--slot", type=int, metavar="N", help="the token's slot number")
+    p.add_argument("--token", metavar="LABEL", help="the token's label (instead of --slot)")
+
+
+def service_sealer(args: argparse.Namespace) -> Sealer:
+    """The sealer ``--service`` asks for: the token named, else a key file."""
+    from app.security.sealing import KeyFileSealer
+
+    return sealer_named(args) or KeyFileSealer()
 
 
 def sealer_named(args: argparse.Namespace) -> TokenSealer | None:

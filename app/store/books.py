@@ -414,3 +414,25 @@ class MetaBook:
 
     def delete(self, key: str) -> None:
         self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+
+class RetiredKeys:
+    """Audit checkpoint keys a key move or a restore replaced: their public halves, each valid for
+    the checkpoints up to the head at its retirement (the central repository holds those signed by
+    it); a copy of a retired private key can sign nothing later."""
+
+    KEY = "audit_retired_checkpoint_keys"  # meta
+
+    def __init__(self, conn: sqlcipher3.Connection) -> None:
+        self._meta = MetaBook(conn)
+        self._conn = conn
+
+    def all(self) -> list[tuple[bytes, int]]:
+        """(raw Ed25519 public key, the last sequence number it may have signed)."""
+        held = self._meta.get(self.KEY)
+        return [(bytes.fromhex(k["public"]), int(k["until"])) for k in (json.loads(held) if held else [])]
+
+    def retire(self, public: bytes) -> None:
+        until = self._conn.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0]
+        kept = [{"public": key.hex(), "until": seq} for key, seq in self.all()]
+        self._meta.put(self.KEY, json.dumps([*kept, {"public": public.hex(), "until": until}]))

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlcipher3
+
 from app.errors import CustodianError, UsageError, VaultExists
 from app.security.keys import KEYSTORE_FILE, KeyStore, keyring_usable
 from app.security.sealing import Sealer
 from app.store import backup, index
 from app.store.blobs import BLOB_DIR
-from app.store.core import StoreCore
+from app.store.books import MetaBook, RetiredKeys
+from app.store.core import TOKEN_SIGNER_KEY, StoreCore
 
 BACKUP_MASTERS = "masters.json"  # inside the sealed backup only; never written out
 
@@ -38,6 +41,7 @@ class Restored:
     sha256: str
     made: str
     instances: int
+    checkpoint_key_renewed: bool = False  # the backup's was in its token (see _own_checkpoint_key)
 
 
 def write_backup(core: StoreCore, out: Path, passphrase: str) -> BackupResult:
@@ -109,13 +113,30 @@ def restore_into(source: Path, home: Path, passphrase: str, *, vault_passphrase:
         conn = index.connect(staged, keys.index_key, cipher=keystore.index_cipher)
         try:
             cipher, quick, _, _ = index.health(conn)
+            if cipher or quick != "ok":
+                raise backup.BackupDamaged("The backup's index fails its integrity check; nothing was "
+                                           "restored.")
+            renewed = _own_checkpoint_key(conn)
         finally:
             conn.close()
-        if cipher or quick != "ok":
-            raise backup.BackupDamaged("The backup's index fails its integrity check; nothing was restored.")
         if (staged / BLOB_DIR).exists():
             (staged / BLOB_DIR).rename(home / BLOB_DIR)
         (staged / index.INDEX_FILE).rename(home / index.INDEX_FILE)
         keystore.save()  # last: the key store appearing is what makes the folder a vault
     core = StoreCore(home, keystore, keys, index.connect(home, keys.index_key, cipher=keystore.index_cipher))
-    return Restored(core, stream.hexdigest(), header.created, header.instances)
+    return Restored(core, stream.hexdigest(), header.created, header.instances, renewed)
+
+
+def _own_checkpoint_key(conn: sqlcipher3.Connection) -> bool:
+    """A backup whose audit checkpoint key is in its token, which stays with the machine it was
+    made on (not extractable): the restored vault makes its own where its master key now is, and
+    keeps the old key's public half to verify what it signed. True when renewed."""
+    held = MetaBook(conn).get(TOKEN_SIGNER_KEY)
+    if held is None:
+        return False
+    with index.write_transaction(conn):
+        public = json.loads(held).get("public")
+        if public:
+            RetiredKeys(conn).retire(bytes.fromhex(public))
+        MetaBook(conn).delete(TOKEN_SIGNER_KEY)
+    return True

@@ -227,7 +227,7 @@ class StoreCore:
             signer = sealer.signing_key(create=True)
             if signer is not None:
                 with self.transaction() as conn:
-                    MetaBook(conn).put(TOKEN_SIGNER_KEY, json.dumps(sealer.describe()))
+                    MetaBook(conn).put(TOKEN_SIGNER_KEY, _signer_record(sealer, signer))
                 return signer
         new: dict[str, bytes] = {}
         seed = self.data_key(AUDIT_SIGNING_CONTEXT, new)
@@ -297,7 +297,7 @@ class StoreCore:
                 conn.execute("DELETE FROM data_keys WHERE context = ?", (AUDIT_SIGNING_CONTEXT,))
                 self._deks.pop(AUDIT_SIGNING_CONTEXT, None)
                 if seed is None:
-                    MetaBook(conn).put(TOKEN_SIGNER_KEY, json.dumps(sealer.describe()))
+                    MetaBook(conn).put(TOKEN_SIGNER_KEY, _signer_record(sealer, signer))
                 else:
                     MetaBook(conn).delete(TOKEN_SIGNER_KEY)
                     self.store_data_key(AUDIT_SIGNING_CONTEXT, seed)
@@ -402,3 +402,9 @@ def machine_id() -> str:
         with contextlib.suppress(OSError):
             return Path(path).read_text().strip()
     return ""
+
+
+def _signer_record(sealer: Sealer, signer: SigningKey) -> str:
+    """Where the checkpoint key is, with its public half: a restore without that token retires
+    it (app/store/contingency.py) and can still verify what it signed."""
+    return json.dumps({**sealer.describe(), "public": signer.public_key().public_bytes_raw().hex()})

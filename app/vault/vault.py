@@ -110,7 +110,8 @@ class Vault:
         vault = cls(restored.core)
         vault._gate.note(AuditEvent(EventType.RESTORE, detail={
             "backup": source.name, "sha256": restored.sha256, "made": restored.made,
-            "instances": restored.instances}))
+            "instances": restored.instances,
+            **({"checkpoint_key": "renewed"} if restored.checkpoint_key_renewed else {})}))
         return vault
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from app.security.sealing import (
     TokenSigningKey,
     write_private,
 )
+from app.store.books import RetiredKeys
 from app.store.core import AUDIT_SIGNING_CONTEXT, TOKEN_SIGNER_KEY
 from app.vault import Vault
 from tests.conftest import ADMIN_PASSWORD, REPO, Account, Cli, Codes, VaultEnv, make_cli_users, study_bytes
@@ -170,6 +171,36 @@ def test_a_removed_token_leaves_the_vault_locked(token_env: VaultEnv, token: Sof
                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
     assert done.returncode == 3
     assert "is not present" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_token_vaults_backup_restores_on_a_machine_without_its_token(
+        token_env: VaultEnv, token: SoftToken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint key never leaves the token, so the restored copy makes its own and keeps the
+    old key's public half: the trail it brings still verifies, later checkpoints use the new key."""
+    env = token_env
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=2, size=16))
+    assert env.vault.trail.verify(env.login("admin")).ok  # a checkpoint signed in the token
+    old_key = env.vault._gate._audit.signing_key.public_key().public_bytes_raw()
+    passphrase = "a backup passphrase long enough"
+    env.vault.admin.backup(env.login("admin"), tmp_path / "site.backup", passphrase)
+    env.vault.close()
+    elsewhere = softhsm_conf(tmp_path / "other.conf", tmp_path / "no-tokens")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(elsewhere))  # another machine: the token is not there
+    restored = Vault.restore(tmp_path / "site.backup", tmp_path / "restored", passphrase,
+                             vault_passphrase=None, sealer=KeyFileSealer(tmp_path / "restored"))
+    try:
+        env.vault, env.home = restored, tmp_path / "restored"
+        assert restored.key_mode == "keyfile"
+        audit = restored._gate._audit
+        assert not isinstance(audit.signing_key, TokenSigningKey)
+        assert [raw for raw, _ in RetiredKeys(restored._core.conn).all()] == [old_key]
+        assert restored.trail.verify(env.login("admin", fresh=True)).ok  # old and new checkpoints
+        events = audit.records(AuditQuery(event_type=EventType.RESTORE))
+        assert events[0].detail["checkpoint_key"] == "renewed"
+        assert len(restored.reading.studies(env.login("rad", fresh=True))) == 1
+    finally:
+        restored.close()
+        env.vault = Vault.open(env.home, no_person)  # (for the fixture's close)
 
 
 def test_a_token_without_the_vaults_key_says_so(token_env: VaultEnv, token: SoftToken) -> None:
@@ -367,3 +398,11 @@ def test_key_move_on_the_command_line(token: SoftToken, cli: Cli) -> None:
     assert (back["key_storage"], back["moved_from"]) == ("keyfile", "pkcs11")
     assert cli.json("audit", "verify")["ok"] is True
     assert stat.S_IMODE((cli.home / KEK_FILE).stat().st_mode) == 0o400
+    # A backup restored as a service vault, its master key sealed in the token.
+    backup = {"CUSTODIAN_BACKUP_PASSPHRASE": "a backup passphrase long enough"}
+    assert users.login("admin").returncode == 0
+    made = cli.json("backup", str(cli.home.parent / "site.backup"), extra_env=backup)
+    restored = Cli(cli.home.parent / "restored", cli.env)
+    done = restored.json("restore", made["file"], "--service", "--pkcs11", MODULE, "--slot", str(token.slot),
+                         extra_env={**backup, PIN_ENV: PIN})
+    assert done["key_storage"] == "pkcs11"
