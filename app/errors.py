@@ -47,6 +47,10 @@ class VaultExists(CustodianError):
     pass
 
 
+class NamesClash(CustodianError):
+    """The vault's upgrade was refused: user names that differ only in case (named in the message)."""
+
+
 class IntegrityError(CustodianError):
     exit_code = 4
 

@@ -42,11 +42,17 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+# Every Python package (pip and the build backend too) at the version and with the hashes pinned in
+# requirements.lock, so two installs are the same install and a tampered download is refused; then
+# Custodian itself from this folder, built by the pinned setuptools (no build isolation, which would
+# fetch an unpinned one); pip check refuses a lock that fell behind pyproject.toml. README
+# "Installs" says how to renew the lock and how to check it for published vulnerabilities.
 stamp=.venv/.custodian-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing Custodian and its Python packages into .venv" >&2
-    if ! { .venv/bin/python -m pip install --upgrade pip &&
-           .venv/bin/python -m pip install -e ".[test]"; } >.venv/pip.log 2>&1; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+    echo "setup: installing Custodian and its Python packages (requirements.lock) into .venv" >&2
+    if ! { .venv/bin/python -m pip install --require-hashes -r requirements.lock &&
+           .venv/bin/python -m pip install --no-deps --no-build-isolation -e . &&
+           .venv/bin/python -m pip check; } >.venv/pip.log 2>&1; then
         tail -n 30 .venv/pip.log >&2
         echo "setup: pip failed; the full log is in .venv/pip.log" >&2
         exit 1

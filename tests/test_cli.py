@@ -88,6 +88,24 @@ def test_permissions_exit_3(cli_users: CliUsers) -> None:
     assert cli("cache", "--pin", "1.2.3.404").stderr.strip() == "custodian: This study is not in the cache."
 
 
+def test_a_librarian_imports_outside_media_only(cli_users: CliUsers, tmp_path: Path) -> None:
+    """The README's role table: the film library brings in outside media (surveyed, reconciled with
+    the local patient), never plain `import`; the technologist may do both."""
+    cli = cli_users.cli
+    added = cli.json("user", "add", "lib", "--role", "librarian",
+                     extra_env={"CUSTODIAN_PASSWORD": password_for("lib")})
+    cli_users.codes["lib"], cli_users.passwords["lib"] = Codes.of(added["totp_uri"]), password_for("lib")
+    write_study(tmp_path / "cd", slices=2, size=16)
+    assert cli_users.login("lib").returncode == 0
+    refused = cli("import", str(tmp_path / "cd"))
+    assert refused.returncode == 3
+    assert refused.stderr.strip() == "custodian: Not permitted: the librarian role may not import."
+    assert cli.json("import-media", str(tmp_path / "cd"), "--outside-issuer", "St Elsewhere")["imported"] == 2
+    write_study(tmp_path / "own", slices=2, size=16)
+    assert cli_users.login("tech").returncode == 0
+    assert cli.json("import", str(tmp_path / "own"))["imported"] == 2
+
+
 def test_admin_commands(cli_users: CliUsers) -> None:
     cli = cli_users.cli
     assert cli_users.login("admin").returncode == 0

@@ -13,6 +13,7 @@ from app.cli.credentials import (
     interactive,
     key_protection,
     open_vault,
+    passphrase_source,
     plain,
     secret,
     service_options,
@@ -21,8 +22,9 @@ from app.cli.credentials import (
 )
 from app.cli.output import EXIT_OK, Output, table
 from app.cli.parsing import Commands
-from app.errors import CustodianError, NotAuthenticated, UsageError
+from app.errors import CustodianError, NamesClash, NotAuthenticated, UsageError
 from app.paths import resolve_home
+from app.security.accounts import check_name
 from app.security.roles import parse_role
 from app.vault import Vault
 
@@ -148,6 +150,27 @@ def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_user_rename(args: argparse.Namespace, out: Output) -> int:
+    """An administrator's renames; or those that let a vault refused its upgrade (names differing
+    only in case) go on, made by whoever can open it (its passphrase or keyring; the service's
+    account): the upgrade makes them and records them in the trail."""
+    renames = dict([(args.name, args.new_name), *args.also])
+    for new_name in renames.values():
+        check_name(new_name)
+    try:
+        vault = open_vault(args)
+    except NamesClash:
+        Vault.open(resolve_home(args.home), passphrase_source, renames).close()
+        done = renames
+    else:
+        with vault:
+            session = current_session(vault)
+            done = {old: vault.admin.rename_user(session, old, new).name for old, new in renames.items()}
+    out.emit([{"user": new, "renamed_from": old} for old, new in done.items()],
+             "\n".join(f"User {old} is now {new}." for old, new in done.items()))
+    return EXIT_OK
+
+
 def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         users = vault.admin.list_users(current_session(vault))
@@ -181,6 +204,11 @@ def _user_parser(commands: Commands) -> None:
                    help="the person's name (alerts when they open a patient of their own surname)")
     p = user.add("disable", cmd_user_disable, "disable a user and end their sessions")
     p.add_argument("name")
+    p = user.add("rename", cmd_user_rename, "give a user another name (the same whatever its case)")
+    p.add_argument("name")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.add_argument("--also", nargs=2, action="append", default=[], metavar=("NAME", "NEW_NAME"),
+                   help="another rename made with it (a refused upgrade needs every clash renamed at once)")
     user.add("list", cmd_user_list, "list users")
 
 

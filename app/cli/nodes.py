@@ -26,22 +26,27 @@ def _tls_identity(args: argparse.Namespace) -> TlsIdentity | None:
     return TlsIdentity.from_files(*files)
 
 
+def _shown(node: Node) -> dict[str, object]:
+    return {"node": node.name, "aet": node.ae_title, "host": node.host, "port": node.port,
+            "tls": node.tls is not None, "from": list(node.senders), "peer_name": node.certificate_name}
+
+
 def cmd_node_add(args: argparse.Namespace, out: Output) -> int:
-    node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "")
+    node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "",
+                tuple(args.addresses or ()), args.peer_name or "")
     with open_vault(args) as vault:
         vault.nodes.add(current_session(vault), node)
-    out.emit({"node": node.name, "aet": node.ae_title, "host": node.host, "port": node.port,
-              "tls": node.tls is not None}, f"PACS node '{node.name}' set: {node.describe()}.")
+    out.emit(_shown(node), f"PACS node '{node.name}' set: {node.describe()}.")
     return EXIT_OK
 
 
 def cmd_node_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         nodes = vault.nodes.list(current_session(vault))
-    out.emit([{"node": n.name, "aet": n.ae_title, "host": n.host, "port": n.port, "tls": n.tls is not None}
-              for n in nodes],
-             lambda: table([[n.name, n.ae_title, f"{n.host}:{n.port}", "yes" if n.tls else "no"]
-                             for n in nodes], ["Node", "AE title", "Address", "TLS"])
+    out.emit([_shown(n) for n in nodes],
+             lambda: table([[n.name, n.ae_title, f"{n.host}:{n.port}", ", ".join(n.senders),
+                             f"yes, as {n.certificate_name}" if n.tls else "no"] for n in nodes],
+                           ["Node", "AE title", "Address", "Sends from", "TLS"])
              if nodes else "No PACS nodes are set ('custodian node add' adds one).")
     return EXIT_OK
 
@@ -145,7 +150,10 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         scp = vault.pacs.storage_scp(port=args.port, host=args.host)
         scp.start()
-        out.note(f"Storage SCP listening as {vault.policy.ae_title} on port {scp.port}; Ctrl+C stops it.")
+        out.note(f"Storage SCP listening as {vault.policy.ae_title} on {scp.host} port {scp.port}; "
+                 "Ctrl+C stops it.")
+        for notice in scp.notices(vault.policy.require_tls):
+            out.note(notice)
         try:
             while True:
                 time.sleep(3600)
@@ -166,6 +174,11 @@ def _node_parser(commands: Commands) -> None:
     p.add_argument("--tls-cert", type=Path, help="this workstation's PEM certificate")
     p.add_argument("--tls-key", type=Path, help="this workstation's PEM private key")
     p.add_argument("--server-name", help="the name in the node's certificate, if not HOST")
+    p.add_argument("--from", dest="addresses", action="append", metavar="ADDRESS",
+                   help="an address (or host name) the node sends from, if not HOST's; repeat for several")
+    p.add_argument("--peer-name", metavar="NAME",
+                   help="the name (or subject) its certificate must carry when it sends to us over TLS, "
+                        "if not the server name or HOST")
     node.add("list", cmd_node_list, "list the PACS nodes")
     p = node.add("remove", cmd_node_remove, "remove a PACS node (admin)")
     p.add_argument("name")
@@ -223,7 +236,8 @@ def _scp_tls_parser(commands: Commands) -> None:
 def _scp_parser(commands: Commands) -> None:
     p = commands.add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
     p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
-    p.add_argument("--host", default="", help="the address to listen on (default: all)")
+    p.add_argument("--host", help="the IP address to listen on, instead of the site policy's scp_address "
+                                  "(0.0.0.0: every interface)")
 
 
 PARSERS: dict[str, Callable[[Commands], object]] = {

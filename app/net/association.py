@@ -2,7 +2,8 @@
 
 pynetdicom reports a failed association by logging, not by raising, so each attempt collects its
 log lines and turns them into one sentence: nothing listening, the peer refusing our AE title or
-its own, an untrusted certificate. Every association made here uses TLS when the node has it.
+its own, an untrusted certificate. Every association made here uses TLS when the node has it, and
+none is made with a plain node when the site requires TLS.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ class PeerError(CustodianError):
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class TlsRequired(PeerError):
+    """A plain node, while the site requires TLS: refused before anything leaves (and audited by
+    the gate as a Security Alert)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"The site requires TLS on every DICOM connection, and the PACS node '{node}' is "
+                         "set without it, so nothing was sent or asked. An administrator sets the node "
+                         "again with --tls-ca, --tls-cert and --tls-key.", transient=False)
+        self.node = node
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,10 @@ def application_entity(local_ae: str) -> AE:
 @contextlib.contextmanager
 def associated(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
     """An established association with ``node`` (released afterwards), or a PeerError saying why
-    not; ``options`` go to pynetdicom's ``associate`` (role negotiation, event handlers)."""
+    not; ``options`` go to pynetdicom's ``associate`` (role negotiation, event handlers). A plain
+    node the site requires TLS with is refused before anything leaves."""
+    if node.tls is None and node.tls_required:
+        raise TlsRequired(node.name)
     tls_args = None
     if node.tls is not None:
         tls_args = (client_context(node.tls), node.server_name or node.host)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import sqlcipher3
 
@@ -17,6 +17,7 @@ from app.errors import CustodianError, UsageError
 from app.security.tls import TlsIdentity
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:%_-]{0,252}$")  # an IP address or a host name
 
 
 def check_ae_title(value: str) -> str:
@@ -35,6 +36,13 @@ class Node:
     port: int
     tls: TlsIdentity | None = None
     server_name: str = ""  # the name the node's certificate must carry; the host when empty
+    # Where the node's own associations come from (IP addresses or host names, resolved when one
+    # arrives); none given: its host. A plain sender claiming its AE title from elsewhere is refused.
+    addresses: tuple[str, ...] = ()
+    # What a TLS sender claiming its AE title must carry in its certificate (a subject alternative
+    # name, the subject's common name, or the whole subject); the server name or host when empty.
+    peer_name: str = ""
+    tls_required: bool = False  # the site requires TLS with it (require_tls): plain is refused
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -42,18 +50,39 @@ class Node:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
         if not self.host or not 0 < self.port < 65536:
             raise UsageError("A node needs a host and a port from 1 to 65535.")
+        addresses = tuple(str(a).strip() for a in self.addresses)  # (a list, from JSON)
+        if not all(_ADDRESS.match(a) for a in addresses):
+            raise UsageError("A node's sending addresses are IP addresses or host names.")
+        object.__setattr__(self, "addresses", addresses)
+        if len(self.peer_name) > 255 or not self.peer_name.isprintable():
+            raise UsageError("A node's peer name is the name in its certificate: up to 255 characters.")
+
+    @property
+    def senders(self) -> tuple[str, ...]:
+        """The addresses (or host names) its associations may come from."""
+        return self.addresses or (self.host,)
+
+    @property
+    def certificate_name(self) -> str:
+        """The name its sender's TLS certificate must carry."""
+        return self.peer_name or self.server_name or self.host
 
     def describe(self) -> str:
-        return f"{self.ae_title} at {self.host}:{self.port}" + (" (TLS)" if self.tls else "")
+        sends = f", sending from {', '.join(self.addresses)}" if self.addresses else ""
+        named = f", its certificate naming {self.peer_name}" if self.peer_name else ""
+        return f"{self.ae_title} at {self.host}:{self.port}{sends}{named}" + (" (TLS)" if self.tls else "")
 
 
 class NodeBook:
     """The workstation's own nodes, under the site's (the managed policy's), which win by name and
-    cannot be changed here."""
+    cannot be changed here. Under the site's ``require_tls`` every node read is marked so, and an
+    association with a plain one is refused before it is made."""
 
-    def __init__(self, conn: sqlcipher3.Connection, managed: Sequence[Node] = ()) -> None:
+    def __init__(self, conn: sqlcipher3.Connection, managed: Sequence[Node] = (), *,
+                 require_tls: bool = False) -> None:
         self._conn = conn
         self._managed = {node.name: node for node in managed}
+        self._require_tls = require_tls
 
     def put(self, node: Node) -> None:
         self._refuse_managed(node.name)
@@ -62,16 +91,20 @@ class NodeBook:
 
     def get(self, name: str) -> Node:
         if name in self._managed:
-            return self._managed[name]
+            return self._in_force(self._managed[name])
         row = self._conn.execute("SELECT config FROM nodes WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise CustodianError(f"There is no PACS node named '{name}' ('custodian node list' shows them).")
-        return _node(row[0])
+        return self._in_force(_node(row[0]))
 
     def list(self) -> list[Node]:
         local = [_node(config) for (config,) in self._conn.execute("SELECT config FROM nodes ORDER BY name")]
-        return sorted([*self._managed.values(), *(n for n in local if n.name not in self._managed)],
+        return sorted([self._in_force(n) for n in [*self._managed.values(),
+                                                   *(n for n in local if n.name not in self._managed)]],
                       key=lambda node: node.name)
+
+    def _in_force(self, node: Node) -> Node:
+        return replace(node, tls_required=True) if self._require_tls else node
 
     def remove(self, name: str) -> None:
         self._refuse_managed(name)

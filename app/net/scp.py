@@ -3,7 +3,8 @@
 Each C-STORE is answered only once its instance is durably in the vault, so a sender never
 deletes or forgets something we might lose. Instances arriving on all associations at once are
 imported together (one commit for many), and each handler waits for its own outcome. Only the
-AE titles of configured PACS nodes may send, and only to our own AE title.
+configured PACS nodes may send, each from its own address or with its own certificate
+(:mod:`app.net.admission`), and only to our own AE title; a refusal is an A-ASSOCIATE-RJ, reported.
 
 It takes what an import takes: every storage SOP class (retired ones too: old modalities and
 archives still send them) in every transfer syntax the viewer can display, kept exactly as sent.
@@ -21,7 +22,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from pydicom import uid
 from pydicom.filebase import DicomBytesIO
@@ -29,13 +30,16 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, evt, register_uid
 from pynetdicom import sop_class as sop
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from app.background import GroupCommit
 from app.errors import UsageError
+from app.net.admission import Admission, Peer, Refusal, address_of
 from app.net.association import NO_DELAY, application_entity, named_sop_class
 from app.net.commitment import Reports, report_handler
+from app.store.limits import DEFAULT_LIMITS, Budgets, IntakeLimits, OverLimit
 from app.store.records import ImportReport
 
 SUCCESS = 0x0000
@@ -43,6 +47,7 @@ OUT_OF_RESOURCES = 0xA700  # could not be stored (disk full, vault busy): the se
 CANNOT_UNDERSTAND = 0xC000  # refused: unparseable, or in conflict with what is stored
 
 Store = Callable[[str, list[tuple[str, bytes]]], ImportReport]
+Refused = Callable[[Refusal], None]
 
 # Uncompressed first, so a sender offering its data both ways never compresses it for us; Explicit VR
 # Little Endian before Implicit, which loses the VRs of private elements.
@@ -201,10 +206,43 @@ STOP_POLL = 0.05  # seconds between the acceptor's checks for a stop
 class _Server(ThreadedAssociationServer):
     """pynetdicom's threaded server, checking for a stop every STOP_POLL seconds rather than
     socketserver's 0.5 s: the SCP started for a C-MOVE retrieve is stopped at its end, which
-    waited 0.2-0.5 s for nothing."""
+    waited 0.2-0.5 s for nothing. The TLS handshake is made on the connection's own thread."""
+
+    refused: Refused  # told of each failed handshake (set before it serves)
 
     def serve_forever(self, poll_interval: float = STOP_POLL) -> None:
         super().serve_forever(poll_interval)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """A new connection, its TLS handshake not made yet: pynetdicom makes it here, on the one
+        acceptor thread, where a connection that never speaks held every other sender up."""
+        sock, address = cast(socket.socket, self.socket).accept()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket) and not self._handshake(request, str(client_address[0])):
+            self.shutdown_request(request)
+            return
+        super().finish_request(request, client_address)
+
+    def _handshake(self, sock: ssl.SSLSocket, address: str) -> bool:
+        """The TLS handshake, within ASSOCIATE_WAIT; a peer that fails it (plain DICOM, a certificate
+        from another CA, none) is reported; one that only hung up or kept silent is not."""
+        waited = sock.gettimeout()
+        sock.settimeout(ASSOCIATE_WAIT)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return False
+        except ssl.SSLError as exc:
+            self.refused(Refusal("", address, f"the TLS handshake failed ({_handshake_why(exc)})"))
+            return False
+        except OSError:
+            return False
+        sock.settimeout(waited)
+        return True
 
     def shutdown(self) -> None:
         # pynetdicom's own shutdown also unlists the server from its AE, where only AE.start_server
@@ -213,25 +251,56 @@ class _Server(ThreadedAssociationServer):
         self.server_close()
 
 
+def _handshake_why(exc: ssl.SSLError) -> str:
+    reason = str(exc.reason or exc).lower().replace("_", " ")
+    if "certificate" in reason and ("verify" in reason or "unknown ca" in reason):
+        return "its certificate is not from a CA this station trusts"
+    if "no certificate" in reason or "did not return a certificate" in reason:
+        return "it presented no certificate"
+    if "wrong version" in reason or "http" in reason or "unknown protocol" in reason:
+        return "it did not speak TLS: a plain connection"
+    return reason
+
+
 class StorageScp:
-    def __init__(self, store: Store, *, ae_title: str, port: int, allowed: list[str],
-                 host: str = "", tls: ssl.SSLContext | None = None,
-                 on_stop: Callable[[], None] | None = None, reports: Reports | None = None) -> None:
-        if not allowed:
+    def __init__(self, store: Store, *, ae_title: str, port: int, admission: Admission,
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                 on_stop: Callable[[], None] | None = None, reports: Reports | None = None,
+                 refused: Refused | None = None, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
+        if not admission.ae_titles:
             raise UsageError("No PACS nodes are set, so nobody would be allowed to send: add the "
                              "senders with 'custodian node add' first.")
+        if (listening := address_of(host)) is None:
+            raise UsageError(f"The storage SCP listens on an IP address of this station (0.0.0.0 for "
+                             f"every interface), not '{host}'.")
         self.receiver = Receiver(store)
         self.port = port
-        self._host = host
-        self._ae = self._make_ae(ae_title, allowed)
+        self.host = host
+        self.local_only = listening.is_loopback  # only this machine can reach it
+        self.secure = tls is not None
+        self._admission = admission
+        self._ae = self._make_ae(ae_title, admission.ae_titles)
         self._tls = tls
         self._on_stop = on_stop
         self._reports = reports
+        self._refused = refused or (lambda refusal: None)
+        self._budgets = Budgets(limits)  # what each association may send (the site's intake limits)
         self._server: ThreadedAssociationServer | None = None
         self._stopping = threading.Event()
         # Connections admitted whose association thread is not running yet (by their socket): on a
         # loaded machine a flood's next connections are checked before those threads start.
         self._admitted: dict[socket.socket, str] = {}
+
+    def notices(self, require_tls: bool) -> list[str]:
+        """What an administrator should know about where it listens and who can reach it."""
+        said = []
+        if self.local_only:
+            said.append("Only this machine can send to it: an administrator sets the station's address with "
+                        "'custodian policy set scp_address ADDRESS' (0.0.0.0 for every interface).")
+        if require_tls and not self.secure:
+            said.append("The site requires TLS and the storage SCP has no certificate, so every sender is "
+                        "refused until an administrator sets one with 'custodian scp-tls'.")
+        return said
 
     @staticmethod
     def _make_ae(ae_title: str, allowed: list[str]) -> AE:
@@ -268,21 +337,46 @@ class StorageScp:
             self._admitted[request] = peer
         return admitted
 
+    def _on_requested(self, event: evt.Event) -> None:
+        """Refuse a sender that is not who its AE title claims, with an A-ASSOCIATE-RJ (calling AE
+        title not recognised), before anything is negotiated; the refusal is reported first, so it
+        is in the trail before the sender learns of it."""
+        assoc, calling = event.assoc, ""
+        try:
+            calling = str(cast(A_ASSOCIATE, assoc.requestor.primitive).calling_ae_title).strip()
+            socket_ = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+            why = self._admission.refusal(calling, Peer.of(assoc.requestor.address, socket_))
+        except Exception:  # fail closed: pynetdicom goes on with the association after a handler fails
+            why = "its request could not be checked"
+        if why is None:
+            return
+        try:
+            self._refused(Refusal(calling, assoc.requestor.address, why))
+        finally:  # refused even if the report fails
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanently by the service user
+            assoc.kill()  # as pynetdicom ends an association it rejects itself
+
     def _on_store(self, event: evt.Event) -> int:
         try:
             data = part10(event)
         except Exception:  # a malformed request is refused, never fatal
             return CANNOT_UNDERSTAND
+        try:
+            self._budgets.take(event.assoc, len(data))
+        except OverLimit:
+            return OUT_OF_RESOURCES
         request = _store_request(event)
         originator, message_id = request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID
         move = (originator.strip(), message_id) if originator and message_id is not None else None
         return self.receiver.receive(event.assoc.requestor.ae_title, data, move).status
 
     def start(self) -> None:
-        self._server = server = self._ae.make_server(
-            (self._host, self.port), ssl_context=self._tls, server_class=_Server,
-            evt_handlers=[NO_DELAY, (evt.EVT_C_STORE, self._on_store),
-                          report_handler(self._reports or (lambda report: None))])
+        self._server = server = cast(_Server, self._ae.make_server(
+            (self.host, self.port), ssl_context=self._tls, server_class=_Server,
+            evt_handlers=[NO_DELAY, (evt.EVT_REQUESTED, self._on_requested),
+                          (evt.EVT_C_STORE, self._on_store),
+                          report_handler(self._reports or (lambda report: None))]))
+        server.refused = self._refused
         # This server's own admission check in place of socketserver's, which admits everyone.
         server.verify_request = self._admit  # type: ignore[method-assign]
         self.port = server.server_address[1]

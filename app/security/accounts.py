@@ -2,7 +2,14 @@
 
 All of it lives in the encrypted index. Every failed login gets the same message whether the
 user is unknown, the password wrong, the code wrong or the account locked, so the message
-reveals nothing; the audit trail records which it was.
+reveals nothing; the audit trail records which it was. A user name is one name whatever its case
+(``rad`` logs in as ``Rad``), and the account's own spelling is what the trail records.
+
+Two lockouts: wrong passwords or codes at the login or lock screen, which anyone may type for any
+name, lock the account for new logins only; wrong codes or passwords inside a live session (step-up,
+password change), typed by whoever holds it, lock it altogether and end its sessions. A one-time
+recovery code with the right password logs in through either, so nobody can keep an account (the
+only administrator's included) locked out, and it guesses nothing: a code is 59 random bits.
 """
 
 from __future__ import annotations
@@ -56,10 +63,26 @@ class Enrolment:
 
 @dataclass(frozen=True)
 class Verified:
-    """A successful first factor and second factor; ``recovery`` when a recovery code was used."""
+    """A successful first factor and second factor; ``recovery`` when a recovery code was used,
+    ``through_lock`` when it let the owner in while the account was locked."""
 
     user: User
     recovery: bool
+    through_lock: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed password or code counted against an account: the account as stored, and whether
+    this failure locked it."""
+
+    user_id: int
+    name: str
+    locked: bool
+
+
+# (failures in a row, locked until) for the login screen's failures, and for those inside a session.
+_COUNTERS = {False: ("login_failures", "login_locked_until"), True: ("failed_count", "locked_until")}
 
 
 def locked_out(cause: str, seconds: float) -> str:
@@ -72,6 +95,12 @@ def locked_out(cause: str, seconds: float) -> str:
 def step_up_delay(failures: int) -> float:
     """Seconds before the next step-up code after ``failures`` wrong ones in a row."""
     return min(STEP_UP_DELAY * 2 ** (failures - 1), STEP_UP_DELAY_MOST) if failures > 0 else 0.0
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise UsageError("A user name is 1–64 letters, digits, dots, dashes or underscores, "
+                         "starting with a letter or digit.")
 
 
 def _new_recovery_code() -> str:
@@ -94,11 +123,7 @@ class Accounts:
 
     # ------------------------------------------------------------------ administration
     def add(self, name: str, role: Role, password: str, full_name: str = "") -> Enrolment:
-        if not _NAME.match(name):
-            raise UsageError(
-                "A user name is 1–64 letters, digits, dots, dashes or underscores, "
-                "starting with a letter or digit."
-            )
+        check_name(name)
         full_name = " ".join(full_name.split())
         if len(full_name) > 128 or not full_name.isprintable():
             raise UsageError("A full name is up to 128 printable characters.")
@@ -110,7 +135,7 @@ class Accounts:
                 (name, role.value, passwords.hash_password(password), time.time(), full_name),
             )
         except sqlcipher3.IntegrityError:
-            raise UsageError(f"A user named '{name}' already exists.") from None
+            raise self._taken(name) from None
         user = User(cur.lastrowid, name, role, False, enrolled=False)
         enrolment = self.new_enrolment(user)
         self.confirm_enrolment(enrolment, code=None)
@@ -123,15 +148,38 @@ class Accounts:
         return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4])) if row else None
 
     def list(self) -> list[User]:
-        rows = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users ORDER BY name")
+        rows = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users "
+                                  "ORDER BY name COLLATE NOCASE")
         return [User(r[0], r[1], Role(r[2]), bool(r[3]), bool(r[4])) for r in rows]
 
-    def disable(self, name: str) -> User:
-        cur = self._conn.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,))
-        if cur.rowcount != 1:
+    def named(self, name: str) -> User:
+        """The account of ``name`` in any case; CustodianError when there is none."""
+        row = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users "
+                                 "WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+        if row is None:
             raise CustodianError(f"There is no user named '{name}'.")
-        row = self._conn.execute("SELECT id, role FROM users WHERE name = ?", (name,)).fetchone()
-        return User(row[0], name, Role(row[1]), True)
+        return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4]))
+
+    def disable(self, name: str) -> User:
+        user = self.named(name)
+        self._conn.execute("UPDATE users SET disabled = 1 WHERE id = ?", (user.id,))
+        return User(user.id, user.name, user.role, True, user.enrolled)
+
+    def rename(self, name: str, new_name: str) -> tuple[User, str]:
+        """The account of ``name`` under ``new_name`` (a change of case alone included), and the
+        name it had. Its sessions, grants and trail stay its own (they hold its id)."""
+        check_name(new_name)
+        user = self.named(name)
+        try:
+            self._conn.execute("UPDATE users SET name = ? WHERE id = ?", (new_name, user.id))
+        except sqlcipher3.IntegrityError:
+            raise self._taken(new_name) from None
+        return User(user.id, new_name, user.role, user.disabled, user.enrolled), user.name
+
+    def _taken(self, name: str) -> UsageError:
+        held = self.named(name).name
+        return UsageError(f"A user named '{held}' already exists" + (
+            "." if held == name else " (user names are the same whatever their case)."))
 
     def set_inactivity(self, user: User, seconds: int | None) -> None:
         """The user's own lock time (None: the site's)."""
@@ -170,21 +218,25 @@ class Accounts:
         )
 
     # ------------------------------------------------------------------ authentication
-    def check_password(self, name: str, password: str) -> User:
-        """First factor only, with lockout; raises :class:`AuthenticationFailed`."""
+    def check_password(self, name: str, password: str, *, through_lock: bool = False) -> tuple[User, bool]:
+        """First factor only; a locked account is refused unless ``through_lock`` (a recovery code
+        follows, or the caller holds a live session). The account (its name as stored) and whether
+        it is locked; raises :class:`AuthenticationFailed`."""
         row = self._conn.execute(
-            "SELECT id, role, password_hash, disabled, locked_until, enrolled FROM users WHERE name = ?",
-            (name,),
-        ).fetchone()
-        ok = passwords.verify_password(row[2] if row else None, password)
-        if row is None or row[3] or row[4] > time.time() or not ok:
+            "SELECT id, name, role, password_hash, disabled, max(locked_until, login_locked_until), enrolled "
+            "FROM users WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+        ok = passwords.verify_password(row[3] if row else None, password)
+        locked = bool(row and row[5] > time.time())
+        if row is None or row[4] or (locked and not through_lock) or not ok:
             raise AuthenticationFailed(LOGIN_FAILED)
-        return User(row[0], name, Role(row[1]), False, bool(row[5]))
+        return User(row[0], row[1], Role(row[2]), False, bool(row[6])), locked
 
     def authenticate(self, name: str, password: str, code: str) -> Verified:
-        """Password and second factor (TOTP, or a one-time recovery code)."""
-        user = self.check_password(name, password)
-        if _is_recovery_code(code):
+        """Password and second factor (TOTP, or a one-time recovery code, which also lets its owner
+        in through a lock and lifts the one inside sessions: the sessions it ended are gone)."""
+        recovery = _is_recovery_code(code)
+        user, locked = self.check_password(name, password, through_lock=recovery)
+        if recovery:
             used = self._conn.execute(
                 "UPDATE recovery_codes SET used_at = ? "
                 "WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
@@ -192,7 +244,9 @@ class Accounts:
             ).rowcount
             if used != 1:
                 raise AuthenticationFailed(LOGIN_FAILED)
-            return Verified(user, recovery=True)
+            self._conn.execute("UPDATE users SET locked_until = 0 WHERE id = ?", (user.id,))
+            self.clear_failures(user)
+            return Verified(user, recovery=True, through_lock=locked)
         self.check_code(user, code, LOGIN_FAILED)
         self._conn.execute("UPDATE users SET enrolled = 1 WHERE id = ?", (user.id,))
         self.clear_failures(user)
@@ -206,10 +260,6 @@ class Accounts:
         if step is None:
             raise AuthenticationFailed(failure)
         self._conn.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, user.id))
-
-    def id_of(self, name: str) -> int | None:
-        row = self._conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
 
     def holds(self, user: User) -> tuple[float, float]:
         """(seconds the account stays locked, seconds before its next step-up code may be tried)."""
@@ -225,19 +275,25 @@ class Accounts:
         self._conn.execute("UPDATE users SET step_up_after = ? WHERE id = ?", (time.time() + delay, user.id))
         return delay
 
-    def clear_failures(self, user: User) -> None:
-        """A correct password and code, or step-up code: the failures in a row start again from none."""
-        self._conn.execute("UPDATE users SET failed_count = 0, step_up_after = 0 WHERE id = ?", (user.id,))
+    def clear_failures(self, user: User, *, in_session: bool = False) -> None:
+        """A correct password and code (all failures in a row start again from none), or a correct
+        step-up code (``in_session``: those inside sessions do; the login screen's are not its)."""
+        logins = "" if in_session else ", login_failures = 0"
+        self._conn.execute(f"UPDATE users SET failed_count = 0, step_up_after = 0{logins} WHERE id = ?",
+                           (user.id,))
 
-    def record_failure(self, name: str, policy: SitePolicy) -> bool:
-        """Count a failed attempt; returns True when this one locked the account."""
-        row = self._conn.execute("SELECT id, failed_count FROM users WHERE name = ?", (name,)).fetchone()
+    def record_failure(self, name: str, policy: SitePolicy, *, in_session: bool = False) -> Failure | None:
+        """Count a failed attempt at the login screen, or ``in_session`` (each toward its own lock);
+        None for a name no account has."""
+        count, until = _COUNTERS[in_session]
+        row = self._conn.execute(f"SELECT id, name, {count} FROM users WHERE name = ? COLLATE NOCASE",
+                                 (name,)).fetchone()
         if row is None:
-            return False
-        failures = row[1] + 1
+            return None
+        failures = row[2] + 1
         if failures >= policy.lockout_failures:
-            self._conn.execute("UPDATE users SET failed_count = 0, locked_until = ? WHERE id = ?",
+            self._conn.execute(f"UPDATE users SET {count} = 0, {until} = ? WHERE id = ?",
                                (time.time() + policy.lockout_seconds, row[0]))
-            return True
-        self._conn.execute("UPDATE users SET failed_count = ? WHERE id = ?", (failures, row[0]))
-        return False
+            return Failure(row[0], row[1], locked=True)
+        self._conn.execute(f"UPDATE users SET {count} = ? WHERE id = ?", (failures, row[0]))
+        return Failure(row[0], row[1], locked=False)

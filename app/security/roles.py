@@ -28,7 +28,9 @@ class Action(StrEnum):
     VIEW_IMAGES = "view images"
     MEASURE = "save measurements"
     BREAK_GLASS = "open a restricted study in an emergency"
-    IMPORT = "import"
+    IMPORT = "import"  # files, folders and DICOMDIRs of this site's own (`import`)
+    IMPORT_MEDIA = "import outside media"  # surveyed, reconciled with the local patient (`import-media`)
+    RECONCILE_PATIENTS = "reconcile patient records"
     SEND = "send studies"
     QUERY = "query the PACS"
     RETRIEVE = "retrieve from the PACS"
@@ -77,10 +79,12 @@ A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
                                  A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH}),
-    Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY,
-                                  A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY,
-                                  A.EVICT_CACHE, A.PREFETCH}),
-    Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES}),
+    Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA,
+                                  A.RECONCILE_PATIENTS, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
+                                  A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE, A.PREFETCH}),
+    # The film library brings in outside media only, through the survey and reconciliation.
+    Role.LIBRARIAN: frozenset({A.LIST_STUDIES, A.IMPORT_MEDIA, A.RECONCILE_PATIENTS, A.EXPORT,
+                               A.DISCLOSURES}),
     Role.PRIVACY_OFFICER: frozenset({A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
                                      A.RESTRICT_PATIENT, A.SHRED, A.VERIFY}),
     Role.ADMIN: frozenset({A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS,

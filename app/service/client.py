@@ -42,6 +42,7 @@ from app.service.parts import FILES, form
 from app.service.readahead import ReadAhead, fetchers
 from app.store.contingency import BackupResult
 from app.store.importer import Unreadable, read_source
+from app.store.limits import IntakeLimits
 from app.store.records import ImportReport, Rejection
 from app.store.sources import iter_sources
 
@@ -238,29 +239,34 @@ class RemoteReading(RemoteService):
 
 class RemoteIntake(RemoteService):
     """Intake: files and media are read here, as this OS account (the service cannot read them),
-    and sent a batch at a time."""
+    within the site's intake limits, and sent a batch at a time (the service applies the limits
+    again to what it is sent)."""
 
     def import_paths(self, session: Session, paths: list[Path], progress: Any = None) -> ImportReport:
         report = ImportReport()
-        for batch, unreadable in _batches(_readers(paths)):
+        for batch, unreadable in _batches(_readers(paths, self._limits())):
             report.rejected.extend(unreadable)
             if batch:
                 _add(report, self.import_bytes(session, batch))
         return report
 
     def survey_media(self, session: Session, path: Path, passphrase: str | None = None) -> Survey:
-        found = survey(open_media(path, passphrase))
+        limits = self._limits()
+        found = survey(open_media(path, passphrase, limits), limits)
         self.surveyed(session, path.name, found)
         return found
 
     def import_media(self, session: Session, path: Path, passphrase: str | None = None,
                      reconcile: Reconcile | None = None, progress: Any = None) -> ImportReport:
         report = ImportReport()
-        for batch, unreadable in _batches(open_media(path, passphrase)):
+        for batch, unreadable in _batches(open_media(path, passphrase, self._limits())):
             report.rejected.extend(unreadable)
             if batch:
                 _add(report, self.import_media_items(session, batch, reconcile))
         return report
+
+    def _limits(self) -> IntakeLimits:
+        return IntakeLimits.of(self._vault.policy)
 
 
 def _add(report: ImportReport, part: ImportReport) -> None:
@@ -271,8 +277,9 @@ def _add(report: ImportReport, part: ImportReport) -> None:
     report.warnings.extend(part.warnings)
 
 
-def _readers(paths: list[Path]) -> list[tuple[str, Callable[[], bytes]]]:
-    return [(str(source.path), partial(read_source, source)) for source in iter_sources(paths)]
+def _readers(paths: list[Path], limits: IntakeLimits) -> list[tuple[str, Callable[[], bytes]]]:
+    return [(str(source.path), partial(read_source, source, limits))
+            for source in iter_sources(paths, limits)]
 
 
 def _batches(entries: list[tuple[str, Callable[[], bytes]]]

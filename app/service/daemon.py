@@ -203,6 +203,9 @@ def _storage_scp(vault: Vault) -> StorageScp | None:
         scp.stop()
         log.error("receiving is off: port %s cannot be used (%s)", scp.port, exc.strerror or exc)
         return None
+    log.info("storage SCP listening on %s port %s", scp.host, scp.port)
+    for notice in scp.notices(vault.policy.require_tls):
+        log.info("%s", notice)
     return scp
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,7 +111,9 @@ class StoreCore:
         self.keystore.save()
 
     @classmethod
-    def open(cls, home: Path, passphrase_source: PassphraseSource) -> StoreCore:
+    def open(cls, home: Path, passphrase_source: PassphraseSource,
+             renames: Mapping[str, str] | None = None) -> StoreCore:
+        """``renames``: user names changed as the index is upgraded (see :func:`index.connect`)."""
         if not cls.exists(home):
             raise VaultNotFound(
                 f"There is no vault in {home}: run 'custodian init --admin NAME' to make one."
@@ -119,12 +121,13 @@ class StoreCore:
         keystore = KeyStore.load(home)
         keys = keystore.unlock(passphrase_source)
         try:
-            conn = index.connect(home, keys.index_key, cipher=keystore.index_cipher)
+            conn = index.connect(home, keys.index_key, cipher=keystore.index_cipher, renames=renames)
         except VaultLocked:
             staged = keystore.staged_index_key(keys)
             if staged is None:
                 raise
-            conn = index.connect(home, staged, cipher=keystore.index_cipher)  # renewed, not yet settled
+            conn = index.connect(home, staged, cipher=keystore.index_cipher,  # renewed, not yet settled
+                                 renames=renames)
             keystore.settle_index_key(keys, staged)
         if keystore.pending_index:  # the renewal never reached the index: the key in use stays
             keystore.settle_index_key(keys, keys.index_key)

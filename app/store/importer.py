@@ -26,14 +26,14 @@ from app.store.blobs import instance_aad, quarantine_aad, seal
 from app.store.core import QUARANTINE_CONTEXT, StoreCore, study_context
 from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
+from app.store.limits import DEFAULT_LIMITS, Budget, IntakeLimits, OverLimit, Unreadable
 from app.store.manifest import extended
 from app.store.patients import Demographics, PatientBook
 from app.store.records import ImportReport, Rejection
-from app.store.sources import Source
+from app.store.sources import Source, read_regular
 
 BATCH_INSTANCES = 64
 BATCH_BYTES = 128 * 1024 * 1024
-MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024
 IO_THREADS = 4
 READ_AHEAD = 8
 LOOKUP_BATCH = 16
@@ -42,19 +42,12 @@ Progress = Callable[[int, int], None]
 Entry = tuple[str, Callable[[], bytes]]
 
 
-class Unreadable(Exception):
-    """A source that cannot be read at all (there is nothing to quarantine)."""
-
-
-def read_source(source: Source) -> bytes:
+def read_source(source: Source, limits: IntakeLimits = DEFAULT_LIMITS) -> bytes:
+    """The bytes of a file the walk found, if it is still that regular file (Unreadable, or
+    OverLimit, says why not)."""
     if source.problem:
         raise Unreadable(source.problem)
-    try:
-        if source.path.stat().st_size > MAX_FILE_BYTES:
-            raise Unreadable("file is larger than 4 GiB")
-        return source.path.read_bytes()
-    except OSError as exc:
-        raise Unreadable(f"file could not be read ({exc.strerror})") from None
+    return read_regular(source.real or source.path, limits, source.identity)
 
 
 @dataclass
@@ -108,7 +101,7 @@ class ImportRun:
     batch on the committer thread while the next batch is being read."""
 
     def __init__(self, core: StoreCore, record: Callable[[AuditEvent], None], actor: str,
-                 workers: Workers) -> None:
+                 workers: Workers, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
         self._core = core
         self._record = record  # the gate's audit writer: inside a transaction, with it
         self._actor = actor
@@ -123,6 +116,11 @@ class ImportRun:
         self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
         self._committing: Future[None] | None = None
         self._writes: list[Future[tuple[str, Path]]] = []  # every blob write this run started
+        self._limits = limits
+        self._budget = Budget(limits)
+        self._refused: dict[str, int] = {}  # files refused by a limit, by reason: audited at the end
+        self._quarantine_room: int | None = None  # bytes the quarantine may still take (read when needed)
+        self._quarantined: set[str] = set()  # SHA-256 of what this run put there: each kept once
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         try:
@@ -150,6 +148,8 @@ class ImportRun:
         for done, (label, data) in enumerate(_read_ahead(entries, self._workers.readers), 1):
             try:
                 self._ingest(label, data.result())
+            except OverLimit as exc:
+                self._refuse(label, str(exc))
             except Unreadable as exc:
                 self.report.rejected.append(Rejection(label, str(exc)))
             if len(self._batch.items) >= BATCH_INSTANCES or self._batch.nbytes >= BATCH_BYTES:
@@ -160,12 +160,21 @@ class ImportRun:
         self._commit(committer)
         if self._committing is not None:
             self._committing.result()
+        if self._refused:  # the small record a refused bomb leaves: how many, and why
+            self._record(AuditEvent(
+                EventType.QUARANTINE, Outcome.MINOR_FAILURE, user=self._actor,
+                detail={"refused": sum(self._refused.values()), "why": sorted(self._refused)}))
         return self.report
+
+    def _refuse(self, label: str, reason: str) -> None:
+        self.report.rejected.append(Rejection(label, reason))
+        self._refused[reason] = self._refused.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ one file
     def _ingest(self, label: str, data: bytes) -> None:
+        self._budget.take(len(data))
         try:
-            parsed = parse(data)
+            parsed = parse(data, self._limits)
         except DicomDirectory:
             return  # a directory record file, not an instance: the files it lists come themselves
         except Rejected as exc:
@@ -234,6 +243,22 @@ class ImportRun:
         return ""
 
     def _quarantine(self, source: str, data: bytes, reason: str) -> None:
+        """Keep a file that cannot be cached for inspection, within the quarantine's room, and once
+        (the same bytes under many names, as hard links on a CD image, take the room of one)."""
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in self._quarantined:
+            self.report.rejected.append(Rejection(source, f"{reason} (the same bytes as a file kept "
+                                                          "in the quarantine by this import)"))
+            return
+        if self._quarantine_room is None:
+            (kept,) = self._lookup.execute("SELECT COALESCE(SUM(size), 0) FROM quarantine").fetchone()
+            self._quarantine_room = self._limits.quarantine_bytes - kept
+        if len(data) > self._quarantine_room:
+            self._refuse(source, f"{reason}; not kept for inspection: the quarantine is full (site policy "
+                                 "quarantine_max_mb)")
+            return
+        self._quarantine_room -= len(data)
+        self._quarantined.add(digest)
         self.report.rejected.append(Rejection(source, reason))
         self._write(self._data_key(QUARANTINE_CONTEXT), None, data, source=source, reason=reason)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlcipher3
 
-from app.errors import CustodianError, VaultLocked
+from app.errors import CustodianError, NamesClash, UsageError, VaultLocked
 from app.store import manifest
 from app.store.faults import READ_ONLY, StorageFault, disk_fault
 
@@ -135,6 +135,7 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 """
+NAMES_WITHOUT_CASE = 19
 # Each step moves the schema up one version; a new index runs them all after SCHEMA.
 MIGRATIONS: dict[int, str] = {
     2: """
@@ -336,6 +337,15 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE sessions ADD COLUMN ended_reason TEXT;
     ALTER TABLE users ADD COLUMN step_up_after REAL NOT NULL DEFAULT 0;
     """,
+    # Wrong passwords at the login screen, which anyone may type, are counted and lock the account
+    # apart from wrong codes inside a session (those of 18, which end its sessions); user names are
+    # one name whatever their case (NOCASE is exact for them: they are ASCII). Run by
+    # _names_without_case, which refuses, naming them, names that differ only in case.
+    NAMES_WITHOUT_CASE: """
+    ALTER TABLE users ADD COLUMN login_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN login_locked_until REAL NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -363,7 +373,10 @@ def health(conn: sqlcipher3.Connection) -> tuple[list[str], str, int, datetime |
 
 
 def connect(home: Path, index_key: bytes, *, create: bool = False,
-            cipher: Mapping[str, object] | None = None) -> sqlcipher3.Connection:
+            cipher: Mapping[str, object] | None = None, renames: Mapping[str, str] | None = None
+            ) -> sqlcipher3.Connection:
+    """The index, upgraded to this release's schema. ``renames`` (old user name -> new) are made as
+    part of the upgrade to names without case, the one way past its refusal (:class:`NamesClash`)."""
     path = home / INDEX_FILE
     if not create and not path.exists():
         raise CustodianError("The vault's index is missing.")
@@ -398,10 +411,52 @@ def connect(home: Path, index_key: bytes, *, create: bool = False,
         )
     # Foreign keys are enforced from here on: a step that rebuilds a table (SQLite cannot change
     # a constraint in place) drops the old one while other tables still refer to it.
-    for step in range(version + 1, SCHEMA_VERSION + 1):
-        conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    if renames and version >= NAMES_WITHOUT_CASE:
+        conn.close()
+        raise UsageError("This vault's user names need no renaming to open it: an administrator renames "
+                         "a user with 'custodian user rename' after logging in.")
+    try:
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            if step == NAMES_WITHOUT_CASE:
+                _names_without_case(conn, renames or {})
+            else:
+                conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    except BaseException:
+        conn.close()
+        raise
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _names_without_case(conn: sqlcipher3.Connection, renames: Mapping[str, str]) -> None:
+    """Migration 19 in one transaction: the renames asked for, then a refusal that names the user
+    names still differing only in case (two accounts are never merged into one), then the step."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for old, new in renames.items():
+            try:
+                renamed = conn.execute("UPDATE users SET name = ? WHERE name = ?", (new, old)).rowcount
+            except sqlcipher3.IntegrityError:
+                raise UsageError(f"A user named '{new}' already exists.") from None
+            if renamed != 1:
+                raise UsageError(f"There is no user named '{old}' to rename.")
+        clashes = [row[0] for row in conn.execute(
+            "SELECT group_concat(name, ' and ') FROM (SELECT name FROM users ORDER BY name) "
+            "GROUP BY lower(name) HAVING count(*) > 1 ORDER BY lower(name)")]
+        if clashes:
+            raise NamesClash(
+                "The vault was not upgraded: user names that differ only in case belong to different "
+                f"accounts ({'; '.join(clashes)}), and from this release on they would be one name. Nothing "
+                "was merged or changed. Rename one account of each with 'custodian user rename NAME "
+                "NEW-NAME' (--also NAME NEW-NAME for each other), run by whoever opens the vault (its "
+                "passphrase or keyring, or the service's account); the upgrade then goes on.")
+        for statement in filter(str.strip, MIGRATIONS[NAMES_WITHOUT_CASE].split(";")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {NAMES_WITHOUT_CASE}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import io
 import json
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,20 +23,29 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
 )
 
+from app.store.limits import DEFAULT_LIMITS, IntakeLimits, OverLimit
+
 # Values that break their VR are read as they are instead of warned about: pydicom's warnings
 # quote the offending value, which may be PHI, into logs.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float and Double Float Pixel Data
+# Of a deflated data set only this much of the inflated bytes is kept (the header the index reads;
+# the pixels are counted as they inflate, not kept): the file itself is stored as it came.
+HEADER_BYTES = 32 * 1024 * 1024
+INFLATE_STEP = 1024 * 1024
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
@@ -206,7 +216,8 @@ def _looks_like_dataset(data: bytes) -> bool:
     return data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
-def _read(data: bytes) -> tuple[Dataset, io.BytesIO]:
+def _read(data: bytes, limits: IntakeLimits) -> tuple[Dataset, bytes]:
+    """The data set, and the bytes its elements' offsets refer to (inflated, if it was deflated)."""
     part10 = data[128:132] == b"DICM"
     if not part10 and not _looks_like_dataset(data):
         raise Rejected("not a DICOM file")
@@ -214,14 +225,77 @@ def _read(data: bytes) -> tuple[Dataset, io.BytesIO]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            deflated = _deflated_meta(data) if part10 else None
+            if deflated is not None:
+                return _read_deflated(data, *deflated, limits)
             ds = pydicom.dcmread(fp, force=not part10, defer_size=4096)
+    except (Rejected, OverLimit):
+        raise
     except (InvalidDicomError, EOFError) as exc:
         raise Rejected("not a DICOM file" if not part10 else "truncated or malformed DICOM data") from exc
     except Exception as exc:
         raise Rejected("truncated or malformed DICOM data") from exc
     if fp.tell() > len(data):
         raise Rejected("file is truncated")
-    return ds, fp
+    return ds, data
+
+
+def _deflated_meta(data: bytes) -> tuple[FileMetaDataset, int] | None:
+    """The file meta of a Part 10 file in Deflated Explicit VR Little Endian, and where its
+    deflated data set starts; None for any other file (known by a glance at its first bytes)."""
+    if DeflatedExplicitVRLittleEndian.encode() not in data[132:4096]:
+        return None
+    fp = io.BytesIO(data)
+    fp.seek(132)
+    meta = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
+    if str(meta.get("TransferSyntaxUID", "")) != DeflatedExplicitVRLittleEndian:
+        return None
+    return FileMetaDataset(meta), fp.tell()
+
+
+def _inflate(data: bytes, start: int, limits: IntakeLimits, keep: int) -> tuple[bytes, int, bool]:
+    """Inflate ``data[start:]`` a step at a time, refusing (OverLimit) as soon as it passes what
+    its size may inflate to: the first ``keep`` bytes, how many there were, whether it ended well."""
+    cap = limits.inflation_cap(len(data) - start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    kept, total, pending = bytearray(), 0, memoryview(data)[start:]
+    try:
+        while True:
+            chunk = inflater.decompress(pending, INFLATE_STEP)
+            pending = memoryview(inflater.unconsumed_tail)
+            total += len(chunk)
+            if total > cap:
+                raise limits.too_inflated(total)
+            kept += chunk[:max(keep - len(kept), 0)]
+            if inflater.eof or not (chunk or pending):
+                break
+    except zlib.error:
+        return bytes(kept), total, False
+    return bytes(kept), total, inflater.eof
+
+
+def check_inflation(data: bytes, limits: IntakeLimits) -> None:
+    """Refuse (OverLimit) a deflated Part 10 file that would inflate beyond the limits, before
+    pydicom inflates it whole in memory; other damage is left for :func:`parse` to name."""
+    try:
+        deflated = _deflated_meta(data) if data[128:132] == b"DICM" else None
+    except Exception:  # a damaged file meta: not this check's business
+        return
+    if deflated is not None:
+        _inflate(data, deflated[1], limits, keep=0)
+
+
+def _read_deflated(data: bytes, meta: FileMetaDataset, start: int,
+                   limits: IntakeLimits) -> tuple[Dataset, bytes]:
+    body, total, complete = _inflate(data, start, limits, keep=HEADER_BYTES)
+    if not complete:
+        raise Rejected("truncated or malformed DICOM data")
+    ds = read_dataset(io.BytesIO(body), False, True, defer_size=4096)
+    if total > len(body) and PIXEL_DATA not in ds:
+        raise Rejected(f"the header of this deflated file is larger than the {HEADER_BYTES >> 20} MB "
+                       "read to index it")
+    ds.file_meta = meta
+    return ds, body
 
 
 def _as_part10(ds: Dataset, sop_class: str, sop_uid: str) -> bytes:
@@ -242,10 +316,12 @@ def _as_part10(ds: Dataset, sop_class: str, sop_uid: str) -> bytes:
     return out.getvalue()
 
 
-def parse(data: bytes) -> ParsedInstance:
+def parse(data: bytes, limits: IntakeLimits = DEFAULT_LIMITS) -> ParsedInstance:
+    """The instance record of one file; Rejected with the reason, or OverLimit for a deflated data
+    set that would inflate beyond the site's limits (refused as it inflates, nothing kept)."""
     if not data:
         raise Rejected("empty file")
-    ds, _fp = _read(data)
+    ds, body = _read(data, limits)
     meta = getattr(ds, "file_meta", None) or FileMetaDataset()
     h, m = _Header(ds), _Header(meta)
     if m.text("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
@@ -262,7 +338,7 @@ def parse(data: bytes) -> ParsedInstance:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 full = pydicom.dcmread(io.BytesIO(data), force=True)
-            return parse(_as_part10(full, sop_class, sop_uid))
+            return parse(_as_part10(full, sop_class, sop_uid), limits)
         except Rejected:
             raise
         except Exception as exc:
@@ -283,8 +359,12 @@ def parse(data: bytes) -> ParsedInstance:
         instance_number=h.int("InstanceNumber"),
     )
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    if raw is not None:
-        record.update(_pixel_description(h, raw, data, syntax))
+    floats = None if raw is not None else next(
+        (ds.get_item(tag, keep_deferred=True) for tag in FLOAT_PIXEL_DATA if tag in ds), None)
+    if raw is not None or floats is not None:
+        record.update(_pixel_description(h, raw if raw is not None else floats, body, syntax))
+        if floats is not None:  # parametric maps: float values, read through pydicom
+            record.update(pixel_offset=None, needs_header=True)
         if (record["frames"] or 1) > 1 and h.has("PerFrameFunctionalGroupsSequence"):
             record.update(_frame_geometry(ds, record))
     return ParsedInstance(**record)
@@ -343,11 +423,11 @@ def _pixel_description(h: _Header, raw: object, data: bytes, syntax: str) -> dic
     length = getattr(raw, "length", None)
     offset = None
     if value_tell is not None and length is not None and length != 0xFFFFFFFF:
-        if value_tell + length > len(data) and syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        if value_tell + length > len(data) and syntax != DeflatedExplicitVRLittleEndian:
             raise Rejected("file is truncated inside the pixel data")
         per_pixel = 2 if photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") else samples
         expected = (rows * columns * per_pixel * bits + 7) // 8 * frames
-        if length < expected and syntax != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        if length < expected and syntax != DeflatedExplicitVRLittleEndian:
             raise Rejected("pixel data is shorter than its header describes")
         if syntax in _NATIVE and bits in (8, 16, 32) and not getattr(raw, "value", None):
             offset = value_tell

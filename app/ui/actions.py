@@ -86,7 +86,7 @@ class WindowActions:
         """Show only the actions ``role`` may use."""
         self.send.setVisible(permits(role, Action.SEND))
         self.export.setVisible(permits(role, Action.EXPORT))
-        self.outside.setVisible(permits(role, Action.IMPORT))
+        self.outside.setVisible(permits(role, Action.IMPORT_MEDIA))
 
     def help_text(self) -> str:
         """The viewports' controls, the browser's, and every shortcut of the window's own actions."""

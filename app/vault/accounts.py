@@ -24,8 +24,9 @@ class AccountService(Service):
                 verified = door.accounts.authenticate(name, password, code)
                 token, session = door.sessions.open(verified.user, needs_enrolment=verified.recovery,
                                                     peer_uid=peer_uid)
-                door.record(AuditEvent(EventType.LOGIN, user=name,
-                                       detail={"recovery_code": verified.recovery}))
+                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={
+                    "recovery_code": verified.recovery, **({"through_lock": True} if verified.through_lock
+                                                           else {})}))
         except AuthenticationFailed:
             _failed(door, name)
             raise
@@ -36,7 +37,7 @@ class AccountService(Service):
         """First login of a new account: a fresh authenticator secret, not yet stored."""
         try:
             with door.store.reading():
-                user = door.accounts.check_password(name, password)
+                user = door.accounts.check_password(name, password)[0]
         except AuthenticationFailed:
             _failed(door, name, enrolment=True)
             raise
@@ -75,15 +76,19 @@ class AccountService(Service):
 
     @signed_in
     def change_password(self, door: Access, old: str, new: str) -> None:
+        """The current password is checked as a step-up code is: inside the session, so a wrong
+        one counts toward the lock that ends the account's sessions (whoever holds this one)."""
         user = door.signed_in
         try:
             with door.store.transaction():
-                door.accounts.check_password(user.name, old)
+                door.accounts.check_password(user.name, old, through_lock=True)
                 door.accounts.set_password(user, new)
                 door.record(AuditEvent(EventType.USER_CHANGE, user=user.name,
                                        detail={"password_changed": user.name}))
         except AuthenticationFailed:
-            _failed(door, user.name, password_change=True)
+            ended = _failed(door, user.name, "password change", password_change=True)
+            if ended:
+                raise NotAuthenticated(ended) from None
             raise AuthenticationFailed("The current password is not correct.") from None
 
     @opening
@@ -97,7 +102,7 @@ class AccountService(Service):
                 if verified.user.id != session.user.id:
                     raise AuthenticationFailed(LOGIN_FAILED)
                 live = door.sessions.revive(session)
-                door.record(AuditEvent(EventType.LOGIN, user=session.user.name, detail={"unlock": True}))
+                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={"unlock": True}))
         except AuthenticationFailed:
             _failed(door, session.user.name, unlock=True)
             raise
@@ -107,10 +112,11 @@ class AccountService(Service):
     def step_up(self, door: Access, code: str) -> None:
         """Re-authentication with the authenticator before export and break-glass.
 
-        A wrong code counts toward the account's lockout as a failed login does, and is answered
-        only after a delay that doubles with each wrong code in a row; a code tried while that
-        delay runs is refused unchecked. The failure that locks the account ends its sessions,
-        this one included; a locked account's step-up is refused whatever the code.
+        A wrong code counts toward the account's lock inside sessions, and is answered only after a
+        delay that doubles with each wrong code in a row; a code tried while that delay runs is
+        refused unchecked. The failure that locks the account ends its sessions, this one
+        included; while that lock holds, a step-up is refused whatever the code. (A lock by wrong
+        passwords at the login screen leaves live sessions and their step-ups alone.)
         """
         with door.store.transaction():  # one transaction: parallel tries cannot slip between
             refusal, delay = _step_up(door, door.signed_in, code)
@@ -201,32 +207,42 @@ def _step_up(door: Access, user: User, code: str) -> tuple[CustodianError | None
     try:
         door.accounts.check_code(user, code, STEP_UP_FAILED)
     except AuthenticationFailed as exc:
-        ended = _count_failure(door, user.name, "codes", step_up=True)
+        ended = _count_failure(door, user.name, "step-up", step_up=True)
         return (NotAuthenticated(ended), 0.0) if ended else (exc, door.accounts.hold_step_ups(user))
-    door.accounts.clear_failures(user)
+    door.accounts.clear_failures(user, in_session=True)
     door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
     return None, 0.0
 
 
-def _failed(door: Access, name: str, **detail: object) -> None:
-    """A failed password or code at login, unlock or password change (see :func:`_count_failure`)."""
+def _failed(door: Access, name: str, kind: str = "login", **detail: object) -> str | None:
+    """A failed password or code in a transaction of its own (see :func:`_count_failure`)."""
     with door.store.transaction():
-        _count_failure(door, name, "logins", **detail)
+        return _count_failure(door, name, kind, **detail)
 
 
-def _count_failure(door: Access, name: str, cause: str, **detail: object) -> str | None:
-    """A failed password or code, in the caller's transaction: counted toward the lockout and in
-    the trail. The one that locks the account is alerted and ends the account's live sessions;
-    returns then what they are told ("repeated failed ``cause``")."""
-    locked = door.accounts.record_failure(name, door.policy)
-    door.record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=name, detail=detail))
-    user_id = door.accounts.id_of(name) if locked else None
-    if user_id is None:
+# What the failures of each kind inside a live session are, in the reason its sessions are told.
+_IN_SESSION = {"step-up": "codes", "password change": "passwords"}
+
+
+def _count_failure(door: Access, name: str, kind: str, **detail: object) -> str | None:
+    """A failed password or code, in the caller's transaction: counted toward the account's lock
+    and in the trail, under the account's own name. The failure that locks it is alerted.
+
+    A ``kind`` of :data:`_IN_SESSION` was typed inside a live session, by whoever holds it: its lock
+    ends the account's sessions at once, and this returns what they are told. A "login" failure
+    (login, lock screen, first enrolment) may be anyone's typing any name: its lock refuses new
+    logins only, and live sessions go on, or a stranger could end a radiologist's reading.
+    """
+    in_session = kind in _IN_SESSION
+    failure = door.accounts.record_failure(name, door.policy, in_session=in_session)
+    door.record(AuditEvent(EventType.LOGIN, Outcome.MINOR_FAILURE, user=failure.name if failure else name,
+                           detail=detail))
+    if failure is None or not failure.locked:
         return None
-    why = locked_out(cause, door.policy.lockout_seconds)
-    door.sessions.end_user(user_id, why)
-    kind = "step-up" if cause == "codes" else "login"
-    door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, user=name,
-                           detail={"alert": f"account locked after repeated {kind} failures",
-                                   "minutes": door.policy.lockout_seconds // 60, "sessions_ended": True}))
+    why = locked_out(_IN_SESSION[kind], door.policy.lockout_seconds) if in_session else None
+    if why:
+        door.sessions.end_user(failure.user_id, why)
+    door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, user=failure.name, detail={
+        "alert": f"account locked after repeated {kind} failures",
+        "minutes": door.policy.lockout_seconds // 60, "sessions_ended": in_session}))
     return why

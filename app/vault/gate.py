@@ -22,6 +22,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog
 from app.background import GroupCommit
 from app.errors import EnrolmentRequired, NotAuthenticated, NotPermitted, UsageError
+from app.net.association import TlsRequired
 from app.net.nodes import NodeBook
 from app.security import managed_policy
 from app.security.accounts import Accounts, Enrolment, User
@@ -35,9 +36,11 @@ from app.store.patients import PatientBook
 
 POLICY_REFUSED_ALERT = "managed site policy refused"
 EMERGENCY_ALERT = "emergency mode: the cache is read-only"
+PLAIN_DICOM_REFUSED = "plain DICOM connection refused: the site requires TLS"
 # What emergency mode refuses: whatever changes the cache or needs the PACS.
-CHANGES = frozenset({Action.IMPORT, Action.SEND, Action.EXPORT, Action.SHRED, Action.ROTATE_KEYS,
-                     Action.MANAGE_USERS, Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
+CHANGES = frozenset({Action.IMPORT, Action.IMPORT_MEDIA, Action.RECONCILE_PATIENTS, Action.SEND,
+                     Action.EXPORT, Action.SHRED, Action.ROTATE_KEYS, Action.MANAGE_USERS,
+                     Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
                      Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE, Action.PIN_STUDY,
                      Action.EVICT_CACHE, Action.PREFETCH})
 
@@ -96,7 +99,7 @@ class Access:
         return self.user
 
     def nodes(self) -> NodeBook:
-        return NodeBook(self.store.conn, self._gate.rules.nodes)
+        return NodeBook(self.store.conn, self._gate.rules.nodes, require_tls=self.policy.require_tls)
 
     def record(self, event: AuditEvent) -> None:
         """Write ``event`` durably: inside the caller's transaction if it holds one, else at once."""
@@ -279,9 +282,21 @@ def gated(action: Action) -> Callable[[Callable[Concatenate[S, Access, P], R]],
     def wrap(method: Callable[Concatenate[S, Access, P], R]) -> Callable[Concatenate[S, Session, P], R]:
         @functools.wraps(method)
         def door(self: S, session: Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return method(self, self._gate.enter(session, action), *args, **kwargs)
+            access = self._gate.enter(session, action)
+            return _alerting(access, lambda: method(self, access, *args, **kwargs))
         return _marked(door, action)
     return wrap
+
+
+def _alerting(access: Access, call: Callable[[], R]) -> R:
+    """A plain DICOM connection the site's ``require_tls`` refused before it was made is a Security
+    Alert, whoever asked for it (a user's send, query or echo, the outbox's duty)."""
+    try:
+        return call()
+    except TlsRequired as exc:
+        access.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, user=access.actor,
+                                 detail={"alert": PLAIN_DICOM_REFUSED, "node": exc.node}))
+        raise
 
 
 def signed_in(method: Callable[Concatenate[S, Access, P], R]) -> Callable[Concatenate[S, Session, P], R]:
@@ -297,7 +312,8 @@ def duty(kind: Duty) -> Callable[[Callable[Concatenate[S, Access, P], R]], Calla
     def wrap(method: Callable[Concatenate[S, Access, P], R]) -> Callable[Concatenate[S, P], R]:
         @functools.wraps(method)
         def door(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return method(self, self._gate.duty(kind), *args, **kwargs)
+            access = self._gate.duty(kind)
+            return _alerting(access, lambda: method(self, access, *args, **kwargs))
         return _marked(door, kind)
     return wrap
 

@@ -15,6 +15,7 @@ from app.security.roles import Action, Duty
 from app.store.books import Quarantined, StudyBook
 from app.store.faults import StorageFault
 from app.store.importer import Entry, ImportRun, Progress, Workers, read_source
+from app.store.limits import IntakeLimits
 from app.store.patients import PatientBook
 from app.store.records import ImportReport
 from app.store.sources import iter_sources
@@ -25,8 +26,9 @@ class IntakeService(Service):
     @gated(Action.IMPORT)
     def import_paths(self, door: Access, paths: list[Path], progress: Progress | None = None) -> ImportReport:
         """Files, folders (recursively) and DICOMDIRs; bad files are quarantined with a reason."""
-        sources = list(iter_sources(paths))
-        entries = ((str(s.path), partial(read_source, s)) for s in sources)
+        limits = IntakeLimits.of(door.policy)
+        sources = list(iter_sources(paths, limits))  # decided before the write lock: nothing is read
+        entries = ((str(s.path), partial(read_source, s, limits)) for s in sources)
         return _import(door, entries, len(sources), progress)
 
     @gated(Action.IMPORT)
@@ -36,34 +38,36 @@ class IntakeService(Service):
         entries = ((label, partial(bytes, data)) for label, data in items)
         return _import(door, entries, len(items), progress)
 
-    @gated(Action.IMPORT)
+    @gated(Action.IMPORT_MEDIA)
     def survey_media(self, door: Access, path: Path, passphrase: str | None = None) -> Survey:
         """What outside media holds, before anything is imported (reading it is audited)."""
-        found = survey(open_media(path, passphrase))
+        limits = IntakeLimits.of(door.policy)
+        found = survey(open_media(path, passphrase, limits), limits)
         _surveyed(door, path.name, found)
         return found
 
-    @gated(Action.IMPORT)
+    @gated(Action.IMPORT_MEDIA)
     def surveyed(self, door: Access, media: str, found: Survey) -> None:
         """A survey a client of the workstation service made of media in its hands (the service
         cannot read them): audited as :meth:`survey_media` audits its own."""
         _surveyed(door, media, found)
 
-    @gated(Action.IMPORT)
+    @gated(Action.IMPORT_MEDIA)
     def import_media_items(self, door: Access, items: list[tuple[str, bytes]],
                            reconcile: Reconcile | None = None) -> ImportReport:
         """Files of outside media a service client read, a batch at a time: reconciled with the
         local patient here, as :meth:`import_media` does."""
         entries: list[Entry] = [(label, partial(bytes, data)) for label, data in items]
-        return _import(door, reconciled(entries, reconcile), len(entries), None)
+        return _import(door, reconciled(entries, reconcile, IntakeLimits.of(door.policy)), len(entries), None)
 
-    @gated(Action.IMPORT)
+    @gated(Action.IMPORT_MEDIA)
     def import_media(self, door: Access, path: Path, passphrase: str | None = None,
                      reconcile: Reconcile | None = None, progress: Progress | None = None) -> ImportReport:
         """Outside media into the vault, read in memory and reconciled with the local patient; the
         import audits and quarantines as any other."""
-        entries = open_media(path, passphrase)
-        return _import(door, reconciled(entries, reconcile), len(entries), progress)
+        limits = IntakeLimits.of(door.policy)
+        entries = open_media(path, passphrase, limits)
+        return _import(door, reconciled(entries, reconcile, limits), len(entries), progress)
 
     @duty(Duty.RECEIVE)
     def receive(self, door: Access, calling_ae: str, items: list[tuple[str, bytes]],
@@ -92,11 +96,11 @@ class IntakeService(Service):
         with door.store.reading() as conn:
             return StudyBook(conn).quarantined()
 
-    @gated(Action.IMPORT)
+    @gated(Action.RECONCILE_PATIENTS)
     def reconcile_patients(self, door: Access, study_uid: str, into_study_uid: str) -> int:
         """Declare two patient records one person: every study of ``study_uid``'s record is filed
         under ``into_study_uid``'s, whose demographics stay. An explicit, audited act of a role
-        that may import (it settles what an import flagged); the number of studies moved."""
+        that imports (it settles what an import flagged); the number of studies moved."""
         with door.store.transaction() as conn:
             moved, kept, count = PatientBook(conn).reconcile(study_uid, into_study_uid)
             door.record(AuditEvent(
@@ -115,7 +119,8 @@ def _import(door: Access, entries: Iterator[Entry], total: int, progress: Progre
             store.sweep()
         run_with = workers if workers is not None else Workers(store.reader())
         try:
-            return ImportRun(store, door.record, door.actor, run_with).run(entries, total, progress)
+            return ImportRun(store, door.record, door.actor, run_with,
+                             IntakeLimits.of(door.policy)).run(entries, total, progress)
         except StorageFault:
             with contextlib.suppress(OSError, sqlcipher3.Error):
                 store.sweep()  # give back the space the unfinished batch took

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from app.audit.events import AuditEvent, EventType, Outcome
-from app.errors import CustodianError
+from app.errors import CustodianError, UsageError
 from app.net.association import EchoResult, echo
 from app.net.nodes import Node
 from app.security.roles import Action
@@ -15,11 +15,17 @@ from app.store.books import MetaBook
 from app.vault.gate import Access, Service, gated, opening
 
 SCP_TLS_KEY = "scp_tls"
+PLAIN_NODE_REFUSED = "plain PACS node refused: the site requires TLS"
 
 
 class NodeService(Service):
     @gated(Action.MANAGE_NODES)
     def add(self, door: Access, node: Node) -> None:
+        if node.tls is None and door.policy.require_tls:
+            door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, user=door.actor,
+                                   detail={"alert": PLAIN_NODE_REFUSED, "node": node.name}))
+            raise UsageError(f"The site requires TLS on every DICOM connection, so the PACS node "
+                             f"'{node.name}' needs --tls-ca, --tls-cert and --tls-key.")
         if node.tls is not None:
             node.tls.check()
         with door.store.transaction():

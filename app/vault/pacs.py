@@ -8,16 +8,20 @@ from functools import partial
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError
+from app.net.admission import Admission, Refusal
 from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
 from app.net.scp import StorageScp
 from app.security.roles import Action, Duty
 from app.security.tls import server_context
 from app.store.books import StudyBook
+from app.store.limits import IntakeLimits
 from app.vault.cache import CacheService
 from app.vault.gate import Access, Gate, Service, duty, gated
 from app.vault.intake import IntakeService
 from app.vault.nodes import scp_identity
 from app.vault.outbox import OutboxService
+
+ASSOCIATION_REFUSED = "DICOM association refused"
 
 
 class PacsService(Service):
@@ -78,21 +82,23 @@ class PacsService(Service):
         return report
 
     @duty(Duty.RECEIVE)
-    def storage_scp(self, door: Access, *, port: int | None = None, host: str = "") -> StorageScp:
-        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes;
-        with TLS (client certificates required) once the site set an identity for it."""
+    def storage_scp(self, door: Access, *, port: int | None = None, host: str | None = None) -> StorageScp:
+        """The storage SCP (not yet listening), as this workstation's AE title, for the PACS nodes,
+        on the site policy's address and port unless given; with TLS (client certificates required)
+        once the site set an identity for it. Each refused association is a Security Alert."""
         with door.store.reading():
-            senders = sorted({node.ae_title for node in door.nodes().list()})
+            admission = Admission(door.nodes().list(), require_tls=door.policy.require_tls)
             identity = scp_identity(door)
         tls = server_context(identity) if identity is not None else None
-        if senders:  # (without any, the SCP refuses to be made)
+        if admission.ae_titles:  # (without any, the SCP refuses to be made)
             self._intake.sweep_unindexed()
         workers = self._intake.receiving_workers()
         try:
             return StorageScp(partial(self._cache.arrive, workers=workers), ae_title=door.policy.ae_title,
-                              port=door.policy.scp_port if port is None else port, allowed=senders,
-                              host=host, tls=tls, on_stop=workers.close,
-                              reports=self._outbox.commitment_report)
+                              port=door.policy.scp_port if port is None else port, admission=admission,
+                              host=door.policy.scp_address if host is None else host, tls=tls,
+                              on_stop=workers.close, reports=self._outbox.commitment_report,
+                              refused=partial(_audit_refusal, door), limits=IntakeLimits.of(door.policy))
         except BaseException:
             workers.close()
             raise
@@ -111,3 +117,10 @@ class PacsService(Service):
             yield
         finally:
             scp.stop()
+
+
+def _audit_refusal(door: Access, refusal: Refusal) -> None:
+    door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE,
+                           user=f"dicom:{refusal.calling_ae}" if refusal.calling_ae else None,
+                           detail={"alert": ASSOCIATION_REFUSED, "calling_ae": refusal.calling_ae,
+                                   "address": refusal.address, "why": refusal.why}))

@@ -167,8 +167,9 @@ def _media() -> _Media:
     atexit.register(env.vault.close)  # (runs first: last registered)
     env.add("lib", Role.LIBRARIAN)
     env.add("po", Role.PRIVACY_OFFICER)
+    env.add("tech", Role.TECHNOLOGIST)  # who imports (a librarian imports outside media only)
     lib = env.login("lib")
-    report = env.vault.intake.import_bytes(lib,
+    report = env.vault.intake.import_bytes(env.login("tech"),
                                            study_bytes(Patient("FUZZ-M", "Media^Mona"), slices=3, size=16))
     made = {}
     for kind in (MediaKind.ZIP, MediaKind.ISO):

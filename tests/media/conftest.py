@@ -58,8 +58,9 @@ def media(tmp_path: Path) -> Iterator[MediaEnv]:
     env.add("lib", Role.LIBRARIAN)
     env.add("po", Role.PRIVACY_OFFICER)
     env.add("rad", Role.RADIOLOGIST)
+    env.add("tech", Role.TECHNOLOGIST)  # who imports (a librarian imports outside media only)
     items = study_bytes(PATIENT, slices=12, size=64, description="CT CHEST KOWALSKI")
-    report = env.vault.intake.import_bytes(env.login("lib"), items)
+    report = env.vault.intake.import_bytes(env.login("tech"), items)
     sop_uids = {str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID) for _, data in items}
     out = tmp_path / "out"
     out.mkdir()

@@ -21,16 +21,18 @@ PATIENT = Patient("PID-2024", "Nowak^Piotr")
 
 @pytest.fixture
 def library(cli_users: CliUsers, tmp_path: Path) -> CliUsers:
-    """The CLI home with a librarian (lib) who imported one CT, and a privacy officer (po)."""
+    """The CLI home with one CT (imported by the technologist), a librarian (lib, logged in) and a
+    privacy officer (po)."""
     cli = cli_users.cli
     for name, role in (("lib", "librarian"), ("po", "privacy-officer")):
         password = password_for(name)
         added = cli.json("user", "add", name, "--role", role, extra_env={"CUSTODIAN_PASSWORD": password})
         cli_users.codes[name] = Codes.of(added["totp_uri"])
         cli_users.passwords[name] = password
-    assert cli_users.login("lib").returncode == 0
+    assert cli_users.login("tech").returncode == 0
     write_study(tmp_path / "incoming", PATIENT, slices=80, size=512)
     assert cli.json("import", str(tmp_path / "incoming"))["imported"] == 80
+    assert cli_users.login("lib").returncode == 0
     return cli_users
 
 

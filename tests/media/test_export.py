@@ -150,7 +150,7 @@ def test_business_associates_need_an_agreement_in_force(media: MediaEnv) -> None
 def test_site_limit_on_export_size(media: MediaEnv) -> None:
     policy = media.env.vault.admin.set_policy(media.env.login("admin"), "export_max_mb", "1")
     assert policy.export_max_mb == 1
-    big = media.env.vault.intake.import_bytes(media.env.login("lib"),
+    big = media.env.vault.intake.import_bytes(media.env.login("tech"),
                                               study_bytes(PATIENT, slices=20, size=256))
     with pytest.raises(NotPermitted, match="limit of 1 MB"):
         media.refused(media.request(studies=tuple(big.studies)))
@@ -215,7 +215,7 @@ def test_media_written_before_a_crash_is_accounted_for_next_time(media: MediaEnv
 def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv, tmp_path: Path) -> None:
     vault = media.env.vault
     vault.admin.set_policy(media.env.login("admin"), "anomaly_exports_per_day", "1")
-    other = vault.intake.import_bytes(media.env.login("lib"), study_bytes(Patient("PID-0042", "Other^Olga"),
+    other = vault.intake.import_bytes(media.env.login("tech"), study_bytes(Patient("PID-0042", "Other^Olga"),
                                                                    slices=2, size=16))
     result = media.export(media.request(
         studies=(media.study_uid, *other.studies), recipient="Insurer", authorization="AUTH-1",
@@ -232,9 +232,9 @@ def test_one_user_exporting_many_patients_raises_an_alert(media: MediaEnv, tmp_p
 
 def test_pydicom_test_files_of_other_kinds_are_listed_and_readable(media: MediaEnv, tmp_path: Path) -> None:
     """A structured report and a JPEG-compressed image from pydicom's test data, beside the CT."""
-    vault, lib = media.env.vault, media.env.login("lib")
+    vault, tech = media.env.vault, media.env.login("tech")
     names = ("test-SR.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm")
-    report = vault.intake.import_paths(lib, [Path(get_testdata_file(name)) for name in names])
+    report = vault.intake.import_paths(tech, [Path(get_testdata_file(name)) for name in names])
     assert report.imported == 3, report.rejected
     result = media.export(media.request(studies=(media.study_uid, *report.studies), recipient="Dr Who",
                                         recipient_kind=RecipientKind.PROVIDER, purpose=Purpose.TREATMENT))

@@ -1,6 +1,6 @@
 """Hostile peers against the storage SCP: garbage and absurd PDU lengths are dropped, silent
-connections time out, a flood from one address is closed at the door, and a real modality
-(DCMTK storescu) keeps sending meanwhile."""
+connections time out (before TLS too), a flood from one address is closed at the door, and a real
+modality (DCMTK storescu) keeps sending meanwhile."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 from app.demo.studies import Patient
 from app.net.nodes import Node
 from app.net.scp import ASSOCIATE_WAIT, MAX_PER_PEER, StorageScp
+from app.security.tls import TlsIdentity
 from tests.conftest import VaultEnv, write_study
 from tests.peers.dcmtk import storescu
+from tests.peers.pki import Authority
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
                                 reason="DCMTK is not installed (installer/setup.sh does)")
@@ -119,3 +121,26 @@ def test_silent_connections_are_closed_after_the_associate_wait(scp: StorageScp)
     finally:
         for sock in quiet:
             sock.close()
+
+
+def test_a_silent_connection_does_not_hold_up_tls_senders(env: VaultEnv, tmp_path: Path) -> None:
+    """The TLS handshake is made on each connection's own thread: a connection that never starts
+    it (slow-loris on TLS) no longer stops the acceptor, and is closed after the associate wait."""
+    site = Authority(tmp_path / "pki")
+    ours, sender = site.issue("workstation-7"), site.issue("modality-1")
+    admin = env.login("admin")
+    env.vault.nodes.add(admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    env.vault.nodes.set_scp_tls(admin, TlsIdentity.from_files(site.cert, ours.cert, ours.key))
+    server = env.vault.pacs.storage_scp(port=0)
+    server.start()
+    silent = _connect(server.port, "127.0.0.2")
+    try:
+        files = write_study(tmp_path / "ct", Patient("PID-TLS-QUIET", "Quiet^Line"), slices=2, size=16)
+        started = time.monotonic()
+        sent = storescu(server.port, files, called="CUSTODIAN", tls=(site.cert, sender))
+        assert sent.returncode == 0, sent.stderr
+        assert time.monotonic() - started < ASSOCIATE_WAIT, "not held up by the silent connection"
+        assert _closed_by_server(silent, ASSOCIATE_WAIT + 5)
+    finally:
+        silent.close()
+        server.stop()

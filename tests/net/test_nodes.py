@@ -112,7 +112,13 @@ def test_cli_nodes(cli_users: CliUsers, orthanc: Orthanc, site: Site) -> None:
     add = ("node", "add", "pacs", "--aet", AET, "--host", "127.0.0.1", "--port", str(orthanc.port))
     assert cli(*add).returncode == 0  # cli_users leaves the admin logged in
     assert cli.json("node", "list") == [{"node": "pacs", "aet": AET, "host": "127.0.0.1",
-                                         "port": orthanc.port, "tls": False}]
+                                         "port": orthanc.port, "tls": False, "from": ["127.0.0.1"],
+                                         "peer_name": "127.0.0.1"}]
+    senders = cli.json(*add[:2], "modality", *add[3:], "--from", "10.0.0.7", "--from", "ct.hospital.test",
+                       "--peer-name", "CN=ct-7")
+    assert (senders["from"], senders["peer_name"]) == (["10.0.0.7", "ct.hospital.test"], "CN=ct-7")
+    bad_address = cli(*add, "--from", "not an address")
+    assert bad_address.returncode == 2 and "IP addresses or host names" in bad_address.stderr
     half_tls = cli(*add, "--tls-ca", str(site.ca.cert))
     assert half_tls.returncode == 2 and "all three" in half_tls.stderr
     cli_users.login("rad")
@@ -123,3 +129,4 @@ def test_cli_nodes(cli_users: CliUsers, orthanc: Orthanc, site: Site) -> None:
     assert missing.returncode == 1 and "no PACS node named 'nowhere'" in missing.stderr
     cli_users.login("admin")
     assert cli("node", "remove", "pacs").returncode == 0
+    assert cli("node", "remove", "modality").returncode == 0

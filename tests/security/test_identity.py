@@ -38,9 +38,11 @@ A = Action
 EXPECTED = {
     Role.RADIOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY, A.RETRIEVE,
                        A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH},
-    Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
-                        A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE, A.PREFETCH},
-    Role.LIBRARIAN: {A.LIST_STUDIES, A.IMPORT, A.EXPORT, A.DISCLOSURES},
+    Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA, A.RECONCILE_PATIENTS, A.SEND,
+                        A.QUERY, A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE,
+                        A.PREFETCH},
+    # Outside media only (the security review found plain `import` open to librarians).
+    Role.LIBRARIAN: {A.LIST_STUDIES, A.IMPORT_MEDIA, A.RECONCILE_PATIENTS, A.EXPORT, A.DISCLOSURES},
     Role.PRIVACY_OFFICER: {A.AUDIT_READ, A.AUDIT_VERIFY, A.DISCLOSURES, A.MANAGE_AGREEMENTS,
                            A.RESTRICT_PATIENT, A.SHRED, A.VERIFY},
     Role.ADMIN: {A.MANAGE_USERS, A.MANAGE_NODES, A.ECHO_NODE, A.SITE_POLICY, A.ROTATE_KEYS, A.VERIFY,
@@ -80,6 +82,8 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.LIST_STUDIES: lambda v, s: v.reading.studies(s),
         A.VIEW_IMAGES: lambda v, s: v.reading.open_series(s, env.series_uid),
         A.IMPORT: lambda v, s: v.intake.import_bytes(s, []),
+        A.IMPORT_MEDIA: lambda v, s: v.intake.import_media_items(s, []),
+        A.RECONCILE_PATIENTS: lambda v, s: v.intake.reconcile_patients(s, "1.2.3.404", "1.2.3.405"),
         A.VERIFY: lambda v, s: v.admin.verify(s),
         A.SHRED: lambda v, s: v.admin.shred(s, "1.2.3.404", "matrix test: no such study"),
         A.ROTATE_KEYS: lambda v, s: v.admin.rotate_keys(s, PASSPHRASE),
@@ -153,7 +157,7 @@ def test_lockout_after_repeated_failures(env: VaultEnv) -> None:
     alerts = [r for r in env.vault._gate._audit.records() if r.type == "security-alert"]
     assert alerts and alerts[0].user == "rad" and "locked" in alerts[0].detail["alert"]
     with env.vault._core.transaction():
-        env.vault._core.conn.execute("UPDATE users SET locked_until = ? WHERE name = 'rad'",
+        env.vault._core.conn.execute("UPDATE users SET login_locked_until = ? WHERE name = 'rad'",
                                      (time.time() - 1,))
     env.vault.accounts.login("rad", account.password, account.codes.next())
 

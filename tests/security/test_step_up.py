@@ -217,20 +217,51 @@ def test_a_locked_account_is_refused_a_step_up_even_with_the_right_code(env: Vau
     assert str(ended.value) == str(locked.value) and "after 10 minutes" in str(locked.value)
 
 
-def test_a_lock_ends_every_live_session_of_the_account(env: VaultEnv) -> None:
-    """Here a lock by failed logins: the account's sessions elsewhere end with it, at once."""
-    rad = env.login("rad")
-    account = env.accounts["rad"]
+def test_a_step_up_lock_ends_every_live_session_of_the_account(env: VaultEnv) -> None:
+    """The account's sessions elsewhere end with the one that typed the wrong codes, at once."""
+    lock_after(env, 3)
+    rad, account = env.login("rad"), env.accounts["rad"]
     elsewhere = env.vault.accounts.login("rad", account.password, account.codes.next())[1]
-    for _ in range(env.vault.policy.lockout_failures):
-        with pytest.raises(AuthenticationFailed) as failed:
-            env.vault.accounts.login("rad", "wrong password entirely", "123456")
-        assert str(failed.value) == LOGIN_FAILED  # a login still says nothing of the lock
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            env.vault.accounts.step_up(rad, wrong_code(account.codes.secret))
+    with pytest.raises(NotAuthenticated) as locked:
+        env.vault.accounts.step_up(rad, wrong_code(account.codes.secret))
     for session in (rad, elsewhere):
         with pytest.raises(NotAuthenticated) as ended:
             env.vault.reading.studies(session)
-        assert str(ended.value) == ("This account is locked after repeated failed logins: the session has "
-                                    "ended; log in again after 15 minutes.")
+        assert str(ended.value) == str(locked.value) == (
+            "This account is locked after repeated failed codes: the session has ended; log in again after "
+            "15 minutes.")
     (alert,) = [r for r in trail(env, "rad") if r.type == "security-alert"]
-    assert alert.detail["alert"] == "account locked after repeated login failures"
+    assert alert.detail["alert"] == "account locked after repeated step-up failures"
     assert alert.detail["sessions_ended"] is True
+
+
+def test_wrong_passwords_at_the_login_screen_do_not_end_a_live_session(env: VaultEnv, tmp_path: Path) -> None:
+    """Anyone who knows a user name can lock the account by typing wrong passwords at the login
+    screen; that refuses new logins, but the radiologist reading in a live session reads on, and
+    its step-ups (break-glass, export) still take the right code. Before, the lock ended it."""
+    items = study_bytes(slices=2, size=16)
+    env.vault.intake.import_bytes(env.login("tech"), items)
+    study_uid = str(pydicom.dcmread(pydicom.filebase.DicomBytesIO(items[0][1])).StudyInstanceUID)
+    env.add("privacy", Role.PRIVACY_OFFICER)
+    env.vault.admin.restrict_patient(env.login("privacy"), "PID-0001")
+    rad, account = env.login("rad"), env.accounts["rad"]
+    for _ in range(env.vault.policy.lockout_failures):  # a stranger, typing the name in another case
+        with pytest.raises(AuthenticationFailed) as failed:
+            env.vault.accounts.login("RAD", "wrong password entirely", "123456")
+        assert str(failed.value) == LOGIN_FAILED
+    with pytest.raises(AuthenticationFailed, match="Login failed"):  # locked for new logins, right or not
+        env.vault.accounts.login("rad", account.password, account.codes.next())
+
+    assert [s.study_uid for s in env.vault.reading.studies(rad)] == [study_uid]  # the read goes on
+    env.vault.reading.break_glass(rad, study_uid, REASON, account.codes.next())  # step-up: right code
+    assert len(env.vault.reading.series(rad, study_uid)) == 1
+    assert env.vault.accounts.whoami(rad).user.name == "rad"
+    records = trail(env, "rad")  # under the account's own name, not as typed
+    assert len([r for r in records if r.type == "login" and r.outcome == 4]) == 6
+    (alert,) = [r for r in records if r.type == "security-alert" and "locked" in r.detail["alert"]]
+    assert alert.detail["alert"] == "account locked after repeated login failures"
+    assert alert.detail["sessions_ended"] is False
+    assert not [r for r in env.vault._gate._audit.records() if r.user == "RAD"]

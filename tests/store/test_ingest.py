@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_files
 
-from app.store.ingest import DicomDirectory, Rejected, parse
+from app.store.ingest import HEADER_BYTES, DicomDirectory, Rejected, parse
+from app.store.limits import OverLimit
+from tests.stress.bombs import MiB, deflated_bomb
 
 FIELDS = {
     "patient_id": "PatientID", "patient_name": "PatientName", "birth_date": "PatientBirthDate",
@@ -69,3 +72,26 @@ def test_non_ascii_names_are_decoded_with_the_character_set() -> None:
         data = to_bytes(ds)
         assert ("Müller".encode("latin-1") in data) == (charset == "ISO_IR 100")
         assert parse(data).patient_name == "Müller^Zoë"
+
+
+def test_a_deflated_data_set_is_indexed_from_its_inflated_header(tmp_path: Path) -> None:
+    data = deflated_bomb(tmp_path / "small.dcm", pixel_bytes=8 * MiB).read_bytes()  # within the limits
+    parsed = parse(data)
+    assert parsed.transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian
+    assert (parsed.rows, parsed.columns, parsed.frames) == (512, 512, 16)
+    assert parsed.data == data and parsed.patient_id == "BOMB-1"  # stored as it came
+    with pytest.raises(Rejected, match="truncated or malformed"):
+        parse(data[:-1000])
+
+
+def test_a_deflated_bomb_is_refused_as_it_inflates_in_bounded_memory(tmp_path: Path) -> None:
+    """pydicom alone inflates the whole data set in memory (here 256 MiB, in the issue 1 GiB)."""
+    data = deflated_bomb(tmp_path / "bomb.dcm", pixel_bytes=256 * MiB).read_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(OverLimit, match="refused as a decompression bomb"):
+            parse(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(data) < MiB and peak < HEADER_BYTES + 8 * MiB

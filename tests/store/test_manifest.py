@@ -62,6 +62,8 @@ def test_a_vault_from_before_gets_its_manifests_on_opening(env: VaultEnv) -> Non
         conn.execute("ALTER TABLE sessions DROP COLUMN peer_uid")  # (version 17's)
         conn.execute("ALTER TABLE sessions DROP COLUMN ended_reason")  # (version 18's)
         conn.execute("ALTER TABLE users DROP COLUMN step_up_after")
+        conn.execute("ALTER TABLE users DROP COLUMN login_failures")  # (version 19's)
+        conn.execute("ALTER TABLE users DROP COLUMN login_locked_until")
         conn.execute("PRAGMA user_version = 14")
     env.vault.close()
     env.vault = Vault.open(env.home, lambda: PASSPHRASE)

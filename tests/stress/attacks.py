@@ -139,8 +139,8 @@ def stolen_tokens(env: VaultEnv, elsewhere: Path) -> Attack:
 
 def _unlock(env: VaultEnv, name: str) -> None:
     with env.vault._core.transaction():
-        env.vault._core.conn.execute("UPDATE users SET locked_until = 0, failed_count = 0 WHERE name = ?",
-                                     (name,))
+        env.vault._core.conn.execute("UPDATE users SET login_locked_until = 0, login_failures = 0 "
+                                     "WHERE name = ?", (name,))
 
 
 def run_all(work: Path, attempts: int) -> list[Attack]:

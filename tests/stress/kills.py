@@ -276,7 +276,7 @@ def kill_exports(station: Station, work: Path, iterations: int, rng: random.Rand
     tally, started = Tally("exporter (custodian export, encrypted zip)"), time.perf_counter()
     tally.mid_work = None  # what it has done is not visible from outside until the media appears
     patient = Patient("KILL-E", "Killed^Export")
-    station.act_as("lib0")
+    station.act_as("tech")  # (a librarian imports outside media only)
     write_study(work / "to-export", patient, slices=slices, size=512)
     assert station.start("import", str(work / "to-export")).wait() == 0
     study_uid = _study_of(work / "to-export")

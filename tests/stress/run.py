@@ -2,8 +2,9 @@
 
 Fuzzes every parser (tests/fuzz), kills the importer, the storage SCP and the exporter at random
 moments, runs the resource-fault and hostile-peer checks, scans a working day's files for
-secrets and attacks the login; prints the one results table the README quotes. Exit 1 when
-anything crashed, hung, was lost or damaged, leaked or let an attacker in.
+secrets, attacks the login, spoofs senders and feeds decompression bombs and special files;
+prints the one results table the README quotes. Exit 1 when anything crashed, hung, was lost or
+damaged, leaked or let an attacker in.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from app.security.roles import Role
 from tests.conftest import REPO, make_env
 from tests.fuzz.run import run as fuzz
 from tests.stress.attacks import run_all as attacks
+from tests.stress.bombs import run_all as bombs
 from tests.stress.hygiene import working_day
 from tests.stress.kills import Station, Tally, kill_exports, kill_imports, kill_scps
 from tests.stress.service_kills import ServiceStation, kill_service
+from tests.stress.spoofing import run_all as spoofing
 
 
 @dataclass
@@ -126,6 +129,16 @@ def _attack_lines(work: Path, guesses: int) -> list[Line]:
             for a in attacks(work, guesses)]
 
 
+def _spoofing_lines(work: Path) -> list[Line]:
+    return [Line("spoofed senders", a.what, a.attempts, None, None, a.got_in, a.figure, a.seconds)
+            for a in spoofing(work / "spoofing")]
+
+
+def _hostile_input_lines(work: Path) -> list[Line]:
+    return [Line("hostile input", r.what, r.cases, None, None, r.left, r.figure, r.seconds)
+            for r in bombs(work / "bombs")]
+
+
 def table(lines: list[Line]) -> str:
     def n(value: int | None) -> str:
         return "—" if value is None else str(value)
@@ -158,6 +171,8 @@ def main() -> int:
                              "tests/net/test_scp.py::test_the_scp_over_tls_takes_only_trusted_senders"))
         lines.append(_hygiene_line(work))
         lines += _attack_lines(work, args.guesses)
+        lines += _spoofing_lines(work)
+        lines += _hostile_input_lines(work)
     print(table(lines))
     print(f"\n(seed {args.seed}, {time.perf_counter() - started:.0f} s)")
     return 1 if any(x.bad for x in lines) else 0
