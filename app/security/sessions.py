@@ -40,13 +40,17 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# A service client's OS account: a Unix uid (SO_PEERCRED) or a Windows SID (the pipe client's token).
+PeerId = int | str
+
+
 class Sessions:
     def __init__(self, conn: sqlcipher3.Connection, accounts: Accounts, policy: SitePolicy) -> None:
         self._conn = conn
         self._accounts = accounts
         self.policy = policy
 
-    def open(self, user: User, *, needs_enrolment: bool = False, peer_uid: int | None = None
+    def open(self, user: User, *, needs_enrolment: bool = False, peer_uid: PeerId | None = None
              ) -> tuple[str, Session]:
         """A new session; ``peer_uid``: the OS account of the service client that logged in, the
         only one that may use it (embedded mode: None, the session file is bound instead)."""
@@ -60,12 +64,12 @@ class Sessions:
         )
         return token, Session(_hash(token), user, expires, needs_enrolment)
 
-    def resume(self, token: str, peer_uid: int | None = None) -> Session:
+    def resume(self, token: str, peer_uid: PeerId | None = None) -> Session:
         """The live session of ``token``, if the OS account asking is the one it is bound to."""
         self._bound(token, peer_uid)
         return self._live(_hash(token), touch=True)
 
-    def held(self, token: str, peer_uid: int | None = None) -> Session:
+    def held(self, token: str, peer_uid: PeerId | None = None) -> Session:
         """The session of ``token`` whether idle or not (its lock screen; a service call, whose
         liveness the gate checks): bound as for resume, and refused as :meth:`revivable` refuses."""
         row = self._conn.execute(
@@ -81,7 +85,7 @@ class Sessions:
             raise NotAuthenticated(reason or ENDED)
         return Session(_hash(token), user, expires_at, bool(needs_enrolment))
 
-    def _bound(self, token: str, peer_uid: int | None) -> None:
+    def _bound(self, token: str, peer_uid: PeerId | None) -> None:
         row = self._conn.execute("SELECT peer_uid FROM sessions WHERE token_hash = ?",
                                  (_hash(token),)).fetchone()
         if row is not None and row[0] != peer_uid:

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from app.service.codec import BINARY, decode, encode
 from app.service.methods import METHODS, SERVICES, Method
 from app.service.parts import FILES, form
 from app.service.readahead import ReadAhead, fetchers
+from app.service.winpipe_api import pipe_address
 from app.store.contingency import BackupResult
 from app.store.importer import Unreadable, read_source
 from app.store.limits import IntakeLimits
@@ -75,6 +77,15 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _connection(path: Path) -> http.client.HTTPConnection:
+    """To the service's Unix socket; on Windows, to its named pipe (app.service.winpipe_client)."""
+    if sys.platform == "win32":
+        from app.service.winpipe_client import PipeConnection
+
+        return PipeConnection(str(path))
+    return UnixConnection(path)
+
+
 class Channel:
     """Requests to one service, over a kept-alive connection per thread (the viewer fetches
     images from several)."""
@@ -82,13 +93,13 @@ class Channel:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[UnixConnection] = []
+        self._all: list[http.client.HTTPConnection] = []
 
     @property
-    def _conn(self) -> UnixConnection:
-        conn: UnixConnection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = UnixConnection(self.path)
+            conn = self._local.conn = _connection(self.path)
             self._all.append(conn)
         return conn
 
@@ -352,7 +363,9 @@ class RemoteVault:
         self.channel = Channel(socket_path)
         self.tokens: dict[str, str] = {}  # a session's token by its hash: what the service is shown
         self.notices: list[str] = []
-        digest = hashlib.sha256(str(socket_path.resolve()).encode()).hexdigest()[:16]
+        # (a pipe's path is not resolved: that would open it)
+        where = pipe_address(str(socket_path)) if sys.platform == "win32" else str(socket_path.resolve())
+        digest = hashlib.sha256(where.encode()).hexdigest()[:16]
         self.token_file = client_state_dir() / f"session-{digest}"
         self.accounts = RemoteAccounts(self, "accounts")
         self.intake = RemoteIntake(self, "intake")

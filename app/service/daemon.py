@@ -12,7 +12,6 @@ answers every client with the reason, tries again, and records a security alert 
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
 import signal
@@ -33,8 +32,11 @@ from app.net.scp import StorageScp
 from app.net.watch import PacsStatus, pacs_job
 from app.security.keys import KeyStore
 from app.security.sealing import SEALED_MODES
-from app.service.server import Admission, PeerProtocol, application
+from app.service.server import Admission, Admits, PeerProtocol, application
 from app.vault import Vault
+
+if sys.platform != "win32":
+    import grp
 
 log = logging.getLogger("custodian.service")
 
@@ -142,12 +144,14 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
         threading.Thread(target=_keep_trying, args=(station,), name="unlock", daemon=True).start()
     else:
         station.start_work()
-    server = uvicorn.Server(uvicorn.Config(
-        application(_vault_of(station), Admission(group), locked=station.locked, pacs=lambda: station.pacs),
-        http=PeerProtocol,
-        lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=10,
-        timeout_keep_alive=KEEP_ALIVE))
-    sock = listen(socket_path, group)
+    if sys.platform == "win32":  # a named pipe, its clients admitted by their tokens (written, not tested)
+        from app.service.winpipe import PipeAdmission, PipeServer
+
+        pipe = PipeAdmission.for_group(group)
+        server: uvicorn.Server = PipeServer(_config(station, pipe), str(socket_path), pipe)
+        sockets: list[socket.socket] = []
+    else:
+        server, sockets = uvicorn.Server(_config(station, Admission(group))), [listen(socket_path, group)]
     log.info("serving on %s (group %s); master key in the %s", socket_path, group or "none",
              station.vault.key_mode if station.vault else "token, not present")
     # uvicorn stops gracefully on SIGTERM and SIGINT, then raises the signal again for the handler it
@@ -155,7 +159,7 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     except SystemExit:
         pass
     finally:
@@ -163,6 +167,13 @@ def run(home: Path, socket_path: Path, group: str | None) -> int:
             socket_path.unlink()
         station.stop_work()
     return 0
+
+
+def _config(station: Station, admission: Admits) -> uvicorn.Config:
+    return uvicorn.Config(
+        application(_vault_of(station), admission, locked=station.locked, pacs=lambda: station.pacs),
+        http=PeerProtocol, lifespan="off", log_level="warning", access_log=False,
+        timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE)
 
 
 def _stopped(sig: int, _frame: object) -> None:

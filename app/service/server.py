@@ -14,18 +14,17 @@ its message (it may quote data) and logged by type only.
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
 import logging
 import os
-import pwd
 import queue
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -41,11 +40,16 @@ from app.audit.reconcile import Reconciliation
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError, VaultLocked
 from app.net.watch import PacsStatus
 from app.security.accounts import Enrolment
+from app.security.sessions import PeerId
 from app.service.codec import BINARY, decode, encode
 from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
 from app.service.parts import FILES, joined, read_form
 from app.service.spool import Spool
 from app.vault import Vault
+
+if sys.platform != "win32":  # (a pipe's clients are admitted by app.service.winpipe)
+    import grp
+    import pwd
 
 log = logging.getLogger("custodian.service")
 
@@ -69,7 +73,8 @@ class PeerProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        uid = peer_uid(transport.get_extra_info("socket"))
+        # a named pipe's transport carries its client's SID (app.service.winpipe); a socket, SO_PEERCRED
+        uid = transport.get_extra_info("peer_sid") or peer_uid(transport.get_extra_info("socket"))
         inner: ASGI = self.app
 
         async def app(scope: Scope, receive: Callable[[], Awaitable[Any]],
@@ -80,13 +85,19 @@ class PeerProtocol(HttpToolsProtocol):
         self.app = app
 
 
+class Admits(Protocol):
+    def admits(self, uid: PeerId) -> bool: ...
+
+
 class Admission:
     """Which OS accounts may talk to the service: its own, root, and the members of its group."""
 
     def __init__(self, group: str | None) -> None:
         self._gid = grp.getgrnam(group).gr_gid if group else None
 
-    def admits(self, uid: int) -> bool:
+    def admits(self, uid: PeerId) -> bool:
+        if isinstance(uid, str):
+            return False  # a Windows SID: never on a Unix socket
         if uid in (0, os.getuid()):
             return True
         if self._gid is None:
@@ -98,20 +109,20 @@ class Admission:
         return self._gid in os.getgrouplist(account.pw_name, account.pw_gid)
 
 
-def application(vault: Vault, admission: Admission, *, locked: Callable[[], str | None],
+def application(vault: Vault, admission: Admits, *, locked: Callable[[], str | None],
                 pacs: Callable[[], PacsStatus | None] = lambda: None) -> Starlette:
     """The ASGI application around one open vault. ``locked``: why the service cannot serve
     (its key token is gone), or None; ``pacs``: what the service's last PACS check found."""
     issued = Issued()
     spool = Spool(vault)
 
-    def guarded(handler: Callable[[Request, int], Awaitable[Response]], *, when_locked: bool = False
+    def guarded(handler: Callable[[Request, PeerId], Awaitable[Response]], *, when_locked: bool = False
                 ) -> Callable[[Request], Awaitable[Response]]:
         """Admission (the caller's OS account), the lock, and errors as plain sentences, once."""
         async def endpoint(request: Request) -> Response:
             uid = request.scope.get("peer_uid")
             try:
-                if not isinstance(uid, int) or not admission.admits(uid):
+                if not isinstance(uid, int | str) or not admission.admits(uid):
                     raise NotPermitted("This OS account may not use the workstation service.")
                 why = locked()
                 if why is not None and not when_locked:
@@ -126,7 +137,7 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
                                                 "its log says where."}, status_code=500)
         return endpoint
 
-    async def call(request: Request, uid: int) -> Response:
+    async def call(request: Request, uid: PeerId) -> Response:
         method = METHODS.get((request.path_params["service"], request.path_params["method"]))
         if method is None:
             raise UsageError("The workstation service does not offer that.")
@@ -140,7 +151,7 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             return Response(result, media_type=BINARY)
         return JSONResponse({"result": result})
 
-    async def spooled(request: Request, uid: int) -> Response:
+    async def spooled(request: Request, uid: PeerId) -> Response:
         """An export or a backup, made in the spool for this client to fetch."""
         body = await _body(request)
         token = body.get("token")
@@ -153,17 +164,17 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
             return make(session, uid, body)
         return JSONResponse({"result": await run_in_threadpool(made)})
 
-    async def media(request: Request, uid: int) -> Response:
+    async def media(request: Request, uid: PeerId) -> Response:
         path = spool.take(uid, request.path_params["name"])
         return FileResponse(path, media_type=BINARY, background=BackgroundTask(path.unlink, missing_ok=True))
 
-    async def station(request: Request, uid: int) -> Response:
+    async def station(request: Request, uid: PeerId) -> Response:
         return JSONResponse({"result": {
             "mode": "service", "key_storage": vault.key_mode, "read_only": vault.read_only,
             "locked": locked(), "policy": encode(vault.policy),
             "managed_settings": sorted(vault.managed_settings)}})
 
-    async def pacs_status(request: Request, uid: int) -> Response:
+    async def pacs_status(request: Request, uid: PeerId) -> Response:
         """For the clients' downtime banner: no patient data, so no session needed."""
         return JSONResponse({"result": encode(pacs())})
 
@@ -176,7 +187,7 @@ def application(vault: Vault, admission: Admission, *, locked: Callable[[], str 
                              Route("/v1/reconcile", guarded(partial(_reconcile, vault)), methods=["POST"])])
 
 
-async def _reconcile(vault: Vault, request: Request, uid: int) -> Response:
+async def _reconcile(vault: Vault, request: Request, uid: PeerId) -> Response:
     """The repository's file as the client streams it (it may be larger than a request may
     hold in memory), read line by line by the audit reconciliation in a worker thread."""
     token = request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -245,13 +256,13 @@ class Issued:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_uid: dict[int, list[Enrolment]] = {}
+        self._by_uid: dict[PeerId, list[Enrolment]] = {}
 
-    def keep(self, uid: int, enrolment: Enrolment) -> None:
+    def keep(self, uid: PeerId, enrolment: Enrolment) -> None:
         with self._lock:
             self._by_uid[uid] = [*self._by_uid.get(uid, [])[-(self.KEPT - 1):], enrolment]
 
-    def take(self, uid: int, enrolment: Enrolment) -> Enrolment:
+    def take(self, uid: PeerId, enrolment: Enrolment) -> Enrolment:
         with self._lock:
             kept = self._by_uid.get(uid, [])
             if enrolment not in kept:
@@ -260,7 +271,7 @@ class Issued:
             return enrolment
 
 
-def _invoke(vault: Vault, issued: Issued, method: Method, uid: int, body: dict[str, Any],
+def _invoke(vault: Vault, issued: Issued, method: Method, uid: PeerId, body: dict[str, Any],
             files: dict[str, list[bytes]] | None = None) -> Any:
     """One call, with the caller's own session and its arguments read as the method declares;
     the answer encoded, or raw bytes where the method returns bytes."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from app.errors import NotPermitted, UsageError
 from app.media.disclosures import ExportRequest, ExportResult
-from app.security.sessions import Session
+from app.security.sessions import PeerId, Session
 from app.service.codec import decode, encode
 from app.vault import Vault
 
@@ -31,7 +31,7 @@ KEPT_FOR = 3600.0  # seconds a made medium waits for its client
 
 @dataclass(frozen=True)
 class Made:
-    uid: int  # the OS account that asked
+    uid: PeerId  # the OS account that asked
     path: Path
     at: float
 
@@ -48,7 +48,7 @@ class Spool:
         folder.mkdir(mode=0o700, exist_ok=True)
         return folder
 
-    def export(self, session: Session, uid: int, body: dict[str, Any]) -> dict[str, Any]:
+    def export(self, session: Session, uid: PeerId, body: dict[str, Any]) -> dict[str, Any]:
         """The export a client asked for, made here; its result, with the name to fetch it by."""
         request: ExportRequest = decode(body.get("request"), ExportRequest)
         code = body.get("code")
@@ -58,7 +58,7 @@ class Spool:
         result: ExportResult = self._vault.disclosure.export(session, request, code, written_to=path)
         return {"made": encode(replace(result, out=request.out)), "media": self._keep(uid, path)}
 
-    def backup(self, session: Session, uid: int, body: dict[str, Any]) -> dict[str, Any]:
+    def backup(self, session: Session, uid: PeerId, body: dict[str, Any]) -> dict[str, Any]:
         """The backup a client asked for, made here and sealed with the passphrase it sent."""
         out, passphrase = body.get("out"), body.get("passphrase")
         if not isinstance(out, str) or not isinstance(passphrase, str):
@@ -71,12 +71,12 @@ class Spool:
         self.sweep()
         return self.folder / f"{secrets.token_hex(16)}.{suffix}"
 
-    def _keep(self, uid: int, path: Path) -> str:
+    def _keep(self, uid: PeerId, path: Path) -> str:
         with self._lock:
             self._made[path.name] = Made(uid, path, time.time())
         return path.name
 
-    def take(self, uid: int, name: str) -> Path:
+    def take(self, uid: PeerId, name: str) -> Path:
         """The medium ``name`` for the account that asked for it; forgotten once handed out."""
         with self._lock:
             made = self._made.get(name)

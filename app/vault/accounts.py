@@ -9,13 +9,13 @@ from dataclasses import replace
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated, NotPermitted, UsageError
 from app.security.accounts import LOGIN_FAILED, STEP_UP_FAILED, Enrolment, User, locked_out
-from app.security.sessions import Session
+from app.security.sessions import PeerId, Session
 from app.vault.gate import Access, Service, opening, signed_in
 
 
 class AccountService(Service):
     @opening
-    def login(self, door: Access, name: str, password: str, code: str, peer_uid: int | None = None
+    def login(self, door: Access, name: str, password: str, code: str, peer_uid: PeerId | None = None
               ) -> tuple[str, Session]:
         """Password and authenticator code (or a recovery code, which forces re-enrolment).
         ``peer_uid``: in service mode, the client's OS account, which alone may use the session."""
@@ -47,7 +47,7 @@ class AccountService(Service):
 
     @opening
     def finish_first_enrolment(self, door: Access, enrolment: Enrolment, code: str,
-                               peer_uid: int | None = None) -> tuple[str, Session]:
+                               peer_uid: PeerId | None = None) -> tuple[str, Session]:
         with door.store.transaction():
             user = door.accounts.get(enrolment.user.id)
             if user is None or user.disabled or user.enrolled:
@@ -126,7 +126,7 @@ class AccountService(Service):
             raise refusal
 
     @opening
-    def held(self, door: Access, token: str, peer_uid: int | None = None) -> Session:
+    def held(self, door: Access, token: str, peer_uid: PeerId | None = None) -> Session:
         """The session of ``token`` as it stands, live or locked after inactivity (for the lock
         screen of a service client, which holds only the token, and for the service's calls, which
         pass the gate's own check); ended ones are refused, and the refusal is in the trail."""
@@ -139,7 +139,7 @@ class AccountService(Service):
         return session
 
     @opening
-    def resume(self, door: Access, token: str | None, peer_uid: int | None = None) -> Session:
+    def resume(self, door: Access, token: str | None, peer_uid: PeerId | None = None) -> Session:
         try:
             if not token:
                 raise NotAuthenticated("Not logged in.")
