@@ -71,7 +71,7 @@ class SeriesImages:
             self._cache[inst] = decoded
             if len(self._cache) > CACHE_INSTANCES:
                 self._cache.popitem(last=False)
-        else:
+        elif keep:  # (the threads filling a volume leave the GUI thread's cache as it is)
             self._cache.move_to_end(inst)
         return decoded, frame
 
@@ -98,6 +98,10 @@ class SeriesImages:
 
     def uses_voi_lut(self, i: int) -> bool:
         return self._decoded(i)[0].presentation.voi_lut
+
+    def slice_thickness(self, i: int) -> float | None:
+        """Slice Thickness (mm) of frame ``i``'s image; None when it does not say."""
+        return self._decoded(i)[0].slice_thickness
 
     def frame_of(self, i: int) -> tuple[str, int]:
         """The SOP Instance UID and frame number of display index ``i``."""

@@ -13,7 +13,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMessageBox, QToolBar
 
 from app.security.roles import Action, Role, permits
-from app.ui.image_view import CONTROLS_HELP
+from app.ui.view_controls import CONTROLS_HELP
 
 if TYPE_CHECKING:
     from app.ui.main_window import MainWindow
@@ -38,8 +38,8 @@ class WindowActions:
                                toolTip="Reload the study list from the vault (F5)")
         self.refresh.triggered.connect(window.refresh)
         self.quit = QAction("&Quit", window, shortcut=QKeySequence("Ctrl+Q"),
-                            toolTip="Quit Custodian (Ctrl+Q)")
-        self.quit.triggered.connect(window.close)
+                            toolTip="Quit Custodian (Ctrl+Q); asks first while series are open")
+        self.quit.triggered.connect(lambda: self.confirm_quit() and window.close())
         self.reset = QAction("Reset &window", window,
                              toolTip="Reset the active viewport's window to the series default "
                                      "(R in a viewport)")
@@ -65,6 +65,11 @@ class WindowActions:
                            toolTip="Axial, coronal and sagittal planes, thick slabs, oblique and "
                                    "volume rendering of the active viewport's series (Ctrl+M)")
         self.mpr.triggered.connect(window.open_3d)
+        self.smooth = QAction("S&mooth scaled images", window, checkable=True, checked=True,
+                              shortcut=QKeySequence("Ctrl+Shift+I"),
+                              toolTip="Interpolate images shown larger or smaller than 1:1; off shows "
+                                      "each stored pixel as a block (Ctrl+Shift+I)")
+        self.smooth.toggled.connect(self._set_smooth)
         self.per_series = QAction("One viewport per &series", window, shortcut=QKeySequence("Ctrl+0"),
                                   toolTip="A layout with a viewport for each series of the selected study, "
                                           "all of them hung (Ctrl+0)")
@@ -78,8 +83,8 @@ class WindowActions:
         self._add_menus()
         self.toolbar = self._add_toolbar()
         # Off while locked: no shortcut may reach the work behind the lock screen.
-        self._work = [self.refresh, self.reset, self.sync, self.mpr, self.controls, self.per_series,
-                      self.send, self.export, self.outside, *self.layouts.values(),
+        self._work = [self.refresh, self.reset, self.sync, self.mpr, self.smooth, self.controls,
+                      self.per_series, self.send, self.export, self.outside, *self.layouts.values(),
                       *window.user_menu.actions()]
 
     def fit_role(self, role: Role) -> None:
@@ -95,6 +100,25 @@ class WindowActions:
                             if not action.shortcut().isEmpty()})
         return "\n".join(["In a viewport:", *CONTROLS_HELP, "", "Study browser:", *BROWSER_HELP, "",
                           "Window:", *shortcuts])
+
+    def confirm_quit(self) -> bool:
+        """Whether to quit: asked first while series are open (or put away by the lock), so that no
+        slip of Ctrl+Q or the close button ends a reading session."""
+        window = self._window
+        open_series = sum(1 for v in window.grid.viewports if v.series_uid) + window.keeper.put_away
+        if not open_series:
+            return True
+        buttons = QMessageBox.StandardButton
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit Custodian",
+                          f"{open_series} series {'is' if open_series == 1 else 'are'} open. Quit Custodian "
+                          "and end this reading session?", buttons.Yes | buttons.Cancel, window)
+        box.button(buttons.Yes).setText("&Quit")
+        box.setDefaultButton(buttons.Cancel)
+        return box.exec() == buttons.Yes
+
+    def _set_smooth(self, on: bool) -> None:
+        for viewport in self._window.grid.viewports:
+            viewport.view.set_smooth(on)
 
     def set_available(self, available: bool) -> None:
         """Menus, toolbar and shortcuts come and go with the workspace (the lock hides them)."""
@@ -143,6 +167,7 @@ class WindowActions:
         view_menu.addAction(self.reset)
         view_menu.addAction(self.sync)
         view_menu.addAction(self.mpr)
+        view_menu.addAction(self.smooth)
         bar.addMenu(self._window.user_menu)
         bar.addMenu("&Help").addAction(self.controls)
 

@@ -1,8 +1,10 @@
-"""A rendered frame on screen, placed pixel for pixel.
+"""A rendered frame on screen: placed pixel for pixel at 1:1, smoothly interpolated when scaled.
 
 The geometry of a viewport apart from what it shows: zoom, pan, rotation and flips map image
-coordinates to the widget with whole-pixel placement and nearest-neighbour sampling, so every
-screen pixel shows exactly one display value the core computed.
+coordinates to the widget with whole-pixel placement. At one image pixel per screen pixel every
+screen pixel shows exactly one display value the core computed; magnified or reduced, the frame is
+interpolated bilinearly (a 64×64 MR is not a grid of blocks), unless the reader turns smoothing off
+to see the stored pixels as blocks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ class FrameCanvas(QWidget):
         self._pan = QPointF()
         self._rotation = 0  # clockwise degrees
         self._flip_h = self._flip_v = False
+        self._smooth = True  # interpolate when scaled; nearest-neighbour when off
+
+    @property
+    def smooth(self) -> bool:
+        """Whether a scaled frame is interpolated (it never is at 1:1)."""
+        return self._smooth
+
+    def set_smooth(self, on: bool) -> None:
+        self._smooth = on
+        self.update()
 
     @property
     def zoom(self) -> float:
@@ -113,8 +125,10 @@ class FrameCanvas(QWidget):
         if self._image is None or self._pixels is None:  # (set and cleared together)
             return False
         rows, cols = self._pixels.shape[:2]
-        # Nearest-neighbour: at an integer zoom every screen pixel is exactly a rendered value.
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        scale = self.zoom
+        one_to_one = abs(scale - 1.0) < 1e-9 and abs(scale * self._pixel_aspect - 1.0) < 1e-9
+        # At 1:1 (whole-pixel placement) every screen pixel is exactly a rendered value.
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._smooth and not one_to_one)
         painter.setTransform(self._transform())
         painter.drawImage(QRectF(-0.5, -0.5, cols, rows), self._image)
         painter.resetTransform()

@@ -1,12 +1,13 @@
-"""A 2D viewport: one frame of a series, windowed by the core, drawn pixel for pixel.
+"""A 2D viewport: one frame of a series, windowed by the core, drawn on screen.
 
 The core turns stored values into 8-bit display values (rescale, LUTs, window, inversion,
 overlays) and measures (:mod:`app.imaging.measure`). This widget keeps what the reader is looking at
 (series, image, window, tool, measurements) and turns the mouse into requests; the rest is in
-rooms of its own: :mod:`app.ui.frame_canvas` places the frame on the screen (nearest-neighbour, so
-the grey levels a reader sees are exactly the ones the core computed), :mod:`app.ui.view_painting`
-draws the text, orientation letters, scale bar and measurements over it, :mod:`app.ui.corner_text`
-words the bottom corners and :mod:`app.ui.view_controls` holds the tools and keys.
+rooms of its own: :mod:`app.ui.frame_canvas` places the frame on the screen (exact at 1:1,
+interpolated when scaled unless smoothing is off), :mod:`app.ui.view_painting` draws the text,
+orientation letters, scale bar and measurements over it, :mod:`app.ui.corner_text` words the bottom
+corners and :mod:`app.ui.view_controls` holds the tools and keys. An image that cannot be shown says
+why in the viewport itself.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QInputDialog, QWidget
 
@@ -25,22 +26,8 @@ from app.imaging.measure import POINTS, Kind, Measurement, Point, label, modalit
 from app.imaging.series import SeriesImages
 from app.ui.corner_text import bottom_text
 from app.ui.frame_canvas import FrameCanvas
-from app.ui.view_controls import MEASURING, Tool, key_action
-from app.ui.view_painting import HINT_COLOUR, OverlayPainter
-
-CONTROLS_HELP = (
-    "Mouse wheel, ↑/↓: previous / next image",
-    "Page Up / Page Down: jump a tenth of the series; Home / End: first / last image",
-    "Left-drag: the current tool (window by default); middle-drag: pan; right-drag: zoom",
-    "Esc: window tool (and cancel a measurement)   P: pan   Z: zoom",
-    "D: distance   A: angle (three clicks)   E: ellipse ROI   T: text note",
-    "Delete: remove the last measurement on this image",
-    "R: reset the window   N: next stored window   "
-    + "   ".join(f"F{i + 2}: {name}" for i, name in enumerate(CT_PRESETS)) + " (CT)",
-    "I: invert   O: overlays on/off   F: fit   1: one image pixel per screen pixel",
-    "[ / ]: rotate left / right   H: flip horizontally   V: flip vertically   Ctrl+R: reset view",
-    "C: cine on/off   + / -: cine faster / slower   Ctrl+H: hide / show the text and markers",
-)
+from app.ui.view_controls import CONTROLS_HELP, MEASURING, Tool, key_action
+from app.ui.view_painting import OverlayPainter
 
 WHEEL_NOTCH = 120  # angleDelta units of one wheel click
 DRAG_PIXELS_PER_WIDTH = 250.0  # dragging this far changes the window by one default width
@@ -62,7 +49,7 @@ class ImageView(FrameCanvas):
 
     indexChanged = Signal(int)
     windowChanged = Signal(object)  # Window | None
-    failed = Signal(str)  # a CustodianError's plain message; the view is then empty
+    failed = Signal(str)  # a CustodianError's plain message; the view then shows it instead
     activated = Signal()  # took the focus: the reader is working in this view
     measured = Signal(object)  # a finished Measurement (to be saved)
     measurementRemoved = Signal(object)  # a Measurement the reader deleted
@@ -86,6 +73,8 @@ class ImageView(FrameCanvas):
         self._reference_lines: list[tuple[Point, Point]] = []
         self._corners: tuple[list[str], list[str]] = ([], [])
         self._annotations = True  # corner text, orientation letters, scale bar
+        self._problem = ""  # why the last series could not be shown, drawn in its place
+        self._boxes: dict[str, QRect] = {}  # where the last paint put the annotations
         self._wheel_rest = 0
         self._cine = QTimer(self)
         self._cine.timeout.connect(self._cine_step)
@@ -145,9 +134,20 @@ class ImageView(FrameCanvas):
     def measurements(self) -> list[Measurement]:
         return list(self._measurements)
 
+    @property
+    def problem(self) -> str:
+        """Why the view is empty when a series could not be shown ("" otherwise)."""
+        return self._problem
+
+    @property
+    def annotation_boxes(self) -> dict[str, QRect]:
+        """Where the last paint drew the corner texts, edge letters and scale bar (widget pixels)."""
+        return dict(self._boxes)
+
     def set_series(self, series: SeriesImages | None,
                    measurements: list[Measurement] | None = None) -> None:
         self._series = series if series is not None and len(series) else None
+        self._problem = ""
         self._index = 0
         self._window_chosen = False
         self._stored_choice = 0
@@ -246,6 +246,12 @@ class ImageView(FrameCanvas):
         self._measurements.append(measurement)
         self.update()
 
+    def show_problem(self, message: str) -> None:
+        """Show nothing but ``message``: why this viewport's series cannot be shown."""
+        self.set_series(None)
+        self._problem = message
+        self.update()
+
     def set_reference_lines(self, lines: list[tuple[Point, Point]]) -> None:
         """Where other viewports' slices cut this image (image coordinates)."""
         self._reference_lines = lines
@@ -266,7 +272,7 @@ class ImageView(FrameCanvas):
         if self._series is None:
             return "", ""
         return bottom_text(self._series, self._index, self._window, self._window_chosen,
-                           self._cine_fps if self._cine.isActive() else None)
+                           self._cine_fps if self._cine.isActive() else None, self.zoom)
 
     def edge_text(self) -> dict[str, str]:
         """The patient directions at the four edges of the view ({} without orientation)."""
@@ -306,6 +312,7 @@ class ImageView(FrameCanvas):
             self._series = None
             self._pixels = self._image = None
             self._window = None
+            self._problem = str(exc)
             self._cine.stop()
             self.update()
             self.failed.emit(str(exc))
@@ -323,8 +330,9 @@ class ImageView(FrameCanvas):
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
         overlay = OverlayPainter(painter, self, self._transform(), self.zoom)
+        self._boxes = overlay.boxes
         if not self._draw_frame(painter):
-            overlay.text(Qt.AlignmentFlag.AlignCenter, "No series", HINT_COLOUR, shadow=False)
+            overlay.empty(self._problem)
             return
         overlay.reference_lines(self._reference_lines)
         for m in self._on_frame():

@@ -11,12 +11,12 @@ reading (:class:`Errands`), the series thumbnails (:class:`Thumbnails`) and the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TypeVar
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QShowEvent
 from PySide6.QtWidgets import (
-    QApplication,
     QMainWindow,
     QMessageBox,
     QSplitter,
@@ -25,11 +25,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import trace
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
 from app.imaging.hanging import layout_for, relevant_prior
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
-from app.imaging.volume import build_volume
+from app.imaging.volume import plan_volume
 from app.security.accounts import User
 from app.security.roles import Action, permits
 from app.security.sessions import Session
@@ -38,6 +39,7 @@ from app.ui.actions import WindowActions
 from app.ui.audit_viewer import AuditViewer
 from app.ui.break_glass_dialog import BreakGlassDialog
 from app.ui.bridge import Bridge, in_background
+from app.ui.corner_text import series_size
 from app.ui.dicom_text import iso_date
 from app.ui.downtime_banner import DowntimeBanner
 from app.ui.errands import Errands
@@ -128,7 +130,7 @@ class MainWindow(QMainWindow):
         self.grid.activeChanged.connect(self._viewport_activated)
         self.grid.measured.connect(self._save_measurement)
         self.grid.measurementRemoved.connect(self._delete_measurement)
-        self.grid.failed.connect(self.show_error)
+        self.grid.failed.connect(self.show_problem)
         self.grid.seriesDropped.connect(self._series_dropped)
 
     # ------------------------------------------------------------------ public API
@@ -249,7 +251,7 @@ class MainWindow(QMainWindow):
             return False
         if summary is not None:
             parts = [f"Series {summary.number}" if summary.number is not None else "Series",
-                     summary.modality, summary.description, counted(len(target.view.series or ()), "image")]
+                     summary.modality, summary.description, series_size(target.view.series)]
             message = " · ".join(p for p in parts if p)
             if cleared:
                 message += f" — cleared {counted(cleared, 'viewport')} showing another patient"
@@ -279,6 +281,15 @@ class MainWindow(QMainWindow):
     def show_status(self, message: str) -> None:
         """A message in the status bar that goes after a while."""
         self.statusBar().showMessage(message, STATUS_SECONDS * 1000)
+
+    def show_problem(self, message: str, viewport: Viewport | None = None) -> None:
+        """Why an image cannot be shown: in ``viewport`` and the status bar, never a box in the way."""
+        if viewport is not None:
+            viewport.clear()
+            viewport.view.show_problem(message)
+        self.errors.append(message)
+        if not self.locked:
+            self.show_status(message)
 
     def show_error(self, message: str) -> None:
         self.errors.append(message)
@@ -331,9 +342,10 @@ class MainWindow(QMainWindow):
         self.show_status(self.pacs_panel.summary.text())
 
     # ------------------------------------------------------------------ plumbing
-    def ask(self, call: Callable[..., T], *args: object,
-            passing: tuple[type[CustodianError], ...] = ()) -> T | None:
-        """``call(*args)``, or None after showing why not; ``passing`` errors go to the caller.
+    def ask(self, call: Callable[..., T], *args: object, passing: tuple[type[CustodianError], ...] = (),
+            report: Callable[[str], None] | None = None) -> T | None:
+        """``call(*args)``, or None after ``report`` (else :meth:`show_error`) said why not;
+        ``passing`` errors go to the caller.
 
         A session the vault no longer accepts locks the window: the lock screen sorts out
         whether it can be unlocked.
@@ -345,19 +357,16 @@ class MainWindow(QMainWindow):
         except passing:
             raise
         except NotAuthenticated as exc:
-            if self._quiet:
-                self.show_error(str(exc))
-            else:
-                self.keeper.lock(str(exc))
+            (self.show_error if self._quiet else self.keeper.lock)(str(exc))
             return None
         except CustodianError as exc:
-            self.show_error(str(exc))
+            (report or self.show_error)(str(exc))
             return None
 
     def _hang(self, viewport: Viewport, series_uid: str, study_uid: str | None) -> int | None:
         """Show a series in ``viewport`` and clear viewports of other patients; how many, or None."""
         study = self._studies.get(study_uid) if study_uid else None
-        images = self._open_series(series_uid, study)
+        images = self._open_series(series_uid, study, partial(self.show_problem, viewport=viewport))
         if images is None:
             return None
         key = study.patient_key if study else None
@@ -394,6 +403,7 @@ class MainWindow(QMainWindow):
 
     def open_3d(self) -> QWidget | None:
         """MPR and volume rendering of the active viewport's series, in a window of its own."""
+        trace.mark("mpr.requested")
         series = self.grid.active.view.series
         if series is None:
             self.show_error("Open a series first: 3D shows the series of the active viewport.")
@@ -403,17 +413,13 @@ class MainWindow(QMainWindow):
         if not display_available():
             self.show_error("3D needs a display: VTK cannot draw on Qt's offscreen platform.")
             return None
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            volume = self.ask(build_volume, series)
-        finally:
-            QApplication.restoreOverrideCursor()
-        if volume is None:
+        plan = self.ask(plan_volume, series)  # the slices are decoded in the window, with progress
+        if plan is None:
             return None
         self._close_3d()
         summary = next((s for s in self._series if s.series_uid == self.grid.active.series_uid), None)
         title = f"3D / MPR — {summary.modality} {summary.description}" if summary else "3D / MPR"
-        self._mpr_window = MprWindow(volume, title, self)
+        self._mpr_window = MprWindow(series, plan, title, self)
         self._mpr_window.show()
         return self._mpr_window
 
@@ -423,18 +429,19 @@ class MainWindow(QMainWindow):
             self._mpr_window.deleteLater()  # the volume goes with it
             self._mpr_window = None
 
-    def _open_series(self, series_uid: str, study: StudySummary | None) -> SeriesImages | None:
-        """The series' images; a restricted patient's refusal offers break-glass first."""
+    def _open_series(self, series_uid: str, study: StudySummary | None,
+                     report: Callable[[str], None]) -> SeriesImages | None:
+        """The series' images, else ``report`` says why; a restricted patient's refusal offers break-glass."""
         try:
             return self.ask(self._vault.reading.open_series, self.session, series_uid,
-                            passing=(NotPermitted,))
+                            passing=(NotPermitted,), report=report)
         except NotPermitted as exc:
             if study is None or not self._may_break_glass(study, exc):
                 self.show_error(str(exc))
                 return None
             if not self._break_glass(study, str(exc)):
                 return None
-        return self.ask(self._vault.reading.open_series, self.session, series_uid)
+        return self.ask(self._vault.reading.open_series, self.session, series_uid, report=report)
 
     def _may_break_glass(self, study: StudySummary, refusal: NotPermitted) -> bool:
         return (study.restricted and not self._quiet and self.session is not None
@@ -483,6 +490,9 @@ class MainWindow(QMainWindow):
         self.keeper.watch_idle()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if event.spontaneous() and not self.window_actions.confirm_quit():  # the title bar's close
+            event.ignore()
+            return
         self.keeper.idle_watch.stop()
         self._close_3d()
         for viewport in self.grid.viewports:  # drop decoded pixels as soon as the window goes

@@ -4,12 +4,14 @@ Automatic logoff (HIPAA 164.312(a)(2)(iii)): after the idle limit without input,
 the window locks. Every patient detail and pixel is dropped at once, only identifiers of what was
 open are kept (layout, which series where, slice, window), and the lock screen asks the same user
 back in; unlocking reads it all again through the vault. Logging in as someone else ends the
-locked session and starts with an empty window.
+locked session and starts with an empty window. Switch user puts the work away the same way while
+the login is asked for, and ends nothing until someone logs in: Cancel goes straight back to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,6 +96,11 @@ class SessionKeeper(QObject):
         self._idle_limit = seconds
         self.idle_watch.limit = seconds
 
+    @property
+    def put_away(self) -> int:
+        """How many viewports' series the lock put away, to be read back at unlock."""
+        return sum(view is not None for view in self._locked_work.grid.views) if self._locked_work else 0
+
     def begin(self, session: Session) -> None:
         """Work in ``session``: the window fits its user's role, the idle limit theirs."""
         self._session = session
@@ -114,19 +121,31 @@ class SessionKeeper(QObject):
         self.lock_screen.lock(self._session, notice)
 
     def switch_user(self) -> None:
-        """Lock, then let someone else log in (which ends this session)."""
+        """Let someone else log in, the work hidden meanwhile; their login ends this session. Cancel
+        returns to the work as it was, unless the login sat open past the idle limit (then the
+        reader unlocks as after any lock) or the vault ended the session meanwhile."""
+        session, asked = self._session, time.monotonic()
+        if session is None or self.locked:
+            return
         self.lock()
-        self.log_in_again()
+        if self.log_in_again() or time.monotonic() - asked >= self.idle_limit:
+            return
+        try:
+            self._vault.accounts.whoami(session)
+        except CustodianError as exc:
+            self.lock_screen.lock(session, str(exc))
+            return
+        self._unlocked(session)
 
     def log_out(self) -> None:
-        """End the session; the login dialog offers the next one, or the window closes."""
+        """End the session; the login dialog offers the next one, else the window stays on the
+        logged-out page with its "Log in…" button."""
         if self._session is None:
             return
         self._blank()
         self._end_session()
         self.lock_screen.end("You have logged out.")
-        if not self.log_in_again():
-            self._window.close()
+        self.log_in_again()
 
     def log_in_again(self) -> bool:
         """A login from the lock screen: the locked session (if any) ends, the new one starts empty."""

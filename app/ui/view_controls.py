@@ -40,6 +40,20 @@ TOOL_KEYS = {Qt.Key.Key_Escape: Tool.WINDOW, Qt.Key.Key_P: Tool.PAN, Qt.Key.Key_
 PRESET_KEYS = [Qt.Key.Key_F2, Qt.Key.Key_F3, Qt.Key.Key_F4, Qt.Key.Key_F5, Qt.Key.Key_F6,
                Qt.Key.Key_F7, Qt.Key.Key_F8, Qt.Key.Key_F9]
 
+CONTROLS_HELP = (
+    "Mouse wheel, ↑/↓: previous / next image",
+    "Page Up / Page Down: jump a tenth of the series; Home / End: first / last image",
+    "Left-drag: the current tool (window by default); middle-drag: pan; right-drag: zoom",
+    "Esc: window tool (and cancel a measurement)   P: pan   Z: zoom",
+    "D: distance   A: angle (three clicks)   E: ellipse ROI   T: text note",
+    "Delete: remove the last measurement on this image",
+    "R: reset the window   N: next stored window   "
+    + "   ".join(f"F{i + 2}: {name}" for i, name in enumerate(CT_PRESETS)) + " (CT)",
+    "I: invert   O: overlays on/off   F: fit   1: one image pixel per screen pixel",
+    "[ / ]: rotate left / right   H: flip horizontally   V: flip vertically   Ctrl+R: reset view",
+    "C: cine on/off   + / -: cine faster / slower   Ctrl+H: hide / show the text and markers",
+)
+
 
 def key_action(view: ImageView, event: QKeyEvent) -> Callable[[], object] | None:
     """What a key does in ``view``, or None when it is not one of the view's keys."""

@@ -181,17 +181,21 @@ def test_an_ended_session_is_said_plainly_and_a_fresh_login_offered(
     assert_no_phi(window)
 
 
-def test_log_out_ends_the_session_and_closes_when_nobody_logs_in(
+def test_log_out_ends_the_session_and_stays_on_the_logged_out_page_when_nobody_logs_in(
         qtbot: QtBot, vault: Vault, open_window: OpenWindow, reader: Reader, ct_datasets: list[Dataset]):
     window = reading(qtbot, open_window, reader, ct_datasets, idle_limit=60)
     answer(LoginDialog, lambda dialog: dialog.reject())
 
     window.user_menu.logout_action.trigger()
 
-    assert not window.isVisible() and window.session is None
+    assert window.isVisible() and window.locked and window.session is None, "Cancel closes nothing"
+    screen = window.lock_screen
+    assert screen.title_label.text() == "Session ended" and screen.hint_label.text() == "You have logged out."
+    assert screen.login_button.isVisible() and screen.login_button.text() == "Log in…"
     with pytest.raises(NotAuthenticated):
         vault.accounts.whoami(reader.session)
     assert all(viewport.view.series is None for viewport in window.grid.viewports)
+    assert_no_phi(window)
 
 
 def test_input_after_the_vault_ended_the_session_locks_the_window(

@@ -42,6 +42,7 @@ def view(qtbot: QtBot) -> ImageView:
     qtbot.addWidget(view)
     view.resize(SIDE, SIDE)
     view.set_annotations(False)
+    view.set_smooth(False)  # one block of the exact rendered value per image pixel
     view.show()
     qtbot.waitExposed(view)
     return view
