@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.demo.anatomy import brain_mr, chest_ct
 from app.demo.studies import Patient, ct_study, mr_study, to_bytes
 from app.security import totp
 from app.security.roles import Role
@@ -80,9 +81,11 @@ def make_demo_home(home: Path | None = None) -> DemoHome:
         _, session = vault.accounts.login(tech.name, tech.password, totp.current_code(tech.totp_secret))
         chest = Patient("DEMO-0001", "Demo^Alex")
         brain = Patient("DEMO-0002", "Sample^Robin")
-        current = ct_study(chest, slices=60, date="20260315", description="CT CHEST W/O")
-        datasets = (current + ct_study(chest, slices=60, date="20250302", description="CT CHEST PRIOR")
-                    + mr_study(brain, slices=24))
+        current = ct_study(chest, slices=60, date="20260315", description="CT CHEST W/O",
+                           phantom=chest_ct(60, nodule_mm=14))  # new since the prior
+        datasets = (current + ct_study(chest, slices=60, date="20250302", description="CT CHEST PRIOR",
+                                       phantom=chest_ct(60))
+                    + mr_study(brain, slices=24, phantom=brain_mr(24), window=(450, 900)))
         vault.intake.import_bytes(session, [(f"demo-{i:04d}", to_bytes(ds)) for i, ds in enumerate(datasets)])
         demo.studies = sorted({ds.StudyInstanceUID for ds in datasets})
         demo.featured = current[0].StudyInstanceUID

@@ -1,17 +1,21 @@
 """Synthetic, PHI-free studies for the demo, tests and benchmarks.
 
-Phantoms have known geometry (a water cylinder with a bone insert of known radius) so viewers
-and measurements can be checked against exact numbers.
+The default phantoms have known geometry (a water cylinder with a bone insert of known radius) so
+viewers and measurements can be checked against exact numbers; the demo passes the anatomical
+ones of :mod:`app.demo.anatomy` instead.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+Phantom = Callable[[int, int], np.ndarray]  # (size, slice index) -> stored pixel values
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,17 @@ def ct_phantom(size: int, index: int) -> np.ndarray:
     return (hu + 1024).astype(np.int16)
 
 
+def mr_phantom(size: int, index: int) -> np.ndarray:
+    """A head-shaped ellipse with rings of signal that shift from slice to slice."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot((yy - size / 2) / 0.8, xx - size / 2)
+    head = np.where(r < size * 0.42, 600 + 200 * np.cos(r / 9 + index / 5), 0)
+    return np.clip(head, 0, 4095).astype(np.uint16)
+
+
 def ct_study(patient: Patient, *, slices: int = 40, size: int = 256, date: str = "20260315",
              description: str = "CT CHEST", study_uid: str | None = None,
-             body_part: str = "CHEST") -> list[Dataset]:
+             body_part: str = "CHEST", phantom: Phantom = ct_phantom) -> list[Dataset]:
     study_uid = study_uid or generate_uid()
     series_uid, frame_uid = generate_uid(), generate_uid()
     result = []
@@ -96,24 +108,21 @@ def ct_study(patient: Patient, *, slices: int = 40, size: int = 256, date: str =
         ds.RescaleSlope = 1
         ds.WindowCenter = 40
         ds.WindowWidth = 400
-        _image(ds, ct_phantom(size, i), i, -i * 2.5, 350.0 / size)
+        _image(ds, phantom(size, i), i, -i * 2.5, 350.0 / size)
         result.append(ds)
     return result
 
 
 def mr_study(patient: Patient, *, slices: int = 20, size: int = 192, date: str = "20260316",
-             description: str = "MR BRAIN") -> list[Dataset]:
+             description: str = "MR BRAIN", phantom: Phantom = mr_phantom,
+             window: tuple[int, int] = (500, 1000)) -> list[Dataset]:
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    yy, xx = np.mgrid[:size, :size]
     result = []
     for i in range(slices):
         ds = _base(patient, study_uid, MRImageStorage, "MR", date, description)
         _series_member(ds, series_uid, frame_uid, 3, "T1 axial", "HEAD")
-        r = np.hypot((yy - size / 2) / 0.8, xx - size / 2)
-        head = np.where(r < size * 0.42, 600 + 200 * np.cos(r / 9 + i / 5), 0)
-        ds.WindowCenter = 500
-        ds.WindowWidth = 1000
-        _image(ds, np.clip(head, 0, 4095).astype(np.uint16), i, i * 5.0, 230.0 / size)
+        ds.WindowCenter, ds.WindowWidth = window
+        _image(ds, phantom(size, i), i, i * 5.0, 230.0 / size)
         result.append(ds)
     return result
 

@@ -259,14 +259,29 @@ class Accounting:
                            self.rows(), (30, 42, 28, 28, 30, 62, 28, 29))
 
 
-def cover_letter(result: ExportResult, institution: str) -> bytes:
+@dataclass(frozen=True)
+class Letter:
+    """A one-page letter; ``emphasis`` is printed large after the paragraph ending in a colon."""
+
+    title: str
+    paragraphs: tuple[str, ...]
+    emphasis: str
+
+
+def cover_letter_text(result: ExportResult, institution: str) -> Letter:
     """The passphrase on paper, to send apart from the media. It names nobody (the recipient's
-    name may be the patient's): the envelope carries the address, the file holds no PHI."""
-    return letter_pdf(f"Passphrase for media {result.serial}", [
+    name may be the patient's): the envelope carries the address, the letter holds no PHI."""
+    return Letter(f"Passphrase for media {result.serial}", (
         f"From: {institution}, {datetime.now(UTC):%Y-%m-%d}",
         "You are receiving medical images on encrypted media, sent separately from this letter. "
         "To open the file IMAGES.ZIP (or the .zip file you received), use 7-Zip, WinZip or Keka and "
         "enter this passphrase, exactly as printed, with the dashes:",
         "Keep this letter apart from the media, and destroy it once the images are opened. "
         "If you did not expect these images, contact the sender.",
-    ], emphasis=result.passphrase)
+    ), result.passphrase)
+
+
+def cover_letter(result: ExportResult, institution: str) -> bytes:
+    """The cover letter as a PDF file (the CLI's and the wizard's "Save cover letter")."""
+    letter = cover_letter_text(result, institution)
+    return letter_pdf(letter.title, letter.paragraphs, emphasis=letter.emphasis)

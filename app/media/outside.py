@@ -59,9 +59,11 @@ class Reconcile:
     outside_issuer: str = ""  # keep the outside ID, qualified by where it came from
 
     def __post_init__(self) -> None:
-        if bool(self.local_patient_id.strip()) == bool(self.outside_issuer.strip()):
-            raise UsageError("Reconcile the outside patient either with a local Patient ID or by naming "
-                             "the issuer of the outside ID, not both.")
+        local, issuer = bool(self.local_patient_id.strip()), bool(self.outside_issuer.strip())
+        if local == issuer:
+            missing = "give only one of the two." if local else "neither was given."
+            raise UsageError("Reconcile the outside patient with a local Patient ID or with the issuer "
+                             f"of the outside ID: {missing}")
 
     def apply(self, data: bytes) -> bytes:
         ds = pydicom.dcmread(io.BytesIO(data))

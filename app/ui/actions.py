@@ -52,6 +52,14 @@ class WindowActions:
                               toolTip="Burn the selected patient's studies to encrypted USB or CD "
                                       "media, recorded as a disclosure (Ctrl+E)")
         self.export.triggered.connect(window.errands.export_media)
+        self.import_files = QAction("Import &files…", window, shortcut=QKeySequence("Ctrl+O"),
+                                    toolTip="Import DICOM files of this site into the vault, with a "
+                                            "report of any file quarantined (Ctrl+O)")
+        self.import_files.triggered.connect(lambda: window.errands.import_files(folder=False))
+        self.import_folder = QAction("Import f&older…", window, shortcut=QKeySequence("Ctrl+Shift+O"),
+                                     toolTip="Import every DICOM file in a folder and its subfolders "
+                                             "(Ctrl+Shift+O)")
+        self.import_folder.triggered.connect(lambda: window.errands.import_files(folder=True))
         self.outside = QAction("&Import outside media…", window, shortcut=QKeySequence("Ctrl+I"),
                                toolTip="Read a CD, USB stick, CD image or zip from elsewhere, see "
                                        "what is on it and import it (Ctrl+I)")
@@ -84,14 +92,16 @@ class WindowActions:
         self.toolbar = self._add_toolbar()
         # Off while locked: no shortcut may reach the work behind the lock screen.
         self._work = [self.refresh, self.reset, self.sync, self.mpr, self.smooth, self.controls,
-                      self.per_series, self.send, self.export, self.outside, *self.layouts.values(),
-                      *window.user_menu.actions()]
+                      self.per_series, self.send, self.export, self.import_files, self.import_folder,
+                      self.outside, *self.layouts.values(), *window.user_menu.actions()]
 
     def fit_role(self, role: Role) -> None:
         """Show only the actions ``role`` may use."""
         self.send.setVisible(permits(role, Action.SEND))
         self.export.setVisible(permits(role, Action.EXPORT))
         self.outside.setVisible(permits(role, Action.IMPORT_MEDIA))
+        for action in (self.import_files, self.import_folder):
+            action.setVisible(permits(role, Action.IMPORT))
 
     def help_text(self) -> str:
         """The viewports' controls, the browser's, and every shortcut of the window's own actions."""
@@ -156,6 +166,8 @@ class WindowActions:
         file_menu.addAction(self.refresh)
         file_menu.addAction(self.send)
         file_menu.addAction(self.export)
+        file_menu.addAction(self.import_files)
+        file_menu.addAction(self.import_folder)
         file_menu.addAction(self.outside)
         file_menu.addSeparator()
         file_menu.addAction(self.quit)

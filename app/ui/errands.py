@@ -16,6 +16,7 @@ from app.ui.audit_viewer import AuditViewer
 from app.ui.bridge import Bridge, in_background
 from app.ui.disclosures_dialog import DisclosuresDialog
 from app.ui.export_wizard import ExportWizard
+from app.ui.import_dialog import ImportDialog, choose_import_paths
 from app.ui.outside_media_dialog import OutsideMediaDialog
 from app.vault import Vault
 from app.vault.outbox import SendResult
@@ -64,6 +65,19 @@ class Errands(QObject):
         wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         wizard.show()
         return wizard
+
+    def import_files(self, *, folder: bool) -> ImportDialog | None:
+        """This site's own files or a folder, picked by the user, imported with progress shown."""
+        window, session = self._window, self._window.session
+        paths = choose_import_paths(window, folder=folder) if session is not None else []
+        if session is None or not paths:
+            return None
+        dialog = ImportDialog(self._vault, session, paths, window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(window.refresh)
+        dialog.show()
+        dialog.start()
+        return dialog
 
     def import_outside_media(self) -> None:
         if self._window.session is not None:

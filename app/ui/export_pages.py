@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -35,14 +36,17 @@ from app.media.disclosures import (
     ExportRequest,
     ExportResult,
     IdentityCheck,
+    Letter,
     MediaKind,
     Purpose,
     RecipientKind,
     cover_letter,
+    cover_letter_text,
 )
 from app.security.sessions import Session
 from app.store.records import StudySummary
 from app.ui.bridge import Bridge, in_background
+from app.ui.cover_letter import print_with_dialog
 from app.ui.forms import code_edit, error_label, hint_label, show_message
 from app.vault import Vault
 
@@ -62,6 +66,7 @@ DELIVERY = {Delivery.HANDED_OVER: "Handed over in person, apart from the media",
             Delivery.PHONE: "Read out by phone",
             Delivery.COVER_LETTER: "Printed cover letter, sent separately",
             Delivery.SEPARATE_EMAIL: "Separate e-mail"}
+CLIPBOARD_SECONDS = 30  # long enough to paste into a message, short enough not to linger
 MEDIA = {MediaKind.ZIP: "USB stick or e-mail (encrypted .zip)",
          MediaKind.ISO: "CD/DVD image (.iso with the encrypted archive)"}
 
@@ -247,7 +252,8 @@ class MediaPage(QWizardPage):
 
 
 class PassphrasePage(QWizardPage):
-    """The passphrase, shown only here and only once, with the cover letter that may carry it."""
+    """The passphrase, shown only here and only once, whole (wrapped at its dashes when the page is
+    narrow), with a copy that does not outstay its use and the cover letter that may carry it."""
 
     def __init__(self, vault: Vault) -> None:
         super().__init__()
@@ -256,19 +262,34 @@ class PassphrasePage(QWizardPage):
         self._result: ExportResult | None = None
         self.passphrase = QLabel()
         font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.TypeWriter)
         font.setPointSizeF(font.pointSizeF() * 1.6)
         font.setBold(True)
         self.passphrase.setFont(font)
-        self.passphrase.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.passphrase.setWordWrap(True)
+        self.passphrase.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                                | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.summary = hint_label()
+        self.copied = hint_label()
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip(f"Put the passphrase on the clipboard; it is taken off after "
+                                    f"{CLIPBOARD_SECONDS} seconds unless something else replaced it")
+        self.copy_button.clicked.connect(self.copy_passphrase)
+        self.print_button = QPushButton("Print cover letter…")
+        self.print_button.clicked.connect(self._print_letter)
         self.letter_button = QPushButton("Save cover letter (PDF)…")
         self.letter_button.clicked.connect(self._save_letter)
+        buttons = QHBoxLayout()
+        for button in (self.copy_button, self.print_button, self.letter_button):
+            buttons.addWidget(button)
+        buttons.addStretch()
         layout = QVBoxLayout(self)
         layout.addWidget(hint_label("Give this passphrase to the recipient apart from the media. It is not "
                                     "stored anywhere and cannot be shown again."))
         layout.addWidget(self.passphrase)
+        layout.addLayout(buttons)
+        layout.addWidget(self.copied)
         layout.addWidget(self.summary)
-        layout.addWidget(self.letter_button)
         layout.addStretch()
 
     def show_result(self, result: ExportResult) -> None:
@@ -282,6 +303,20 @@ class PassphrasePage(QWizardPage):
                              f"{result.serial}, disclosure #{result.disclosure_id} recorded."
                              + review + left_out)
 
+    def copy_passphrase(self) -> None:
+        if self._result is None:
+            return
+        copy_for_a_while(self._result.passphrase, CLIPBOARD_SECONDS)
+        self.copied.setText(f"Copied. The clipboard is cleared in {CLIPBOARD_SECONDS} seconds.")
+
+    def letter(self) -> Letter | None:
+        return None if self._result is None else cover_letter_text(self._result, self._vault.policy.ae_title)
+
+    def _print_letter(self) -> None:
+        letter = self.letter()
+        if letter is not None:
+            print_with_dialog(letter, self)
+
     def _save_letter(self) -> None:
         if self._result is None:
             return
@@ -289,3 +324,16 @@ class PassphrasePage(QWizardPage):
         name, _ = QFileDialog.getSaveFileName(self, "Save cover letter", suggested, "PDF (*.pdf)")
         if name:
             Path(name).write_bytes(cover_letter(self._result, self._vault.policy.ae_title))
+
+
+def copy_for_a_while(text: str, seconds: float) -> None:
+    """Put ``text`` on the clipboard and take it off after ``seconds``, unless something else was
+    copied meanwhile; the timer lives with the clipboard, so closing the wizard does not keep it."""
+    clipboard = QApplication.clipboard()
+    clipboard.setText(text)
+
+    def clear() -> None:
+        if clipboard.text() == text:
+            clipboard.clear()
+
+    QTimer.singleShot(int(seconds * 1000), clipboard, clear)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.errors import CustodianError, NotAuthenticated
 from app.security.sessions import Session
+from app.ui.demo_hint import DemoCodes, DemoCodesLabel
 from app.ui.forms import busy, code_edit, error_label, heading_label, hint_label, password_edit, show_message
 from app.vault import Vault
 
@@ -33,7 +34,8 @@ class LockScreen(QWidget):
     ended = Signal()
     loginRequested = Signal()
 
-    def __init__(self, vault: Vault, parent: QWidget | None = None) -> None:
+    def __init__(self, vault: Vault, parent: QWidget | None = None, *,
+                 demo_codes: DemoCodes | None = None) -> None:
         super().__init__(parent)
         self._vault = vault
         self._session: Session | None = None
@@ -51,6 +53,7 @@ class LockScreen(QWidget):
         form.addRow("Password", self.password_edit)
         form.addRow("Code", self.code_edit)
         self.error_label = error_label()
+        self.demo_label = DemoCodesLabel(demo_codes)  # demo homes only: the locked user's code
 
         self.login_button = QPushButton()
         self.unlock_button = QPushButton("Unlock")
@@ -71,6 +74,7 @@ class LockScreen(QWidget):
         inner.addWidget(self.hint_label)
         inner.addWidget(self.fields)
         inner.addWidget(self.error_label)
+        inner.addWidget(self.demo_label)
         inner.addLayout(buttons)
         row = QHBoxLayout()
         row.addStretch(1)
@@ -91,12 +95,14 @@ class LockScreen(QWidget):
         """Ask ``session``'s user to prove it is them; ``notice`` says why it locked early."""
         self._session = session
         self.user_label.setText(session.user.name)
+        self.demo_label.show_user(session.user.name)
         self._show("Custodian is locked", "Enter your password and authenticator code to continue.", notice)
         self.password_edit.setFocus()
 
     def end(self, message: str) -> None:
         """The session is over (time limit, logout, disabled account): offer a fresh login."""
         self._session = None
+        self.demo_label.show_user("")
         self._show("Session ended", message)
         self.login_button.setFocus()
 

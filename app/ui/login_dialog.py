@@ -6,16 +6,16 @@ must set up a new authenticator before the dialog hands out the session.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QLineEdit, QVBoxLayout, QWidget
 
 from app.errors import CustodianError
 from app.security.sessions import Session
+from app.ui.demo_hint import DemoCodes, DemoCodesLabel
 from app.ui.enrolment_dialog import first_enrolment, required_reenrolment
-from app.ui.forms import FormDialog, busy, code_edit, hint_label, link_button, password_edit
+from app.ui.forms import FormDialog, busy, code_edit, link_button, password_edit
 from app.vault import Vault
 
 REENROLMENT_CANCELLED = ("You logged in with a recovery code, so a new authenticator must be set up "
@@ -25,7 +25,7 @@ REENROLMENT_CANCELLED = ("You logged in with a recovery code, so a new authentic
 class LoginDialog(FormDialog):
     """Accepted only once the vault has opened a usable session; ``session`` then holds it."""
 
-    def __init__(self, vault: Vault, *, demo_codes: Callable[[], dict[str, str]] | None = None,
+    def __init__(self, vault: Vault, *, demo_codes: DemoCodes | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__("Custodian — Log in", "Custodian",
                          "Log in with your password and the code from your authenticator app.",
@@ -50,17 +50,8 @@ class LoginDialog(FormDialog):
             edit.textChanged.connect(self._update_first_login)
         self._update_first_login()
 
-        self.demo_label = hint_label()
-        self.demo_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.demo_label.setToolTip("Shown only for throw-away demo vaults")
-        self.demo_label.setVisible(demo_codes is not None)
+        self.demo_label = DemoCodesLabel(demo_codes)
         layout.insertWidget(layout.indexOf(self.buttons), self.demo_label)
-        if demo_codes is not None:
-            self._show_demo_codes(demo_codes)
-            timer = QTimer(self)
-            timer.setInterval(1000)  # codes roll over every 30 s; keep the hint current
-            timer.timeout.connect(lambda: self._show_demo_codes(demo_codes))
-            timer.start()
 
     def submit(self) -> bool:
         with busy():
@@ -93,7 +84,3 @@ class LoginDialog(FormDialog):
 
     def _update_first_login(self) -> None:
         self.first_login_button.setEnabled(bool(self.user_edit.text().strip() and self.password_edit.text()))
-
-    def _show_demo_codes(self, demo_codes: Callable[[], dict[str, str]]) -> None:
-        codes = " · ".join(f"{name} {code}" for name, code in sorted(demo_codes().items()))
-        self.demo_label.setText(f"Demo vault — current codes: {codes}")

@@ -25,12 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import trace
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
 from app.imaging.hanging import layout_for, relevant_prior
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
-from app.imaging.volume import plan_volume
 from app.security.accounts import User
 from app.security.roles import Action, permits
 from app.security.sessions import Session
@@ -47,6 +45,7 @@ from app.ui.export_wizard import ExportWizard
 from app.ui.pacs_panel import PacsPanel
 from app.ui.session_keeper import LockedWork, SessionKeeper
 from app.ui.study_list import StudyBrowser
+from app.ui.three_d import ThreeD
 from app.ui.thumbnails import Thumbnails
 from app.ui.user_menu import UserMenu
 from app.ui.viewport_grid import Viewport, ViewportGrid
@@ -74,7 +73,6 @@ class MainWindow(QMainWindow):
         self._studies: dict[str, StudySummary] = {}
         self._series: list[SeriesSummary] = []
         self._listed_study: str | None = None
-        self._mpr_window: QWidget | None = None
 
         self.browser = StudyBrowser()
         self.pacs_panel = PacsPanel(vault, lambda: self.session)
@@ -102,6 +100,7 @@ class MainWindow(QMainWindow):
 
         self._prefetched = Bridge(self._fetched_priors, self)
         self._thumbnails = Thumbnails(self, vault)
+        self.three_d = ThreeD(self)
         self._connect()
 
     def _workspace(self) -> QWidget:
@@ -214,6 +213,8 @@ class MainWindow(QMainWindow):
             prior_series = self.ask(self._vault.reading.series, self.session, prior.study_uid) or []
             hung += list(zip(spare, prior_series, strict=False))
         for viewport, series in hung:
+            if viewport.series_uid == series.series_uid:
+                continue  # hung already (a layout change): keep its slice and window
             shown = self.load_series(series.series_uid, viewport, series)
             if not shown and (study.restricted or self.locked):
                 return False  # access refused (no break-glass), or locked meanwhile: hang nothing more
@@ -244,7 +245,7 @@ class MainWindow(QMainWindow):
     def load_series(self, series_uid: str, viewport: Viewport | None = None,
                     summary: SeriesSummary | None = None) -> bool:
         """Show a series in ``viewport`` (the active one by default)."""
-        summary = summary or next((s for s in self._series if s.series_uid == series_uid), None)
+        summary = summary or self.series_summary(series_uid)
         target = viewport or self.grid.active
         cleared = self._hang(target, series_uid, summary.study_uid if summary else None)
         if cleared is None:
@@ -258,9 +259,18 @@ class MainWindow(QMainWindow):
             self.show_status(message)
         return True
 
-    def set_layout(self, name: str) -> None:
+    def series_summary(self, series_uid: str | None) -> SeriesSummary | None:
+        """The listed study's series ``series_uid``, if it is one."""
+        return next((s for s in self._series if s.series_uid == series_uid), None)
+
+    def set_layout(self, name: str, *, hang: bool = True) -> None:
+        """Change the layout; with ``hang`` the study being read (the first viewport's) is hung
+        again, so the viewports added get its other series or its prior."""
+        reading = self.grid.visible_viewports()[0].study_uid if hang else None
         self.grid.set_layout(name)
         self.layout_actions[name].setChecked(True)
+        if reading is not None:
+            self.open_study(reading)
 
     def hang_per_series(self) -> bool:
         """Switch to the layout with a viewport for each series of the selected study and open it."""
@@ -271,7 +281,7 @@ class MainWindow(QMainWindow):
         self._list_series(study_uid)
         if self._listed_study != study_uid:
             return False
-        self.set_layout(layout_for(len(self._series)))
+        self.set_layout(layout_for(len(self._series)), hang=False)
         opened = self.open_study(study_uid)
         if opened and len(self._series) > len(self.grid.visible_viewports()):
             self.show_status(f"The first {len(self.grid.visible_viewports())} of {len(self._series)} series "
@@ -309,7 +319,7 @@ class MainWindow(QMainWindow):
 
     def put_away(self) -> LockedWork:
         """Drop every study, series and pixel shown (the lock); returns what to read back later."""
-        self._close_3d()
+        self.three_d.close()
         self._thumbnails.cancel()
         work = LockedWork(self.browser.current_study_uid(), self.browser.filter_edit.text(),
                           self.grid.blank())
@@ -324,7 +334,7 @@ class MainWindow(QMainWindow):
         self.browser.filter_edit.setText(work.filter_text)
         if work.study_uid is not None:
             self.browser.select_study(work.study_uid)
-        self.set_layout(work.grid.layout)
+        self.set_layout(work.grid.layout, hang=False)
         for viewport, view in zip(self.grid.viewports, work.grid.views, strict=True):
             if view is not None and self._hang(viewport, view.series_uid, view.study_uid) is not None:
                 viewport.view.set_index(view.index)
@@ -373,8 +383,7 @@ class MainWindow(QMainWindow):
         viewport.show_series(series_uid, study_uid, key, images, self._measurements_of(series_uid))
         if viewport.series_uid is None:
             return None  # its first image could not be shown; the view reported why
-        viewport.view.set_corner_text(*corner_lines(study, next(
-            (s for s in self._series if s.series_uid == series_uid), None)))
+        viewport.view.set_corner_text(*corner_lines(study, self.series_summary(series_uid)))
         others = [v for v in self.grid.viewports
                   if v is not viewport and v.series_uid and v.patient_key != key]
         for other in others:  # never leave another patient's images beside this one
@@ -402,32 +411,7 @@ class MainWindow(QMainWindow):
             self.ask(self._vault.reading.delete_measurement, self.session, measurement.id)
 
     def open_3d(self) -> QWidget | None:
-        """MPR and volume rendering of the active viewport's series, in a window of its own."""
-        trace.mark("mpr.requested")
-        series = self.grid.active.view.series
-        if series is None:
-            self.show_error("Open a series first: 3D shows the series of the active viewport.")
-            return None
-        from app.ui.mpr_window import MprWindow, display_available  # VTK loads only for 3D
-
-        if not display_available():
-            self.show_error("3D needs a display: VTK cannot draw on Qt's offscreen platform.")
-            return None
-        plan = self.ask(plan_volume, series)  # the slices are decoded in the window, with progress
-        if plan is None:
-            return None
-        self._close_3d()
-        summary = next((s for s in self._series if s.series_uid == self.grid.active.series_uid), None)
-        title = f"3D / MPR — {summary.modality} {summary.description}" if summary else "3D / MPR"
-        self._mpr_window = MprWindow(series, plan, title, self)
-        self._mpr_window.show()
-        return self._mpr_window
-
-    def _close_3d(self) -> None:
-        if self._mpr_window is not None:
-            self._mpr_window.close()
-            self._mpr_window.deleteLater()  # the volume goes with it
-            self._mpr_window = None
+        return self.three_d.open()
 
     def _open_series(self, series_uid: str, study: StudySummary | None,
                      report: Callable[[str], None]) -> SeriesImages | None:
@@ -494,7 +478,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.keeper.idle_watch.stop()
-        self._close_3d()
+        self.three_d.close()
         for viewport in self.grid.viewports:  # drop decoded pixels as soon as the window goes
             viewport.clear()
         super().closeEvent(event)

@@ -25,6 +25,7 @@ from app.security.sessions import Session
 from app.store.records import ImportReport
 from app.ui.bridge import Bridge, in_background
 from app.ui.forms import busy, error_label, heading_label, hint_label, password_edit, show_message
+from app.ui.import_dialog import ImportProgress
 from app.vault import Vault
 
 COLUMNS = ("Patient", "ID (issuer)", "Date", "Modalities", "Description", "Images")
@@ -36,10 +37,11 @@ class OutsideMediaDialog(QDialog):
     def __init__(self, vault: Vault, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Custodian — Import outside media")
-        self.resize(820, 520)
+        self.resize(820, 640)
         self._vault, self._session = vault, session
         self.survey: Survey | None = None
-        self.report: ImportReport | None = None
+        self.progress = ImportProgress()
+        self._progressed = Bridge(self.progress.progress, self)
         self._imported = Bridge(self._done, self)
 
         self.path_edit = QLineEdit()
@@ -85,6 +87,7 @@ class OutsideMediaDialog(QDialog):
         layout.addLayout(reconcile)
         layout.addWidget(self.error)
         layout.addWidget(self.summary)
+        layout.addWidget(self.progress)
         layout.addWidget(self.import_button)
 
     def _choose(self, *, folder: bool) -> None:
@@ -119,25 +122,29 @@ class OutsideMediaDialog(QDialog):
         self.import_button.setEnabled(bool(studies))
 
     def import_media(self) -> None:
-        try:
-            reconcile = Reconcile(self.local_edit.text() if self.local_choice.isChecked() else "",
-                                  self.issuer_edit.text() if self.outside_choice.isChecked() else "")
-        except CustodianError as exc:
-            show_message(self.error, str(exc))
+        local = self.local_choice.isChecked()
+        chosen = (self.local_edit if local else self.issuer_edit).text().strip()
+        if not chosen:
+            show_message(self.error, "Enter the Patient ID this patient has here." if local else
+                         "Enter who issued the outside Patient ID (the hospital or clinic the media "
+                         "came from), or choose the local Patient ID instead.")
             return
+        reconcile = Reconcile(chosen, "") if local else Reconcile("", chosen)
         show_message(self.error, "")
         self.import_button.setEnabled(False)
-        self.summary.setText("Importing…")
         vault, session, path = self._vault, self._session, self._path()
         passphrase = self.passphrase_edit.text() or None
-        in_background("import-media", lambda: vault.intake.import_media(session, path, passphrase, reconcile),
+        self.progress.begin(path.name)
+        progress = self._progressed.post
+        in_background("import-media", lambda: vault.intake.import_media(session, path, passphrase, reconcile,
+                                                                        progress),
                       lambda report, error: self._imported.post(report, error))
 
+    @property
+    def report(self) -> ImportReport | None:
+        """The import, once it is done."""
+        return self.progress.report
+
     def _done(self, report: ImportReport | None, error: str | None) -> None:
-        if report is None:
-            show_message(self.error, error or "The import failed.")
-            self.import_button.setEnabled(True)
-            return
-        self.report = report
-        self.summary.setText(f"Imported {report.imported} image(s) into {len(report.studies)} study(ies); "
-                             f"{report.duplicates} were already here; {len(report.rejected)} quarantined.")
+        self.progress.finish(report, error)
+        self.import_button.setEnabled(report is None)

@@ -65,7 +65,7 @@ class SessionKeeper(QObject):
         self._demo_codes = demo_codes
         self._locked_work: LockedWork | None = None
         self._workspace = workspace
-        self.lock_screen = LockScreen(vault)
+        self.lock_screen = LockScreen(vault, demo_codes=demo_codes)
         self._pages = QStackedWidget()
         self._pages.addWidget(workspace)
         self._pages.addWidget(self.lock_screen)

@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import (
     QAbstractItemModel,
     QAbstractTableModel,
+    QEvent,
     QItemSelectionModel,
     QMimeData,
     QModelIndex,
@@ -85,8 +86,15 @@ class Column:
     key: Callable[[Any], object]
     tip: str = ""
     numeric: bool = False
-    stretch: bool = False  # takes the width left over, so the table never scrolls sideways
+    stretch: bool = False  # takes the width left over
+    # when the table is too narrow for all: 0 never gives up width, else the columns of stage 1 give
+    # up theirs first (text elided), then those of stage 2; a stretching column is of stage 1 unless set
+    shrink: int = 0
     warning: Callable[[Any], str] = lambda _: ""  # a record's warning: its tooltip, in the warning colour
+
+    @property
+    def stage(self) -> int:
+        return self.shrink or (1 if self.stretch else 0)
 
 
 class RecordTableModel(QAbstractTableModel):
@@ -150,8 +158,8 @@ class StudyTableModel(RecordTableModel):
     # Short headers keep the list narrow beside the images; the tooltips say them in full.
     columns = (
         Column("Patient", patient_text, lambda s: patient_text(s).casefold(), "Patient name",
-               warning=identity_warning),
-        Column("ID", lambda s: shown(s.patient_id), lambda s: s.patient_id or "", "Patient ID"),
+               shrink=1, warning=identity_warning),
+        Column("ID", lambda s: shown(s.patient_id), lambda s: s.patient_id or "", "Patient ID", shrink=2),
         Column("Born", lambda s: shown(s.birth_date, iso_date), lambda s: s.birth_date or "",
                "Patient's birth date"),
         Column("Date", lambda s: iso_date(s.study_date), lambda s: s.study_date, "Study date"),
@@ -211,8 +219,66 @@ class SeriesTableModel(RecordTableModel):
         return series_mime(indexes[0].data(UID_ROLE))
 
 
-def record_table(model: QAbstractItemModel, columns: Sequence[Column], tip: str) -> QTableView:
-    table = QTableView()
+def fitted_widths(wanted: Sequence[int], least: Sequence[int], columns: Sequence[Column],
+                  room: int) -> list[int]:
+    """Column widths that fill ``room``: each column its content's width and the stretching ones
+    the rest; when that is too wide, the shrinking columns give up width stage by stage, each in
+    proportion to what it can spare above ``least`` (its title)."""
+    widths = list(wanted)
+    spare = room - sum(widths)
+    if spare >= 0:
+        stretching = sum(c.stretch for c in columns) or 1
+        return [w + (spare // stretching if c.stretch else 0) for w, c in zip(widths, columns, strict=True)]
+    for stage in sorted({c.stage for c in columns} - {0}):
+        members = [i for i, c in enumerate(columns) if c.stage == stage]
+        slack = {i: max(widths[i] - least[i], 0) for i in members}
+        given = min(sum(widths) - room, sum(slack.values()))
+        for i in members:
+            widths[i] -= -(-given * slack[i] // max(sum(slack.values()), 1))  # rounded up: it fits
+        if sum(widths) <= room:
+            break
+    return widths
+
+
+class RecordTable(QTableView):
+    """A table whose columns always fit its width: never a sideways scroll that hides the
+    description; long text is elided and its tooltip gives it in full."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        super().__init__()
+        self._columns = columns
+        self.horizontalHeader().sortIndicatorChanged.connect(self.resizeColumnsToContents)
+
+    def titles_width(self) -> list[int]:
+        """Each column's title width: only the sorted column's has room for the sort arrow (Qt's
+        hint gives every title that room, which alone can be wider than the list)."""
+        header, sections = self.horizontalHeader(), range(len(self._columns))
+        arrowed = [header.sectionSizeHint(i) for i in sections]
+        if not header.isSortIndicatorShown() or header.sortIndicatorSection() not in sections:
+            return arrowed
+        header.setSortIndicatorShown(False)
+        plain = [header.sectionSizeHint(i) for i in sections]
+        header.setSortIndicatorShown(True)
+        plain[header.sortIndicatorSection()] = arrowed[header.sortIndicatorSection()]
+        return plain
+
+    def resizeColumnsToContents(self) -> None:
+        """Size the columns to their content within the table's width (records or width changed)."""
+        header = self.horizontalHeader()
+        least = self.titles_width()
+        wanted = [max(low, self.sizeHintForColumn(i)) for i, low in enumerate(least)]
+        for section, width in enumerate(fitted_widths(wanted, least, self._columns,
+                                                      self.viewport().width())):
+            header.resizeSection(section, width)
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize:  # the window, the splitter or a scroll bar came or went
+            self.resizeColumnsToContents()
+        return super().viewportEvent(event)
+
+
+def record_table(model: QAbstractItemModel, columns: Sequence[Column], tip: str) -> RecordTable:
+    table = RecordTable(columns)
     table.setModel(model)
     table.setToolTip(tip)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -221,15 +287,13 @@ def record_table(model: QAbstractItemModel, columns: Sequence[Column], tip: str)
     table.setAlternatingRowColors(True)
     table.setShowGrid(False)
     table.setWordWrap(False)
+    table.setTextElideMode(Qt.TextElideMode.ElideRight)
     table.verticalHeader().hide()
     table.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
     header = table.horizontalHeader()
     header.setHighlightSections(False)
     header.setStretchLastSection(False)
-    # Short fields take what they need; the description gets the rest.
-    for section, column in enumerate(columns):
-        mode = QHeaderView.ResizeMode.Stretch if column.stretch else QHeaderView.ResizeMode.ResizeToContents
-        header.setSectionResizeMode(section, mode)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # widths: resizeColumnsToContents
     return table
 
 
