@@ -342,26 +342,33 @@ def plain_pynetdicom_scp(folder: Path) -> tuple[object, int]:
     return server, server.server_address[1]
 
 
+def _receive_embedded(home: Path, files: list[Path]) -> float:
+    """Seconds for storescu to send ``files`` to the storage SCP of a fresh vault in ``home``, run
+    in this process (as ``custodian scp`` runs it)."""
+    from app.net.nodes import Node
+
+    station = Workstation(home)
+    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
+    scp = station.vault.pacs.storage_scp(port=0, host="127.0.0.1")
+    scp.start()
+    try:
+        return _storescu(scp.port, "CUSTODIAN", files)
+    finally:
+        scp.stop()
+        station.vault.close()
+
+
 def bench_scp(work: Path, slices: int) -> list[Figure]:
     """storescu into the running Custodian SCP, beside DCMTK storescp and a minimal pynetdicom SCP."""
 
     if shutil.which("storescu") is None:
         print("DCMTK not installed: the storage SCP figures are skipped", file=sys.stderr)
         return []
-    from app.net.nodes import Node
     from tests.peers.dcmtk import StoreScp
 
     files = make_series(work / "scp-ct", slices)
     mb = sum(f.stat().st_size for f in files) / 1e6
-    station = Workstation(work / "scp-home")
-    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-    scp = station.vault.pacs.storage_scp(port=0, host="127.0.0.1")
-    scp.start()
-    try:
-        ours = _storescu(scp.port, "CUSTODIAN", files)
-    finally:
-        scp.stop()
-        station.vault.close()
+    ours = _receive_embedded(work / "scp-home", files)
     dcmtk = StoreScp(work / "storescp")
     dcmtk.start()
     try:
@@ -557,15 +564,7 @@ def _receive_through_service(work: Path, files: list[Path]) -> tuple[float, floa
     from app.net.nodes import Node
     from tests.peers.ports import free_port
 
-    station = Workstation(work / "rcv-embedded")
-    station.vault.nodes.add(station.admin, Node("modality", "STORESCU", "127.0.0.1", 104))
-    scp = station.vault.pacs.storage_scp(port=0, host="127.0.0.1")
-    scp.start()
-    try:
-        embedded = _storescu(scp.port, "CUSTODIAN", files)
-    finally:
-        scp.stop()
-        station.vault.close()
+    embedded = _receive_embedded(work / "rcv-embedded", files)
     shutil.rmtree(work / "rcv-embedded")  # see FRESH_MEMORY
     station = Workstation(work / "rcv-service", service=True)
     port = free_port()

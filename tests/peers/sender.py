@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pydicom
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage, Verification
 
 from app.security.tls import TlsIdentity, client_context
 from tests.peers.pki import Authority, Issued
@@ -52,3 +52,14 @@ def send(port: int, datasets: Sequence[pydicom.Dataset], *, calling: str, source
         if assoc.is_established:
             assoc.release()
     return sent
+
+
+def echoed(port: int, calling: str) -> None:
+    """A C-ECHO association to the SCP on ``port`` as ``calling``; OSError until it is accepted
+    (a readiness check for :func:`tests.peers.ports.wait_listening`)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CUSTODIAN")
+    if not assoc.is_established:
+        raise OSError("not associated yet")
+    assoc.release()

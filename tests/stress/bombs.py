@@ -31,7 +31,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage
 
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.net.nodes import Node
@@ -39,6 +39,7 @@ from app.security.roles import Role
 from app.store.blobs import BLOB_DIR
 from tests.conftest import PASSPHRASE, REPO, VaultEnv, make_env
 from tests.peers.ports import free_port, wait_listening
+from tests.peers.sender import echoed
 
 MiB = 1024 * 1024
 SENDER_AE = "BOMBSENDER"
@@ -231,7 +232,7 @@ class Bench:
         with self.start("scp", "--port", str(port), "--host", "127.0.0.1") as victim:
             try:
                 wait_listening(victim.process, port, Path(os.devnull), "custodian scp", timeout=60,
-                               ready=lambda: _echo(port))
+                               ready=lambda: echoed(port, SENDER_AE))
                 yield port, ended
             finally:
                 victim.signal(signal.SIGINT)
@@ -239,15 +240,6 @@ class Bench:
 
     def close(self) -> None:
         self.env.vault.close()
-
-
-def _echo(port: int) -> None:
-    ae = AE(ae_title=SENDER_AE)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CUSTODIAN")
-    if not assoc.is_established:
-        raise OSError("not associated yet")
-    assoc.release()
 
 
 def send_file(port: int, path: Path) -> tuple[int | None, float]:

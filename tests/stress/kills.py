@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage
 
 from app.demo.studies import Patient, ct_study
 from app.media.disclosures import Disclosure
@@ -38,6 +38,7 @@ from app.security.roles import Role
 from app.vault import Vault
 from tests.conftest import PASSPHRASE, REPO, VaultEnv, make_env, write_study
 from tests.peers.ports import free_port, wait_listening
+from tests.peers.sender import echoed
 
 SENDER_AE = "KILLSENDER"
 LIBRARIANS = 8  # each export needs a fresh authenticator step: eight people keep the runner moving
@@ -222,15 +223,8 @@ def _start_scp(station: Station) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = station.start("scp", "--port", str(port), "--host", "127.0.0.1")
 
-    def echo() -> None:
-        ae = AE(ae_title=SENDER_AE)
-        ae.add_requested_context(Verification)
-        assoc = ae.associate("127.0.0.1", port, ae_title="CUSTODIAN")
-        if not assoc.is_established:
-            raise OSError("not associated yet")
-        assoc.release()
-
-    wait_listening(process, port, Path(os.devnull), "custodian scp", timeout=60, ready=echo)
+    wait_listening(process, port, Path(os.devnull), "custodian scp", timeout=60,
+                   ready=lambda: echoed(port, SENDER_AE))
     return process, port
 
 
