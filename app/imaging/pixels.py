@@ -114,19 +114,44 @@ class Decoded:
         return _thickness(ds)
 
 
+def native(info: FrameInfo) -> bool:
+    """Whether the index alone describes the image (native grey pixels with only a linear rescale
+    and window): its pixels are read from the recorded offset, no header parsed."""
+    return (info.pixel_offset is not None and not info.needs_header and info.transfer_syntax in _NATIVE
+            and info.samples == 1 and info.bits_allocated in (8, 16, 32))
+
+
+def _native_dtype(info: FrameInfo) -> np.dtype[Any]:
+    return np.dtype(f"<{'i' if info.pixel_representation else 'u'}{info.bits_allocated // 8}")
+
+
+def native_size(info: FrameInfo) -> int:
+    """Bytes of a :func:`native` image's pixel data."""
+    return info.frames * info.rows * info.columns * (info.bits_allocated // 8)
+
+
+def native_buffer(size: int) -> memoryview:
+    """Room for ``size`` bytes of pixels, left unwritten until they arrive (no zero-filling)."""
+    return np.empty(size, np.uint8).data
+
+
+def native_decoded(info: FrameInfo, pixels: bytes | bytearray | memoryview | np.ndarray,
+                   header: bytes = b"") -> Decoded:
+    """A :func:`native` image from its pixel data's bytes (the values as stored)."""
+    arr = np.frombuffer(pixels, _native_dtype(info), info.frames * info.rows * info.columns).reshape(
+        info.frames, info.rows, info.columns)
+    window = (Window(info.window_center, info.window_width)
+              if info.window_center is not None and info.window_width and info.window_width >= 1
+              else None)
+    return Decoded(_mask_bits(arr, info),
+                   Presentation.linear(info.photometric, info.slope, info.intercept, window), header=header)
+
+
 def decode_frames(info: FrameInfo, data: bytes) -> Decoded:
-    if (info.pixel_offset is not None and not info.needs_header and info.transfer_syntax in _NATIVE
-            and info.samples == 1 and info.bits_allocated in (8, 16, 32)):
-        dtype = np.dtype(f"<{'i' if info.pixel_representation else 'u'}{info.bits_allocated // 8}")
-        count = info.frames * info.rows * info.columns
-        arr = np.frombuffer(data, dtype, count, info.pixel_offset).reshape(
-            info.frames, info.rows, info.columns)
-        window = (Window(info.window_center, info.window_width)
-                  if info.window_center is not None and info.window_width and info.window_width >= 1
-                  else None)
-        return Decoded(_mask_bits(arr, info),
-                       Presentation.linear(info.photometric, info.slope, info.intercept, window),
-                       header=data[:info.pixel_offset])
+    if native(info):
+        assert info.pixel_offset is not None
+        return native_decoded(info, memoryview(data)[info.pixel_offset:info.pixel_offset + native_size(info)],
+                              data[:info.pixel_offset])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.imaging.display import Window
 from app.imaging.geometry import Plane, nearest_slice, parallel
-from app.imaging.pixels import Decoded, FrameInfo
+from app.imaging.pixels import Decoded, FrameInfo, native
 
 Loader = Callable[[FrameInfo], Decoded]
+# Many native images at once, in the order asked (through the service: one streamed request)
+Bulk = Callable[[list[FrameInfo]], list[Decoded]]
 CACHE_INSTANCES = 64
 OVERLAY_GREY = 255  # overlay planes are drawn in full white, as the standard's display does
 
@@ -27,9 +30,9 @@ class SeriesFrames:
     modality: str = ""
     frame_of_reference: str = ""
 
-    def images(self, loader: Loader) -> SeriesImages:
+    def images(self, loader: Loader, bulk: Bulk | None = None) -> SeriesImages:
         return SeriesImages(self.frames, loader, modality=self.modality,
-                            frame_of_reference=self.frame_of_reference)
+                            frame_of_reference=self.frame_of_reference, bulk=bulk)
 
 
 def _frame_key(info: FrameInfo, frame: int) -> tuple[float, float, str, int]:
@@ -45,7 +48,7 @@ def _frame_key(info: FrameInfo, frame: int) -> tuple[float, float, str, int]:
 
 class SeriesImages:
     def __init__(self, infos: list[FrameInfo], loader: Loader, *, modality: str = "",
-                 frame_of_reference: str = "") -> None:
+                 frame_of_reference: str = "", bulk: Bulk | None = None) -> None:
         self.instances = sorted(infos, key=lambda info: _frame_key(info, 0))
         self.modality = modality
         self.frame_of_reference = frame_of_reference
@@ -54,6 +57,8 @@ class SeriesImages:
                               for f in range(info.frames)),
                              key=lambda pair: _frame_key(self.instances[pair[0]], pair[1]))
         self._cache: OrderedDict[int, Decoded] = OrderedDict()
+        self._bulk = bulk
+        self._held: dict[int, Decoded] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -64,6 +69,8 @@ class SeriesImages:
     def _decoded(self, i: int, keep: bool = True) -> tuple[Decoded, int]:
         inst, frame = self._index[i]
         decoded = self._cache.get(inst)
+        if decoded is None and not keep:
+            decoded = self._held.get(inst)
         if decoded is None:
             decoded = self._load(self.instances[inst])
             if not keep:
@@ -74,6 +81,24 @@ class SeriesImages:
         elif keep:  # (the threads filling a volume leave the GUI thread's cache as it is)
             self._cache.move_to_end(inst)
         return decoded, frame
+
+    def _instance(self, inst: int) -> Decoded:
+        held = self._held.get(inst)
+        return held if held is not None else self._load(self.instances[inst])
+
+    @contextmanager
+    def whole(self) -> Iterator[None]:
+        """One pass over every image (a volume): where many images can be fetched at once (through
+        the service), the native ones are, and held for the pass only (``keep=False`` reads)."""
+        wanted = [inst for inst, info in enumerate(self.instances) if native(info)]
+        if self._bulk is None or len(wanted) < 2:
+            yield
+            return
+        self._held = dict(zip(wanted, self._bulk([self.instances[inst] for inst in wanted]), strict=True))
+        try:
+            yield
+        finally:
+            self._held = {}
 
     def raw(self, i: int) -> np.ndarray:
         decoded, frame = self._decoded(i)
@@ -159,8 +184,8 @@ class SeriesImages:
         shapes = {(info.rows, info.columns, info.samples) for info in self.instances}
         if len(shapes) != 1 or next(iter(shapes))[2] != 1:
             raise ValueError("The series mixes image sizes or is colour; it has no single volume.")
-        with ThreadPoolExecutor(threads) as pool:
-            parts = [decoded.frames for decoded in pool.map(self._load, self.instances)]
+        with self.whole(), ThreadPoolExecutor(threads) as pool:
+            parts = [decoded.frames for decoded in pool.map(self._instance, range(len(self.instances)))]
         stacked = np.concatenate(parts) if len(parts) > 1 else parts[0]
         starts = np.cumsum([0] + [info.frames for info in self.instances])
         order = [starts[inst] + frame for inst, frame in self._index]

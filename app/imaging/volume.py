@@ -126,13 +126,14 @@ def fill_volume(series: SeriesImages, plan: VolumePlan, threads: int = 2,
             stopped.set()
         return True
 
-    with ThreadPoolExecutor(threads) as pool:
-        fitted = all(pool.map(fill, range(count)))
-    if not fitted and not stopped.is_set():  # rare: whole values beyond int16, kept exactly in float32
-        data = np.empty((count, rows, cols), np.float32)
-        done = itertools.count(1)
+    with series.whole():
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fill, range(count)))
+            fitted = all(pool.map(fill, range(count)))
+        if not fitted and not stopped.is_set():  # rare: whole values beyond int16, kept exactly in float32
+            data = np.empty((count, rows, cols), np.float32)
+            done = itertools.count(1)
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(fill, range(count)))
     if stopped.is_set():
         raise CustodianError("Building the volume was stopped.")
     return Volume(data, plan.spacing, plan.origin, plan.row, plan.col, plan.normal, plan.window, plan.unit)

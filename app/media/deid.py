@@ -238,8 +238,7 @@ class Deidentifier:
         ds.file_meta.TransferSyntaxUID = syntax
         ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds.preamble = b"\0" * 128  # a received preamble (a TIFF header, say) is not ours to pass on
-        if ds.get("BurnedInAnnotation", "") == "YES" or (
-                ds.get("Modality", "") in BURN_PRONE_MODALITIES and ds.get("BurnedInAnnotation", "") != "NO"):
+        if may_carry_burnt_in(ds):
             self.flagged.add(str(ds.SOPInstanceUID))
         out = io.BytesIO()
         ds.save_as(out, enforce_file_format=True)
@@ -303,6 +302,13 @@ class Deidentifier:
             return bytes(8)
         return {"DA": _DUMMY_DATE, "DT": _DUMMY_DATE + _DUMMY_TIME, "TM": _DUMMY_TIME, "PN": "ANONYMOUS",
                 "IS": "0", "DS": "0", "AS": "000D"}.get(vr, _TEXT)
+
+
+def may_carry_burnt_in(ds: Dataset) -> bool:
+    """Whether the pixels may show patient details: the file says so, or its modality is prone to
+    it and the file does not say NO."""
+    said = ds.get("BurnedInAnnotation", "")
+    return said == "YES" or (ds.get("Modality", "") in BURN_PRONE_MODALITIES and said != "NO")
 
 
 def _read(data: bytes) -> Dataset:

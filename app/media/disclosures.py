@@ -172,14 +172,15 @@ class DisclosureBook:
         self._conn = conn
 
     def open_pending(self, request: ExportRequest, serial: str, user: str, instances: int, size: int,
-                     sha256: str, studies: list[DisclosedStudy]) -> int:
+                     sha256: str, studies: list[DisclosedStudy], media: str | None = None) -> int:
+        """``media``: what carried it when that was no media kind (a copied or saved image)."""
         cursor = self._conn.execute(
             "INSERT INTO disclosures (serial, at, user, recipient_kind, recipient, purpose, authorization, "
             "identity_check, delivery, media, label, instances, size, sha256, deidentified, state, out) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
             (serial, time.time(), user, request.recipient_kind.value, request.recipient.strip(),
              request.purpose.value, request.authorization.strip(), request.identity_check.value,
-             request.delivery.value, request.media.value, request.label, instances, size, sha256,
+             request.delivery.value, media or request.media.value, request.label, instances, size, sha256,
              int(request.deidentify is not None), str(request.out)))
         disclosure_id = int(cursor.lastrowid)
         self._conn.executemany(

@@ -35,6 +35,7 @@ class Action(StrEnum):
     QUERY = "query the PACS"
     RETRIEVE = "retrieve from the PACS"
     EXPORT = "export media"
+    COPY_VIEW = "copy or save a displayed image"  # a disclosure, like export (app/vault/disclosure.py)
     DISCLOSURES = "account for disclosures"
     MANAGE_AGREEMENTS = "manage business associate agreements"
     RESTRICT_PATIENT = "restrict a patient"
@@ -78,7 +79,7 @@ class Field(StrEnum):
 A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
-                                 A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH}),
+                                 A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH, A.COPY_VIEW}),
     Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA,
                                   A.RECONCILE_PATIENTS, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
                                   A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE, A.PREFETCH}),

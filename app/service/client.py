@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import inspect
+import itertools
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ from app import errors
 from app.atomicfile import write_durable
 from app.audit.reconcile import Reconciliation
 from app.errors import CustodianError, NotAuthenticated, NotPermitted, UsageError
-from app.imaging.pixels import decode_frames
+from app.imaging.pixels import Decoded, FrameInfo, decode_frames, native_buffer, native_decoded, native_size
 from app.imaging.series import SeriesFrames, SeriesImages
 from app.media.disclosures import ExportRequest, ExportResult
 from app.media.outside import Reconcile, Survey, open_media, survey
@@ -112,26 +113,41 @@ class Channel:
             headers = {"Content-Type": kind}
         elif body is not None:
             payload, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-        for attempt in (1, 2):  # a kept-alive connection the service closed (restarted) is opened again
-            try:
-                self._conn.request(method, url, body=payload, headers=headers)
-                response = self._conn.getresponse()
-                raw = response.read()
-                if response.getheader("Content-Type") == BINARY:
-                    return raw
-                answer = json.loads(raw or b"{}")
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self._conn.close()
-                if attempt == 2:
-                    raise NoService(f"The workstation service at {self.path} closed the connection.") \
-                        from None
-            except ValueError:
-                raise NoService(f"The workstation service at {self.path} gave an answer that is not JSON.") \
-                    from None
+        response = self._answered(method, url, payload, headers)
+        raw = response.read()
+        if response.getheader("Content-Type") == BINARY:
+            return raw
+        try:
+            answer = json.loads(raw or b"{}")
+        except ValueError:
+            raise NoService(f"The workstation service at {self.path} gave an answer that is not JSON.") \
+                from None
         if "error" in answer:
             raise _error(answer)
         return answer.get("result")
+
+    def _answered(self, method: str, url: str, payload: bytes | None, headers: dict[str, str]
+                  ) -> http.client.HTTPResponse:
+        for _attempt in (1, 2):  # a kept-alive connection the service closed (restarted) is opened again
+            try:
+                self._conn.request(method, url, body=payload, headers=headers)
+                return self._conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._conn.close()
+        raise NoService(f"The workstation service at {self.path} closed the connection.")
+
+    def read_into(self, url: str, body: dict[str, Any], out: memoryview) -> None:
+        """A binary answer of known length read straight into ``out`` (a volume's pixels, in place)."""
+        response = self._answered("POST", url, json.dumps(body).encode(),
+                                  {"Content-Type": "application/json"})
+        if response.getheader("Content-Type") != BINARY:
+            raise _error(json.loads(response.read() or b"{}"))
+        filled = 0
+        while filled < len(out) and (n := response.readinto(out[filled:])):
+            filled += n
+        if filled < len(out) or response.read(1):
+            self._conn.close()
+            raise NoService("The images could not be read completely from the workstation service.")
 
     def upload(self, url: str, source: BinaryIO, size: int, token: str | None) -> Any:
         """A file as the body of one call, streamed (it may be larger than memory should hold)."""
@@ -233,10 +249,21 @@ class RemoteReading(RemoteService):
 
     def open_series(self, session: Session, series_uid: str) -> SeriesImages:
         frames: SeriesFrames = self.open_frames(session, series_uid)
-        images = frames.images(lambda info: decode_frames(info, ahead.get(info.sop_uid)))
+        images = frames.images(lambda info: decode_frames(info, ahead.get(info.sop_uid)),
+                               partial(self._together, session, series_uid))
         ahead = ReadAhead([info.sop_uid for info in images.instances],
                           partial(self.frame_data, session), self._fetchers())
         return images
+
+    def _together(self, session: Session, series_uid: str, infos: list[FrameInfo]) -> list[Decoded]:
+        """Many native images in one answer (a volume), read into one buffer their arrays share."""
+        sizes = [native_size(info) for info in infos]
+        pixels = native_buffer(sum(sizes))
+        self._vault.channel.read_into("/v1/pixels", {"token": self._vault.token_of(session),
+                                                     "series_uid": series_uid,
+                                                     "sop_uids": [info.sop_uid for info in infos]}, pixels)
+        return [native_decoded(info, pixels[end - size:end])
+                for info, size, end in zip(infos, sizes, itertools.accumulate(sizes), strict=True)]
 
     def _fetchers(self) -> ThreadPoolExecutor:
         if self._pool is None:

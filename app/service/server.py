@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -55,6 +55,7 @@ log = logging.getLogger("custodian.service")
 
 MAX_LINE = 1024 * 1024  # one syslog message of the repository's file
 MAX_REQUEST = 192 * 1024 * 1024  # an import batch (64 MiB of files, base64) with room to spare
+SEND_BUFFER = 4 * 1024 * 1024  # asked of the kernel, which caps it at net.core.wmem_max
 STATUS = {2: 400, 3: 403, 4: 409, 5: 207}
 
 Scope = MutableMapping[str, Any]
@@ -74,7 +75,10 @@ class PeerProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # a named pipe's transport carries its client's SID (app.service.winpipe); a socket, SO_PEERCRED
-        uid = transport.get_extra_info("peer_sid") or peer_uid(transport.get_extra_info("socket"))
+        sock = transport.get_extra_info("socket")
+        uid = transport.get_extra_info("peer_sid") or peer_uid(sock)
+        if sock is not None:  # an image (0.5 MB) in one send, not in turns with the client's reads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         inner: ASGI = self.app
 
         async def app(scope: Scope, receive: Callable[[], Awaitable[Any]],
@@ -184,7 +188,24 @@ def application(vault: Vault, admission: Admits, *, locked: Callable[[], str | N
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
                              Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
                              Route("/v1/pacs", guarded(pacs_status), methods=["GET"]),
-                             Route("/v1/reconcile", guarded(partial(_reconcile, vault)), methods=["POST"])])
+                             Route("/v1/reconcile", guarded(partial(_reconcile, vault)), methods=["POST"]),
+                             Route("/v1/pixels", guarded(partial(_pixels, vault)), methods=["POST"])])
+
+
+async def _pixels(vault: Vault, request: Request, uid: PeerId) -> Response:
+    """A volume's pixels in one answer (:meth:`ReadingService.pixel_stream`): each image decrypted
+    as the one before it is sent, instead of a request per image."""
+    body = await _body(request)
+    token, series_uid, sop_uids = body.get("token"), body.get("series_uid"), body.get("sop_uids")
+    if not isinstance(token, str) or not token:
+        raise NotAuthenticated("Not logged in.")
+    if not isinstance(series_uid, str) or not isinstance(sop_uids, list) or \
+            not all(isinstance(u, str) for u in sop_uids):
+        raise UsageError("The request names no series and images.")
+
+    def opened() -> Iterator[memoryview]:
+        return vault.reading.pixel_stream(vault.accounts.held(token, peer_uid=uid), series_uid, sop_uids)
+    return StreamingResponse(await run_in_threadpool(opened), media_type=BINARY)
 
 
 async def _reconcile(vault: Vault, request: Request, uid: PeerId) -> Response:

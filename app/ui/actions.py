@@ -13,6 +13,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMessageBox, QToolBar
 
 from app.security.roles import Action, Role, permits
+from app.ui.tool_palette import ToolPalette
 from app.ui.view_controls import CONTROLS_HELP
 
 if TYPE_CHECKING:
@@ -90,10 +91,13 @@ class WindowActions:
         self._connect_user_menu()
         self._add_menus()
         self.toolbar = self._add_toolbar()
+        self.tools = ToolPalette(window.grid)  # the viewports' tools, the one in use pressed
+        window.addToolBar(Qt.ToolBarArea.RightToolBarArea, self.tools)
         # Off while locked: no shortcut may reach the work behind the lock screen.
         self._work = [self.refresh, self.reset, self.sync, self.mpr, self.smooth, self.controls,
                       self.per_series, self.send, self.export, self.import_files, self.import_folder,
-                      self.outside, *self.layouts.values(), *window.user_menu.actions()]
+                      self.outside, *self.layouts.values(), *window.user_menu.actions(),
+                      *window.reading_aids.actions()]
 
     def fit_role(self, role: Role) -> None:
         """Show only the actions ``role`` may use."""
@@ -102,6 +106,7 @@ class WindowActions:
         self.outside.setVisible(permits(role, Action.IMPORT_MEDIA))
         for action in (self.import_files, self.import_folder):
             action.setVisible(permits(role, Action.IMPORT))
+        self._window.reading_aids.fit_role(role)
 
     def help_text(self) -> str:
         """The viewports' controls, the browser's, and every shortcut of the window's own actions."""
@@ -134,6 +139,7 @@ class WindowActions:
         """Menus, toolbar and shortcuts come and go with the workspace (the lock hides them)."""
         self._window.menuBar().setVisible(available)
         self.toolbar.setVisible(available)
+        self.tools.setVisible(available)
         for action in self._work:
             action.setEnabled(available)
 
@@ -169,6 +175,7 @@ class WindowActions:
         file_menu.addAction(self.import_files)
         file_menu.addAction(self.import_folder)
         file_menu.addAction(self.outside)
+        file_menu.addActions([self._window.reading_aids.copy, self._window.reading_aids.save])
         file_menu.addSeparator()
         file_menu.addAction(self.quit)
         view_menu = bar.addMenu("&View")
@@ -180,6 +187,7 @@ class WindowActions:
         view_menu.addAction(self.sync)
         view_menu.addAction(self.mpr)
         view_menu.addAction(self.smooth)
+        view_menu.addActions([self._window.reading_aids.tags, self._window.reading_aids.show_strip])
         bar.addMenu(self._window.user_menu)
         bar.addMenu("&Help").addAction(self.controls)
 

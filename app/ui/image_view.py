@@ -5,9 +5,9 @@ overlays) and measures (:mod:`app.imaging.measure`). This widget keeps what the 
 (series, image, window, tool, measurements) and turns the mouse into requests; the rest is in
 rooms of its own: :mod:`app.ui.frame_canvas` places the frame on the screen (exact at 1:1,
 interpolated when scaled unless smoothing is off), :mod:`app.ui.view_painting` draws the text,
-orientation letters, scale bar and measurements over it, :mod:`app.ui.corner_text` words the bottom
-corners and :mod:`app.ui.view_controls` holds the tools and keys. An image that cannot be shown says
-why in the viewport itself.
+orientation letters and scale bar over it, :mod:`app.ui.measure_tools` draws, picks and edits the
+measurements, :mod:`app.ui.corner_text` words the bottom corners and :mod:`app.ui.view_controls` holds
+the tools and keys. An image that cannot be shown says why in the viewport itself.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from typing import cast
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
-from PySide6.QtWidgets import QInputDialog, QWidget
+from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
 from app.errors import CustodianError
 from app.imaging.display import CT_PRESETS, Window
 from app.imaging.geometry import edge_letters
-from app.imaging.measure import POINTS, Kind, Measurement, Point, label, modality_unit
+from app.imaging.measure import Measurement, Point
 from app.imaging.series import SeriesImages
 from app.ui.corner_text import bottom_text
 from app.ui.frame_canvas import FrameCanvas
-from app.ui.view_controls import CONTROLS_HELP, MEASURING, Tool, key_action
+from app.ui.measure_tools import CLICK_SLOP, MeasureTools
+from app.ui.view_controls import CONTROLS_HELP, Tool, key_action
 from app.ui.view_painting import OverlayPainter
 
 WHEEL_NOTCH = 120  # angleDelta units of one wheel click
@@ -52,7 +53,8 @@ class ImageView(FrameCanvas):
     failed = Signal(str)  # a CustodianError's plain message; the view then shows it instead
     activated = Signal()  # took the focus: the reader is working in this view
     measured = Signal(object)  # a finished Measurement (to be saved)
-    measurementRemoved = Signal(object)  # a Measurement the reader deleted
+    measurementRemoved = Signal(object)  # a Measurement deleted (or changed: its new self is measured)
+    toolChanged = Signal(object)  # Tool
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -67,9 +69,9 @@ class ImageView(FrameCanvas):
         self._tool = Tool.WINDOW
         # the button, where the drag began, and the window, pan or zoom it started from
         self._drag: tuple[Qt.MouseButton, QPoint, Window | QPointF | float] | None = None
-        self._draft: list[Point] = []  # points of the measurement being drawn
-        self._hover: Point | None = None
-        self._measurements: list[Measurement] = []
+        self._tools = MeasureTools(self)
+        self._focus_click = False  # the press under way is the one that brought the focus here
+        self._values: tuple[int, np.ndarray] | None = None  # the shown frame's modality values
         self._reference_lines: list[tuple[Point, Point]] = []
         self._corners: tuple[list[str], list[str]] = ([], [])
         self._annotations = True  # corner text, orientation letters, scale bar
@@ -132,7 +134,17 @@ class ImageView(FrameCanvas):
 
     @property
     def measurements(self) -> list[Measurement]:
-        return list(self._measurements)
+        return list(self._tools.items)
+
+    @property
+    def selected(self) -> Measurement | None:
+        """The measurement the reader picked (Delete deletes it), None when none is."""
+        return self._tools.selected
+
+    @property
+    def label_boxes(self) -> list[QRect]:
+        """Where the last paint put the measurements' labels (widget pixels)."""
+        return list(self._tools.label_boxes.values())
 
     @property
     def problem(self) -> str:
@@ -153,8 +165,8 @@ class ImageView(FrameCanvas):
         self._stored_choice = 0
         self._window = None
         self._drag = None
-        self._draft = []
-        self._measurements = list(measurements or [])
+        self._values = None
+        self._tools.reset(list(measurements or []))
         self._reference_lines = []
         self._cine.stop()
         self.reset_view()
@@ -170,7 +182,7 @@ class ImageView(FrameCanvas):
             return
         before = self._window
         self._index = index
-        self._draft = []
+        self._tools.cancel()
         self._refresh()
         self.indexChanged.emit(self._index)
         if self._window != before:
@@ -216,13 +228,15 @@ class ImageView(FrameCanvas):
         self._refresh()
 
     def set_tool(self, tool: Tool) -> None:
-        self._tool = tool
-        self._draft = []
+        """Use ``tool`` from now on (a measurement half drawn, and the selection, are dropped)."""
+        self._tools.cancel(deselect=True)
         if tool is Tool.WINDOW:
             self.unsetCursor()
         else:
             self.setCursor(Qt.CursorShape.CrossCursor)
-        self.update()
+        if tool is not self._tool:
+            self._tool = tool
+            self.toolChanged.emit(tool)
 
     def reset_view(self) -> None:
         """The fitted, upright view, uninverted (the inversion goes once the frame is rendered again)."""
@@ -240,11 +254,23 @@ class ImageView(FrameCanvas):
 
     def add_measurement(self, measurement: Measurement) -> None:
         """Show a measurement (e.g. one the vault saved); replaces the unsaved one it came from."""
-        self._measurements = [m for m in self._measurements
-                              if not (m.id is None and m.points == measurement.points
-                                      and m.sop_uid == measurement.sop_uid)]
-        self._measurements.append(measurement)
-        self.update()
+        self._tools.adopt(measurement)
+
+    def delete_selected(self) -> None:
+        self._tools.delete_selected()
+
+    def delete_all_on_image(self) -> None:
+        self._tools.delete(self._tools.on_frame())
+
+    def undo_delete(self) -> None:
+        self._tools.undo_delete()
+
+    def frame_values(self) -> np.ndarray:
+        """The modality values (e.g. HU) of the shown frame, kept while it is shown."""
+        assert self._series is not None
+        if self._values is None or self._values[0] != self._index:
+            self._values = (self._index, self._series.values(self._index))
+        return self._values[1]
 
     def show_problem(self, message: str) -> None:
         """Show nothing but ``message``: why this viewport's series cannot be shown."""
@@ -285,7 +311,7 @@ class ImageView(FrameCanvas):
 
     def measurement_labels(self) -> list[str]:
         """The labels of the measurements on the shown frame, in the order they were made."""
-        return [self._label(m) for m in self._on_frame()]
+        return [self._tools.label(m) for m in self._tools.on_frame()]
 
     # ------------------------------------------------------------------ rendering
     def _refresh(self) -> None:
@@ -335,28 +361,10 @@ class ImageView(FrameCanvas):
             overlay.empty(self._problem)
             return
         overlay.reference_lines(self._reference_lines)
-        for m in self._on_frame():
-            overlay.measurement(m.kind, list(m.points), self._label(m))
-        if self._draft and self._tool in MEASURING:
-            points = self._draft + ([self._hover] if self._hover else [])
-            kind = MEASURING[self._tool]
-            if len(points) == POINTS[kind] or kind is Kind.ANGLE:
-                overlay.measurement(kind, points, "")
         if self._annotations:
             overlay.annotations(self.overlay_text(), self._corners, self.edge_text(),
                                 self._mm_per_screen_pixel())
-
-    def _on_frame(self) -> list[Measurement]:
-        if self._series is None:
-            return []
-        sop_uid, frame = self._series.frame_of(self._index)
-        return [m for m in self._measurements if m.sop_uid == sop_uid and m.frame == frame]
-
-    def _label(self, m: Measurement) -> str:
-        assert self._series is not None
-        values = self._series.values(self._index) if m.kind is Kind.ELLIPSE else None
-        return label(m, values, self._series.info(self._index).pixel_spacing,
-                     modality_unit(self._series.modality))
+        self._tools.paint(painter, overlay, self._transform(), self._image, list(self._boxes.values()))
 
     def _mm_per_screen_pixel(self) -> float | None:
         if self._series is None:
@@ -384,11 +392,12 @@ class ImageView(FrameCanvas):
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button, pos = event.button(), event.position().toPoint()
+        focusing, self._focus_click = self._focus_click, False
         if self._pixels is None:
             super().mousePressEvent(event)
             return
-        if button == Qt.MouseButton.LeftButton and self._tool in MEASURING:
-            self._place_point(self.to_image(event.position()))
+        if button == Qt.MouseButton.LeftButton and self._tools.press(event.position(), self._tool, focusing):
+            pass
         elif button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton
                                                        and self._tool is Tool.PAN):
             self._drag = (button, pos, QPointF(self._pan))
@@ -404,9 +413,9 @@ class ImageView(FrameCanvas):
         event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if self._draft:
-            self._hover = self.to_image(event.position())
-            self.update()
+        if self._drag is None and self._tools.move(event.position()):
+            event.accept()
+            return
         if self._drag is None:
             super().mouseMoveEvent(event)
             return
@@ -424,54 +433,40 @@ class ImageView(FrameCanvas):
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._tool in (Tool.DISTANCE, Tool.ELLIPSE) and len(self._draft) == 1 \
-                and event.button() == Qt.MouseButton.LeftButton:
-            end = self.to_image(event.position())
-            if end != self._draft[0]:  # press-drag-release draws it; click-click works too
-                self._place_point(end)
-            event.accept()
-            return
         if self._drag is not None and event.button() == self._drag[0]:
+            button, origin, _ = self._drag
             self._drag = None
             if self._tool is Tool.WINDOW:
                 self.unsetCursor()
+            if button == Qt.MouseButton.RightButton \
+                    and (event.position().toPoint() - origin).manhattanLength() <= CLICK_SLOP:
+                self.show_menu(event.position())  # a right click, not a zooming drag
+            event.accept()
+            return
+        if event.button() == Qt.MouseButton.LeftButton and self._tools.release(event.position()):
             event.accept()
             return
         super().mouseReleaseEvent(event)
 
-    def _place_point(self, point: Point) -> None:
-        assert self._series is not None
-        kind = MEASURING[self._tool]
-        self._draft.append(point)
-        if len(self._draft) < POINTS[kind]:
-            self.update()
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self._pixels is not None \
+                and self._tools.double_click(event.position()):
+            event.accept()
             return
-        points, self._draft, self._hover = tuple(self._draft), [], None
-        text = ""
-        if kind is Kind.TEXT:
-            text = self.ask_text()
-            if not text:
-                self.update()
-                return
-        sop_uid, frame = self._series.frame_of(self._index)
-        measurement = Measurement(kind, sop_uid, frame, points, text)
-        self._measurements.append(measurement)
-        self.update()
-        self.measured.emit(measurement)
+        self.mousePressEvent(event)  # as Qt does: the second press of a double-click
 
-    def ask_text(self) -> str:
-        """The words of a text note (a dialog; tests replace it)."""
-        text, ok = QInputDialog.getText(self, "Text note", "Note on this image:")
-        return text.strip() if ok else ""
+    def show_menu(self, pos: QPointF) -> None:
+        """The right-click menu: delete this measurement or all on this image, undo a delete."""
+        menu = self._tools.menu(pos)
+        if menu is not None:
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(self.mapToGlobal(pos.toPoint()))
 
-    def remove_last_measurement(self) -> None:
-        on_frame = self._on_frame()
-        if not on_frame:
-            return
-        last = on_frame[-1]
-        self._measurements.remove(last)
-        self.update()
-        self.measurementRemoved.emit(last)
+    def ask_text(self, current: str) -> str:
+        """The words of a text note or an arrow (a dialog; tests replace it)."""
+        text, ok = QInputDialog.getText(self, "Words on this image", "Words:", QLineEdit.EchoMode.Normal,
+                                        current)
+        return text.strip() if ok else current
 
     def event(self, event: QEvent) -> bool:
         # The view's own keys win over the window's shortcuts while it has the focus: F5 here is
@@ -492,4 +487,6 @@ class ImageView(FrameCanvas):
 
     def focusInEvent(self, event: QFocusEvent) -> None:
         super().focusInEvent(event)
+        # Qt gives the focus before it delivers the press that brought it: that press only focuses.
+        self._focus_click = event.reason() == Qt.FocusReason.MouseFocusReason
         self.activated.emit()

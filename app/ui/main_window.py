@@ -43,6 +43,7 @@ from app.ui.downtime_banner import DowntimeBanner
 from app.ui.errands import Errands
 from app.ui.export_wizard import ExportWizard
 from app.ui.pacs_panel import PacsPanel
+from app.ui.reading_aids import ReadingAids
 from app.ui.session_keeper import LockedWork, SessionKeeper
 from app.ui.study_list import StudyBrowser
 from app.ui.three_d import ThreeD
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
 
         self.user_menu = UserMenu(self)
         self.errands = Errands(self, vault)
+        self.reading_aids = ReadingAids(self, vault)  # tag browser, series strip, copying a view
         self.window_actions = WindowActions(self)
         self.layout_actions = self.window_actions.layouts
         self.send_action, self.export_action = self.window_actions.send, self.window_actions.export
@@ -260,8 +262,9 @@ class MainWindow(QMainWindow):
         return True
 
     def series_summary(self, series_uid: str | None) -> SeriesSummary | None:
-        """The listed study's series ``series_uid``, if it is one."""
-        return next((s for s in self._series if s.series_uid == series_uid), None)
+        """The listed study's (or the series strip's) series ``series_uid``, if it is one."""
+        return next((s for s in [*self._series, *self.reading_aids.strip_keeper.series]
+                     if s.series_uid == series_uid), None)
 
     def set_layout(self, name: str, *, hang: bool = True) -> None:
         """Change the layout; with ``hang`` the study being read (the first viewport's) is hung

@@ -7,6 +7,7 @@ another user's login, is dropped: it must never appear on someone else's screen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,15 +24,20 @@ THUMBNAIL_DELAY_MS = 250
 
 
 class Thumbnails(QObject):
-    """Fills ``window``'s series list with thumbnails of its listed study."""
+    """Fills ``window``'s series list with thumbnails of its listed study; or, given ``study`` and
+    ``show``, whatever shows the thumbnails of the study ``study()`` names (the series strip)."""
 
-    def __init__(self, window: MainWindow, vault: Vault) -> None:
+    def __init__(self, window: MainWindow, vault: Vault, *, study: Callable[[], str | None] | None = None,
+                 show: Callable[[dict[str, np.ndarray]], None] | None = None,
+                 delay_ms: int = THUMBNAIL_DELAY_MS) -> None:
         super().__init__(window)
         self._window = window
         self._vault = vault
+        self._study = study or (lambda: window.listed_study)
+        self._show_pictures = show or window.browser.set_thumbnails
         self._ticket = 0  # answers to older requests are dropped
         self._ready = Bridge(self._show, self)
-        self._timer = QTimer(self, singleShot=True, interval=THUMBNAIL_DELAY_MS)
+        self._timer = QTimer(self, singleShot=True, interval=delay_ms)
         self._timer.timeout.connect(self._load)
 
     def request(self) -> None:
@@ -45,7 +51,7 @@ class Thumbnails(QObject):
         self._ticket += 1
 
     def _load(self) -> None:
-        session, study_uid, ticket = self._window.session, self._window.listed_study, self._ticket
+        session, study_uid, ticket = self._window.session, self._study(), self._ticket
         if session is None or study_uid is None or self._window.locked \
                 or not permits(session.user.role, Action.VIEW_IMAGES):
             return
@@ -55,5 +61,5 @@ class Thumbnails(QObject):
                       lambda pictures, _error: self._ready.post(ticket, study_uid, pictures or {}))
 
     def _show(self, ticket: int, study_uid: str, pictures: dict[str, np.ndarray]) -> None:
-        if ticket == self._ticket and study_uid == self._window.listed_study and not self._window.locked:
-            self._window.browser.set_thumbnails(pictures)
+        if ticket == self._ticket and study_uid == self._study() and not self._window.locked:
+            self._show_pictures(pictures)

@@ -8,6 +8,7 @@ window's shortcuts and what they do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING
@@ -28,15 +29,53 @@ class Tool(StrEnum):
     ZOOM = "zoom"
     DISTANCE = "distance"
     ANGLE = "angle"
+    COBB = "cobb"
+    ARROW = "arrow"
+    RECTANGLE = "rectangle"
     ELLIPSE = "ellipse"
+    FREEHAND = "freehand"
     TEXT = "text"
+    PROBE = "probe"
+    MAGNIFIER = "magnifier"
 
 
-MEASURING = {Tool.DISTANCE: Kind.DISTANCE, Tool.ANGLE: Kind.ANGLE, Tool.ELLIPSE: Kind.ELLIPSE,
-             Tool.TEXT: Kind.TEXT}
-TOOL_KEYS = {Qt.Key.Key_Escape: Tool.WINDOW, Qt.Key.Key_P: Tool.PAN, Qt.Key.Key_Z: Tool.ZOOM,
-             Qt.Key.Key_D: Tool.DISTANCE, Qt.Key.Key_A: Tool.ANGLE, Qt.Key.Key_E: Tool.ELLIPSE,
-             Qt.Key.Key_T: Tool.TEXT}
+@dataclass(frozen=True)
+class ToolInfo:
+    """How a tool is named on its button, its key in a viewport, and what it does."""
+
+    name: str
+    key: Qt.Key
+    does: str
+
+    @property
+    def key_name(self) -> str:
+        return "Esc" if self.key == Qt.Key.Key_Escape else chr(self.key)
+
+
+TOOLS = {
+    Tool.WINDOW: ToolInfo("W/L", Qt.Key.Key_Escape, "Window/level: drag left-right for the width, "
+                          "up-down for the level (the default tool)"),
+    Tool.PAN: ToolInfo("Pan", Qt.Key.Key_P, "Pan: drag the image"),
+    Tool.ZOOM: ToolInfo("Zoom", Qt.Key.Key_Z, "Zoom: drag up to magnify, down to reduce"),
+    Tool.DISTANCE: ToolInfo("Length", Qt.Key.Key_D, "Length: drag from one end to the other"),
+    Tool.ANGLE: ToolInfo("Angle", Qt.Key.Key_A, "Angle: click an arm's end, the vertex, the other arm's end"),
+    Tool.COBB: ToolInfo("Cobb", Qt.Key.Key_K, "Cobb angle: drag along one endplate, then along the other"),
+    Tool.ARROW: ToolInfo("Arrow", Qt.Key.Key_W, "Arrow: drag from the tail to the head; double-click it "
+                         "to add words"),
+    Tool.RECTANGLE: ToolInfo("Rectangle", Qt.Key.Key_B, "Rectangle ROI: drag from corner to corner"),
+    Tool.ELLIPSE: ToolInfo("Ellipse", Qt.Key.Key_E, "Ellipse ROI: drag the box the ellipse fills"),
+    Tool.FREEHAND: ToolInfo("Freehand", Qt.Key.Key_L, "Freehand ROI: hold the button and draw round the "
+                            "region; letting go closes it"),
+    Tool.TEXT: ToolInfo("Text", Qt.Key.Key_T, "Text note: click where it goes"),
+    Tool.PROBE: ToolInfo("Probe", Qt.Key.Key_G, "Pixel value: hold the button to read the stored value "
+                         "(HU on CT) under the cursor"),
+    Tool.MAGNIFIER: ToolInfo("Loupe", Qt.Key.Key_M, "Magnifier: hold the button for a 2× loupe at the "
+                             "cursor"),
+}
+MEASURING = {Tool.DISTANCE: Kind.DISTANCE, Tool.ANGLE: Kind.ANGLE, Tool.COBB: Kind.COBB,
+             Tool.ARROW: Kind.ARROW, Tool.RECTANGLE: Kind.RECTANGLE, Tool.ELLIPSE: Kind.ELLIPSE,
+             Tool.FREEHAND: Kind.FREEHAND, Tool.TEXT: Kind.TEXT}
+TOOL_KEYS = {info.key: tool for tool, info in TOOLS.items()}
 PRESET_KEYS = [Qt.Key.Key_F2, Qt.Key.Key_F3, Qt.Key.Key_F4, Qt.Key.Key_F5, Qt.Key.Key_F6,
                Qt.Key.Key_F7, Qt.Key.Key_F8, Qt.Key.Key_F9]
 
@@ -44,9 +83,12 @@ CONTROLS_HELP = (
     "Mouse wheel, ↑/↓: previous / next image",
     "Page Up / Page Down: jump a tenth of the series; Home / End: first / last image",
     "Left-drag: the current tool (window by default); middle-drag: pan; right-drag: zoom",
-    "Esc: window tool (and cancel a measurement)   P: pan   Z: zoom",
-    "D: distance   A: angle (three clicks)   E: ellipse ROI   T: text note",
-    "Delete: remove the last measurement on this image",
+    "Tools (the tool strip shows the one in use): "
+    + "   ".join(f"{info.key_name}: {info.name}" for info in TOOLS.values()),
+    "Esc: back to window/level (and cancel a measurement being drawn)",
+    "Click a measurement or its label to select it; drag it to move it, drag a square handle to change it",
+    "Delete / Backspace: delete the selected measurement   Ctrl+Z: undo the last delete   "
+    "right-click: more",
     "R: reset the window   N: next stored window   "
     + "   ".join(f"F{i + 2}: {name}" for i, name in enumerate(CT_PRESETS)) + " (CT)",
     "I: invert   O: overlays on/off   F: fit   1: one image pixel per screen pixel",
@@ -86,8 +128,8 @@ def key_action(view: ImageView, event: QKeyEvent) -> Callable[[], object] | None
         Qt.Key.Key_Plus: lambda: view.set_cine(view.cine_running, view.cine_fps * 1.25),
         Qt.Key.Key_Equal: lambda: view.set_cine(view.cine_running, view.cine_fps * 1.25),
         Qt.Key.Key_Minus: lambda: view.set_cine(view.cine_running, view.cine_fps / 1.25),
-        Qt.Key.Key_Delete: view.remove_last_measurement,
-        Qt.Key.Key_Backspace: view.remove_last_measurement,
+        Qt.Key.Key_Delete: view.delete_selected,
+        Qt.Key.Key_Backspace: view.delete_selected,
     }
 
     def reset_view() -> None:
@@ -100,6 +142,8 @@ def key_action(view: ImageView, event: QKeyEvent) -> Callable[[], object] | None
         return reset_view
     if key == Qt.Key.Key_H and mods == Qt.KeyboardModifier.ControlModifier:
         return lambda: view.set_annotations(not view.annotations_shown)
+    if key == Qt.Key.Key_Z and mods == Qt.KeyboardModifier.ControlModifier:
+        return view.undo_delete
     if key in TOOL_KEYS and plain:
         return partial(view.set_tool, TOOL_KEYS[key])
     if key in PRESET_KEYS[:len(CT_PRESETS)] and plain and view.window is not None:

@@ -1,5 +1,5 @@
-"""What a viewport draws over its frame: corner and edge text, the scale bar, measurements and
-reference lines.
+"""What a viewport draws over its frame: corner and edge text, the scale bar and reference lines
+(measurements are drawn by :mod:`app.ui.measure_painting`, with this module's outlined text).
 
 Kept apart from :mod:`app.ui.image_view` so the widget decides *what* is shown and this module only
 *how*: every mark is drawn in widget coordinates, image points mapped through the frame's transform.
@@ -10,16 +10,13 @@ text that reaches it, and the scale bar takes the free stretch of the right edge
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QWidget
 
-from app.imaging.measure import Kind, Point
+from app.imaging.measure import Point
 
 OVERLAY_COLOUR = QColor(236, 214, 120)
-MEASURE_COLOUR = QColor(120, 230, 140)
 REFERENCE_COLOUR = QColor(80, 170, 255)
 HINT_COLOUR = QColor(110, 114, 120)
 PROBLEM_COLOUR = QColor(255, 170, 150)  # why a viewport shows no image
@@ -160,41 +157,22 @@ class OverlayPainter:
                                                     | _ALIGN.AlignVCenter, f"{length} mm", OVERLAY_COLOUR)
 
     def reference_lines(self, lines: list[tuple[Point, Point]]) -> None:
-        """Dashed lines where other viewports' slices cut this image; switches on antialiasing for
-        the measurements drawn after them."""
+        """Dashed lines where other viewports' slices cut this image."""
         painter = self._painter
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         painter.setPen(QPen(REFERENCE_COLOUR, 1, Qt.PenStyle.DashLine))
         for a, b in lines:
             painter.drawLine(self._to_widget(a), self._to_widget(b))
 
-    def measurement(self, kind: Kind, points: list[Point], text: str) -> None:
-        """A measurement's shape through ``points`` (image coordinates) and its label, if any."""
-        painter = self._painter
-        screen = [self._to_widget(p) for p in points]
-        painter.setPen(QPen(MEASURE_COLOUR, 1.5))
-        if kind is Kind.ELLIPSE and len(screen) == 2:
-            corners = [self._to_widget(p) for p in (points[0], (points[1][0], points[0][1]),
-                                                    points[1], (points[0][0], points[1][1]))]
-            # The inscribed ellipse of the (possibly rotated) box, drawn in image space.
-            painter.save()
-            painter.setTransform(self._transform)
-            painter.setPen(QPen(MEASURE_COLOUR, 1.5 / max(self._zoom, 1e-6)))
-            x0, x1 = sorted((points[0][0], points[1][0]))
-            y0, y1 = sorted((points[0][1], points[1][1]))
-            painter.drawEllipse(QRectF(x0, y0, x1 - x0, y1 - y0))
-            painter.restore()
-            anchor = max(corners, key=lambda p: p.x() + p.y())
-        elif kind is Kind.TEXT:
-            anchor = screen[0]
-            painter.drawEllipse(anchor, 2, 2)
-        else:
-            for a, b in pairwise(screen):
-                painter.drawLine(a, b)
-            anchor = screen[-1]
-        if text:
-            self._draw_text(QRectF(anchor.x() + 6, anchor.y() + 4, 400, 40), _ALIGN.AlignLeft, text,
-                            MEASURE_COLOUR)
+    def text_size(self, text: str) -> tuple[float, float]:
+        """The width and height ``text`` takes in the overlay font, outline included."""
+        self._painter.setFont(self._font)
+        box = self._painter.boundingRect(QRect(0, 0, 2000, 2000), _ALIGN.AlignLeft, text)
+        return box.width() + 2.0, box.height() + 2.0
+
+    def label(self, box: QRectF, text: str, colour: QColor) -> None:
+        """Outlined ``text`` in ``box`` (as :meth:`text_size` measured it)."""
+        self._draw_text(box.adjusted(1, 1, -1, -1), _ALIGN.AlignLeft, text, colour)
 
     def _to_widget(self, point: Point) -> QPointF:
         return self._transform.map(QPointF(*point))

@@ -52,6 +52,7 @@ class Viewport(QWidget):
     series dragged from the series list may be dropped on it."""
 
     dropped = Signal(str)  # series UID
+    changed = Signal()  # it shows another series, or none
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +71,7 @@ class Viewport(QWidget):
                     images: SeriesImages, measurements: list[Measurement] | None = None) -> None:
         self.series_uid, self.study_uid, self.patient_key = series_uid, study_uid, patient_key
         self.view.set_series(images, measurements)
+        self.changed.emit()
 
     def state(self) -> ViewState | None:
         if self.series_uid is None:
@@ -87,6 +89,7 @@ class Viewport(QWidget):
 
     def _forget(self) -> None:
         self.series_uid = self.study_uid = self.patient_key = None
+        self.changed.emit()
 
     def paintEvent(self, event: QPaintEvent) -> None:
         QPainter(self).fillRect(self.rect(), ACTIVE_FRAME if self._highlight else Qt.GlobalColor.black)
@@ -110,6 +113,7 @@ class ViewportGrid(QWidget):
     measured = Signal(object, object)  # Viewport, Measurement
     measurementRemoved = Signal(object, object)  # Viewport, Measurement
     seriesDropped = Signal(object, str)  # Viewport, series UID
+    seriesChanged = Signal()  # a viewport shows another series, or none
 
     def __init__(self, layout: str = "1x1", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,6 +134,7 @@ class ViewportGrid(QWidget):
             viewport.view.measured.connect(partial(self.measured.emit, viewport))
             viewport.view.measurementRemoved.connect(partial(self.measurementRemoved.emit, viewport))
             viewport.dropped.connect(partial(self.seriesDropped.emit, viewport))
+            viewport.changed.connect(self.seriesChanged.emit)
         self.set_layout(layout)
 
     @property

@@ -16,9 +16,12 @@ import pydicom
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, NotPermitted
+from app.imaging.pixels import decode_frames
+from app.imaging.series import SeriesImages
+from app.imaging.tags import read_attributes
 from app.media import dicomdir, profile
 from app.media.agreements import Agreement, AgreementBook
-from app.media.deid import Deidentifier
+from app.media.deid import Deidentifier, may_carry_burnt_in
 from app.media.dicomdir import Listed, file_ids
 from app.media.disclosures import (
     RETENTION_YEARS,
@@ -31,6 +34,7 @@ from app.media.disclosures import (
     new_serial,
 )
 from app.media.passphrase import new_passphrase
+from app.media.view_copy import ViewCopy, png
 from app.media.writer import OutputFile, readme, write_media
 from app.security.roles import Action
 from app.store.books import ExportRow, StudyBook
@@ -82,13 +86,7 @@ class DisclosureService(Service):
             rows = StudyBook(conn).export_rows(request.studies)
         patients = tuple(sorted({r.reference for r in rows}))
 
-        def refuse(error: CustodianError) -> CustodianError:
-            door.record(AuditEvent(EventType.EXPORT, Outcome.MINOR_FAILURE, user=door.actor,
-                                   studies=request.studies, patients=patients,
-                                   detail={"why": str(error), "recipient_kind": request.recipient_kind.value,
-                                           "purpose": request.purpose.value}))
-            return error
-
+        refuse = partial(_refused, door, request, patients)
         missing = set(request.studies) - {r.study_uid for r in rows}
         if missing:
             raise refuse(CustodianError(f"{len(missing)} of the chosen studies are not in the cache."))
@@ -146,6 +144,54 @@ class DisclosureService(Service):
         _settle(door, disclosure_id, made=True)
         return ExportResult(request.out, sha256, disclosure_id, serial, len(rows), written, passphrase,
                             len(deid.flagged) if deid else 0, tuple(left_out))
+
+    @gated(Action.COPY_VIEW)
+    def copy_view(self, door: Access, copy: ViewCopy, code: str) -> bytes:
+        """A displayed image as PNG bytes, saved at ``copy.out`` or handed back for the clipboard,
+        recorded as a disclosure with its Export event once the reader's authenticator code is
+        checked. A de-identified copy of pixels that may carry patient details is refused."""
+        assert door.session is not None
+        with door.store.reading() as conn:
+            frames = StudyBook(conn).frames(copy.series_uid)
+        infos = [info for info in frames.frames if info.sop_uid == copy.sop_uid] if frames else []
+        if not infos:
+            raise CustodianError("This image is not in the cache.")
+        images = SeriesImages(infos, lambda info: decode_frames(info, door.store.plaintext(
+            info.sop_uid, info.study_uid, info.blob_id)))
+        shown = (copy.sop_uid, copy.frame)
+        index = next((i for i in range(len(images)) if images.frame_of(i) == shown), None)
+        if index is None:
+            raise CustodianError("This image has no such frame.")
+        study_uid = infos[0].study_uid
+        door.check_restriction(study_uid)
+        with door.store.reading() as conn:
+            rows = [r for r in StudyBook(conn).export_rows((study_uid,)) if r.sop_uid == copy.sop_uid]
+        request = copy.disclosure(study_uid)
+        refuse = partial(_refused, door, request, tuple(r.reference for r in rows))
+        header = read_attributes(door.store.plaintext(copy.sop_uid, study_uid, rows[0].blob))
+        if not copy.identified and may_carry_burnt_in(header):
+            raise refuse(NotPermitted("This image may show the patient's details in its pixels (burnt-in "
+                                      "annotation), which cannot be removed: copy it identified, or not "
+                                      "at all."))
+        self._accounts.step_up(door.session, code)
+        data = png(images.render(index, copy.window, invert=copy.invert, overlays=copy.identified))
+        output = OutputFile(copy.out) if copy.out is not None else None
+        digest = hashlib.sha256(data).hexdigest()
+        with door.store.transaction() as conn:
+            disclosure_id = DisclosureBook(conn).open_pending(
+                request, new_serial(), door.actor, 1, len(data), digest,
+                _disclosed_studies(rows, media_patient_ids(rows, "")), media=copy.media)
+        if output is not None:
+            try:
+                output.file.write(data)
+                output.publish()
+            except OSError as exc:
+                _settle(door, disclosure_id, made=False)
+                raise CustodianError(f"The image could not be saved: {exc.strerror or exc}.") from None
+            finally:
+                output.close()
+        _settle(door, disclosure_id, made=True)
+        return data
 
     @gated(Action.DISCLOSURES)
     def disclosures(self, door: Access, patient_id: str, years: int = RETENTION_YEARS) -> list[Disclosure]:
@@ -235,6 +281,16 @@ def _disclosed_studies(rows: list[ExportRow], ids: dict[int, str]) -> list[Discl
         seen.setdefault(r.study_uid, DisclosedStudy(r.study_uid, ids[r.key], r.issuer, r.name, r.study_date,
                                                     r.study_description))
     return list(seen.values())
+
+
+def _refused(door: Access, request: ExportRequest, patients: tuple[str, ...], error: CustodianError
+             ) -> CustodianError:
+    """``error``, after the refused disclosure's Export event (who, about whom, to whom and why)."""
+    door.record(AuditEvent(EventType.EXPORT, Outcome.MINOR_FAILURE, user=door.actor, studies=request.studies,
+                           patients=patients, detail={"why": str(error),
+                                                      "recipient_kind": request.recipient_kind.value,
+                                                      "purpose": request.purpose.value}))
+    return error
 
 
 def _settle(door: Access, disclosure_id: int, *, made: bool) -> None:

@@ -39,7 +39,7 @@ EMERGENCY_ALERT = "emergency mode: the cache is read-only"
 PLAIN_DICOM_REFUSED = "plain DICOM connection refused: the site requires TLS"
 # What emergency mode refuses: whatever changes the cache or needs the PACS.
 CHANGES = frozenset({Action.IMPORT, Action.IMPORT_MEDIA, Action.RECONCILE_PATIENTS, Action.SEND,
-                     Action.EXPORT, Action.SHRED, Action.ROTATE_KEYS, Action.MANAGE_USERS,
+                     Action.EXPORT, Action.COPY_VIEW, Action.SHRED, Action.ROTATE_KEYS, Action.MANAGE_USERS,
                      Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
                      Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE, Action.PIN_STUDY,
                      Action.EVICT_CACHE, Action.PREFETCH})

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, NotPermitted, UsageError
 from app.imaging.measure import Measurement
-from app.imaging.pixels import Decoded, FrameInfo, decode_frames
+from app.imaging.pixels import Decoded, FrameInfo, decode_frames, native, native_size
 from app.imaging.series import SeriesFrames, SeriesImages
+from app.imaging.tags import TagRow, read_attributes, tag_rows
 from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
 from app.security.roles import Action, Field
 from app.security.sessions import Session
-from app.store.books import MeasurementBook, StudyBook
+from app.store.books import MeasurementBook, StoredInstance, StudyBook
 from app.store.patients import PatientBook
 from app.store.records import SeriesSummary, StudySummary
 from app.vault.accounts import AccountService
@@ -68,13 +70,49 @@ class ReadingService(Service):
     def frame_data(self, door: Access, sop_uid: str) -> bytes:
         """One stored instance of a study this session opened (:meth:`open_frames`, audited then),
         for display; any other instance is refused."""
+        found = self._opened_instance(door, sop_uid)
+        # (as for an open series in this process: the restriction was checked when it was opened)
+        return door.store.plaintext(sop_uid, found.study_uid, found.blob)
+
+    @gated(Action.VIEW_IMAGES)
+    def attributes(self, door: Access, sop_uid: str) -> list[TagRow]:
+        """Every attribute of one instance of a series this session opened (the tag browser), with
+        what the role may not be shown withheld (minimum necessary); one audited access."""
+        found = self._opened_instance(door, sop_uid)
+        patients = door.check_restriction(found.study_uid)
+        rows = tag_rows(read_attributes(door.store.plaintext(sop_uid, found.study_uid, found.blob)),
+                        door.visible)
+        door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(found.study_uid,),
+                               patients=patients, detail={"instances": 1, "attributes": len(rows)}))
+        return rows
+
+    def _opened_instance(self, door: Access, sop_uid: str) -> StoredInstance:
+        """The stored instance ``sop_uid`` if it is of a study this session opened; else refused."""
         assert door.session is not None
         with door.store.reading() as conn:
             found = StudyBook(conn).instance(sop_uid)
         if found is None or found.study_uid not in self._open.get(door.session.token_hash, ()):
             raise NotPermitted("Open the series before its images.")
-        # (as for an open series in this process: the restriction was checked when it was opened)
-        return door.store.plaintext(sop_uid, found.study_uid, found.blob)
+        return found
+
+    @gated(Action.VIEW_IMAGES)
+    def pixel_stream(self, door: Access, series_uid: str, sop_uids: list[str]) -> Iterator[memoryview]:
+        """The stored pixel values of images of a series this session opened, one image after
+        another, for a client of the service building a volume (one answer instead of a request
+        per image). Only images the index describes whole (:func:`native`): the client knows each
+        one's size, so nothing but pixels crosses. Decrypted as the answer is read."""
+        assert door.session is not None
+        with door.store.reading() as conn:
+            frames = StudyBook(conn).frames(series_uid)
+        infos = {info.sop_uid: info for info in frames.frames} if frames is not None else {}
+        opened = self._open.get(door.session.token_hash, ())
+        if not infos or any(info.study_uid not in opened for info in infos.values()):
+            raise NotPermitted("Open the series before its images.")
+        chosen = [infos.get(uid) for uid in sop_uids]
+        wanted = [info for info in chosen if info is not None and native(info)]
+        if len(wanted) < len(chosen):
+            raise UsageError("Only the series' own images stored without compression are sent together.")
+        return _pixels(door, wanted)
 
     def _opened(self, door: Access, series_uid: str) -> SeriesFrames:
         assert door.session is not None
@@ -198,3 +236,12 @@ def _measurement_event(door: Access, kind: EventType, study_uid: str, ident: int
     filed = PatientBook(door.store.conn).of_study(study_uid)
     door.record(AuditEvent(kind, user=door.actor, studies=(study_uid,), patients=(filed[2],) if filed else (),
                            detail={"measurement": ident, "kind": what}))
+
+
+def _pixels(door: Access, infos: list[FrameInfo]) -> Iterator[memoryview]:
+    for info in infos:
+        data = door.store.plaintext(info.sop_uid, info.study_uid, info.blob_id)
+        start, size = info.pixel_offset or 0, native_size(info)
+        if len(data) < start + size:
+            raise CustodianError("A stored image is shorter than its index says.")
+        yield memoryview(data)[start:start + size]

@@ -85,7 +85,7 @@ def test_ellipse_statistics_on_a_phantom_of_known_values() -> None:
     straddling = ellipse_stats(values, (0, 40), (40, 60), (1, 1), "HU")
     assert 0 < straddling.mean < 1000 and straddling.sd > 0
     text = label(Measurement(Kind.ELLIPSE, "1.2", 0, ((40, 40), (60, 60))), values, (0.5, 0.5), "HU")
-    assert text == "Mean 1000.0 HU  SD 0.0 HU\nArea 78.5 mm²"
+    assert text == "Mean 1000.0 HU  SD 0.0 HU\nMin 1000.0 HU  Max 1000.0 HU\nArea 78.5 mm²"
 
 
 def test_a_measurement_has_the_points_its_kind_needs() -> None:

@@ -26,6 +26,7 @@ from app.media.disclosures import (
     Purpose,
     RecipientKind,
 )
+from app.media.view_copy import ViewCopy
 from app.security import totp
 from app.security.accounts import LOGIN_FAILED
 from app.security.roles import PERMISSIONS, VISIBLE_FIELDS, Action, Field, Role, permits
@@ -37,7 +38,8 @@ A = Action
 # The matrix the identity issue asks for, written out so a change to the table is a visible decision.
 EXPECTED = {
     Role.RADIOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY, A.RETRIEVE,
-                       A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH},
+                       A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH,
+                       A.COPY_VIEW},  # a displayed image copied or saved: a disclosure (issue 23)
     Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA, A.RECONCILE_PATIENTS, A.SEND,
                         A.QUERY, A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE,
                         A.PREFETCH},
@@ -103,6 +105,9 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
             (env.study_uid,), RecipientKind.PATIENT, "The patient", Purpose.PATIENT_REQUEST,
             IdentityCheck.PHOTO_ID, Delivery.HANDED_OVER, MediaKind.ZIP, env.out / "matrix.zip"), "000000"),
         A.DISCLOSURES: lambda v, s: v.disclosure.disclosures(s, "PID-0001"),
+        A.COPY_VIEW: lambda v, s: v.disclosure.copy_view(s, ViewCopy(
+            env.series_uid, "1.2.3.404", 0, None, False, RecipientKind.PATIENT, "The patient",
+            Purpose.PATIENT_REQUEST, IdentityCheck.PHOTO_ID), "000000"),
         A.MANAGE_AGREEMENTS: lambda v, s: v.disclosure.agreements(s),
         A.MEASURE: lambda v, s: v.reading.measurements(s, env.series_uid),
         A.BACKUP: lambda v, s: v.admin.backup(s, env.out / f"matrix-{s.user.name}.backup",

@@ -28,6 +28,7 @@ ROWS: dict[str, frozenset[Action]] = {
     "reconcile two patient records": frozenset({A.RECONCILE_PATIENTS}),
     "send to the PACS": frozenset({A.SEND}),
     "export media": frozenset({A.EXPORT}),
+    "copy or save a displayed image (a disclosure)": frozenset({A.COPY_VIEW}),
     "accounting of disclosures": frozenset({A.DISCLOSURES}),
     "business associate agreements": frozenset({A.MANAGE_AGREEMENTS}),
     "read the audit trail": frozenset({A.AUDIT_READ}),

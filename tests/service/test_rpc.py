@@ -321,3 +321,38 @@ def test_the_service_refuses_a_vault_whose_key_a_person_holds(env: VaultEnv, tmp
                              timeout=60)
     assert refused.returncode == 2 and "held by a person" in refused.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_a_volume_crosses_in_one_answer_value_for_value(served: Path, env: VaultEnv) -> None:
+    """Building a volume through the socket asks once for every native image's pixels (not a
+    request per image); the volume is the embedded one, value for value; and the answer holds only
+    what the session opened."""
+    from app.imaging.volume import build_volume
+
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=6, size=64))
+    env.vault.intake.import_paths(env.login("tech"), [Path(get_testdata_file("JPEG2000.dcm"))])
+    rad, session = _client(served, env, "rad")
+    study = next(s for s in rad.reading.studies(session) if s.instances == 6)
+    series = rad.reading.series(session, study.study_uid)[0].series_uid
+    embedded = env.vault.reading.open_series(env.login("rad"), series)
+    fetch, alone = rad.reading.frame_data, []
+
+    def one_by_one(*args: object) -> bytes:
+        alone.append(args)
+        return fetch(*args)
+    rad.reading.frame_data = one_by_one  # type: ignore[method-assign]
+    images = rad.reading.open_series(session, series)
+    assert np.array_equal(images.volume(), embedded.volume())
+    assert alone == []  # (a 3D view then decodes the middle slice alone for its window)
+    ours, theirs = build_volume(images), build_volume(embedded)
+    assert np.array_equal(ours.data, theirs.data) and ours.data.dtype == theirs.data.dtype
+    token = rad.token_of(session)
+    with pytest.raises(UsageError, match="stored without compression"):
+        rad.channel.read_into("/v1/pixels", {"token": token, "series_uid": series,
+                                             "sop_uids": [images.instances[0].sop_uid, "1.2.3.4"]},
+                              memoryview(bytearray(64)))
+    other = next(s for s in env.vault.reading.studies(env.login("rad")) if s.study_uid != study.study_uid)
+    other_series = env.vault.reading.series(env.login("rad"), other.study_uid)[0].series_uid
+    with pytest.raises(NotPermitted, match="Open the series"):
+        rad.channel.read_into("/v1/pixels", {"token": token, "series_uid": other_series, "sop_uids": []},
+                              memoryview(bytearray(64)))

@@ -89,11 +89,12 @@ def test_distance_angle_ellipse_and_text(qtbot: QtBot, view: ImageView, ct_serie
     qtbot.keyClick(view, Qt.Key.Key_E)
     drag(qtbot, view, at(view, 36, 24), at(view, 48, 40))  # inside the water
     area = np.pi * 6 * SPACING * 8 * SPACING
-    assert view.measurement_labels()[-1] == f"Mean 0.0 HU  SD 0.0 HU\nArea {area:.1f} mm²"
+    assert view.measurement_labels()[-1] == ("Mean 0.0 HU  SD 0.0 HU\nMin 0.0 HU  Max 0.0 HU\n"
+                                             f"Area {area:.1f} mm²")
     drag(qtbot, view, at(view, 24, 30), at(view, 28, 34))  # on the bone rod
     assert view.measurement_labels()[-1].startswith("Mean 1000.0 HU  SD 0.0 HU")
 
-    monkeypatch.setattr(view, "ask_text", lambda: "rod")
+    monkeypatch.setattr(view, "ask_text", lambda current: "rod")
     qtbot.keyClick(view, Qt.Key.Key_T)
     qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=at(view, 20, 10))
     assert view.measurement_labels()[-1] == "rod"
@@ -119,6 +120,7 @@ def test_measurements_are_drawn_on_the_image(qtbot: QtBot, view: ImageView, ct_s
     assert not green(grab_pixels(view)).any(), "grey before measuring"
     qtbot.keyClick(view, Qt.Key.Key_D)
     drag(qtbot, view, at(view, 10, 60), at(view, 50, 60))
+    qtbot.keyClick(view, Qt.Key.Key_Escape)  # the new one is no longer selected (drawn in its own colour)
     row, start, end = at(view, 30, 60).y(), at(view, 12, 60).x(), at(view, 48, 60).x()
     along = green(grab_pixels(view))[row - 1: row + 2, start:end].any(axis=0)
     assert along.mean() > 0.9, "the line is drawn along the measured distance"
@@ -232,8 +234,13 @@ def test_measurements_are_saved_for_their_reader_only(qtbot: QtBot, vault: Vault
 
     again = open_window(reader.session)  # the next time the reader opens the study
     assert again.open_study(ct_datasets[0].StudyInstanceUID)
-    assert again.grid.active.view.measurement_labels() == [text]
-    qtbot.keyClick(again.grid.active.view, Qt.Key.Key_Delete)
+    view = again.grid.active.view
+    assert view.measurement_labels() == [text]
+    qtbot.keyClick(view, Qt.Key.Key_Delete)  # nothing selected: nothing deleted
+    assert vault.reading.measurements(reader.session, series_uid) == [saved]
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=at(view, 30, 32))  # on the line: selects it
+    assert view.selected == saved
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
     assert vault.reading.measurements(reader.session, series_uid) == []
 
 
