@@ -27,15 +27,6 @@ RESOLVED_FOR = 60.0  # seconds a host name's addresses are kept: DNS is asked at
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """An association the SCP refused, for the audit trail (never shown to the sender)."""
-
-    calling_ae: str  # as claimed; empty when it never got as far as claiming one
-    address: str
-    why: str
-
-
-@dataclass(frozen=True)
 class Peer:
     """Who is asking, as the connection shows it: its address and, over TLS, its certificate."""
 

@@ -36,9 +36,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from app.background import GroupCommit
 from app.errors import UsageError
-from app.net.admission import Admission, Peer, Refusal, address_of
+from app.net.admission import Admission, Peer, address_of
 from app.net.association import NO_DELAY, application_entity, named_sop_class
 from app.net.commitment import Reports, report_handler
+from app.net.refusals import Refusal, RefusalDigest
 from app.store.limits import DEFAULT_LIMITS, Budgets, IntakeLimits, OverLimit
 from app.store.records import ImportReport
 
@@ -283,7 +284,7 @@ class StorageScp:
         self._tls = tls
         self._on_stop = on_stop
         self._reports = reports
-        self._refused = refused or (lambda refusal: None)
+        self._refused = RefusalDigest(refused or (lambda refusal: None))  # a flood: counted, not listed
         self._budgets = Budgets(limits)  # what each association may send (the site's intake limits)
         self._server: ThreadedAssociationServer | None = None
         self._stopping = threading.Event()
@@ -405,6 +406,7 @@ class StorageScp:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self._refused.flush()
         if self._on_stop is not None:
             self._on_stop()
             self._on_stop = None

@@ -8,8 +8,9 @@ from functools import partial
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError
-from app.net.admission import Admission, Refusal
+from app.net.admission import Admission
 from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
+from app.net.refusals import Refusal
 from app.net.scp import StorageScp
 from app.security.roles import Action, Duty
 from app.security.tls import server_context
@@ -123,4 +124,5 @@ def _audit_refusal(door: Access, refusal: Refusal) -> None:
     door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE,
                            user=f"dicom:{refusal.calling_ae}" if refusal.calling_ae else None,
                            detail={"alert": ASSOCIATION_REFUSED, "calling_ae": refusal.calling_ae,
-                                   "address": refusal.address, "why": refusal.why}))
+                                   "address": refusal.address, "why": refusal.why,
+                                   **({"repeated": refusal.repeated} if refusal.repeated else {})}))
