@@ -27,6 +27,11 @@ class Moment:
     numbers: dict[str, float] = field(default_factory=dict)
 
 
+def enabled() -> bool:
+    """Whether moments are being recorded (so a caller can skip preparing one)."""
+    return bool(os.environ.get(VARIABLE))
+
+
 def mark(event: str, **numbers: float) -> None:
     """Record that ``event`` happened now (``numbers``: counts or sizes that go with it)."""
     path = os.environ.get(VARIABLE)

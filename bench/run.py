@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,10 @@ from app.audit.events import AuditEvent, EventType  # noqa: E402
 from app.security import totp  # noqa: E402
 from app.security.roles import Role  # noqa: E402
 from app.vault import Vault  # noqa: E402
+from bench.figures import Figure  # noqa: E402
+from bench.scale import bench_scale  # noqa: E402
+from bench.startup import bench_startup  # noqa: E402
+from bench.window import bench_window  # noqa: E402
 
 MAKE_CT = ROOT.parent / "shared" / "tools" / "make_ct.py"
 
@@ -46,18 +50,6 @@ MAKE_CT = ROOT.parent / "shared" / "tools" / "make_ct.py"
 
 UNATTAINABLE_BELOW_1 = "informational (below 1: the target cannot be met on this machine)"
 CORES = len(os.sched_getaffinity(0))
-
-
-@dataclass
-class Figure:
-    figure: str
-    value: float
-    unit: str
-    peer: str
-    peer_value: float
-    ratio: float
-    target: str
-    met: bool | None  # None: an informational figure without a target
 
 
 def make_series(folder: Path, slices: int) -> list[Path]:
@@ -819,10 +811,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small data; the whole run under a minute")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", action="append",
-                        choices=["import", "audit", "scp", "retrieve", "export", "reading", "mpr", "service"],
+                        choices=["import", "audit", "scp", "retrieve", "export", "reading", "mpr", "service",
+                                 "startup", "scale", "window"],
                         help="run only these groups (repeatable)")
     args = parser.parse_args(argv)
-    groups = set(args.only or ["import", "audit", "scp", "retrieve", "export", "reading", "mpr", "service"])
+    groups = set(args.only or ["import", "audit", "scp", "retrieve", "export", "reading", "mpr", "service",
+                                "startup", "scale", "window"])
     slices, runs = (60, 3) if args.quick else (300, 5)
     appends, chain, backlog = (500, 20_000, 2_000) if args.quick else (2_000, 100_000, 10_000)
     with tempfile.TemporaryDirectory(prefix="custodian-bench-") as tmp:
@@ -835,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
         figures += bench_reading(work, slices) if "reading" in groups else []
         figures += bench_mpr_window(work, slices) if "mpr" in groups else []
         figures += bench_service(work, slices, min(runs, 3)) if "service" in groups else []
+        figures += bench_startup(work, 5) if "startup" in groups else []
+        figures += bench_scale(work, args.quick) if "scale" in groups else []
+        figures += bench_window(work, slices) if "window" in groups else []
     if args.json:
         print(json.dumps([asdict(f) for f in figures], indent=1))
     else:

@@ -12,6 +12,8 @@ DEBIAN_PACKAGES=(
     dcmtk orthanc rsyslog-gnutls p7zip-full xorriso openjph-tools xvfb libgl1-mesa-dri libegl1 libxkbcommon0
     libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libfontconfig1
     libdbus-1-3 fonts-dejavu-core jing dicom3tools softhsm2 python3-venv shellcheck
+    slapd ldap-utils freeradius
+    orthanc-dicomweb nginx-light
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -26,6 +28,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
     # Orthanc is started by the tests on their own ports; the packaged service is not needed.
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi
+    # So is slapd: the tests start their own with TLS and a test tree.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now slapd >/dev/null 2>&1 || true; fi
+    # And FreeRADIUS: the tests start their own with a generated client and users.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now freeradius >/dev/null 2>&1 || true; fi
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -35,10 +35,11 @@ def test_functions_stay_under_80_lines() -> None:
 
 
 def test_every_command_a_module_declares_is_on_the_parser() -> None:
-    # A module's PARSERS only reach `custodian` through cli.MODULES and, for their place in
-    # --help, cli.COMMANDS: a command missing from either would silently not exist.
-    with_parsers = {path.stem for path in CLI.glob("*.py") if path.stem != "__init__"
+    # A module's PARSERS only reach `custodian` through cli.COMMANDS (its module, and its place in
+    # --help): a command missing there would silently not exist, one named with another module
+    # would fail when run.
+    with_parsers = {path.stem: importlib.import_module(f"app.cli.{path.stem}").PARSERS
+                    for path in CLI.glob("*.py") if path.stem != "__init__"
                     and hasattr(importlib.import_module(f"app.cli.{path.stem}"), "PARSERS")}
-    assert with_parsers == {module.__name__.rpartition(".")[2] for module in cli.MODULES}
-    declared = [name for module in cli.MODULES for name in module.PARSERS]
-    assert sorted(declared) == sorted(cli.COMMANDS)
+    declared = {name: module for module, parsers in with_parsers.items() for name in parsers}
+    assert declared == {name: module for name, (module, _) in cli.COMMANDS.items()}

@@ -27,8 +27,8 @@ PEER_USER = "dicom:"  # how the trail names a DICOM peer acting on its own (a se
 class Peer:
     """A DICOM application at the other end of a transfer or query."""
 
-    ae_title: str
-    host: str
+    ae_title: str  # empty for a DICOMweb node
+    host: str  # its network access point: a host, or a DICOMweb node's URL
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class IndexContext:
         nodes = self._nodes()
         match = next((n for n in nodes if n.name == wanted), None) or next(
             (n for n in nodes if n.ae_title == wanted), None)
-        return Peer(match.ae_title, match.host) if match else None
+        return Peer(match.ae_title, match.access_point) if match else None
 
     def _stored_ae_title(self) -> str:
         return SitePolicy.load(self._conn).ae_title

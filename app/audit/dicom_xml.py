@@ -214,7 +214,8 @@ def _active_participants(root: ET._Element, event: AuditEvent, context: MessageC
             ae_title=context.local_ae if outgoing is not None else "", host=HOSTNAME)
     if outgoing is not None:
         peer = context.peer
-        _active(root, peer.ae_title if peer else peer_name(event) or "unknown", requestor=_peer_acts(event),
+        _active(root, (peer.ae_title or peer.host) if peer else peer_name(event) or "unknown",
+                requestor=_peer_acts(event),
                 role=DESTINATION_ROLE if outgoing else SOURCE_ROLE, ae_title=peer.ae_title if peer else "",
                 host=peer.host if peer else "")
     if event.type is EventType.EXPORT and event.detail.get("serial"):
@@ -231,7 +232,7 @@ def _active(root: ET._Element, user_id: str, *, requestor: bool, role: Code | No
         attrs["AlternativeUserID"] = f"AETITLES={_clean(ae_title)}"
     if host:
         attrs["NetworkAccessPointID"] = _clean(host)
-        attrs["NetworkAccessPointTypeCode"] = "2" if _is_address(host) else "1"
+        attrs["NetworkAccessPointTypeCode"] = "5" if "://" in host else "2" if _is_address(host) else "1"
     participant = ET.SubElement(root, "ActiveParticipant", attrs)
     if role is not None:
         role.element(participant, "RoleIDCode")

@@ -20,6 +20,7 @@ from typing import Any
 from app.audit.events import EventType, Outcome
 from app.documents import tabular_pdf
 from app.errors import UsageError
+from app.store import audit_lookup
 
 OUTCOMES = {int(o): o.name.replace("_", " ").lower() for o in Outcome}
 
@@ -56,7 +57,7 @@ class AuditQuery:
             clauses.append("at < ?")
             params.append(self.until.astimezone(UTC).isoformat(timespec="microseconds"))
         if self.patient:
-            clauses.append("EXISTS (SELECT 1 FROM json_each(record, '$.patients') WHERE value = ?)")
+            clauses.append(audit_lookup.OF_PATIENT)  # through its lookup: flat however long the trail
             params.append(self.patient)
         return " AND ".join(clauses), params
 

@@ -6,7 +6,10 @@ the contract's exit code.
 
 One module per group of commands, as calibre's `db/cli/cmd_*.py`: each declares its commands'
 options (its `PARSERS`) next to the functions that run them, so a command is read and changed in
-one place. This module only assembles the parser and turns errors into exit codes.
+one place. This module holds the table of commands (name, module, help), assembles the parser
+and turns errors into exit codes. A command's module is imported only when that command runs
+(app/cli/parsing.py), so `custodian --help` starts without any of them and a command without the
+others' (and what they import: the vault, DICOM, networking, Qt).
 """
 
 from __future__ import annotations
@@ -18,19 +21,56 @@ import traceback
 from typing import Any
 
 from app import __version__
-from app.cli import account, admin, audit, media, nodes, studies, workstation
 from app.cli.output import EXIT_FAILED, Output
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import CustodianError, NotAuthenticated
 from app.security import process
 
-MODULES = (account, studies, audit, nodes, media, admin, workstation)
-
-# The order of `custodian --help` and of argparse's "choose from" list, kept as it always was.
-COMMANDS = ("init", "login", "logout", "whoami", "import", "import-media", "studies", "verify", "shred",
-            "key", "user", "audit", "node", "query", "retrieve", "send", "outbox", "cache", "scp-tls",
-            "scp", "export", "disclosures", "agreement", "enrol", "passwd", "policy", "patient",
-            "break-glass", "gui", "backup", "restore", "selftest", "compliance-report", "demo", "service")
+# Each command: the module (app/cli/NAME.py) that declares its options and runs it, and its line
+# in `custodian --help`, in the order of --help and of argparse's "choose from" list.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("account", "create a new vault and its first administrator"),
+    "login": ("account", "log in with password and authenticator code"),
+    "logout": ("account", "end the session"),
+    "whoami": ("account", "show the logged-in user"),
+    "import": ("studies", "import files, folders and DICOMDIRs into the vault"),
+    "import-media": ("studies", "import an outside CD, USB stick, CD image or zip, reconciling the patient"),
+    "studies": ("studies", "list cached studies"),
+    "verify": ("studies", "re-check every instance and study manifest"),
+    "shred": ("studies", "destroy a study irrecoverably (crypto-shredding)"),
+    "report": ("reports", "a study's reports: structured reports as text, PDF reports by title"),
+    "key": ("admin", "key management"),
+    "user": ("account", "account administration"),
+    "audit": ("audit", "the audit trail"),
+    "node": ("nodes", "PACS nodes"),
+    "query": ("nodes", "find studies at a PACS node (C-FIND)"),
+    "retrieve": ("nodes", "bring a study from a PACS node into the vault (C-GET)"),
+    "send": ("nodes", "send a cached study to a PACS node (queued while it is down)"),
+    "outbox": ("nodes", "sends waiting for a PACS node that was down"),
+    "cache": ("nodes", "the local cache: usage, pinning, eviction to the site's budget"),
+    "scp-tls": ("nodes", "TLS for the storage SCP: its certificate and the senders' CA (admin)"),
+    "scp": ("nodes", "run the storage SCP in the foreground (receives from the PACS nodes)"),
+    "export": ("media", "encrypted media (USB zip or CD image) with its disclosure record"),
+    "disclosures": ("media", "a patient's accounting of disclosures (HIPAA 164.528)"),
+    "agreement": ("media", "business associate agreements"),
+    "enrol": ("account", "set up a new authenticator entry and recovery codes"),
+    "passwd": ("account", "change your password"),
+    "policy": ("admin", "the site's security policy"),
+    "directory": ("directory", "the site directory (LDAP, Active Directory) for directory accounts"),
+    "patient": ("admin", "patient records"),
+    "break-glass": ("admin", "emergency access to a restricted study (audited, alerted)"),
+    "gui": ("workstation", "open the workstation"),
+    "backup": ("admin", "write the whole vault to one encrypted file (passphrase: "
+                        "CUSTODIAN_BACKUP_PASSPHRASE or the prompt)"),
+    "restore": ("admin", "restore a backup into an empty --home"),
+    "selftest": ("admin", "check crypto, decoders, Qt, VTK, the vault, the clock, the PACS and the audit "
+                          "repository (exit 1 when a check fails, 4 when the index is damaged)"),
+    "compliance-report": ("admin", "map HIPAA 164.312 and the imaging checklist to features and tests, "
+                                   "with the tests' last results"),
+    "demo": ("workstation", "make a throw-away demo home and open the workstation"),
+    "service": ("workstation", "run the workstation service in the foreground (--socket PATH): it alone "
+                               "opens the vault; the GUI and CLI of the allowed group talk to it there"),
+}
 
 
 def _globals_parser(defaults: bool) -> argparse.ArgumentParser:
@@ -52,11 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="custodian", parents=[_globals_parser(defaults=True)],
                                      description="Custodian diagnostic DICOM workstation.")
     parser.add_argument("--version", action="version", version=f"custodian {__version__}")
-    commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
-                        _globals_parser(defaults=False))
-    declared = {name: add for module in MODULES for name, add in module.PARSERS.items()}
-    for name in COMMANDS:
-        declared[name](commands)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Command)
+    common = _globals_parser(defaults=False)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, module=module, command=name, summary=help_text, common=common)
     return parser
 
 

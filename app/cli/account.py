@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import app.vault  # (its Vault, which loads the store and every service, only when a command uses it)
 from app.cli.credentials import (
     current_session,
     interactive,
@@ -21,28 +22,27 @@ from app.cli.credentials import (
     socket_from,
 )
 from app.cli.output import EXIT_OK, Output, table
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import CustodianError, NamesClash, NotAuthenticated, UsageError
 from app.paths import resolve_home
-from app.security.accounts import check_name
 from app.security.roles import parse_role
-from app.vault import Vault
+from app.security.users import check_name
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
     home = resolve_home(args.home)
-    if Vault.exists(home):
+    if app.vault.Vault.exists(home):
         raise CustodianError(f"A vault already exists in {home}; it was left untouched.")
     password = secret("CUSTODIAN_PASSWORD", f"Password for {args.admin}: ", confirm=True)
     if not password:
         raise UsageError("The administrator needs a password (CUSTODIAN_PASSWORD or the prompt).")
     if args.service:  # nobody's passphrase or keyring: a token, or a file only this account reads
-        vault, enrolment = Vault.create(home, admin=args.admin, password=password, passphrase=None,
-                                        use_keyring=False, sealer=service_sealer(args))
+        vault, enrolment = app.vault.Vault.create(home, admin=args.admin, password=password, passphrase=None,
+                                                  use_keyring=False, sealer=service_sealer(args))
     else:
         use_keyring, passphrase = key_protection(args, out)
-        vault, enrolment = Vault.create(home, admin=args.admin, password=password,
-                                        passphrase=passphrase, use_keyring=use_keyring)
+        vault, enrolment = app.vault.Vault.create(home, admin=args.admin, password=password,
+                                                  passphrase=passphrase, use_keyring=use_keyring)
     vault.close()
     data = {"home": str(home), "admin": args.admin, "key_storage": vault.key_mode,
             "totp_uri": enrolment.totp_uri, "recovery_codes": enrolment.recovery_codes}
@@ -69,9 +69,11 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
                 vault.accounts.logout(vault.accounts.resume(previous))
         vault.accounts.save_token(token)
     expires = datetime.fromtimestamp(session.expires_at, UTC).isoformat(timespec="seconds")
-    out.emit({"user": session.user.name, "role": session.user.role.value, "expires_at": expires},
-             f"Logged in as {session.user.name} ({session.user.role.value}); "
-             f"the session ends at the latest at {expires}.")
+    offline = " offline (the directory cannot be reached; it is asked again when it answers)"
+    out.emit({"user": session.user.name, "role": session.user.role.value, "expires_at": expires,
+              "source": "directory" if session.user.directory else "local", "offline": session.offline},
+             f"Logged in{offline if session.offline else ''} as {session.user.name} "
+             f"({session.user.role.value}); the session ends at the latest at {expires}.")
     return EXIT_OK
 
 
@@ -160,7 +162,7 @@ def cmd_user_rename(args: argparse.Namespace, out: Output) -> int:
     try:
         vault = open_vault(args)
     except NamesClash:
-        Vault.open(resolve_home(args.home), passphrase_source, renames).close()
+        app.vault.Vault.open(resolve_home(args.home), passphrase_source, renames).close()
         done = renames
     else:
         with vault:
@@ -182,21 +184,21 @@ def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _init_parser(commands: Commands) -> None:
-    p = commands.add("init", cmd_init, "create a new vault and its first administrator")
+def _init_parser(command: Command) -> None:
+    p = command.runs(cmd_init)
     p.add_argument("--admin", required=True, metavar="NAME")
     p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
                    help="where the master key lives (auto: the OS keyring when one is usable)")
     service_options(p, "a vault")
 
 
-def _login_parser(commands: Commands) -> None:
-    p = commands.add("login", cmd_login, "log in with password and authenticator code")
+def _login_parser(command: Command) -> None:
+    p = command.runs(cmd_login)
     p.add_argument("--user")
 
 
-def _user_parser(commands: Commands) -> None:
-    user = commands.group("user", "account administration", "user_command")
+def _user_parser(command: Command) -> None:
+    user = command.group("user_command")
     p = user.add("add", cmd_user_add, "add a user")
     p.add_argument("name")
     p.add_argument("--role", required=True)
@@ -212,13 +214,12 @@ def _user_parser(commands: Commands) -> None:
     user.add("list", cmd_user_list, "list users")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {
+PARSERS: dict[str, Callable[[Command], object]] = {
     "init": _init_parser,
     "login": _login_parser,
-    "logout": lambda commands: commands.add("logout", cmd_logout, "end the session"),
-    "whoami": lambda commands: commands.add("whoami", cmd_whoami, "show the logged-in user"),
+    "logout": lambda command: command.runs(cmd_logout),
+    "whoami": lambda command: command.runs(cmd_whoami),
     "user": _user_parser,
-    "enrol": lambda commands: commands.add("enrol", cmd_enrol,
-                                           "set up a new authenticator entry and recovery codes"),
-    "passwd": lambda commands: commands.add("passwd", cmd_passwd, "change your password"),
+    "enrol": lambda command: command.runs(cmd_enrol),
+    "passwd": lambda command: command.runs(cmd_passwd),
 }

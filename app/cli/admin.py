@@ -22,7 +22,7 @@ from app.cli.credentials import (
     service_sealer,
 )
 from app.cli.output import EXIT_FAILED, EXIT_OK, Output
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import CustodianError, UsageError
 from app.paths import resolve_home
 from app.security.policy import SitePolicy
@@ -194,8 +194,8 @@ def cmd_compliance_report(args: argparse.Namespace, out: Output) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _key_parser(commands: Commands) -> None:
-    key = commands.group("key", "key management", "key_command")
+def _key_parser(command: Command) -> None:
+    key = command.group("key_command")
     key.add("rotate", cmd_key_rotate, "new index and master keys; re-wrap all data keys (admin)")
     key.add("passphrase", cmd_key_passphrase, "change the vault passphrase (passphrase mode; admin)")
     p = key.add("move", cmd_key_move, "seal the master key in a PKCS#11 token (PIN: CUSTODIAN_PKCS11_PIN) "
@@ -207,8 +207,8 @@ def _key_parser(commands: Commands) -> None:
     p.add_argument("--token", metavar="LABEL", help="the token's label (instead of --slot)")
 
 
-def _policy_parser(commands: Commands) -> None:
-    policy = commands.group("policy", "the site's security policy", "policy_command")
+def _policy_parser(command: Command) -> None:
+    policy = command.group("policy_command")
     policy.add("show", cmd_policy_show, "show the site policy")
     p = policy.add("set", cmd_policy_set, "change one site policy setting (admin)")
     p.add_argument("name")
@@ -220,8 +220,8 @@ def _policy_parser(commands: Commands) -> None:
     p.add_argument("--out", required=True, metavar="FILE")
 
 
-def _patient_parser(commands: Commands) -> None:
-    patient = commands.group("patient", "patient records", "patient_command")
+def _patient_parser(command: Command) -> None:
+    patient = command.group("patient_command")
     p = patient.add("restrict", cmd_restrict, "restrict a patient (VIP): images only through break-glass")
     p.add_argument("patient_id", metavar="PATIENT_ID")
     p.add_argument("--issuer", default="", help="Issuer of Patient ID, when the ID needs one")
@@ -232,42 +232,38 @@ def _patient_parser(commands: Commands) -> None:
     p.add_argument("--into", required=True, metavar="STUDY_UID", help="a study of the record that stays")
 
 
-def _break_glass_parser(commands: Commands) -> None:
-    p = commands.add("break-glass", cmd_break_glass,
-                     "emergency access to a restricted study (audited, alerted)")
+def _break_glass_parser(command: Command) -> None:
+    p = command.runs(cmd_break_glass)
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--reason", required=True)
 
 
-def _backup_parser(commands: Commands) -> None:
-    p = commands.add("backup", cmd_backup, "write the whole vault to one encrypted file (passphrase: "
-                     "CUSTODIAN_BACKUP_PASSPHRASE or the prompt)")
+def _backup_parser(command: Command) -> None:
+    p = command.runs(cmd_backup)
     p.add_argument("out", metavar="FILE")
 
 
-def _restore_parser(commands: Commands) -> None:
-    p = commands.add("restore", cmd_restore, "restore a backup into an empty --home")
+def _restore_parser(command: Command) -> None:
+    p = command.runs(cmd_restore)
     p.add_argument("backup", metavar="FILE")
     p.add_argument("--key-storage", choices=["auto", "keyring", "passphrase"], default="auto",
                    help="where the restored master key lives (auto: the OS keyring when one is usable)")
     service_options(p, "the restored vault")
 
 
-def _selftest_parser(commands: Commands) -> None:
-    p = commands.add("selftest", cmd_selftest, "check crypto, decoders, Qt, VTK, the vault, the clock, the "
-                     "PACS and the audit repository (exit 1 when a check fails, 4 when the index is damaged)")
+def _selftest_parser(command: Command) -> None:
+    p = command.runs(cmd_selftest)
     p.add_argument("--offline", action="store_true", help="skip the PACS and audit repository checks")
 
 
-def _compliance_report_parser(commands: Commands) -> None:
-    p = commands.add("compliance-report", cmd_compliance_report, "map HIPAA 164.312 and the imaging "
-                     "checklist to features and tests, with the tests' last results")
+def _compliance_report_parser(command: Command) -> None:
+    p = command.runs(cmd_compliance_report)
     p.add_argument("--results", metavar="JUNIT.xml", help="pytest's JUnit XML (default: test-results.xml "
                    "in this folder, when there is one)")
     p.add_argument("--out", required=True, metavar="FILE.md|FILE.pdf")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {
+PARSERS: dict[str, Callable[[Command], object]] = {
     "key": _key_parser,
     "policy": _policy_parser,
     "patient": _patient_parser,

@@ -18,7 +18,7 @@ from app.audit.report import AuditQuery, AuditRecord, ReportKind
 from app.audit.repository import SyncStatus
 from app.cli.credentials import current_session, open_vault
 from app.cli.output import EXIT_OK, Output, table
-from app.cli.parsing import Commands
+from app.cli.parsing import Command, Commands
 from app.errors import UsageError
 from app.security.tls import TlsIdentity
 
@@ -199,8 +199,8 @@ def _repository_parser(audit: Commands) -> None:
                    "stopped the sync (once the repository was checked)")
 
 
-def _audit_parser(commands: Commands) -> None:
-    audit = commands.group("audit", "the audit trail", "audit_command")
+def _audit_parser(command: Command) -> None:
+    audit = command.group("audit_command")
     audit.add("verify", cmd_audit_verify, "check the audit trail's hash chain")
     filters = _filters()
     p = audit.add("show", cmd_audit_show, "list audit records, newest first", parents=[filters])
@@ -219,4 +219,4 @@ def _audit_parser(commands: Commands) -> None:
                    help="the repository's messages, one RFC 5424 message per line")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {"audit": _audit_parser}
+PARSERS: dict[str, Callable[[Command], object]] = {"audit": _audit_parser}

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, cast
 from app.cli.output import Output
 from app.errors import UsageError
 from app.paths import resolve_home
-from app.security.keys import PASSPHRASE_FALLBACK_NOTICE
-from app.security.sessions import Session
-from app.vault import Vault
+from app.security.users import Session
 
 if TYPE_CHECKING:
     from app.security.sealing import Sealer, TokenSealer
+    from app.vault import Vault
 
 
 def interactive() -> bool:
@@ -61,7 +60,9 @@ def open_vault(args: argparse.Namespace) -> Vault:
     if socket_path is not None:
         from app.service.client import RemoteVault  # (only clients need the HTTP client)
 
-        return cast(Vault, RemoteVault(socket_path))
+        return cast("Vault", RemoteVault(socket_path))
+    from app.vault import Vault  # (embedded: the store, its keys and every service load here)
+
     vault = Vault.open(resolve_home(args.home), passphrase_source)
     for notice in vault.notices:
         print(notice, file=sys.stderr)
@@ -74,10 +75,10 @@ def current_session(vault: Vault) -> Session:
 
 def key_protection(args: argparse.Namespace, out: Output) -> tuple[bool, str | None]:
     """Where a new (or restored) vault's master key goes, and the passphrase if it is wrapped."""
+    from app.security.keys import PASSPHRASE_FALLBACK_NOTICE, keyring_usable  # (the keyring is slow to load)
+
     use_keyring = {"auto": None, "keyring": True, "passphrase": False}[args.key_storage]
     if use_keyring is None:
-        from app.security.keys import keyring_usable
-
         use_keyring = keyring_usable()
     if use_keyring:
         return True, None

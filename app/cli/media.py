@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.cli.credentials import current_session, open_vault, plain
 from app.cli.output import EXIT_OK, Output, progress_bar, table
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import CustodianError, UsageError
 from app.media.disclosures import Delivery, IdentityCheck, MediaKind, Purpose, RecipientKind
 
@@ -118,8 +118,8 @@ def cmd_agreement_list(args: argparse.Namespace, out: Output) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _export_parser(commands: Commands) -> None:
-    p = commands.add("export", cmd_export, "encrypted media (USB zip or CD image) with its disclosure record")
+def _export_parser(command: Command) -> None:
+    p = command.runs(cmd_export)
     p.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     p.add_argument("--recipient", required=True, help="who receives it (person or organisation)")
     p.add_argument("--recipient-type", required=True, choices=[k.value for k in RecipientKind])
@@ -143,14 +143,14 @@ def _export_parser(commands: Commands) -> None:
     p.add_argument("--clean-descriptors", action="store_true", help="keep descriptions that name nobody")
 
 
-def _disclosures_parser(commands: Commands) -> None:
-    p = commands.add("disclosures", cmd_disclosures, "a patient's accounting of disclosures (HIPAA 164.528)")
+def _disclosures_parser(command: Command) -> None:
+    p = command.runs(cmd_disclosures)
     p.add_argument("--patient", required=True, metavar="ID")
     p.add_argument("--pdf", type=Path, metavar="FILE", help="also write it as a PDF to give the patient")
 
 
-def _agreement_parser(commands: Commands) -> None:
-    agreement = commands.group("agreement", "business associate agreements", "agreement_command")
+def _agreement_parser(command: Command) -> None:
+    agreement = command.group("agreement_command")
     p = agreement.add("add", cmd_agreement_add, "register or renew an agreement (privacy officer)")
     p.add_argument("recipient", metavar="NAME")
     p.add_argument("--reference", required=True)
@@ -162,7 +162,7 @@ def _agreement_parser(commands: Commands) -> None:
     agreement.add("list", cmd_agreement_list, "list agreements and whether they are in force")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {
+PARSERS: dict[str, Callable[[Command], object]] = {
     "export": _export_parser,
     "disclosures": _disclosures_parser,
     "agreement": _agreement_parser,

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from app.cli.credentials import current_session, open_vault
+from app.cli.credentials import current_session, open_vault, secret
 from app.cli.output import EXIT_OK, EXIT_PARTLY, Output, progress_bar, table
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import UsageError
 from app.net.nodes import Node
 from app.security.tls import TlsIdentity
@@ -26,14 +26,39 @@ def _tls_identity(args: argparse.Namespace) -> TlsIdentity | None:
     return TlsIdentity.from_files(*files)
 
 
+def _web_node(args: argparse.Namespace) -> Node:
+    """A DICOMweb node; its password or token from CUSTODIAN_NODE_SECRET, or a prompt."""
+    if any((args.aet, args.host, args.port, args.tls_cert, args.tls_key, args.addresses, args.server_name,
+            args.peer_name)):
+        raise UsageError("A DICOMweb node takes --dicomweb URL, --tls-ca and --basic USER or --bearer; "
+                         "the other options are for DIMSE nodes.")
+    auth = "basic" if args.basic else "bearer" if args.bearer else ""
+    given = secret("CUSTODIAN_NODE_SECRET", "Password: " if args.basic else "Token: ") if auth else ""
+    if auth and not given:
+        raise UsageError("Give the node's password or token in CUSTODIAN_NODE_SECRET (or at the prompt).")
+    try:
+        ca = args.tls_ca.read_text() if args.tls_ca else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Could not read the CA file: {exc}.") from None
+    return Node.web(args.name, args.dicomweb, web_ca=ca, auth=auth, user=args.basic or "", secret=given or "")
+
+
 def _shown(node: Node) -> dict[str, object]:
     return {"node": node.name, "aet": node.ae_title, "host": node.host, "port": node.port,
-            "tls": node.tls is not None, "from": list(node.senders), "peer_name": node.certificate_name}
+            "tls": node.secure, "from": list(node.senders), "peer_name": node.certificate_name,
+            **({"url": node.url, "auth": node.auth or None} if node.url else {})}
 
 
 def cmd_node_add(args: argparse.Namespace, out: Output) -> int:
-    node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "",
-                tuple(args.addresses or ()), args.peer_name or "")
+    if args.dicomweb:
+        node = _web_node(args)
+    elif args.basic or args.bearer:
+        raise UsageError("--basic and --bearer are for a DICOMweb node (--dicomweb URL).")
+    elif not (args.aet and args.host and args.port):
+        raise UsageError("A PACS node needs --aet, --host and --port (a DICOMweb node: --dicomweb URL).")
+    else:
+        node = Node(args.name, args.aet, args.host, args.port, _tls_identity(args), args.server_name or "",
+                    tuple(args.addresses or ()), args.peer_name or "")
     with open_vault(args) as vault:
         vault.nodes.add(current_session(vault), node)
     out.emit(_shown(node), f"PACS node '{node.name}' set: {node.describe()}.")
@@ -44,8 +69,10 @@ def cmd_node_list(args: argparse.Namespace, out: Output) -> int:
     with open_vault(args) as vault:
         nodes = vault.nodes.list(current_session(vault))
     out.emit([_shown(n) for n in nodes],
-             lambda: table([[n.name, n.ae_title, f"{n.host}:{n.port}", ", ".join(n.senders),
-                             f"yes, as {n.certificate_name}" if n.tls else "no"] for n in nodes],
+             lambda: table([[n.name, n.ae_title or "DICOMweb", n.url or f"{n.host}:{n.port}",
+                             "" if n.url else ", ".join(n.senders),
+                             "HTTPS" if n.url and n.secure else f"yes, as {n.certificate_name}" if n.tls
+                             else "no"] for n in nodes],
                            ["Node", "AE title", "Address", "Sends from", "TLS"])
              if nodes else "No PACS nodes are set ('custodian node add' adds one).")
     return EXIT_OK
@@ -163,13 +190,20 @@ def cmd_scp(args: argparse.Namespace, out: Output) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _node_parser(commands: Commands) -> None:
-    node = commands.group("node", "PACS nodes", "node_command")
+def _node_parser(command: Command) -> None:
+    node = command.group("node_command")
     p = node.add("add", cmd_node_add, "add or change a PACS node (admin)")
     p.add_argument("name")
-    p.add_argument("--aet", required=True, help="the node's AE title")
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--aet", help="the node's AE title")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--dicomweb", metavar="URL",
+                   help="a DICOMweb node instead: its base URL (QIDO-RS, WADO-RS, STOW-RS)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--basic", metavar="USER", help="DICOMweb: HTTP basic authentication as USER "
+                                                      "(the password from CUSTODIAN_NODE_SECRET or a prompt)")
+    auth.add_argument("--bearer", action="store_true",
+                      help="DICOMweb: a bearer token (from CUSTODIAN_NODE_SECRET or a prompt)")
     p.add_argument("--tls-ca", type=Path, help="PEM CA file the node's certificate must chain to")
     p.add_argument("--tls-cert", type=Path, help="this workstation's PEM certificate")
     p.add_argument("--tls-key", type=Path, help="this workstation's PEM private key")
@@ -182,12 +216,12 @@ def _node_parser(commands: Commands) -> None:
     node.add("list", cmd_node_list, "list the PACS nodes")
     p = node.add("remove", cmd_node_remove, "remove a PACS node (admin)")
     p.add_argument("name")
-    p = node.add("echo", cmd_node_echo, "C-ECHO a PACS node")
+    p = node.add("echo", cmd_node_echo, "C-ECHO a PACS node (a DICOMweb node: an authenticated search)")
     p.add_argument("name")
 
 
-def _query_parser(commands: Commands) -> None:
-    p = commands.add("query", cmd_query, "find studies at a PACS node (C-FIND)")
+def _query_parser(command: Command) -> None:
+    p = command.runs(cmd_query)
     p.add_argument("node")
     p.add_argument("--patient", metavar="ID", help="Patient ID (wildcards * and ? allowed)")
     p.add_argument("--name", help="patient name, DICOM style: FAMILY^GIVEN, wildcards allowed")
@@ -196,27 +230,27 @@ def _query_parser(commands: Commands) -> None:
     p.add_argument("--accession")
 
 
-def _retrieve_parser(commands: Commands) -> None:
-    p = commands.add("retrieve", cmd_retrieve, "bring a study from a PACS node into the vault (C-GET)")
+def _retrieve_parser(command: Command) -> None:
+    p = command.runs(cmd_retrieve)
     p.add_argument("node")
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--move", action="store_true",
                    help="C-MOVE to this workstation's storage SCP instead (the PACS must know it)")
 
 
-def _send_parser(commands: Commands) -> None:
-    p = commands.add("send", cmd_send, "send a cached study to a PACS node (queued while it is down)")
+def _send_parser(command: Command) -> None:
+    p = command.runs(cmd_send)
     p.add_argument("node")
     p.add_argument("study_uid", metavar="STUDY_UID")
 
 
-def _outbox_parser(commands: Commands) -> None:
-    p = commands.add("outbox", cmd_outbox, "sends waiting for a PACS node that was down")
+def _outbox_parser(command: Command) -> None:
+    p = command.runs(cmd_outbox)
     p.add_argument("--flush", action="store_true", help="try them now")
 
 
-def _cache_parser(commands: Commands) -> None:
-    p = commands.add("cache", cmd_cache, "the local cache: usage, pinning, eviction to the site's budget")
+def _cache_parser(command: Command) -> None:
+    p = command.runs(cmd_cache)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--pin", metavar="STUDY_UID", help="keep this study whatever the budget")
     group.add_argument("--unpin", metavar="STUDY_UID")
@@ -224,23 +258,22 @@ def _cache_parser(commands: Commands) -> None:
                    help="drop least recently used studies the PACS holds until the budget is met")
 
 
-def _scp_tls_parser(commands: Commands) -> None:
-    p = commands.add("scp-tls", cmd_scp_tls,
-                     "TLS for the storage SCP: its certificate and the senders' CA (admin)")
+def _scp_tls_parser(command: Command) -> None:
+    p = command.runs(cmd_scp_tls)
     p.add_argument("--tls-ca", type=Path, help="PEM CA file senders' certificates must chain to")
     p.add_argument("--tls-cert", type=Path, help="the SCP's PEM certificate")
     p.add_argument("--tls-key", type=Path, help="the SCP's PEM private key")
     p.add_argument("--off", action="store_true", help="plain connections again")
 
 
-def _scp_parser(commands: Commands) -> None:
-    p = commands.add("scp", cmd_scp, "run the storage SCP in the foreground (receives from the PACS nodes)")
+def _scp_parser(command: Command) -> None:
+    p = command.runs(cmd_scp)
     p.add_argument("--port", type=int, help="instead of the site policy's scp_port")
     p.add_argument("--host", help="the IP address to listen on, instead of the site policy's scp_address "
                                   "(0.0.0.0: every interface)")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {
+PARSERS: dict[str, Callable[[Command], object]] = {
     "node": _node_parser,
     "query": _query_parser,
     "retrieve": _retrieve_parser,

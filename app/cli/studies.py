@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.cli.credentials import current_session, interactive, open_vault
 from app.cli.output import EXIT_FAILED, EXIT_OK, EXIT_PARTLY, Output, progress_bar, table
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import UsageError
 from app.store.records import ImportReport
 
@@ -104,14 +104,13 @@ def cmd_shred(args: argparse.Namespace, out: Output) -> int:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _import_parser(commands: Commands) -> None:
-    p = commands.add("import", cmd_import, "import files, folders and DICOMDIRs into the vault")
+def _import_parser(command: Command) -> None:
+    p = command.runs(cmd_import)
     p.add_argument("paths", nargs="+", metavar="PATH")
 
 
-def _import_media_parser(commands: Commands) -> None:
-    p = commands.add("import-media", cmd_import_media,
-                     "import an outside CD, USB stick, CD image or zip, reconciling the patient")
+def _import_media_parser(command: Command) -> None:
+    p = command.runs(cmd_import_media)
     p.add_argument("path", metavar="PATH", help="a folder or mounted media, a DICOMDIR, an .iso or a .zip")
     p.add_argument("--preview", action="store_true", help="list the studies on it and stop")
     group = p.add_mutually_exclusive_group()
@@ -121,22 +120,21 @@ def _import_media_parser(commands: Commands) -> None:
                        "the institution that issued it")
 
 
-def _studies_parser(commands: Commands) -> None:
-    p = commands.add("studies", cmd_studies, "list cached studies")
+def _studies_parser(command: Command) -> None:
+    p = command.runs(cmd_studies)
     p.add_argument("--patient", metavar="ID")
 
 
-def _shred_parser(commands: Commands) -> None:
-    p = commands.add("shred", cmd_shred, "destroy a study irrecoverably (crypto-shredding)")
+def _shred_parser(command: Command) -> None:
+    p = command.runs(cmd_shred)
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.add_argument("--reason", required=True)
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {
+PARSERS: dict[str, Callable[[Command], object]] = {
     "import": _import_parser,
     "import-media": _import_media_parser,
     "studies": _studies_parser,
-    "verify": lambda commands: commands.add("verify", cmd_verify,
-                                            "re-check every instance and study manifest"),
+    "verify": lambda command: command.runs(cmd_verify),
     "shred": _shred_parser,
 }

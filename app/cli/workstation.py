@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.cli.credentials import current_session, open_vault
 from app.cli.output import EXIT_OK, Output
-from app.cli.parsing import Commands
+from app.cli.parsing import Command
 from app.errors import CustodianError, NotAuthenticated, UsageError
 from app.imaging.hanging import LAYOUTS
 from app.paths import resolve_home
@@ -84,8 +84,8 @@ def _has_display() -> bool:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _gui_parser(commands: Commands) -> None:
-    p = commands.add("gui", cmd_gui, "open the workstation")
+def _gui_parser(command: Command) -> None:
+    p = command.runs(cmd_gui)
     p.add_argument("--open", metavar="STUDY_UID")
     p.add_argument("--layout", choices=list(LAYOUTS), default="1x1")
     p.add_argument("--screenshot", metavar="FILE", help="render offscreen to a PNG and exit")
@@ -94,16 +94,15 @@ def _gui_parser(commands: Commands) -> None:
                         "opens read-only for reading")
 
 
-def _demo_parser(commands: Commands) -> None:
-    p = commands.add("demo", cmd_demo, "make a throw-away demo home and open the workstation")
+def _demo_parser(command: Command) -> None:
+    p = command.runs(cmd_demo)
     p.add_argument("--no-gui", action="store_true", help="create the demo home and stop")
 
 
-def _service_parser(commands: Commands) -> None:
-    p = commands.add("service", cmd_service, "run the workstation service in the foreground (--socket PATH): "
-                     "it alone opens the vault; the GUI and CLI of the allowed group talk to it there")
+def _service_parser(command: Command) -> None:
+    p = command.runs(cmd_service)
     p.add_argument("--group", help="the OS group whose members may connect (socket mode 0660)")
 
 
-PARSERS: dict[str, Callable[[Commands], object]] = {"gui": _gui_parser, "demo": _demo_parser,
+PARSERS: dict[str, Callable[[Command], object]] = {"gui": _gui_parser, "demo": _demo_parser,
                                                     "service": _service_parser}

@@ -87,7 +87,8 @@ class Admission:
                  resolver: Callable[[str], frozenset[Address]] = resolve) -> None:
         self._nodes: dict[str, list[Node]] = {}
         for node in nodes:
-            self._nodes.setdefault(node.ae_title, []).append(node)
+            if node.ae_title:  # (a DICOMweb node has none: it never opens an association)
+                self._nodes.setdefault(node.ae_title, []).append(node)
         self.require_tls = require_tls
         self._resolver = resolver
         self._resolved: dict[str, tuple[float, frozenset[Address]]] = {}

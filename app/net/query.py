@@ -108,13 +108,18 @@ def find_studies(node: Node, local_ae: str, *, patient_id: str = "", patient_nam
                     "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"):
         setattr(query, keyword, "")
     with _finding(node, local_ae) as assoc:
-        return [RemoteStudy(
-            str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
-            str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
-            str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
-            str(answer.get("StudyDescription", "")), _modalities(answer.get("ModalitiesInStudy")),
-            str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
-            _number(answer.get("NumberOfStudyRelatedInstances"))) for answer in _answers(assoc, node, query)]
+        return [remote_study(answer) for answer in _answers(assoc, node, query)]
+
+
+def remote_study(answer: Dataset) -> RemoteStudy:
+    """A study-level match, from a C-FIND or a QIDO-RS answer."""
+    return RemoteStudy(
+        str(answer.get("StudyInstanceUID", "")), str(answer.get("PatientID", "")),
+        str(answer.get("PatientName", "")), str(answer.get("PatientBirthDate", "")),
+        str(answer.get("PatientSex", "")), str(answer.get("StudyDate", "")),
+        str(answer.get("StudyDescription", "")), _modalities(answer.get("ModalitiesInStudy")),
+        str(answer.get("AccessionNumber", "")), _number(answer.get("NumberOfStudyRelatedSeries")),
+        _number(answer.get("NumberOfStudyRelatedInstances")))
 
 
 @contextlib.contextmanager

@@ -15,10 +15,10 @@ only administrator's included) locked out, and it guesses nothing: a code is 59 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import sqlcipher3
 
@@ -26,6 +26,7 @@ from app.errors import AuthenticationFailed, CustodianError, UsageError
 from app.security import passwords, totp
 from app.security.policy import SitePolicy
 from app.security.roles import Role
+from app.security.users import User, check_name
 
 LOGIN_FAILED = ("Login failed: the user name, password or code is not correct "
                 "(repeated failures lock the account for a while).")
@@ -35,17 +36,28 @@ STEP_UP_FAILED = "The authenticator code is not correct."
 STEP_UP_DELAY = 0.5
 STEP_UP_DELAY_MOST = 8.0
 RECOVERY_CODES = 10
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 
 @dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    role: Role
-    disabled: bool
-    enrolled: bool = True
+class Origin:
+    """Where the account of a name comes from, as this station knows it: a directory user's row
+    (its entry's DN; else a local account), and when the directory last checked its password here
+    (the offline window runs from then; 0: not since it refused them)."""
+
+    dn: str | None
+    login_at: float
+
+    @property
+    def directory(self) -> bool:
+        return self.dn is not None
+
+
+_USER = "id, name, role, disabled, enrolled, directory_dn IS NOT NULL"
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4]), bool(row[5]))
 
 
 @dataclass(frozen=True)
@@ -97,12 +109,6 @@ def step_up_delay(failures: int) -> float:
     return min(STEP_UP_DELAY * 2 ** (failures - 1), STEP_UP_DELAY_MOST) if failures > 0 else 0.0
 
 
-def check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise UsageError("A user name is 1–64 letters, digits, dots, dashes or underscores, "
-                         "starting with a letter or digit.")
-
-
 def _new_recovery_code() -> str:
     raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(12))
     return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
@@ -142,28 +148,25 @@ class Accounts:
         return enrolment
 
     def get(self, user_id: int) -> User | None:
-        row = self._conn.execute(
-            "SELECT id, name, role, disabled, enrolled FROM users WHERE id = ?", (user_id,)
-        ).fetchone()
-        return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4])) if row else None
+        row = self._conn.execute(f"SELECT {_USER} FROM users WHERE id = ?", (user_id,)).fetchone()
+        return _user(row) if row else None
 
     def list(self) -> list[User]:
-        rows = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users "
-                                  "ORDER BY name COLLATE NOCASE")
-        return [User(r[0], r[1], Role(r[2]), bool(r[3]), bool(r[4])) for r in rows]
+        rows = self._conn.execute(f"SELECT {_USER} FROM users ORDER BY name COLLATE NOCASE")
+        return [_user(r) for r in rows]
 
     def named(self, name: str) -> User:
         """The account of ``name`` in any case; CustodianError when there is none."""
-        row = self._conn.execute("SELECT id, name, role, disabled, enrolled FROM users "
-                                 "WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+        row = self._conn.execute(f"SELECT {_USER} FROM users WHERE name = ? COLLATE NOCASE",
+                                 (name,)).fetchone()
         if row is None:
             raise CustodianError(f"There is no user named '{name}'.")
-        return User(row[0], row[1], Role(row[2]), bool(row[3]), bool(row[4]))
+        return _user(row)
 
     def disable(self, name: str) -> User:
         user = self.named(name)
         self._conn.execute("UPDATE users SET disabled = 1 WHERE id = ?", (user.id,))
-        return User(user.id, user.name, user.role, True, user.enrolled)
+        return replace(user, disabled=True)
 
     def rename(self, name: str, new_name: str) -> tuple[User, str]:
         """The account of ``name`` under ``new_name`` (a change of case alone included), and the
@@ -174,7 +177,7 @@ class Accounts:
             self._conn.execute("UPDATE users SET name = ? WHERE id = ?", (new_name, user.id))
         except sqlcipher3.IntegrityError:
             raise self._taken(new_name) from None
-        return User(user.id, new_name, user.role, user.disabled, user.enrolled), user.name
+        return replace(user, name=new_name), user.name
 
     def _taken(self, name: str) -> UsageError:
         held = self.named(name).name
@@ -189,6 +192,45 @@ class Accounts:
         passwords.check_rules(password, user.name)
         self._conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",
                            (passwords.hash_password(password), user.id))
+
+    # ------------------------------------------------------------------ directory users
+    def origin(self, name: str) -> Origin | None:
+        """Where the account of ``name`` comes from; None when this station has no row for it."""
+        row = self._conn.execute(
+            "SELECT directory_dn, directory_login_at FROM users WHERE name = ? COLLATE NOCASE",
+            (name,)).fetchone()
+        return Origin(row[0], row[1]) if row else None
+
+    def admit(self, name: str, dn: str, role: Role, password: str) -> None:
+        """A directory user the directory just let in: this station's row for them (made at their
+        first login here) takes the role and, as the offline verifier, the password's Argon2id hash."""
+        check_name(name)
+        now = time.time()
+        values = (role.value, passwords.hash_password(password), dn, now, now)
+        updated = self._conn.execute(
+            "UPDATE users SET role = ?, password_hash = ?, directory_dn = ?, directory_checked_at = ?, "
+            "directory_login_at = ? WHERE name = ? COLLATE NOCASE AND directory_dn IS NOT NULL",
+            (*values, name)).rowcount
+        if not updated:
+            self._conn.execute(
+                "INSERT INTO users (role, password_hash, directory_dn, directory_checked_at, "
+                "directory_login_at, name, totp_secret, created_at) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+                (*values, name, now))
+
+    def directory_state(self, user: User) -> tuple[str, float]:
+        """A directory user's entry DN, and when the directory last confirmed them."""
+        row = self._conn.execute("SELECT directory_dn, directory_checked_at FROM users WHERE id = ?",
+                                 (user.id,)).fetchone()
+        return (row[0] or "", row[1]) if row else ("", 0.0)
+
+    def confirmed(self, user: User, role: Role) -> None:
+        """The directory still lets ``user`` in, as ``role``."""
+        self._conn.execute("UPDATE users SET role = ?, directory_checked_at = ? WHERE id = ?",
+                           (role.value, time.time(), user.id))
+
+    def refused(self, user_id: int) -> None:
+        """The directory no longer lets the user in: no offline login until it does again."""
+        self._conn.execute("UPDATE users SET directory_login_at = 0 WHERE id = ?", (user_id,))
 
     # ------------------------------------------------------------------ enrolment
     @staticmethod
@@ -218,24 +260,28 @@ class Accounts:
         )
 
     # ------------------------------------------------------------------ authentication
-    def check_password(self, name: str, password: str, *, through_lock: bool = False) -> tuple[User, bool]:
+    def check_password(self, name: str, password: str, *, through_lock: bool = False,
+                       checked: bool = False) -> tuple[User, bool]:
         """First factor only; a locked account is refused unless ``through_lock`` (a recovery code
-        follows, or the caller holds a live session). The account (its name as stored) and whether
-        it is locked; raises :class:`AuthenticationFailed`."""
+        follows, or the caller holds a live session). ``checked``: the directory has just checked
+        the password (no second Argon2id run). The account (its name as stored) and whether it is
+        locked; raises :class:`AuthenticationFailed`."""
         row = self._conn.execute(
-            "SELECT id, name, role, password_hash, disabled, max(locked_until, login_locked_until), enrolled "
+            f"SELECT {_USER}, password_hash, max(locked_until, login_locked_until) "
             "FROM users WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
-        ok = passwords.verify_password(row[3] if row else None, password)
-        locked = bool(row and row[5] > time.time())
-        if row is None or row[4] or (locked and not through_lock) or not ok:
+        ok = (checked and row is not None and row[5]) or passwords.verify_password(row[6] if row else None,
+                                                                                    password)
+        locked = bool(row and row[7] > time.time())
+        if row is None or row[3] or (locked and not through_lock) or not ok:
             raise AuthenticationFailed(LOGIN_FAILED)
-        return User(row[0], row[1], Role(row[2]), False, bool(row[6])), locked
+        return _user(row), locked
 
-    def authenticate(self, name: str, password: str, code: str) -> Verified:
-        """Password and second factor (TOTP, or a one-time recovery code, which also lets its owner
-        in through a lock and lifts the one inside sessions: the sessions it ended are gone)."""
+    def authenticate(self, name: str, password: str, code: str, *, checked: bool = False) -> Verified:
+        """Password (unless the directory has just ``checked`` it) and second factor (TOTP, or a
+        one-time recovery code, which also lets its owner in through a lock and lifts the one inside
+        sessions: the sessions it ended are gone)."""
         recovery = _is_recovery_code(code)
-        user, locked = self.check_password(name, password, through_lock=recovery)
+        user, locked = self.check_password(name, password, through_lock=recovery, checked=checked)
         if recovery:
             used = self._conn.execute(
                 "UPDATE recovery_codes SET used_at = ? "

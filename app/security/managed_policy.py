@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from app.audit.repository import Repository
 from app.errors import CustodianError, UsageError
 from app.net.nodes import Node
+from app.security.directory import DirectoryConfig
 from app.security.roles import Field, Role, narrowed
 from app.security.tls import TlsIdentity
 
@@ -54,6 +55,7 @@ class ManagedPolicy:
 VISIBLE_FIELDS_KEY = "visible_fields"  # role -> the demographic fields it is shown (fewer only)
 NODES_KEY = "nodes"  # the PACS nodes every workstation of the site talks to
 REPOSITORY_KEY = "audit_repository"  # where every workstation's audit trail goes
+DIRECTORY_KEY = "directory"  # the site's LDAP or Active Directory and its groups' roles
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class SiteRules:
     visible: dict[Role, frozenset[Field]]
     nodes: tuple[Node, ...] = ()
     repository: Repository | None = None
+    directory: DirectoryConfig | None = None
 
 
 def split(doc: dict[str, object]) -> SiteRules:
@@ -92,7 +95,9 @@ def split(doc: dict[str, object]) -> SiteRules:
     except TypeError:
         raise UsageError("Site policy: a node or the audit repository has fields this version does not "
                          "know or lacks one it needs.") from None
-    return SiteRules(rest, visible, made, repo)
+    directory = rest.pop(DIRECTORY_KEY, None)
+    return SiteRules(rest, visible, made, repo,
+                     DirectoryConfig.from_policy(directory) if directory is not None else None)
 
 
 def _identity(files: object) -> TlsIdentity | None:

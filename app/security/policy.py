@@ -49,6 +49,11 @@ class SitePolicy:
     intake_max_files: int = 200_000  # files or members one import may hold
     intake_expansion_max: int = 200  # how many times its compressed size a member may inflate to
     quarantine_max_mb: int = 1024  # all that unreadable files kept for inspection may take
+    # Directory accounts: how long a directory user's access goes on before the directory is asked
+    # again (a leaver's sessions end at the next access after it), and how long after a login on this
+    # station the user may log in offline while the directory cannot be reached (0: never).
+    directory_recheck_seconds: int = 5 * 60
+    offline_login_days: int = 7
 
     def __post_init__(self) -> None:
         limits = {
@@ -70,6 +75,8 @@ class SitePolicy:
             "intake_max_files": (1, 100_000_000),
             "intake_expansion_max": (2, 100_000),
             "quarantine_max_mb": (0, 1_000_000),
+            "directory_recheck_seconds": (1, 60 * 60),
+            "offline_login_days": (0, 30),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)

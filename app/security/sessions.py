@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
-
-import sqlcipher3
+from typing import TYPE_CHECKING
 
 from app.errors import NotAuthenticated
-from app.security.accounts import Accounts, User
-from app.security.policy import SitePolicy
+from app.security.users import Session, User
+
+if TYPE_CHECKING:
+    import sqlcipher3
+
+    from app.security.accounts import Accounts
+    from app.security.policy import SitePolicy
 
 # Activity is written at most this often, so scrolling through images costs no disk writes.
 TOUCH_INTERVAL = 5.0
@@ -26,14 +29,6 @@ TOUCH_INTERVAL = 5.0
 CLOCK_STEP_BACK = 120.0
 ENDED = "The session has ended: log in again."
 ANOTHER_ACCOUNT = "This session belongs to another OS account: log in again."
-
-
-@dataclass(frozen=True)
-class Session:
-    token_hash: str
-    user: User
-    expires_at: float  # the absolute limit
-    needs_enrolment: bool = False  # opened with a recovery code: set up the authenticator first
 
 
 def _hash(token: str) -> str:
@@ -50,8 +45,8 @@ class Sessions:
         self._accounts = accounts
         self.policy = policy
 
-    def open(self, user: User, *, needs_enrolment: bool = False, peer_uid: PeerId | None = None
-             ) -> tuple[str, Session]:
+    def open(self, user: User, *, needs_enrolment: bool = False, peer_uid: PeerId | None = None,
+             offline: bool = False) -> tuple[str, Session]:
         """A new session; ``peer_uid``: the OS account of the service client that logged in, the
         only one that may use it (embedded mode: None, the session file is bound instead)."""
         token = secrets.token_urlsafe(32)
@@ -59,10 +54,10 @@ class Sessions:
         expires = now + self.policy.absolute_seconds
         self._conn.execute(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, "
-            "needs_enrolment, peer_uid) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (_hash(token), user.id, now, now, expires, int(needs_enrolment), peer_uid),
+            "needs_enrolment, peer_uid, offline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_hash(token), user.id, now, now, expires, int(needs_enrolment), peer_uid, int(offline)),
         )
-        return token, Session(_hash(token), user, expires, needs_enrolment)
+        return token, Session(_hash(token), user, expires, needs_enrolment, offline)
 
     def resume(self, token: str, peer_uid: PeerId | None = None) -> Session:
         """The live session of ``token``, if the OS account asking is the one it is bound to."""
@@ -73,17 +68,17 @@ class Sessions:
         """The session of ``token`` whether idle or not (its lock screen; a service call, whose
         liveness the gate checks): bound as for resume, and refused as :meth:`revivable` refuses."""
         row = self._conn.execute(
-            "SELECT user_id, expires_at, needs_enrolment, peer_uid, ended_at, ended_reason FROM sessions "
-            "WHERE token_hash = ?", (_hash(token),)).fetchone()
+            "SELECT user_id, expires_at, needs_enrolment, peer_uid, ended_at, ended_reason, offline "
+            "FROM sessions WHERE token_hash = ?", (_hash(token),)).fetchone()
         if row is None:
             raise NotAuthenticated("Not logged in.")
-        user_id, expires_at, needs_enrolment, bound, ended_at, reason = row
+        user_id, expires_at, needs_enrolment, bound, ended_at, reason, offline = row
         if bound != peer_uid:
             raise NotAuthenticated(ANOTHER_ACCOUNT)
         user = self._accounts.get(user_id)
         if ended_at is not None or time.time() >= expires_at or user is None or user.disabled:
             raise NotAuthenticated(reason or ENDED)
-        return Session(_hash(token), user, expires_at, bool(needs_enrolment))
+        return Session(_hash(token), user, expires_at, bool(needs_enrolment), bool(offline))
 
     def _bound(self, token: str, peer_uid: PeerId | None) -> None:
         row = self._conn.execute("SELECT peer_uid FROM sessions WHERE token_hash = ?",
@@ -119,6 +114,12 @@ class Sessions:
                            (session.token_hash,))
         return self._live(session.token_hash, touch=True)
 
+    def online(self, user_id: int) -> int:
+        """The directory answered again and still lets the user in: how many of their sessions
+        were offline."""
+        return int(self._conn.execute("UPDATE sessions SET offline = 0 WHERE user_id = ? AND offline = 1",
+                                      (user_id,)).rowcount)
+
     def end(self, session: Session) -> None:
         self._conn.execute(
             "UPDATE sessions SET ended_at = ? WHERE token_hash = ? AND ended_at IS NULL",
@@ -135,13 +136,13 @@ class Sessions:
     def _live(self, token_hash: str, *, touch: bool) -> Session:
         """The session if it is live; records activity (throttled) when ``touch``."""
         row = self._conn.execute(
-            "SELECT user_id, last_seen, expires_at, ended_at, needs_enrolment, ended_reason FROM sessions "
-            "WHERE token_hash = ?",
+            "SELECT user_id, last_seen, expires_at, ended_at, needs_enrolment, ended_reason, offline "
+            "FROM sessions WHERE token_hash = ?",
             (token_hash,),
         ).fetchone()
         if row is None or row[3] is not None:
             raise NotAuthenticated((row[5] if row else None) or "Not logged in.")
-        user_id, last_seen, expires_at, _, needs_enrolment, _ = row
+        user_id, last_seen, expires_at, _, needs_enrolment, _, offline = row
         now = time.time()
         if now >= expires_at:
             raise NotAuthenticated("The session reached its time limit: log in again.")
@@ -156,4 +157,4 @@ class Sessions:
             self._conn.execute(
                 "UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash)
             )
-        return Session(token_hash, user, expires_at, bool(needs_enrolment))
+        return Session(token_hash, user, expires_at, bool(needs_enrolment), bool(offline))

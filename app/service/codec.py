@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -18,8 +19,6 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Union
-
-import numpy as np
 
 from app.errors import UsageError
 
@@ -45,10 +44,10 @@ def encode(value: object, *, secrets: bool = False) -> JSON:
         return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        return {"dtype": array.dtype.str, "shape": list(array.shape),
-                "data": base64.b64encode(array.tobytes()).decode("ascii")}
+    if (ndarray := _ndarray()) is not None and isinstance(value, ndarray):
+        from app.service.arrays import encode_array  # (loaded with NumPy, which made the value)
+
+        return encode_array(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: "" if f.metadata.get("secret") and not secrets
                 else encode(getattr(value, f.name), secrets=secrets)
@@ -140,11 +139,11 @@ def _plain(data: JSON, hint: type) -> Any:
         return Path(_of(data, str))
     if issubclass(hint, enum.Enum):
         return hint(data)
-    if hint is np.ndarray:
+    if hint is _ndarray():
+        from app.service.arrays import decode_array  # (loaded with NumPy, which the hint is from)
+
         doc = _of(data, dict)
-        raw = base64.b64decode(_of(doc["data"], str), validate=True)
-        return np.frombuffer(raw, dtype=np.dtype(_of(doc["dtype"], str))).reshape(
-            [int(n) for n in doc["shape"]]).copy()
+        return decode_array(doc, base64.b64decode(_of(doc["data"], str), validate=True))
     if dataclasses.is_dataclass(hint):
         return _record(_of(data, dict), hint)
     raise Malformed(f"The service cannot read a value of type {hint.__name__}.")
@@ -157,6 +156,13 @@ def _record(doc: dict[str, JSON], cls: type) -> Any:
         raise Malformed(f"A {cls.__name__} does not have the field(s) {', '.join(sorted(unknown))}.")
     hints = hints_of(cls)
     return cls(**{name: _decode(doc[name], hints[name]) for name in fields if name in doc})
+
+
+def _ndarray() -> type | None:
+    """NumPy's array type once NumPy is loaded: before, no value or hint can be one, and a client
+    that reads no images never loads it."""
+    numpy = sys.modules.get("numpy")
+    return None if numpy is None else numpy.ndarray
 
 
 @cache

@@ -28,6 +28,8 @@ from app.security.accounts import Enrolment
 from app.security.roles import Action
 from app.security.sessions import Session
 from app.service.codec import hints_of
+from app.service.offer import Offered, describe
+from app.service.parts import FILES
 from app.vault.accounts import AccountService
 from app.vault.admin import AdminService
 from app.vault.cache import CacheService
@@ -151,4 +153,16 @@ def _table() -> dict[tuple[str, str], Method]:
     return found
 
 
+def offered(method: Method) -> Offered:
+    """``method`` as a client calls it, its types as text: a client learns this from the service
+    (``GET /v1/methods``) so that it does not import the vault's services."""
+    wrapped = getattr(SERVICES[method.service], method.name).__wrapped__
+    return Offered(method.service, method.name, method.needs_session,
+                   tuple(inspect.signature(wrapped).parameters)[2:],  # after self and the door
+                   tuple(name for name, hint in method.params if hint != FILES), method.own_session,
+                   describe(method.returns), method.spread,
+                   next((name for name, hint in method.params if hint == FILES), None))
+
+
 METHODS: dict[tuple[str, str], Method] = _table()
+OFFERED: list[Offered] = [offered(method) for method in METHODS.values()]

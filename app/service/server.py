@@ -42,7 +42,7 @@ from app.net.watch import PacsStatus
 from app.security.accounts import Enrolment
 from app.security.sessions import PeerId
 from app.service.codec import BINARY, decode, encode
-from app.service.methods import LOCK_SCREEN, METHODS, PEER, Method
+from app.service.methods import LOCK_SCREEN, METHODS, OFFERED, PEER, Method
 from app.service.parts import FILES, joined, read_form
 from app.service.spool import Spool
 from app.vault import Vault
@@ -187,9 +187,15 @@ def application(vault: Vault, admission: Admits, *, locked: Callable[[], str | N
                              Route("/v1/backup", guarded(spooled), methods=["POST"]),
                              Route("/v1/media/{name}", guarded(media), methods=["GET"]),
                              Route("/v1/station", guarded(station, when_locked=True), methods=["GET"]),
+                             Route("/v1/methods", guarded(_methods, when_locked=True), methods=["GET"]),
                              Route("/v1/pacs", guarded(pacs_status), methods=["GET"]),
                              Route("/v1/reconcile", guarded(partial(_reconcile, vault)), methods=["POST"]),
                              Route("/v1/pixels", guarded(partial(_pixels, vault)), methods=["POST"])])
+
+
+async def _methods(request: Request, uid: PeerId) -> Response:
+    """What a client may call and how (app.service.offer): the API, no data, so no session."""
+    return JSONResponse({"result": encode(OFFERED)})
 
 
 async def _pixels(vault: Vault, request: Request, uid: PeerId) -> Response:

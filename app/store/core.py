@@ -30,6 +30,7 @@ from app.store import index
 from app.store.blobs import BlobDamaged, BlobStore, instance_aad, seal, unseal
 from app.store.books import MetaBook
 from app.store.patients import REFERENCE_SQL
+from app.store.staging import sweep_staging
 
 AUDIT_SIGNING_CONTEXT = "audit-signing"
 TOKEN_SIGNER_KEY = "audit_signing_key"  # meta: the token holding the checkpoint key, when one does
@@ -168,6 +169,9 @@ class StoreCore:
 
     @contextlib.contextmanager
     def write_lock(self, wait: float = 60.0) -> Iterator[None]:
+        """The vault's writers, one at a time, across processes and threads (each holder opens the
+        lock file anew: a second holder in this process waits too, so never take it twice). An
+        import holds it per batch only; shred, key rotation and backup for their whole work."""
         fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             _flock(fd, fcntl.LOCK_EX, "Another Custodian process is writing to the vault; try again when it "
@@ -329,9 +333,10 @@ class StoreCore:
 
     # ------------------------------------------------------------------ removing
     def sweep(self) -> int:
-        """Remove blobs left by an interrupted import (they were never indexed); needs the lock."""
+        """Remove blobs left by an interrupted import (they were never indexed), and the staging
+        folders of imports that have ended; a live import's staged blobs stay. Needs the lock."""
         rows = self.query("SELECT blob FROM instances UNION ALL SELECT blob FROM quarantine")
-        return self.blobs.sweep({r[0] for r in rows})
+        return self.blobs.sweep({r[0] for r in rows}) + sweep_staging(self.home)
 
     @contextlib.contextmanager
     def destroying(self, study_uid: str, *, forget_measurements: bool = False) -> Iterator[Doomed]:
@@ -388,7 +393,7 @@ class StoreCore:
 
 def _flock(fd: int, kind: int, busy: str, wait: float = 60.0) -> None:
     """Take ``kind`` of lock on ``fd``, waiting up to ``wait`` seconds; BusyError saying ``busy``."""
-    deadline = time.monotonic() + wait
+    deadline, pause = time.monotonic() + wait, 0.002
     while True:
         try:
             fcntl.flock(fd, kind | fcntl.LOCK_NB)
@@ -396,7 +401,8 @@ def _flock(fd: int, kind: int, busy: str, wait: float = 60.0) -> None:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 raise BusyError(busy) from None
-            time.sleep(0.1)
+            time.sleep(pause)  # soon at first: an import holds the write lock for a batch's commit only
+            pause = min(pause * 2, 0.1)
 
 
 def machine_id() -> str:

@@ -1,10 +1,13 @@
-"""One import run: parse, seal and durably write blobs, then index them batch by batch.
+"""One import run: read, parse and seal outside the vault's write lock; index batch by batch under it.
 
 Only the intake service starts a run, with the engine and the audit writer the gate handed it
-(after its permission check, under the write lock). The work is split so the main thread does
-what needs the GIL (parsing) while I/O threads hash, encrypt and write with the GIL released; a
-batch is indexed in one transaction only after all its blobs are on disk, so a crash at any
-moment leaves unindexed blobs (swept later) and never an index row without its blob.
+(after its permission check). The main thread reads and parses (what needs the GIL) while I/O
+threads hash, encrypt and write sealed blobs into the run's staging folder (app/store/staging.py)
+with the GIL released. The write lock is taken only per batch, once all its blobs are on disk: what
+another import or receive stored meanwhile is settled again, the blobs move into the blob store
+and the rows and their audit events are committed in one transaction. A slow source therefore
+holds up no other writer, and a crash at any moment leaves staged or unindexed blobs (swept
+later) and never an index row without its blob.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
-from app.store.blobs import instance_aad, quarantine_aad, seal
+from app.store.blobs import instance_aad, quarantine_aad, seal, unseal
 from app.store.core import QUARANTINE_CONTEXT, StoreCore, study_context
 from app.store.faults import StorageFault, disk_fault
 from app.store.ingest import DicomDirectory, ParsedInstance, Rejected, parse
@@ -31,12 +34,16 @@ from app.store.manifest import extended
 from app.store.patients import Demographics, PatientBook
 from app.store.records import ImportReport, Rejection
 from app.store.sources import Source, read_regular
+from app.store.staging import Staging
+from app.store.verdicts import Known, demographics, held, identity, verdict
 
 BATCH_INSTANCES = 64
 BATCH_BYTES = 128 * 1024 * 1024
 IO_THREADS = 4
 READ_AHEAD = 8
 LOOKUP_BATCH = 16
+SHREDDED = "its study was shredded while this import ran: not imported"
+QUARANTINE_FULL = "not kept for inspection: the quarantine is full (site policy quarantine_max_mb)"
 
 Progress = Callable[[int, int], None]
 Entry = tuple[str, Callable[[], bytes]]
@@ -52,10 +59,10 @@ def read_source(source: Source, limits: IntakeLimits = DEFAULT_LIMITS) -> bytes:
 
 @dataclass
 class _Pending:
-    """One instance or quarantined file whose blob an I/O thread is writing."""
+    """One instance or quarantined file whose sealed blob an I/O thread is staging."""
 
     blob_id: str
-    future: Future[tuple[str, Path]]  # -> (sha256 of the plaintext, folder to fsync)
+    future: Future[str]  # -> the SHA-256 of the plaintext
     parsed: ParsedInstance | None = None
     source: str = ""
     reason: str = ""
@@ -66,7 +73,6 @@ class _Pending:
 class _Batch:
     folder: str = field(default_factory=lambda: secrets.token_hex(1))
     items: list[_Pending] = field(default_factory=list)
-    new_keys: list[str] = field(default_factory=list)  # contexts whose DEK this batch introduces
     nbytes: int = 0
 
 
@@ -82,23 +88,35 @@ def _read_ahead(entries: Iterable[Entry], pool: ThreadPoolExecutor) -> Iterator[
 
 @dataclass
 class Workers:
-    """The threads and the lookup connection a run uses; one set per run, or kept open by a
-    receiver that imports many small runs (the storage SCP), so none pays for starting them."""
+    """The threads, the lookup connection and the staging folder a run uses; one set per run, or
+    kept open by a receiver that imports many small runs (the storage SCP), so none pays for
+    starting them."""
 
     lookup: sqlcipher3.Connection  # its own connection: WAL lets it read while the committer writes
+    staging: Staging  # where sealed blobs wait for their batch's commit
     io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(IO_THREADS))
     readers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2))
     committer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    # One run at a time on these (the receiver's associations take turns, as they did behind the
+    # write lock): the lookup connection is not shared between threads at once.
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, core: StoreCore) -> Workers:
+        with core.write_lock():  # briefly: no sweep may see the staging folder before its lease
+            staging = Staging.open(core.home)
+        return cls(core.reader(), staging)
 
     def close(self) -> None:
         for pool in (self.io, self.readers, self.committer):
             pool.shutdown()
         self.lookup.close()
+        self.staging.close()
 
 
 class ImportRun:
-    """Reads and parses on the calling thread; seals and writes on the I/O threads; indexes each
-    batch on the committer thread while the next batch is being read."""
+    """Reads and parses on the calling thread; seals and stages on the I/O threads; indexes each
+    batch on the committer thread, under the write lock, while the next batch is being read."""
 
     def __init__(self, core: StoreCore, record: Callable[[AuditEvent], None], actor: str,
                  workers: Workers, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
@@ -108,40 +126,49 @@ class ImportRun:
         self._workers = workers
         self._pool = workers.io
         self._lookup = workers.lookup
+        self._staging = workers.staging
         self.report = ImportReport()
         self._batch = _Batch()
-        self._new_keys: dict[str, bytes] = {}  # DEKs made by this run, committed with their batch
         self._in_flight: dict[str, _Pending] = {}  # instances of this run, by SOP Instance UID
         self._study_patient: dict[str, Demographics] = {}  # study uid -> whose study it is
         self._parsed: list[tuple[str, bytes, ParsedInstance]] = []  # awaiting _resolve
         self._committing: Future[None] | None = None
-        self._writes: list[Future[tuple[str, Path]]] = []  # every blob write this run started
+        self._writes: list[Future[str]] = []  # every blob write this run started
+        self._staged: set[str] = set()  # blobs of this run staged and not yet indexed
+        self._late_duplicates = 0  # found by the committer: stored meanwhile by another writer
         self._limits = limits
         self._budget = Budget(limits)
         self._refused: dict[str, int] = {}  # files refused by a limit, by reason: audited at the end
+        self._refusing = threading.Lock()  # (the committer refuses too, when the quarantine filled up)
         self._quarantine_room: int | None = None  # bytes the quarantine may still take (read when needed)
         self._quarantined: set[str] = set()  # SHA-256 of what this run put there: each kept once
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         try:
-            return self._run(entries, total, progress)
-        except (OSError, sqlcipher3.OperationalError, StorageFault) as exc:
-            why = disk_fault(exc)
+            with self._workers.busy:
+                return self._run(entries, total, progress)
+        except BaseException as exc:  # a fault, or a cancel (an exception from ``progress``)
+            self._stop_writing()
+            why = disk_fault(exc) if isinstance(exc, OSError | sqlcipher3.OperationalError | StorageFault) \
+                else None
             if why is None:
                 raise
-            self._stop_writing()
             raise StorageFault(f"The import stopped after storing {self.report.imported} instances",
                                why) from None
 
     def _stop_writing(self) -> None:
-        """After a failure: drop the blob writes not yet begun and wait for the running ones and
-        the batch being indexed, so the sweep that follows finds every blob this run wrote."""
-        for future in self._writes:
-            future.cancel()
-        wait(self._writes)
+        """After a failure or a cancel: let the batch handed to the committer finish (or fail),
+        drop the blob writes not yet begun, wait for the running ones, and remove what this run
+        staged and never indexed."""
         if self._committing is not None:
             with contextlib.suppress(Exception):
                 self._committing.result()
+        for future in self._writes:
+            future.cancel()
+        wait(self._writes)
+        for blob_id in self._staged:
+            self._staging.discard(blob_id)
+        self._staged.clear()
 
     def _run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         committer = self._workers.committer
@@ -160,6 +187,7 @@ class ImportRun:
         self._commit(committer)
         if self._committing is not None:
             self._committing.result()
+        self.report.duplicates += self._late_duplicates
         if self._refused:  # the small record a refused bomb leaves: how many, and why
             self._record(AuditEvent(
                 EventType.QUARANTINE, Outcome.MINOR_FAILURE, user=self._actor,
@@ -167,8 +195,9 @@ class ImportRun:
         return self.report
 
     def _refuse(self, label: str, reason: str) -> None:
-        self.report.rejected.append(Rejection(label, reason))
-        self._refused[reason] = self._refused.get(reason, 0) + 1
+        with self._refusing:
+            self.report.rejected.append(Rejection(label, reason))
+            self._refused[reason] = self._refused.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ one file
     def _ingest(self, label: str, data: bytes) -> None:
@@ -185,62 +214,59 @@ class ImportRun:
             self._resolve()
 
     def _resolve(self) -> None:
-        """Decide new / duplicate / conflict for the parsed files with one index lookup."""
+        """Decide new / duplicate / conflict for the parsed files with one index lookup (settled
+        again under the write lock as their batch is committed)."""
         parsed_files, self._parsed = self._parsed, []
         if not parsed_files:
             return
-        uids = [p.sop_uid for _, _, p in parsed_files]
-        rows = self._lookup.execute(
-            f"SELECT sop_uid, sha256, transfer_syntax, {_IDENTITY} FROM instances "
-            f"WHERE sop_uid IN ({','.join('?' * len(uids))})", uids).fetchall()
-        stored = {uid: (digest, syntax, tuple(identity)) for uid, digest, syntax, *identity in rows}
+        stored = held(self._lookup, [p.sop_uid for _, _, p in parsed_files])
         for label, data, parsed in parsed_files:
-            pending = self._in_flight.get(parsed.sop_uid)
-            known: tuple[str, str, tuple[object, ...]] | None
-            if pending is not None and pending.parsed is not None:
-                first = pending.parsed
-                known = (pending.future.result()[0], first.transfer_syntax, _identity(first))
-            else:
-                known = stored.get(parsed.sop_uid)
-            if known is None:
-                why = self._other_patient(parsed)
-                if why:
-                    self._quarantine(label, data, why)
-                    continue
+            known = self._known(parsed.sop_uid, stored)
+            digest = hashlib.sha256(data).hexdigest() if known is not None else ""
+            why = verdict(parsed, digest, known, self._owner(parsed))
+            if why is None:
                 dek = self._data_key(study_context(parsed.study_uid))
                 # The record keeps the metadata only; the bytes go to the writer, then are dropped.
                 self._in_flight[parsed.sop_uid] = self._write(
-                    dek, instance_aad(parsed.sop_uid), data, parsed=replace(parsed, data=b""))
-            elif hashlib.sha256(data).hexdigest() == known[0]:
-                self.report.duplicates += 1
-            elif parsed.transfer_syntax == known[1] or _identity(parsed) != known[2]:
-                self._quarantine(label, data, "a different object with the same SOP Instance UID "
-                                 "is already stored")
-            elif why := self._other_patient(parsed):
+                    dek, instance_aad(parsed.sop_uid), data, parsed=replace(parsed, data=b""), source=label)
+            elif why:
                 self._quarantine(label, data, why)
-            else:  # the same instance in another transfer syntax: the copy stored first stays
+            else:
                 self.report.duplicates += 1
 
-    def _data_key(self, context: str) -> bytes:
-        made = context in self._new_keys
-        dek = self._core.data_key(context, self._new_keys)
-        if not made and context in self._new_keys:
-            self._batch.new_keys.append(context)
-        return dek
+    def _known(self, sop_uid: str, stored: dict[str, Known]) -> Known | None:
+        """What is stored under ``sop_uid``, or what this run is storing under it."""
+        pending = self._in_flight.get(sop_uid)
+        if pending is not None and pending.parsed is not None:
+            first = pending.parsed
+            return (pending.future.result(), first.transfer_syntax, identity(first))
+        return stored.get(sop_uid)
 
-    def _other_patient(self, parsed: ParsedInstance) -> str:
-        """Why a new instance cannot join its study (the study is filed under another patient:
-        a different Patient ID, or the same one with another name or birth date), or ''."""
-        own = demographics(parsed)
+    def _owner(self, parsed: ParsedInstance) -> Demographics:
+        """Whose study ``parsed`` belongs to: the patient it is filed under, or (a new study) the
+        patient its first instance in this run names."""
         owner = self._study_patient.get(parsed.study_uid)
         if owner is None:
             filed = PatientBook(self._lookup).of_study(parsed.study_uid)
-            owner = self._study_patient[parsed.study_uid] = filed[1] if filed else own
-        if (owner.patient_id, owner.issuer) != (own.patient_id, own.issuer):
-            return "its study is already cached under a different Patient ID"
-        if not owner.same_person(own):
-            return "its study is already cached under the same Patient ID with another name or birth date"
-        return ""
+            owner = self._study_patient[parsed.study_uid] = filed[1] if filed else demographics(parsed)
+        return owner
+
+    def _data_key(self, context: str) -> bytes:
+        """The data key of a study (or the quarantine). A new one is kept in the index at once, in a
+        short write under the lock, before anything is sealed with it: concurrent imports of one
+        study then seal with the same key, whichever stored it."""
+        new: dict[str, bytes] = {}
+        dek = self._core.data_key(context, new)
+        if not new:
+            return dek
+        with self._core.write_lock(), self._core.transaction() as conn:
+            mine = conn.execute("SELECT 1 FROM data_keys WHERE context = ?", (context,)).fetchone() is None
+            if mine:
+                self._core.store_data_key(context, dek)
+        if not mine:
+            return self._core.data_key(context)
+        self._core.remember_keys(new)
+        return dek
 
     def _quarantine(self, source: str, data: bytes, reason: str) -> None:
         """Keep a file that cannot be cached for inspection, within the quarantine's room, and once
@@ -254,8 +280,7 @@ class ImportRun:
             (kept,) = self._lookup.execute("SELECT COALESCE(SUM(size), 0) FROM quarantine").fetchone()
             self._quarantine_room = self._limits.quarantine_bytes - kept
         if len(data) > self._quarantine_room:
-            self._refuse(source, f"{reason}; not kept for inspection: the quarantine is full (site policy "
-                                 "quarantine_max_mb)")
+            self._refuse(source, f"{reason}; {QUARANTINE_FULL}")
             return
         self._quarantine_room -= len(data)
         self._quarantined.add(digest)
@@ -266,6 +291,7 @@ class ImportRun:
         batch = self._batch
         # A batch's blobs share one folder, so the batch costs one directory fsync.
         blob_id = batch.folder + secrets.token_hex(15)
+        self._staged.add(blob_id)
         future = self._pool.submit(self._persist, blob_id, dek, aad or quarantine_aad(blob_id), data)
         self._writes.append(future)
         item = _Pending(blob_id, future, size=len(data), **fields)  # type: ignore[arg-type]
@@ -273,11 +299,12 @@ class ImportRun:
         batch.nbytes += len(data)
         return item
 
-    def _persist(self, blob_id: str, dek: bytes, aad: bytes, plaintext: bytes) -> tuple[str, Path]:
+    def _persist(self, blob_id: str, dek: bytes, aad: bytes, plaintext: bytes) -> str:
         """On an I/O thread: hashing, AES-GCM and the durable write all release the GIL."""
         sealed = seal(dek, plaintext, aad)
         digest = hashlib.sha256(plaintext).hexdigest()
-        return digest, self._core.blobs.write(blob_id, sealed)
+        self._staging.write(blob_id, sealed)
+        return digest
 
     # ------------------------------------------------------------------ one batch
     def _commit(self, committer: ThreadPoolExecutor) -> None:
@@ -290,18 +317,19 @@ class ImportRun:
         self._committing = committer.submit(self._index, batch)
 
     def _index(self, batch: _Batch) -> None:
-        """Committer thread: once every blob of the batch is durable, index them in one transaction."""
-        results = [item.future.result() for item in batch.items]
-        self._core.blobs.sync_dirs({folder for _, folder in results})
+        """Committer thread: once every blob of the batch is staged, take the write lock, settle the
+        batch against what the index holds now, move its blobs into the blob store (synced) and
+        index them in one transaction with their audit events."""
+        digests = [item.future.result() for item in batch.items]
         core, now = self._core, time.time()
         studies: dict[str, str] = {}
         added: dict[str, list[tuple[str, str]]] = {}  # study -> (SOP Instance UID, SHA-256) added
         quarantined = []
         instances = []
-        with core.transaction() as conn:
-            for context in batch.new_keys:
-                core.store_data_key(context, self._new_keys[context])
-            for item, (digest, _) in zip(batch.items, results, strict=True):
+        with core.write_lock(), core.transaction() as conn:
+            kept = self._settled(conn, batch.items, digests)
+            core.blobs.sync_dirs(self._staging.adopt((item.blob_id for item, _ in kept), core.blobs))
+            for item, digest in kept:
                 p = item.parsed
                 if p is None:
                     quarantined.append((item.blob_id, item.source, item.reason, item.size, digest, now))
@@ -330,10 +358,67 @@ class ImportRun:
                     detail={"instances": len(instances)}))
             if quarantined:
                 self._record(AuditEvent(EventType.QUARANTINE, Outcome.MINOR_FAILURE,
-                                              user=self._actor, detail={"files": len(quarantined)}))
-        core.remember_keys({context: self._new_keys[context] for context in batch.new_keys})
+                                        user=self._actor, detail={"files": len(quarantined)}))
+        self._staged.difference_update([item.blob_id for item in batch.items] + [i.blob_id for i, _ in kept])
         self.report.imported += len(instances)
         self.report.studies.update(studies)
+
+    def _settled(self, conn: sqlcipher3.Connection, items: list[_Pending],
+                 digests: list[str]) -> list[tuple[_Pending, str]]:
+        """Under the write lock: the items of a batch that go into the index as it holds now. An
+        instance another writer stored meanwhile is a duplicate (its blob dropped) or a conflict,
+        as is one whose study was meanwhile filed under another patient (both quarantined); one
+        whose study was shredded meanwhile is refused; quarantined files take only the room left."""
+        now_held = held(conn, [item.parsed.sop_uid for item in items if item.parsed is not None])
+        studies: dict[str, tuple[Demographics | None, bool]] = {}  # uid -> (filed under, key kept)
+        (used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM quarantine").fetchone()
+        room = self._limits.quarantine_bytes - used
+        kept = []
+        for item, digest in zip(items, digests, strict=True):
+            if (p := item.parsed) is not None:
+                if p.study_uid not in studies:
+                    filed = PatientBook(conn).of_study(p.study_uid)
+                    studies[p.study_uid] = (filed[1] if filed else None, conn.execute(
+                        "SELECT 1 FROM data_keys WHERE context = ?", (study_context(p.study_uid),)
+                    ).fetchone() is not None)
+                owner, keyed = studies[p.study_uid]
+                why = verdict(p, digest, now_held.get(p.sop_uid), owner) if keyed else SHREDDED
+                if why in ("", SHREDDED):
+                    self._staging.discard(item.blob_id)
+                    if why:
+                        self.report.rejected.append(Rejection(item.source, why))
+                    else:
+                        self._late_duplicates += 1
+                    continue
+                if why is not None:
+                    item = self._requarantine(item, p, why)
+            if item.parsed is None:
+                if item.size > room:
+                    self._staging.discard(item.blob_id)  # (another import filled it meanwhile)
+                    self.report.rejected.remove(Rejection(item.source, item.reason))
+                    self._refuse(item.source, f"{item.reason}; {QUARANTINE_FULL}")
+                    continue
+                room -= item.size
+            kept.append((item, digest))
+        return kept
+
+    def _requarantine(self, item: _Pending, p: ParsedInstance, why: str) -> _Pending:
+        """An instance found at commit to conflict with what another writer stored meanwhile, sealed
+        again under the quarantine's key as :meth:`_quarantine` would have kept it (inside the
+        committing transaction, which also keeps the quarantine's key if it is new)."""
+        core = self._core
+        data = unseal(core.data_key(study_context(p.study_uid)), self._staging.read(item.blob_id),
+                      instance_aad(p.sop_uid))
+        self._staging.discard(item.blob_id)
+        new: dict[str, bytes] = {}
+        dek = core.data_key(QUARANTINE_CONTEXT, new)
+        if new:
+            core.store_data_key(QUARANTINE_CONTEXT, dek)
+        blob_id = item.blob_id[:2] + secrets.token_hex(15)  # (in the batch's folder)
+        self._staged.add(blob_id)
+        self._staging.write(blob_id, seal(dek, data, quarantine_aad(blob_id)))
+        self.report.rejected.append(Rejection(item.source, why))
+        return _Pending(blob_id, item.future, source=item.source, reason=why, size=item.size)
 
     def _insert_study(self, p: ParsedInstance, now: float) -> str:
         """File a study new to the index under its patient's record (a conflict is flagged, never
@@ -361,24 +446,6 @@ class ImportRun:
                 detail={"why": "the same Patient ID arrived with another name or birth date; filed as a "
                                "separate patient record"}))
         return filing.reference
-
-
-# What one instance keeps in any transfer syntax: a copy in another syntax that agrees on all of it
-# is a duplicate (its bytes cannot match); another object under the same SOP Instance UID (another
-# series, slice or pixel matrix, as from a modality that reuses UIDs) is a conflict to quarantine.
-# In the same syntax only identical bytes are a duplicate, as before.
-_IDENTITY = ("sop_class, study_uid, series_uid, number, position, rows, columns, frames, samples, "
-             "bits_allocated")
-
-
-def _identity(p: ParsedInstance) -> tuple[object, ...]:
-    """The values of the _IDENTITY columns, as indexed."""
-    return (p.sop_class, p.study_uid, p.series_uid, p.instance_number, p.position, p.rows, p.columns,
-            p.frames, p.samples, p.bits_allocated)
-
-
-def demographics(p: ParsedInstance) -> Demographics:
-    return Demographics(p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex)
 
 
 INSERT_INSTANCE = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlcipher3
 
 from app.errors import CustodianError, NamesClash, UsageError, VaultLocked
-from app.store import manifest
+from app.store import audit_lookup, manifest
 from app.store.faults import READ_ONLY, StorageFault, disk_fault
 
 INDEX_FILE = "index.db"
@@ -345,6 +345,23 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE users ADD COLUMN login_failures INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN login_locked_until REAL NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
+    """,
+    # Directory accounts: a directory user's row on this station names its entry, when the directory
+    # last confirmed the user (live sessions are re-checked from then) and last checked the password
+    # (the offline window runs from then; the password hash is the cached verifier); a session opened
+    # while the directory could not be reached is marked offline.
+    20: """
+    ALTER TABLE users ADD COLUMN directory_dn TEXT;
+    ALTER TABLE users ADD COLUMN directory_checked_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN directory_login_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN offline INTEGER NOT NULL DEFAULT 0;
+    """,
+    # What grows with the vault, found without reading every row: a patient's audit records through a
+    # lookup the index keeps (app/store/audit_lookup.py); the cache's sizes (the budget sums them) from
+    # an index alone, which serves every lookup of a study's instances the old one did.
+    21: audit_lookup.MIGRATION + """
+    CREATE INDEX IF NOT EXISTS instances_study_size ON instances(study_uid, size);
+    DROP INDEX IF EXISTS instances_study;
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QDialog
 
+from app import trace
 from app.audit.repository import sync_job
 from app.errors import CustodianError, UsageError
 from app.imaging.hanging import LAYOUTS
@@ -18,6 +19,7 @@ from app.security.sessions import Session
 from app.ui.audit_sync_status import AuditSyncStatus
 from app.ui.bridge import Bridge
 from app.ui.enrolment_dialog import required_reenrolment
+from app.ui.first_paint import mark_first_paint
 from app.ui.login_dialog import LoginDialog
 from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
@@ -66,8 +68,10 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
     own_session = session is None
     if session is None:
         dialog = LoginDialog(vault, demo_codes=demo_codes)
+        mark_first_paint(dialog, "gui.login")
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.session is None:
             return 1
+        trace.mark("gui.accepted")
         session = dialog.session
     elif screenshot is None:
         session = required_reenrolment(vault, session)  # a recovery-code login from the command line
@@ -96,6 +100,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             scp = _start_receiving(vault, window)
         for job in jobs:
             job.start()
+        mark_first_paint(window, "gui.window")
         window.showMaximized()
         try:
             return app.exec()

@@ -19,6 +19,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
+from app import trace
 from app.errors import CustodianError
 from app.imaging.display import CT_PRESETS, Window
 from app.imaging.geometry import edge_letters
@@ -360,6 +361,8 @@ class ImageView(FrameCanvas):
         if not self._draw_frame(painter):
             overlay.empty(self._problem)
             return
+        if trace.enabled():
+            trace.mark("view.painted", index=self._index)
         overlay.reference_lines(self._reference_lines)
         if self._annotations:
             overlay.annotations(self.overlay_text(), self._corners, self.edge_text(),

@@ -52,6 +52,7 @@ class LoginDialog(FormDialog):
 
         self.demo_label = DemoCodesLabel(demo_codes)
         layout.insertWidget(layout.indexOf(self.buttons), self.demo_label)
+        self.user_edit.setFocus()  # the reader types the name at once
 
     def submit(self) -> bool:
         with busy():

@@ -44,6 +44,7 @@ from app.ui.errands import Errands
 from app.ui.export_wizard import ExportWizard
 from app.ui.pacs_panel import PacsPanel
 from app.ui.reading_aids import ReadingAids
+from app.ui.report_view import REPORT_MODALITIES, image_series, open_reports
 from app.ui.session_keeper import LockedWork, SessionKeeper
 from app.ui.study_list import StudyBrowser
 from app.ui.three_d import ThreeD
@@ -208,12 +209,12 @@ class MainWindow(QMainWindow):
             return False  # listing its series failed and was reported
         study = self._studies[study_uid]
         viewports = self.grid.visible_viewports()
-        hung = list(zip(viewports, self._series, strict=False))
+        hung = list(zip(viewports, image_series(self._series), strict=False))  # (a report opens on a click)
         spare = viewports[len(hung):]
         prior = relevant_prior(study, self._studies.values()) if spare else None
         if prior is not None:
             prior_series = self.ask(self._vault.reading.series, self.session, prior.study_uid) or []
-            hung += list(zip(spare, prior_series, strict=False))
+            hung += list(zip(spare, image_series(prior_series), strict=False))
         for viewport, series in hung:
             if viewport.series_uid == series.series_uid:
                 continue  # hung already (a layout change): keep its slice and window
@@ -246,8 +247,11 @@ class MainWindow(QMainWindow):
 
     def load_series(self, series_uid: str, viewport: Viewport | None = None,
                     summary: SeriesSummary | None = None) -> bool:
-        """Show a series in ``viewport`` (the active one by default)."""
+        """Show a series in ``viewport`` (the active one by default); a report's series opens the
+        study's reports instead."""
         summary = summary or self.series_summary(series_uid)
+        if summary is not None and summary.modality in REPORT_MODALITIES:
+            return open_reports(self, self._vault, summary.study_uid, series_uid) is not None
         target = viewport or self.grid.active
         cleared = self._hang(target, series_uid, summary.study_uid if summary else None)
         if cleared is None:

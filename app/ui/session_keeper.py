@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QApplication, QDialog, QStackedWidget, QToolTip, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QLabel, QStackedWidget, QToolTip, QWidget
 
 from app.errors import CustodianError, NotAuthenticated
 from app.security.accounts import User
@@ -77,6 +77,13 @@ class SessionKeeper(QObject):
         self.lock_screen.unlocked.connect(self._unlocked)
         self.lock_screen.ended.connect(self._session_ended)
         self.lock_screen.loginRequested.connect(self.log_in_again)
+        # A directory user's offline login says so for as long as the directory cannot be reached.
+        self.offline_notice = QLabel("Offline login: the directory cannot be reached")
+        self.offline_notice.setToolTip("You logged in with this station's record of your last login. The "
+                                       "directory is asked again when it answers; the session ends then "
+                                       "if it no longer lets you in.")
+        window.statusBar().addPermanentWidget(self.offline_notice)
+        self.offline_notice.hide()
 
     @property
     def session(self) -> Session | None:
@@ -107,6 +114,7 @@ class SessionKeeper(QObject):
         self._window.fit_role(session.user)
         self.idle_watch.limit = self._limit_for(session.user)
         self._window.setWindowTitle(self._title())
+        self.offline_notice.setVisible(session.offline)
 
     def watch_idle(self) -> None:
         """Count idle time once the window shows, unless it is locked or logged out."""
@@ -208,6 +216,7 @@ class SessionKeeper(QObject):
 
     def _unlocked(self, session: Session) -> None:
         self._session = session
+        self.offline_notice.setVisible(session.offline)
         work, self._locked_work = self._locked_work, None
         self._show_workspace()
         self._window.refresh()
@@ -229,6 +238,6 @@ class SessionKeeper(QObject):
         if self._session is None or self.locked:
             return
         try:
-            self._vault.accounts.whoami(self._session)
+            self.offline_notice.setVisible(self._vault.accounts.whoami(self._session).offline)
         except NotAuthenticated as exc:
             self.lock(str(exc))

@@ -164,7 +164,7 @@ class StudyTableModel(RecordTableModel):
                "Patient's birth date"),
         Column("Date", lambda s: iso_date(s.study_date), lambda s: s.study_date, "Study date"),
         Column("Mod.", lambda s: ", ".join(s.modalities), lambda s: ", ".join(s.modalities),
-               "Modalities in the study"),
+               "Modalities in the study", shrink=3),  # ("CT, PR, SR, KO" is long; the last to give)
         Column("Description", lambda s: s.description, lambda s: s.description.casefold(),
                "Study description", stretch=True),
         Column("Images", lambda s: str(s.instances), lambda s: s.instances,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from typing import Any
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated, NotPermitted, UsageError
-from app.security.accounts import LOGIN_FAILED, STEP_UP_FAILED, Enrolment, User, locked_out
+from app.security.accounts import LOGIN_FAILED, STEP_UP_FAILED, Enrolment, User, Verified, locked_out
 from app.security.sessions import PeerId, Session
+from app.vault.directory import Admission, DirectoryRefused, admit, mfa_accepts, mfa_server, one_time_code
 from app.vault.gate import Access, Service, opening, signed_in
 
 
@@ -18,17 +20,30 @@ class AccountService(Service):
     def login(self, door: Access, name: str, password: str, code: str, peer_uid: PeerId | None = None
               ) -> tuple[str, Session]:
         """Password and authenticator code (or a recovery code, which forces re-enrolment).
-        ``peer_uid``: in service mode, the client's OS account, which alone may use the session."""
+        ``peer_uid``: in service mode, the client's OS account, which alone may use the session.
+        A directory user's password and role are the directory's first (:func:`admit`), and where
+        the site has an MFA server, the one-time code is its (:func:`one_time_code`)."""
         try:
+            admitted = admit(door, name, password)
+            if admitted and admitted.radius:
+                one_time_code(door, admitted.radius, name, password, code, checked=not admitted.offline)
             with door.store.transaction():
-                verified = door.accounts.authenticate(name, password, code)
+                offline = bool(admitted and admitted.offline)
+                if admitted and admitted.radius:
+                    verified = _code_accepted(door, name)
+                elif admitted and not door.accounts.named(name).enrolled:
+                    raise CustodianError("This station has no authenticator of yours yet: set one up with "
+                                         "First login in the workstation window.")
+                else:
+                    verified = door.accounts.authenticate(name, password, code, checked=bool(admitted and
+                                                                                              not offline))
                 token, session = door.sessions.open(verified.user, needs_enrolment=verified.recovery,
-                                                    peer_uid=peer_uid)
+                                                    peer_uid=peer_uid, offline=offline)
                 door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={
-                    "recovery_code": verified.recovery, **({"through_lock": True} if verified.through_lock
-                                                           else {})}))
-        except AuthenticationFailed:
-            _failed(door, name)
+                    "recovery_code": verified.recovery, **_method(admitted),
+                    **({"through_lock": True} if verified.through_lock else {})}))
+        except AuthenticationFailed as exc:
+            _failed(door, name, **_refused(exc))
             raise
         return token, session
 
@@ -36,10 +51,17 @@ class AccountService(Service):
     def begin_first_enrolment(self, door: Access, name: str, password: str) -> Enrolment:
         """First login of a new account: a fresh authenticator secret, not yet stored."""
         try:
+            admitted = admit(door, name, password)
+            if admitted and admitted.radius:
+                raise CustodianError("Your one-time codes come from the site's MFA server: log in with your "
+                                     "password and a code; no authenticator is set up at this station.")
+            if admitted and admitted.offline:
+                raise CustodianError("An authenticator is set up only while the directory answers: "
+                                     "try again when it is back.")
             with door.store.reading():
-                user = door.accounts.check_password(name, password)[0]
-        except AuthenticationFailed:
-            _failed(door, name, enrolment=True)
+                user = door.accounts.check_password(name, password, checked=admitted is not None)[0]
+        except AuthenticationFailed as exc:
+            _failed(door, name, enrolment=True, **_refused(exc))
             raise
         if user.enrolled:
             raise CustodianError("This account already has an authenticator: log in with its code.")
@@ -55,7 +77,8 @@ class AccountService(Service):
             door.accounts.confirm_enrolment(enrolment, code)
             token, session = door.sessions.open(replace(user, enrolled=True), peer_uid=peer_uid)
             door.record(AuditEvent(EventType.ENROLMENT, user=user.name, detail={"first": True}))
-            door.record(AuditEvent(EventType.LOGIN, user=user.name))
+            door.record(AuditEvent(EventType.LOGIN, user=user.name,
+                                   detail=_method(Admission(offline=False) if user.directory else None)))
         return token, session
 
     @signed_in
@@ -79,6 +102,8 @@ class AccountService(Service):
         """The current password is checked as a step-up code is: inside the session, so a wrong
         one counts toward the lock that ends the account's sessions (whoever holds this one)."""
         user = door.signed_in
+        if user.directory:
+            raise UsageError("A directory account's password is changed in the directory, not here.")
         try:
             with door.store.transaction():
                 door.accounts.check_password(user.name, old, through_lock=True)
@@ -94,17 +119,23 @@ class AccountService(Service):
     @opening
     def unlock(self, door: Access, session: Session, password: str, code: str) -> Session:
         """The lock screen: the same user proves it is them and the session goes on as it was."""
+        name = session.user.name
         with door.store.reading():
             door.sessions.revivable(session)  # an ended session needs a new login, not an unlock
+        server = mfa_server(door) if session.user.directory else None
         try:
+            if server:
+                one_time_code(door, server, name, password, code, checked=False)
             with door.store.transaction():
-                verified = door.accounts.authenticate(session.user.name, password, code)
+                verified = (_code_accepted(door, name) if server else
+                            door.accounts.authenticate(name, password, code))
                 if verified.user.id != session.user.id:
                     raise AuthenticationFailed(LOGIN_FAILED)
                 live = door.sessions.revive(session)
-                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={"unlock": True}))
-        except AuthenticationFailed:
-            _failed(door, session.user.name, unlock=True)
+                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={
+                    "unlock": True, **({"method": "radius"} if server else {})}))
+        except AuthenticationFailed as exc:
+            _failed(door, name, unlock=True, **_refused(exc))
             raise
         return live
 
@@ -116,10 +147,19 @@ class AccountService(Service):
         delay that doubles with each wrong code in a row; a code tried while that delay runs is
         refused unchecked. The failure that locks the account ends its sessions, this one
         included; while that lock holds, a step-up is refused whatever the code. (A lock by wrong
-        passwords at the login screen leaves live sessions and their step-ups alone.)
+        passwords at the login screen leaves live sessions and their step-ups alone.) Where the
+        site's MFA server checks a directory user's codes, it is asked first, unless a lock or
+        delay holds (then the code is refused unchecked, and never reaches it).
         """
+        user = door.signed_in
+        server = mfa_server(door) if user.directory else None
+        accepted = None
+        if server:
+            with door.store.reading():
+                held = any(door.accounts.holds(user))
+            accepted = not held and mfa_accepts(door, server, user.name, code, step_up=True)
         with door.store.transaction():  # one transaction: parallel tries cannot slip between
-            refusal, delay = _step_up(door, door.signed_in, code)
+            refusal, delay = _step_up(door, user, code, accepted)
         if delay:
             time.sleep(delay)  # (the index is not held meanwhile)
         if refusal is not None:
@@ -190,9 +230,11 @@ class AccountService(Service):
         door.store.clear_token()
 
 
-def _step_up(door: Access, user: User, code: str) -> tuple[CustodianError | None, float]:
+def _step_up(door: Access, user: User, code: str,
+             accepted: bool | None) -> tuple[CustodianError | None, float]:
     """One step-up in the caller's transaction: the refusal to raise once that has committed (so
-    its record stays in the trail), and how long to wait before raising it."""
+    its record stays in the trail), and how long to wait before raising it. ``accepted``: the MFA
+    server's word on the code (None: the station's authenticator checks it)."""
     locked, wait = door.accounts.holds(user)
     if locked:
         why = locked_out("logins or codes", locked)
@@ -205,13 +247,37 @@ def _step_up(door: Access, user: User, code: str) -> tuple[CustodianError | None
         return AuthenticationFailed(f"A wrong code was entered a moment ago: wait {seconds} "
                                     f"second{'' if seconds == 1 else 's'}, then enter the next code."), 0.0
     try:
-        door.accounts.check_code(user, code, STEP_UP_FAILED)
+        if accepted is None:
+            door.accounts.check_code(user, code, STEP_UP_FAILED)
+        elif not accepted:
+            raise AuthenticationFailed("The one-time code is not correct.")
     except AuthenticationFailed as exc:
-        ended = _count_failure(door, user.name, "step-up", step_up=True)
+        ended = _count_failure(door, user.name, "step-up", step_up=True,
+                               **({} if accepted is None else {"method": "radius"}))
         return (NotAuthenticated(ended), 0.0) if ended else (exc, door.accounts.hold_step_ups(user))
     door.accounts.clear_failures(user, in_session=True)
-    door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={"step_up": True}))
+    door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={
+        "step_up": True, **({} if accepted is None else {"method": "radius"})}))
     return None, 0.0
+
+
+def _code_accepted(door: Access, name: str) -> Verified:
+    """In the caller's transaction, once the MFA server has accepted the code and the password has
+    been checked (:func:`one_time_code`): the account as it stands now (a lock or a disabling that
+    came meanwhile still refuses)."""
+    user = door.accounts.check_password(name, "", checked=True)[0]
+    door.accounts.clear_failures(user)
+    return Verified(user, recovery=False)
+
+
+def _method(admitted: Admission | None) -> dict[str, object]:
+    """How a login was checked, for its audit event."""
+    return admitted.detail if admitted else {"method": "local"}
+
+
+def _refused(exc: AuthenticationFailed) -> dict[str, Any]:
+    """What the directory (or the MFA server) said of a failed login, for its audit event."""
+    return {"method": exc.method, "why": exc.why} if isinstance(exc, DirectoryRefused) else {}
 
 
 def _failed(door: Access, name: str, kind: str = "login", **detail: object) -> str | None:

@@ -11,6 +11,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import fingerprint
 from app.errors import CustodianError, UsageError
 from app.security.accounts import Enrolment, User
+from app.security.directory import DirectoryBook, DirectoryConfig, DirectoryUnavailable, mapping_text
 from app.security.policy import SitePolicy
 from app.security.roles import Action, Role
 from app.security.sealing import KeyFileSealer, Sealer
@@ -20,6 +21,16 @@ from app.store.contingency import BackupResult, write_backup
 from app.store.importer import IO_THREADS, Progress
 from app.store.records import Damage, VerifyReport
 from app.vault.gate import Access, Service, gated
+
+
+@dataclass(frozen=True)
+class DirectoryCheck:
+    """Whether the directory in use answers Custodian's service account over verified TLS."""
+
+    url: str
+    answers: bool
+    ms: float | None
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,31 @@ class AdminService(Service):
             door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor, detail={"setting": name,
                                                                                      "value": value}))
         return door.set_policy(local)
+
+    @gated(Action.SITE_POLICY)
+    def set_directory(self, door: Access, config: DirectoryConfig, secret: str,
+                      radius_secret: str = "") -> DirectoryCheck:
+        """The site's directory, its service account's secret and the MFA server's shared secret
+        (kept in the vault), and whether the directory answers with them now. Where the managed
+        policy sets a directory, that one is used, with these secrets."""
+        if not secret:
+            raise UsageError("The directory's service account needs its secret (CUSTODIAN_DIRECTORY_SECRET "
+                             "or the prompt).")
+        if config.radius and not radius_secret:
+            raise UsageError("The MFA server needs the shared secret it has for this station "
+                             "(CUSTODIAN_RADIUS_SECRET or the prompt).")
+        with door.store.transaction() as conn:
+            DirectoryBook(conn).save(config, secret, radius_secret)
+            door.record(AuditEvent(EventType.POLICY_CHANGE, user=door.actor, detail={
+                "directory": config.url, "base": config.base, "roles": mapping_text(config.roles),
+                "second_factor": config.second_factor, "radius": config.radius,
+                "managed": door.rules.directory is not None}))
+        directory = door.directory()
+        assert directory is not None  # (just saved)
+        try:
+            return DirectoryCheck(directory.config.url, True, directory.probe(), "answers")
+        except DirectoryUnavailable as exc:
+            return DirectoryCheck(directory.config.url, False, None, str(exc))
 
     @gated(Action.ROTATE_KEYS)
     def rotate_keys(self, door: Access, passphrase: str | None = None) -> int:

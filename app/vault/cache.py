@@ -13,7 +13,8 @@ import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError
-from app.net.query import RemoteStudy, body_parts, find_studies, get_study
+from app.net.dicomweb import find_at, retrieve_from
+from app.net.query import RemoteStudy, body_parts
 from app.security.roles import Action, Duty
 from app.store.books import CacheBook, StudyBook
 from app.store.importer import Workers
@@ -64,7 +65,7 @@ class CacheService(Service):
         modalities = set((basis.modalities or "").split(","))
         actor = f"prefetch for {requested_by}"
         try:
-            found = find_studies(node, door.policy.ae_title, patient_id=patient_id)
+            found = find_at(node, door.policy.ae_title, patient_id=patient_id)
         except CustodianError as exc:
             door.record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=actor,
                                    patients=(patient_id,), detail={"node": node.name, "why": str(exc),
@@ -74,7 +75,7 @@ class CacheService(Service):
                   and (s.study_date or "") <= date]
         regions = set((basis.body_parts or "").split(",")) - {""}
         parts: dict[str, set[str]] = {}
-        if regions and priors:
+        if regions and priors and not node.url:  # (series-level C-FIND; by DICOMweb, not asked)
             with contextlib.suppress(CustodianError):  # without them, modality and date still rank
                 parts = body_parts(node, door.policy.ae_title, [s.study_uid for s in priors])
 
@@ -90,8 +91,8 @@ class CacheService(Service):
         try:
             for prior in priors[:wanted]:
                 try:
-                    report = get_study(node, door.policy.ae_title, prior.study_uid,
-                                       partial(self.arrive, node.ae_title, workers=workers))
+                    report = retrieve_from(node, door.policy.ae_title, prior.study_uid,
+                                           partial(self.arrive, node.ae_title or node.name, workers=workers))
                 except CustodianError as exc:
                     door.record(AuditEvent(EventType.RETRIEVE, Outcome.MINOR_FAILURE, user=actor,
                                            studies=(prior.study_uid,), detail={"node": node.name,
@@ -117,7 +118,7 @@ class CacheService(Service):
         pacs = site_pacs(door)
         if pacs is None or not report.studies:
             return report
-        if pacs.ae_title == calling_ae:
+        if calling_ae == (pacs.ae_title or pacs.name):  # (a DICOMweb PACS's arrivals go by its name)
             with door.store.transaction() as conn:
                 CacheBook(conn).at_pacs(report.studies)
             return report

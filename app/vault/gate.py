@@ -26,6 +26,7 @@ from app.net.association import TlsRequired
 from app.net.nodes import NodeBook
 from app.security import managed_policy
 from app.security.accounts import Accounts, Enrolment, User
+from app.security.directory import Directory, DirectoryBook
 from app.security.managed_policy import SiteRules
 from app.security.policy import SitePolicy
 from app.security.roles import DUTIES, VISIBLE_FIELDS, Action, Duty, Field, Role, blanked, permits
@@ -33,6 +34,7 @@ from app.security.sessions import Session, Sessions
 from app.store.books import StudyBook
 from app.store.core import StoreCore
 from app.store.patients import PatientBook
+from app.vault.directory import Recheck
 
 POLICY_REFUSED_ALERT = "managed site policy refused"
 EMERGENCY_ALERT = "emergency mode: the cache is read-only"
@@ -98,6 +100,10 @@ class Access:
             raise NotAuthenticated("Not logged in.")
         return self.user
 
+    def directory(self) -> Directory | None:
+        """The site's directory (the managed policy's, else this station's), if one is set."""
+        return self._gate.directory()
+
     def nodes(self) -> NodeBook:
         return NodeBook(self.store.conn, self._gate.rules.nodes, require_tls=self.policy.require_tls)
 
@@ -162,6 +168,7 @@ class Gate:
                                            lambda: self.policy.ae_title)
         self._writer = GroupCommit(self._append_all)  # audit events from threads not holding the index
         self.read_only = False  # emergency mode: see Vault.enter_emergency_mode
+        self._recheck = Recheck()  # directory users' live sessions
         self._enforce_managed_policy()
 
     @property
@@ -193,6 +200,7 @@ class Gate:
         try:
             with self._core.transaction():
                 live = self._sessions.check(session)
+            live = self._recheck(self.opening(), live)
         except NotAuthenticated as exc:
             self._refuse(session.user.name, str(exc), action)
             raise
@@ -214,6 +222,7 @@ class Gate:
         """A live session, whatever its role (its own account, its own lock screen)."""
         with self._core.transaction():
             live = self._sessions.check(session)
+        live = self._recheck(self.opening(), live)
         return Access(self, live.user.name, live.user, live)
 
     def duty(self, duty: Duty) -> Access:
@@ -222,6 +231,12 @@ class Gate:
             raise NotPermitted(f"Emergency mode: the cache is read-only, so the workstation does not "
                                f"{duty.value} until Custodian starts normally again.")
         return Access(self, duty.value)
+
+    def directory(self) -> Directory | None:
+        with self._core.reading() as conn:
+            book = DirectoryBook(conn)
+            config = self.rules.directory or book.config()
+            return Directory(config, book.secret()) if config else None
 
     def opening(self) -> Access:
         """Before anyone is signed in: the account books for authentication, the trail for events."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType
+from app.errors import BusyError
 from app.media.outside import Reconcile, Survey, open_media, reconciled, survey
 from app.security.roles import Action, Duty
 from app.store.books import Quarantined, StudyBook
@@ -27,7 +28,7 @@ class IntakeService(Service):
     def import_paths(self, door: Access, paths: list[Path], progress: Progress | None = None) -> ImportReport:
         """Files, folders (recursively) and DICOMDIRs; bad files are quarantined with a reason."""
         limits = IntakeLimits.of(door.policy)
-        sources = list(iter_sources(paths, limits))  # decided before the write lock: nothing is read
+        sources = list(iter_sources(paths, limits))  # from metadata alone: nothing is opened yet
         entries = ((str(s.path), partial(read_source, s, limits)) for s in sources)
         return _import(door, entries, len(sources), progress)
 
@@ -82,8 +83,8 @@ class IntakeService(Service):
 
     @duty(Duty.RECEIVE)
     def receiving_workers(self, door: Access) -> Workers:
-        """Threads and a lookup connection for many receives; the caller closes them."""
-        return Workers(door.store.reader())
+        """Threads, a lookup connection and a staging folder for many receives; the caller closes them."""
+        return Workers.open(door.store)
 
     @duty(Duty.RECEIVE)
     def sweep_unindexed(self, door: Access) -> int:
@@ -113,21 +114,23 @@ class IntakeService(Service):
 
 def _import(door: Access, entries: Iterator[Entry], total: int, progress: Progress | None,
             *, sweep: bool = True, workers: Workers | None = None) -> ImportReport:
+    """One run. Nothing is read under the write lock: the run takes it only for a moment here (to
+    sweep what interrupted imports left) and then per batch, to index what it has sealed."""
     store = door.store
-    with store.write_lock():
-        if sweep:
+    if sweep:
+        with store.write_lock():
             store.sweep()
-        run_with = workers if workers is not None else Workers(store.reader())
-        try:
-            return ImportRun(store, door.record, door.actor, run_with,
-                             IntakeLimits.of(door.policy)).run(entries, total, progress)
-        except StorageFault:
-            with contextlib.suppress(OSError, sqlcipher3.Error):
-                store.sweep()  # give back the space the unfinished batch took
-            raise
-        finally:
-            if workers is None:  # ours, not the caller's
-                run_with.close()
+    run_with = workers if workers is not None else Workers.open(store)
+    try:
+        return ImportRun(store, door.record, door.actor, run_with,
+                         IntakeLimits.of(door.policy)).run(entries, total, progress)
+    except StorageFault:
+        with contextlib.suppress(OSError, sqlcipher3.Error, BusyError), store.write_lock():
+            store.sweep()  # give back the space the unfinished batch took
+        raise
+    finally:
+        if workers is None:  # ours, not the caller's
+            run_with.close()
 
 
 def _surveyed(door: Access, media: str, found: Survey) -> None:

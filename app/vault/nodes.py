@@ -7,7 +7,8 @@ from dataclasses import asdict
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, UsageError
-from app.net.association import EchoResult, echo
+from app.net.association import EchoResult
+from app.net.dicomweb import echo_node
 from app.net.nodes import Node
 from app.security.roles import Action
 from app.security.tls import TlsIdentity
@@ -21,13 +22,16 @@ PLAIN_NODE_REFUSED = "plain PACS node refused: the site requires TLS"
 class NodeService(Service):
     @gated(Action.MANAGE_NODES)
     def add(self, door: Access, node: Node) -> None:
-        if node.tls is None and door.policy.require_tls:
+        if not node.secure and door.policy.require_tls:
             door.record(AuditEvent(EventType.SECURITY_ALERT, Outcome.MINOR_FAILURE, user=door.actor,
                                    detail={"alert": PLAIN_NODE_REFUSED, "node": node.name}))
             raise UsageError(f"The site requires TLS on every DICOM connection, so the PACS node "
-                             f"'{node.name}' needs --tls-ca, --tls-cert and --tls-key.")
+                             f"'{node.name}' needs " + ("an https:// URL." if node.url else
+                                                        "--tls-ca, --tls-cert and --tls-key."))
         if node.tls is not None:
             node.tls.check()
+        if node.auth and not node.secret:
+            raise UsageError(f"The DICOMweb node '{node.name}' needs its password or token.")
         with door.store.transaction():
             door.nodes().put(node)
             door.record(AuditEvent(EventType.NODE_CHANGE, user=door.actor,
@@ -50,7 +54,7 @@ class NodeService(Service):
         with door.store.reading():
             node = door.nodes().get(name)
         try:
-            result = echo(node, door.policy.ae_title)
+            result = echo_node(node, door.policy.ae_title)
         except CustodianError as exc:
             door.record(AuditEvent(EventType.NODE_ECHO, Outcome.MINOR_FAILURE, user=door.actor,
                                    detail={"node": name, "why": str(exc)}))

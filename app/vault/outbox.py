@@ -12,10 +12,11 @@ from pydicom.uid import generate_uid
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError
-from app.net.association import PeerError, echo
+from app.net.association import PeerError
 from app.net.commitment import CommitmentReport, request_commitment
+from app.net.dicomweb import echo_node, send_to
 from app.net.nodes import Node
-from app.net.send import Outgoing, SendReport, send_instances
+from app.net.send import Outgoing, SendReport
 from app.net.watch import PacsStatus
 from app.security.roles import Action, Duty
 from app.store.books import CacheBook, OutboxBook, StudyBook
@@ -81,7 +82,7 @@ class OutboxService(Service):
         if node is None:
             return PacsStatus(None, False, 0)
         try:
-            echo(node, door.policy.ae_title)
+            echo_node(node, door.policy.ae_title)
             self.flush_waiting()
         except CustodianError as exc:  # (in emergency mode nothing is sent, as if the PACS were away)
             return PacsStatus(node.name, False, _waiting(door), str(exc))
@@ -121,7 +122,7 @@ class OutboxService(Service):
             remaining = [o for o in outgoing
                          if o.sop_uid not in report.sent and o.sop_uid not in report.failed]
             try:
-                send_instances(node, door.policy.ae_title, remaining, report, progress)
+                send_to(node, door.policy.ae_title, remaining, report, progress)
                 break
             except PeerError as exc:
                 if queue and exc.transient and not report.sent and not report.failed:  # away: wait
@@ -144,7 +145,12 @@ class OutboxService(Service):
     def _ask_commitment(self, door: Access, pacs: Node, study_uid: str, instances: list[tuple[str,
                                                                                               str]]) -> None:
         """Ask the PACS to commit a study it just stored; the study becomes evictable when it says
-        so. A PACS without storage commitment: its success status for each instance must do."""
+        so. A PACS without storage commitment (DICOMweb has none): its success status for each
+        instance must do."""
+        if pacs.url:
+            with door.store.transaction() as conn:
+                CacheBook(conn).at_pacs([study_uid])
+            return
         transaction = generate_uid()
         with door.store.transaction() as conn:  # first: the answer may arrive before the request returns
             OutboxBook(conn).ask(transaction, study_uid, pacs.name, len(instances))

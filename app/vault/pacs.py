@@ -9,7 +9,8 @@ from functools import partial
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError
 from app.net.admission import Admission
-from app.net.query import RemoteStudy, RetrieveReport, find_studies, get_study, move_study
+from app.net.dicomweb import find_at, retrieve_from
+from app.net.query import RemoteStudy, RetrieveReport, move_study
 from app.net.refusals import Refusal
 from app.net.scp import StorageScp
 from app.security.roles import Action, Duty
@@ -34,13 +35,14 @@ class PacsService(Service):
 
     @gated(Action.QUERY)
     def query(self, door: Access, node_name: str, **filters: str) -> list[RemoteStudy]:
-        """Study-level C-FIND at a PACS node, shown under the same minimum-necessary rules."""
+        """Study-level C-FIND (QIDO-RS for a DICOMweb node) at a PACS node, shown under the same
+        minimum-necessary rules."""
         with door.store.reading() as conn:
             node = door.nodes().get(node_name)
             restricted = StudyBook(conn).restricted_ids()
         asked = {k: v for k, v in filters.items() if v}
         try:
-            found = find_studies(node, door.policy.ae_title, **filters)
+            found = find_at(node, door.policy.ae_title, **filters)
         except CustodianError as exc:
             door.record(AuditEvent(EventType.QUERY_PACS, Outcome.MINOR_FAILURE, user=door.actor,
                                    detail={"node": node_name, "query": asked, "why": str(exc)}))
@@ -57,17 +59,18 @@ class PacsService(Service):
                                     None] | None = None, *, move: bool = False) -> RetrieveReport:
         """Bring a study from a PACS node into the vault, no plaintext file on the way: by C-GET on
         the same association, or (``move``) by C-MOVE to this workstation's storage SCP. For a
-        move the SCP must be listening: the GUI's, else one started for the duration."""
+        move the SCP must be listening: the GUI's, else one started for the duration. From a
+        DICOMweb node, by WADO-RS, each instance arriving in memory as a C-GET's does."""
         with door.store.reading():
             node = door.nodes().get(node_name)
-        workers = None if move else self._intake.receiving_workers()
+        workers = None if move and not node.url else self._intake.receiving_workers()
         try:
             if workers is None:
                 with self._listening():
                     report = move_study(node, door.policy.ae_title, study_uid, progress)
             else:
-                report = get_study(node, door.policy.ae_title, study_uid,
-                                   partial(self._cache.arrive, node.ae_title, workers=workers), progress)
+                report = retrieve_from(node, door.policy.ae_title, study_uid, partial(
+                    self._cache.arrive, node.ae_title or node.name, workers=workers), progress)
         except CustodianError as exc:
             door.record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=door.actor,
                                    studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, NotPermitted, UsageError
 from app.imaging.measure import Measurement
 from app.imaging.pixels import Decoded, FrameInfo, decode_frames, native, native_size
+from app.imaging.report import Report, is_report, read_report
 from app.imaging.series import SeriesFrames, SeriesImages
 from app.imaging.tags import TagRow, read_attributes, tag_rows
 from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
@@ -169,6 +171,21 @@ class ReadingService(Service):
         door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(found.study_uid,),
                                patients=patients, detail={"instances": 1}))
         return door.store.plaintext(sop_uid, found.study_uid, found.blob)
+
+    @gated(Action.VIEW_IMAGES)
+    def reports(self, door: Access, study_uid: str) -> list[Report]:
+        """The study's reports (structured and PDF), read as radiologists and technologists view its
+        images: one audited access to the study, minimum necessary applied to each header. Reading
+        works in emergency mode, so the prior's report is there in downtime."""
+        if door.patient_of(study_uid) is None:
+            raise CustodianError("This study is not in the cache.")
+        patients = door.check_restriction(study_uid)
+        with door.store.reading() as conn:
+            stored = [i for i in StudyBook(conn).instances(study_uid) if is_report(i.sop_class)]
+        found = [read_report(door.store.plaintext(i.sop_uid, i.study_uid, i.blob)) for i in stored]
+        door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(study_uid,),
+                               patients=patients, detail={"reports": len(found)}))
+        return [replace(report, header=door.shown(report.header)) for report in found]
 
     # ------------------------------------------------------------------ measurements
     @gated(Action.MEASURE)

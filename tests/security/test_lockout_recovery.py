@@ -67,7 +67,7 @@ def test_the_only_administrator_gets_in_through_a_strangers_lock(env: VaultEnv,
         env.vault.admin.list_users(session)
     session, secret = reenrolled(env, session)
     assert {u.name for u in env.vault.admin.list_users(session)} == {"admin", "rad", "tech"}
-    assert logins(env, "admin")[-1].detail == {"recovery_code": True, "through_lock": True}
+    assert logins(env, "admin")[-1].detail == {"recovery_code": True, "method": "local", "through_lock": True}
 
     with pytest.raises(AuthenticationFailed):  # the lock still holds for the password and code
         env.vault.accounts.login("admin", ADMIN_PASSWORD, next_code(secret))

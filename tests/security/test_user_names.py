@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import NamesClash, UsageError
 from app.security.roles import Role
+from app.store import index
 from app.vault import Vault
 from tests.conftest import PASSPHRASE, Cli, VaultEnv
 
@@ -20,6 +21,9 @@ def vault_of_before(env: VaultEnv) -> None:
         conn.execute("DROP INDEX users_name_nocase")
         conn.execute("ALTER TABLE users DROP COLUMN login_failures")
         conn.execute("ALTER TABLE users DROP COLUMN login_locked_until")
+        for column in ("directory_dn", "directory_checked_at", "directory_login_at"):  # (schema 20's)
+            conn.execute(f"ALTER TABLE users DROP COLUMN {column}")
+        conn.execute("ALTER TABLE sessions DROP COLUMN offline")
         conn.execute("INSERT INTO users (name, role, password_hash, totp_secret, created_at) "
                      "SELECT 'RAD', 'technologist', password_hash, totp_secret, created_at FROM users "
                      "WHERE name = 'rad'")
@@ -82,7 +86,7 @@ def test_the_upgrade_merges_nothing_and_names_the_clash(env: VaultEnv) -> None:
     assert users["rad2"].role is Role.TECHNOLOGIST
     (renamed,) = [r for r in env.vault._gate._audit.records() if r.detail.get("renamed")]
     assert renamed.detail == {"renamed": "RAD", "to": "rad2", "before_upgrade": True}
-    assert env.vault._core.query("PRAGMA user_version") == [(19,)]
+    assert env.vault._core.query("PRAGMA user_version") == [(index.SCHEMA_VERSION,)]
     with pytest.raises(UsageError, match="need no renaming"):
         Vault.open(env.home, lambda: PASSPHRASE, {"rad2": "rad3"})
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 from pytestqt.qtbot import QtBot
@@ -62,3 +64,24 @@ def test_no_demo_hint_for_real_vaults(qtbot: QtBot, vault: Vault):
     qtbot.addWidget(dialog)
     dialog.show()
     assert not dialog.demo_label.isVisible()
+
+
+def test_the_name_is_typed_at_once_and_the_first_paint_is_marked(qtbot: QtBot, vault: Vault, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys typed as soon as the login window shows go into the user name (no click first), and
+    with a trace the window's first paint is a moment of it (the benchmarks time the real window)."""
+    from app import trace
+    from app.ui.first_paint import mark_first_paint
+
+    timeline = tmp_path / "trace.jsonl"
+    monkeypatch.setenv(trace.VARIABLE, str(timeline))
+    dialog = LoginDialog(vault)
+    qtbot.addWidget(dialog)
+    mark_first_paint(dialog, "gui.login")
+    dialog.show()
+    dialog.activateWindow()
+    qtbot.waitUntil(lambda: timeline.exists() and trace.first(trace.read(timeline), "gui.login") is not None)
+    qtbot.keyClicks(dialog.focusWidget(), "rad")
+    assert dialog.user_edit.text() == "rad"
+    dialog.repaint()
+    assert [m.event for m in trace.read(timeline)] == ["gui.login"], "marked once, at the first paint"

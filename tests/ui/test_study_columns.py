@@ -67,7 +67,8 @@ def test_the_columns_fit_and_the_description_takes_the_rest(
     row = table.currentIndex().row()
     for column in range(table.model().columnCount()):
         # The patient's name, and in a crowded list (the suite's vault is shared) the patient ID,
-        # may be elided: their tooltips say them whole. Dates, modality and counts never are.
+        # may be elided: their tooltips say them whole. Dates and counts never are, the modalities
+        # only in a list too narrow for anything else to give.
         if column not in (0, 1):
             assert _shown_whole(table, row, column), table.model().index(row, column).data()
     long_row = next(r for r in range(table.model().rowCount())
@@ -107,3 +108,18 @@ def test_a_layout_change_hangs_the_study_and_its_prior_again(
     qtbot.keySequence(window, "Ctrl+1")
     assert [v.series_uid for v in window.grid.visible_viewports()] == [current[0].SeriesInstanceUID]
     assert window.errors == []
+
+
+def test_a_narrow_list_elides_the_modalities_last_and_still_fits() -> None:
+    """Name and description give first, then the ID, and the modalities ("CT, PR, SR, KO") only when
+    nothing else can: the columns always fit, dates and counts whole."""
+    from app.ui.study_list import StudyTableModel, fitted_widths
+
+    columns = StudyTableModel.columns
+    wanted = [120, 90, 84, 84, 110, 200, 50]
+    least = [40, 30, 84, 84, 40, 60, 50]
+    roomy = fitted_widths(wanted, least, columns, 700)
+    assert roomy[4] == 110, "room enough: the modalities whole"
+    narrow = fitted_widths(wanted, least, columns, 440)
+    assert sum(narrow) <= 440 and narrow[2:4] == [84, 84] and narrow[6] == 50
+    assert narrow[4] < 110 and narrow[0] == 40 and narrow[1] == 30 and narrow[5] == 60
