@@ -212,6 +212,16 @@ def _header_lines(header: Header) -> list[str]:
             *([f"Accession: {header.accession}"] if header.accession else [])]
 
 
+# UCUM units whose code is an annotation in brackets, as a reader writes them ("[hnsf'U]" is HU)
+_UNIT_SYMBOLS = {"[hnsf'U]": "HU", "{ratio}": "", "1": "", "[iU]": "IU", "[ppm]": "ppm", "[deg]": "°"}
+
+
+def shown_unit(units: str) -> str:
+    """A measurement's unit as a reader writes it: the UCUM code itself ("mm", "cm2", "ml/s"), but
+    its usual symbol where the code is an annotation ("HU", not "[hnsf'U]")."""
+    return _UNIT_SYMBOLS.get(units, units)
+
+
 _RELATIONSHIPS = {"HAS PROPERTIES": "property", "HAS CONCEPT MOD": "modifier", "HAS OBS CONTEXT": "context",
                   "HAS ACQ CONTEXT": "acquisition context", "INFERRED FROM": "inferred from",
                   "SELECTED FROM": "selected from"}
@@ -225,7 +235,7 @@ def _item_lines(item: Item, depth: int) -> list[str]:
         lines = [f"{pad}{item.concept}{note}"] if item.concept else []
         inner = depth + 1 if item.concept else depth
     else:
-        value = " ".join(filter(None, (item.value, item.units)))
+        value = " ".join(filter(None, (item.value, shown_unit(item.units))))
         if item.references:
             value += (" " if value else "") + "(" + ", ".join(item.references) + ")"
         label = item.concept or item.value_type.capitalize()

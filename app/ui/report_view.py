@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.imaging.report import Item, Report, StructuredReport
+from app.imaging.report import Item, Report, StructuredReport, shown_unit
 from app.store.records import SeriesSummary
 from app.vault import Vault
 
@@ -63,7 +63,7 @@ def _item_html(item: Item, depth: int) -> list[str]:
         lines = [f"<p {margin}><b>{html.escape(item.concept)}</b></p>"] if item.concept else []
         inner = depth + 1 if item.concept else depth
     else:
-        value = html.escape(" ".join(filter(None, (item.value, item.units))))
+        value = html.escape(" ".join(filter(None, (item.value, shown_unit(item.units)))))
         if item.value_type == "NUM":
             value = f"<b>{value}</b>"
         links = ", ".join(f'<a href="{CITED}:{html.escape(uid)}">open image</a>' for uid in item.references)

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from app.demo.studies import Patient, ct_study, to_bytes
 from app.errors import CustodianError
 from app.imaging import report
-from app.imaging.report import Item, PdfReport, StructuredReport, read_report
+from app.imaging.report import Item, PdfReport, StructuredReport, read_report, shown_unit
 from tests.imaging import reports
 
 IMAGE = ct_study(Patient("PID-R1", "Reportperson^Rita"), slices=1, size=16)[0]
@@ -34,7 +34,7 @@ def dsrdump_expectations(path: Path) -> list[str]:
         kind, concept, value = found["type"], found["concept"] or "", found["value"]
         if kind == "NUM":
             number, unit = re.match(r'"([^"]*)" \(([^,]*),', value).groups()  # type: ignore[union-attr]
-            shown = f"{number} {unit}"
+            shown = f"{number} {shown_unit(unit)}".rstrip()  # (the code's usual symbol: HU)
         elif kind == "CODE":
             shown = re.search(r',"([^"]*)"\)$', value)[1]  # type: ignore[index]
         else:
@@ -132,3 +132,11 @@ def test_key_object_selections_and_images_are_not_reports() -> None:
     assert report.is_report(reports.BASIC) and report.is_report(reports.PDF)
     assert not report.is_report("1.2.840.10008.5.1.4.1.1.88.59")
     assert not report.is_report(str(pydicom.uid.CTImageStorage))
+
+
+def test_units_read_as_a_reader_writes_them() -> None:
+    """Hounsfield units show as HU, plain UCUM codes as they are; the tree keeps the code."""
+    read = read_report(to_bytes(reports.enhanced(IMAGE)))
+    assert isinstance(read, StructuredReport)
+    assert "Attenuation: 41 HU" in read.text() and "[hnsf'U]" not in read.text()
+    assert "Long axis: 23.5 mm" in read.text()
