@@ -7,14 +7,13 @@ store nor DICOM, NumPy, Qt or the key code. Checked in a fresh interpreter, from
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from app import cli
 from tests.conftest import REPO, VaultEnv, study_bytes
-from tests.service.test_rpc import served  # noqa: F401  (the service, in this process)
+from tests.service.test_rpc import logged_in_client, served  # noqa: F401  (the service, in this process)
 
 HEAVY = ("PySide6", "vtk", "pynetdicom", "numpy", "pydicom", "sqlcipher3")
 GROUPS = sorted({module for module, _ in cli.COMMANDS.values()})
@@ -73,13 +72,7 @@ print(json.dumps({{"others": others, "qt": [m for m in ("PySide6", "vtk") if m i
 def test_whoami_and_studies_as_clients_of_the_service_load_only_what_they_use(
         served: Path, env: VaultEnv, tmp_path: Path) -> None:  # noqa: F811
     env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=1, size=16))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIAN_")}
-    client = {**clean, "CUSTODIAN_SOCKET": str(served), "XDG_STATE_HOME": str(tmp_path / "state")}
-    rad = env.accounts["rad"]
-    login = subprocess.run([sys.executable, "-m", "app", "login"], capture_output=True, text=True, cwd=REPO,
-                           env={**client, "CUSTODIAN_USER": "rad", "CUSTODIAN_PASSWORD": rad.password,
-                                "CUSTODIAN_TOTP": rad.codes.next()}, timeout=60)
-    assert login.returncode == 0, login.stderr
+    client = logged_in_client(served, env, tmp_path)
     answers = {}
     for command in ("whoami", "studies"):
         found = _fresh(f"""

@@ -160,11 +160,8 @@ def test_values_cross_as_their_declared_types() -> None:
     assert encode(node, secrets=True)["tls"]["key_pem"] == "PRIVATE KEY"  # what a client sends does
 
 
-def test_the_workstation_window_reads_through_the_socket(served: Path, env: VaultEnv, tmp_path: Path) -> None:
-    """The GUI as a client: it logs in and shows the study's pixels, which the service decrypts
-    only after the audited open of the series."""
-    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=3, size=64))
-    study = env.vault.reading.studies(env.login("rad"))[0].study_uid
+def logged_in_client(served: Path, env: VaultEnv, tmp_path: Path) -> dict[str, str]:
+    """The environment of a CLI client of ``served`` as 'rad', logged in by `custodian login`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIAN_")}
     client = {**clean, "CUSTODIAN_SOCKET": str(served), "XDG_STATE_HOME": str(tmp_path / "state")}
     rad = env.accounts["rad"]
@@ -172,6 +169,15 @@ def test_the_workstation_window_reads_through_the_socket(served: Path, env: Vaul
                            env={**client, "CUSTODIAN_USER": "rad", "CUSTODIAN_PASSWORD": rad.password,
                                 "CUSTODIAN_TOTP": rad.codes.next()}, timeout=60)
     assert login.returncode == 0, login.stderr
+    return client
+
+
+def test_the_workstation_window_reads_through_the_socket(served: Path, env: VaultEnv, tmp_path: Path) -> None:
+    """The GUI as a client: it logs in and shows the study's pixels, which the service decrypts
+    only after the audited open of the series."""
+    env.vault.intake.import_bytes(env.login("tech"), study_bytes(slices=3, size=64))
+    study = env.vault.reading.studies(env.login("rad"))[0].study_uid
+    client = logged_in_client(served, env, tmp_path)
     shot = tmp_path / "screen.png"
     result = subprocess.run([sys.executable, "-m", "app", "gui", "--open", study, "--screenshot", str(shot)],
                             capture_output=True, text=True, cwd=REPO, env=client, timeout=120)

@@ -55,6 +55,12 @@ Importer = Callable[[list[tuple[str, bytes]]], ImportReport]
 D = TypeVar("D", bound=QDialog)
 
 
+def logged_in(vault: Vault, admin_session: Session, name: str, role: Role) -> Session:
+    """A new account of ``role`` (password USER_PASSWORD), logged in."""
+    account = vault.admin.add_user(admin_session, name, role, USER_PASSWORD)
+    return vault.accounts.login(name, USER_PASSWORD, totp.current_code(account.totp_secret))[1]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def dark_theme(qapp: QApplication) -> None:
     """The palette and style sheet the workstation runs with, so pixels are checked as shown."""

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QWidget
 from pytestqt.qtbot import QtBot
 
 from app.demo.studies import Patient
-from app.security import totp
 from app.security.roles import Role
 from app.security.sessions import Session
 from app.ui import errands
@@ -21,14 +20,9 @@ from app.ui.main_window import MainWindow
 from app.ui.outside_media_dialog import OutsideMediaDialog
 from app.vault import Vault
 from tests.conftest import write_study
-from tests.ui.conftest import USER_PASSWORD, Reader, shown_texts
+from tests.ui.conftest import Reader, logged_in, shown_texts
 
 Grab = Callable[[QWidget], np.ndarray]
-
-
-def logged_in(vault: Vault, admin_session: Session, name: str, role: Role) -> Session:
-    account = vault.admin.add_user(admin_session, name, role, USER_PASSWORD)
-    return vault.accounts.login(name, USER_PASSWORD, totp.current_code(account.totp_secret))[1]
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,13 @@ from app.errors import NotPermitted
 from app.imaging.tags import WITHHELD
 from app.media.disclosures import IdentityCheck, Purpose, RecipientKind
 from app.media.view_copy import ViewCopy
-from app.security import totp
 from app.security.roles import Field, Role
 from app.security.sessions import Session
 from app.ui.main_window import MainWindow
 from app.ui.series_strip import SeriesStrip
 from app.ui.view_copy_dialog import ViewCopyDialog
 from app.vault import Vault
-from tests.ui.conftest import USER_PASSWORD, Importer, Reader, image_array
+from tests.ui.conftest import Importer, Reader, image_array, logged_in
 from tests.ui.test_browser import _drop
 from tests.ui.test_lock import unlock
 
@@ -55,19 +54,14 @@ def study(importer: Importer) -> list[list[Dataset]]:
     return [first, second]
 
 
-def _user(vault: Vault, admin_session: Session, name: str, role: Role) -> Session:
-    enrolment = vault.admin.add_user(admin_session, name, role, USER_PASSWORD)
-    return vault.accounts.login(name, USER_PASSWORD, totp.current_code(enrolment.totp_secret))[1]
-
-
 @pytest.fixture(scope="module")
 def officer(vault: Vault, admin_session: Session) -> Session:
-    return _user(vault, admin_session, "aids-officer", Role.PRIVACY_OFFICER)
+    return logged_in(vault, admin_session, "aids-officer", Role.PRIVACY_OFFICER)
 
 
 @pytest.fixture(scope="module")
 def technologist(vault: Vault, admin_session: Session) -> Session:
-    return _user(vault, admin_session, "aids-tech", Role.TECHNOLOGIST)
+    return logged_in(vault, admin_session, "aids-tech", Role.TECHNOLOGIST)
 
 
 def _reading(open_window: Callable[..., MainWindow], session: Session, study: list[list[Dataset]],
