@@ -123,8 +123,10 @@ class MeasurePainter:
             beside = Box(at.x() + 12, at.y() + 12, width, height).within(area)
             self._overlay.label(QRectF(beside.left, beside.top, width, height), text, PROBE_COLOUR)
 
-    def loupe(self, image: QImage, at: QPointF) -> None:
-        """A round loupe centred on ``at`` showing the displayed image there at twice its size."""
+    def loupe(self, image: QImage, at: QPointF,
+              shapes: Sequence[tuple[Kind, Sequence[Point], QColor]] = ()) -> None:
+        """A round loupe centred on ``at`` showing the displayed image there at twice its size, with
+        the measurements on it: a calliper end placed under the loupe must be seen where it is."""
         painter = self._painter
         box = QRectF(at.x() - LOUPE_RADIUS, at.y() - LOUPE_RADIUS, 2 * LOUPE_RADIUS, 2 * LOUPE_RADIUS)
         round_ = QPainterPath()
@@ -134,8 +136,14 @@ class MeasurePainter:
         painter.fillRect(box, Qt.GlobalColor.black)
         about = QTransform.fromTranslate(-at.x(), -at.y()) * QTransform.fromScale(LOUPE_ZOOM, LOUPE_ZOOM) \
             * QTransform.fromTranslate(at.x(), at.y())
-        painter.setTransform(self._transform * about)
+        magnified = self._transform * about
+        painter.setTransform(magnified)
         painter.drawImage(QRectF(-0.5, -0.5, image.width(), image.height()), image)
+        painter.resetTransform()  # the shapes map their points themselves; the clip stays
+        widget, self._transform = self._transform, magnified
+        for kind, points, colour in shapes:
+            self.shape(kind, points, colour)
+        self._transform = widget
         painter.restore()
         painter.setPen(QPen(OVERLAY_COLOUR, 1.5))
         painter.drawEllipse(box)

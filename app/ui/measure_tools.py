@@ -292,14 +292,15 @@ class MeasureTools:
         edit = self._edit
         shown = [edit.now if edit is not None and m is edit.original else m for m in self.on_frame()]
         chosen = edit.now if edit is not None else self.selected
-        for m in shown:
-            marks.shape(m.kind, m.points, SELECTED_COLOUR if m == chosen else MEASURE_COLOUR)
+        colours = [SELECTED_COLOUR if m == chosen else MEASURE_COLOUR for m in shown]
+        for m, colour in zip(shown, colours, strict=True):
+            marks.shape(m.kind, m.points, colour)
         if self.draft and view.tool in MEASURING:
             marks.draft(MEASURING[view.tool], self.draft + ([self.hover] if self.hover else []))
         if chosen in shown and chosen is not None:
             marks.handles(chosen.kind, chosen.points)
-        labelled = [(m, self._anchor(m, marks), self.label(m),
-                     SELECTED_COLOUR if m == chosen else MEASURE_COLOUR) for m in shown]
+        labelled = [(m, self._anchor(m, marks), self.label(m), colour)
+                    for m, colour in zip(shown, colours, strict=True)]
         grip = QSize(2 * GRIP + 1, 2 * GRIP + 1)
         grips = [QRect(marks.screen(p).toPoint() - QPoint(GRIP, GRIP), grip) for m in shown
                  if m == chosen or m.kind is not Kind.ELLIPSE for p in handles(m.kind, m.points)]
@@ -310,7 +311,8 @@ class MeasureTools:
             marks.probe(marks.screen((round(self.probe_at[0]), round(self.probe_at[1]))),
                         probe(view.frame_values(), self.probe_at, modality_unit(view.series.modality)))
         if self.loupe_at is not None and image is not None:
-            marks.loupe(image, self.loupe_at)
+            marks.loupe(image, self.loupe_at,
+                        [(m.kind, m.points, colour) for m, colour in zip(shown, colours, strict=True)])
 
     def _anchor(self, m: Measurement, marks: MeasurePainter) -> QPointF:
         if m.kind in WORDED:  # words go at a note's point and an arrow's tail

@@ -218,6 +218,24 @@ def test_probe_and_loupe_show_while_the_button_is_held(qtbot: QtBot, view: Image
     assert np.array_equal(grab_pixels(view), before)
 
 
+def test_the_loupe_shows_the_measurements_under_it_magnified(qtbot: QtBot, view: ImageView,
+                                                             grab_pixels: Grab) -> None:
+    qtbot.keyClick(view, Qt.Key.Key_D)
+    drag(qtbot, view, at(view, 20, 40), at(view, 44, 40))
+    centre = at(view, 32, 36)  # the line is 16 screen pixels below: 32 under the loupe
+    qtbot.keyClick(view, Qt.Key.Key_M)
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=centre)
+    loupe = grab_pixels(view)
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=centre)
+
+    def line_at(y: int) -> bool:  # the measurement's green, antialiased over two rows
+        rows = loupe[y - 2: y + 3, centre.x() - 20: centre.x() + 20].astype(int)
+        return bool((rows[..., 1] - rows[..., [0, 2]].max(axis=2) > 50).any())
+
+    assert line_at(centre.y() + 32), "the line where the loupe shows it"
+    assert not line_at(centre.y() + 16), "not where the loupe covers it"
+
+
 def test_the_context_menu_deletes_all_on_the_image_and_undoes_it(qtbot: QtBot, view: ImageView) -> None:
     qtbot.keyClick(view, Qt.Key.Key_D)
     drag(qtbot, view, at(view, 10, 10), at(view, 30, 10))
