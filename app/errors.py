@@ -33,6 +33,10 @@ class AuthenticationFailed(CustodianError):
     exit_code = 3
 
 
+class AuthenticatorNotSetUp(CustodianError):
+    """A directory user's first login at this station: the authenticator is set up before any code."""
+
+
 class VaultLocked(CustodianError):
     """The master key could not be obtained (wrong passphrase, keyring refused)."""
 

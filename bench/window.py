@@ -111,6 +111,9 @@ def _opening(env: dict[str, str], home: Path, study: str, reader: Reader, timeli
                                cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
         login = _wait(timeline, "gui.login", started)
+        # A person takes seconds to type a login, long enough for what the window after it needs to
+        # be imported (gui.prepared); xdotool would type it in milliseconds, into those imports.
+        _wait(timeline, "gui.prepared", started)
         _xdo(env, "windowfocus", "--sync", _xdo(env, "search", "--name", "Log in").split()[0])
         code = totp.current_code(reader.secret)
         for step in (["type", "--delay", "1", reader.name], ["key", "Tab"], ["type", "--delay", "1",

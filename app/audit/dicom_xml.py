@@ -20,13 +20,10 @@ import ipaddress
 import json
 import re
 import socket
+import struct
 from dataclasses import dataclass, field
 
 from lxml import etree as ET
-from pydicom import Dataset, config
-from pydicom.dataelem import DataElement
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 
 from app.audit.context import PEER_USER, MessageContext, StudyFacts, peer_name
 from app.audit.events import AuditEvent, EventType, Outcome
@@ -93,6 +90,10 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"  # how the query identifier is
 QUERY_KEYS = {"patient_id": ("PatientID", "LO"), "patient_name": ("PatientName", "PN"),
               "study_date": ("StudyDate", "DA"), "modality": ("ModalitiesInStudy", "CS"),
               "accession": ("AccessionNumber", "SH")}
+IDENTIFIER_TAGS = {"SpecificCharacterSet": (0x0008, 0x0005), "StudyDate": (0x0008, 0x0020),
+                   "AccessionNumber": (0x0008, 0x0050), "QueryRetrieveLevel": (0x0008, 0x0052),
+                   "ModalitiesInStudy": (0x0008, 0x0061), "PatientName": (0x0010, 0x0010),
+                   "PatientID": (0x0010, 0x0020)}
 AUDIT_TRAIL = "custodian:audit-trail"
 
 # event -> (EventID, EventActionCode, EventTypeCode or None)
@@ -324,19 +325,20 @@ def _other_objects(event: AuditEvent, event_id: Code) -> list[_Object]:
 
 
 def _identifier(query: object) -> bytes:
-    """The study-level C-FIND identifier of a query's recorded filters (Explicit VR Little Endian)."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.QueryRetrieveLevel = "STUDY"
+    """The study-level C-FIND identifier of a query's recorded filters (Explicit VR Little Endian).
+
+    A few short text elements, encoded here rather than by pydicom: listing studies writes a query
+    event, and loading pydicom for it would double the start of `custodian studies` (issue 24)."""
     asked = query if isinstance(query, dict) else {}
-    for key, (keyword, vr) in QUERY_KEYS.items():
-        if asked.get(key):
-            # not validated: pydicom would log the offending value, and a value is what was asked
-            ds.add(DataElement(keyword, vr, _clean(str(asked[key])), validation_mode=config.IGNORE))
-    out = DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, False
-    write_dataset(out, ds)
-    return out.getvalue()
+    elements = [("SpecificCharacterSet", "CS", "ISO_IR 192"), ("QueryRetrieveLevel", "CS", "STUDY")]
+    elements += [(keyword, vr, _clean(str(asked[key]))) for key, (keyword, vr) in QUERY_KEYS.items()
+                 if asked.get(key)]
+    out = bytearray()
+    for keyword, vr, text in sorted(elements, key=lambda element: IDENTIFIER_TAGS[element[0]]):
+        value = text.encode("utf-8")  # (ISO_IR 192; not validated: a value is what was asked)
+        value += b" " * (len(value) % 2)  # text values are padded to even length with a space
+        out += struct.pack("<HH2sH", *IDENTIFIER_TAGS[keyword], vr.encode("ascii"), len(value)) + value
+    return bytes(out)
 
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")

@@ -6,6 +6,10 @@ deleted, reordered or inserted record breaks the chain at a known sequence numbe
 ``CHECKPOINT_EVERY`` records the head is signed with the workstation's Ed25519 key, so cutting
 off the tail (which leaves an intact, shorter chain) is found too. Writing happens inside the
 caller's transaction where there is one: an action and its record commit together or not at all.
+
+A verify that finds the chain intact signs a "verified through record N" mark with the same key, so
+a report walks only the records after N (seconds at ten million records otherwise); ``verify``
+still walks the whole chain, and is what finds a record before N changed since it was checked.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -26,11 +30,11 @@ from app.audit.anomaly import AnomalyRules
 from app.audit.context import IndexContext, MessageContext
 from app.audit.dicom_xml import to_xml
 from app.audit.events import AuditEvent
-from app.audit.report import AuditQuery, AuditRecord
+from app.audit.report import AuditQuery, AuditRecord, ChainReport
 from app.audit.syslog import ChainEntry, SignedHead
 from app.errors import IntegrityError
 from app.store import audit_lookup
-from app.store.books import RetiredKeys
+from app.store.books import MetaBook, RetiredKeys
 from app.store.index import write_transaction
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 100
+MARK_KEY = "audit_verified_mark"  # meta: the signed "verified through" mark (JSON)
 
 
 def _digest(prev_hash: str, seq: int, at: bytes, record: bytes, message: bytes | None) -> str:
@@ -48,6 +53,10 @@ def _digest(prev_hash: str, seq: int, at: bytes, record: bytes, message: bytes |
 
 def _checkpoint_payload(seq: int, head_hash: str, at: str) -> bytes:
     return f"custodian-audit-checkpoint\n{seq}\n{head_hash}\n{at}".encode()
+
+
+def _mark_payload(seq: int, head_hash: str, full_at: str) -> bytes:
+    return f"custodian-audit-verified\n{seq}\n{head_hash}\n{full_at}".encode()
 
 
 def _signed_by(key: Ed25519PublicKey, signature: bytes, payload: bytes) -> bool:
@@ -65,19 +74,22 @@ def fingerprint(key: SigningKey) -> str:
 
 
 @dataclass(frozen=True)
-class ChainReport:
-    events: int
-    ok: bool
-    first_bad_seq: int | None
-    checkpoints: int = 0
+class _Mark:
+    """The signed "verified through" mark: the chain up to ``seq`` (whose hash is ``hash``) was
+    verified, in whole-chain walks the last of which was at ``full_at`` and incremental ones since."""
+
+    seq: int
+    hash: str
+    full_at: str
+    signed: bool = True
 
 
 class _Lookup:
     """The patients lookup (app/store/audit_lookup.py), which the chain does not cover, read beside
     the chain's walk: each record's rows must name exactly the patients the record does."""
 
-    def __init__(self, conn: sqlcipher3.Connection) -> None:
-        self._rows = conn.execute(audit_lookup.IN_TRAIL_ORDER)
+    def __init__(self, conn: sqlcipher3.Connection, after: int) -> None:
+        self._rows = conn.execute(audit_lookup.IN_TRAIL_ORDER, (after,))
         self.pending: tuple[int, str] | None = self._rows.fetchone()
 
     def lists(self, seq: int, record: bytes) -> bool:
@@ -149,36 +161,94 @@ class AuditLog:
         return row[0]
 
     def verify(self) -> ChainReport:
-        checkpoints = self._conn.execute(
-            "SELECT seq, head_hash, at, signature FROM audit_checkpoints ORDER BY seq").fetchall()
+        """The whole chain, from its first record (``custodian audit verify``); a signed verified
+        mark also vouches that its record is still there as it was (a tail cut below it is found)."""
+        report = self._walk(0, GENESIS, datetime.now(UTC).isoformat(timespec="seconds"))
+        mark = self._held_mark()
+        if report.ok and mark is not None and mark.signed and not self._still_there(mark):
+            return replace(report, ok=False, first_bad_seq=mark.seq)
+        return report
+
+    def verify_since_mark(self) -> ChainReport:
+        """The chain after the signed verified mark only (the whole chain without a mark, or when
+        its signature does not verify): what a report checks, in time that grows with the records
+        added since the last check instead of with the trail. The records up to the mark were
+        verified when it was set; a change to them since is found by :meth:`verify` alone."""
+        mark = self._held_mark()
+        if mark is None:
+            return self.verify()
+        if not mark.signed:
+            return replace(self.verify(), mark_refused=True)
+        if not self._still_there(mark):  # the marked record itself was changed or removed
+            return ChainReport(0, False, mark.seq, start=mark.seq + 1, full_at=mark.full_at)
+        return self._walk(mark.seq, mark.hash, mark.full_at)
+
+    def _held_mark(self) -> _Mark | None:
+        """The stored mark (None without one, or without the key to check it)."""
+        held = MetaBook(self._conn).get(MARK_KEY)
+        if held is None or self.signing_key is None:
+            return None
+        try:
+            found = json.loads(held)
+            mark = _Mark(int(found["seq"]), str(found["hash"]), str(found["full_at"]))
+            signature = bytes.fromhex(found["signature"])
+        except (ValueError, KeyError, TypeError):
+            return _Mark(0, "", "", signed=False)
+        return replace(mark, signed=_signed_by(self.signing_key.public_key(), signature,
+                                               _mark_payload(mark.seq, mark.hash, mark.full_at)))
+
+    def _still_there(self, mark: _Mark) -> bool:
+        row = self._conn.execute("SELECT hash FROM audit WHERE seq = ?", (mark.seq,)).fetchone()
+        return row is not None and row[0] == mark.hash
+
+    def advance_mark(self, report: ChainReport, key: SigningKey | None = None) -> None:
+        """Sign "verified through" the last record ``report`` walked, after a verify that found the
+        chain intact (inside the caller's transaction), with ``key`` or the checkpoint key."""
+        key = key or self.signing_key
+        if not report.ok or key is None or report.head < 1:
+            return
+        signature = key.sign(_mark_payload(report.head, report.head_hash, report.full_at))
+        mark = {"seq": report.head, "hash": report.head_hash, "full_at": report.full_at,
+                "signature": signature.hex()}
+        MetaBook(self._conn).put(MARK_KEY, json.dumps(mark))
+
+    def _walk(self, after: int, prev: str, full_at: str) -> ChainReport:
+        """The records after ``after`` (whose hash is ``prev``), their lookup rows and the signed
+        checkpoints among them."""
+        checkpoints = self._conn.execute("SELECT seq, head_hash, at, signature FROM audit_checkpoints "
+                                         "WHERE seq > ? ORDER BY seq", (after,)).fetchall()
         signed = {row[0] for row in checkpoints}
-        prev, expected_seq, count = GENESIS, 1, 0
+        expected_seq, count = after + 1, 0
         hashes: dict[int, str] = {}  # of the signed heads only
         # Bytes straight from the page cache into the hash: no decoding and re-encoding per row.
         rows = self._conn.execute(
             "SELECT seq, CAST(at AS BLOB), CAST(record AS BLOB), CAST(message AS BLOB), prev_hash, hash "
-            "FROM audit ORDER BY seq")
-        lookup = _Lookup(self._conn)
+            "FROM audit WHERE seq > ? ORDER BY seq", (after,))
+        lookup = _Lookup(self._conn, after)
+
+        def found(bad: int | None, ok: bool = False) -> ChainReport:
+            return ChainReport(count, ok, bad, len(checkpoints), after + 1, full_at, prev)
+
         for seq, at, record, message, prev_hash, digest in rows:
             count += 1
             if (seq != expected_seq or prev_hash != prev
                     or digest != _digest(prev, seq, at, record, message)):
-                return ChainReport(count, False, expected_seq if seq > expected_seq else seq)
+                return found(expected_seq if seq > expected_seq else seq)
             if not lookup.lists(seq, record):
-                return ChainReport(count, False, seq)
+                return found(seq)
             if seq in signed:
                 hashes[seq] = digest
             prev, expected_seq = digest, seq + 1
         for seq, head_hash, at, signature in checkpoints:
             if not self.head_signature_valid(SignedHead(seq, head_hash, at, signature)):
-                return ChainReport(count, False, seq, len(checkpoints))
+                return found(seq)
             if seq not in hashes:  # a signed head that is no longer there: the tail was cut
-                return ChainReport(count, False, expected_seq, len(checkpoints))
+                return found(expected_seq)
             if hashes[seq] != head_hash:
-                return ChainReport(count, False, seq, len(checkpoints))
+                return found(seq)
         if lookup.pending is not None:  # lookup rows of records that are not there
-            return ChainReport(count, False, lookup.pending[0], len(checkpoints))
-        return ChainReport(count, True, None, len(checkpoints))
+            return found(lookup.pending[0])
+        return found(None, ok=True)
 
     def records(self, query: AuditQuery | None = None) -> list[AuditRecord]:
         """The records ``query`` selects (all of them without one), newest first."""
@@ -215,6 +285,7 @@ class AuditLog:
         for seq, head_hash, at in rows:
             self._conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?",
                                (key.sign(_checkpoint_payload(seq, head_hash, at)), seq))
+        self.advance_mark(report, key)  # the verified mark, too, under the key it moves to
         return len(rows)
 
     def sign_head(self, entry: ChainEntry) -> SignedHead:

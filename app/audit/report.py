@@ -116,13 +116,53 @@ class ReportKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class ChainReport:
+    """What a walk of the hash chain found, and which records it covered: a report walks only the
+    records after the signed verified mark (:meth:`app.audit.log.AuditLog.verify_since_mark`)."""
+
+    events: int  # records walked
+    ok: bool
+    first_bad_seq: int | None
+    checkpoints: int = 0
+    start: int = 1  # the first record walked; those before it were verified when the mark was set
+    full_at: str = ""  # ISO UTC: when the records before ``start`` were last verified in a whole-chain walk
+    head_hash: str = ""  # of the last record walked (the mark's hash at start - 1 when none)
+    mark_refused: bool = False  # a mark whose signature did not verify: ignored, the whole chain walked
+
+    @property
+    def head(self) -> int:
+        return self.start + self.events - 1
+
+    def coverage(self) -> str:
+        """One sentence for a report's header: what was verified, and what rests on the mark."""
+        if not self.ok:
+            return ("WARNING: the audit trail failed verification when this report was made "
+                    f"(first bad event {self.first_bad_seq}).")
+        refused = (" The verified mark held was not signed by this workstation's current key (altered, or "
+                   "made before a restore): it was ignored.") if self.mark_refused else ""
+        if self.start == 1:
+            return (f"Audit trail verified intact when this report was made: the whole chain, {self.events} "
+                    f"event(s).{refused}")
+        since = (f"events {self.start}-{self.head} were checked now" if self.events
+                 else "no event was added since the last check")
+        return (f"Audit trail verified intact when this report was made: {since}; events 1-{self.start - 1} "
+                "are covered by this workstation's signed mark of earlier checks (the whole chain was last "
+                f"checked on {self.full_at[:16].replace('T', ' ')} UTC). A change to those earlier events "
+                "since then is found by a check of the whole chain ('custodian audit verify').")
+
+
+@dataclass(frozen=True)
 class AuditReport:
     kind: ReportKind
     query: AuditQuery
     records: list[AuditRecord]
-    chain_ok: bool
+    chain: ChainReport
     made_by: str
     made_at: datetime
+
+    @property
+    def chain_ok(self) -> bool:
+        return self.chain.ok
 
     @property
     def title(self) -> str:
@@ -132,8 +172,7 @@ class AuditReport:
     def header_lines(self) -> list[str]:
         return [f"Selection: {self.query.describe()}",
                 f"Made by {self.made_by} on {self.made_at:%Y-%m-%d %H:%M} UTC; {len(self.records)} event(s)",
-                "Audit trail verified intact when this report was made." if self.chain_ok else
-                "WARNING: the audit trail failed verification when this report was made."]
+                self.chain.coverage()]
 
     COLUMNS = ("Seq", "Time (UTC)", "Event", "Outcome", "User", "Patients", "Studies", "Detail")
 

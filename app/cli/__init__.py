@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("studies", "re-check every instance and study manifest"),
     "shred": ("studies", "destroy a study irrecoverably (crypto-shredding)"),
     "report": ("reports", "a study's reports: structured reports as text, PDF reports by title"),
+    "key-images": ("key_images", "your key images of a study, sent to the PACS as a Key Object Selection "
+                                 "document"),
     "key": ("admin", "key management"),
     "user": ("account", "account administration"),
     "audit": ("audit", "the audit trail"),
@@ -56,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enrol": ("account", "set up a new authenticator entry and recovery codes"),
     "passwd": ("account", "change your password"),
     "policy": ("admin", "the site's security policy"),
+    "protocol": ("hanging_protocols", "hanging protocols: yours and the site's, shared as a signed file"),
     "directory": ("directory", "the site directory (LDAP, Active Directory) for directory accounts"),
     "patient": ("admin", "patient records"),
     "break-glass": ("admin", "emergency access to a restricted study (audited, alerted)"),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import app.vault  # (its Vault, which loads the store and every service, only when a command uses it)
 from app.cli.credentials import (
+    code_or_pin,
     current_session,
     interactive,
     key_protection,
@@ -57,10 +58,10 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 def cmd_login(args: argparse.Namespace, out: Output) -> int:
     user = args.user or plain("CUSTODIAN_USER", "User: ")
     password = secret("CUSTODIAN_PASSWORD", "Password: ")
-    code = plain("CUSTODIAN_TOTP", "Authenticator code: ")
+    code = code_or_pin("Authenticator code (or card PIN): ")
     if not (user and password and code):
-        raise UsageError("Login needs a user, a password and a code (CUSTODIAN_USER, "
-                         "CUSTODIAN_PASSWORD, CUSTODIAN_TOTP or the prompts).")
+        raise UsageError("Login needs a user, a password and a code or card PIN (CUSTODIAN_USER, "
+                         "CUSTODIAN_PASSWORD, CUSTODIAN_TOTP or CUSTODIAN_CARD_PIN, or the prompts).")
     with open_vault(args) as vault:
         token, session = vault.accounts.login(user, password, code)
         previous = vault.accounts.load_token()

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.cli.credentials import (
+    code_or_pin,
     current_session,
     key_protection,
     open_vault,
     passphrase_source,
-    plain,
     sealer_named,
     secret,
     service_options,
@@ -83,9 +83,10 @@ def cmd_reconcile(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_break_glass(args: argparse.Namespace, out: Output) -> int:
-    code = plain("CUSTODIAN_TOTP", "Authenticator code: ")
+    code = code_or_pin("Authenticator code (or card PIN): ")
     if not code:
-        raise UsageError("Break-glass needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
+        raise UsageError("Break-glass needs your authenticator code or card PIN (CUSTODIAN_TOTP, "
+                         "CUSTODIAN_CARD_PIN or the prompt).")
     with open_vault(args) as vault:
         until = vault.reading.break_glass(current_session(vault), args.study_uid, args.reason, code)
     expires = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")

@@ -16,6 +16,7 @@ from app.paths import resolve_home
 from app.security.users import Session
 
 if TYPE_CHECKING:
+    from app.security.keys import PassphraseSource
     from app.security.sealing import Sealer, TokenSealer
     from app.vault import Vault
 
@@ -43,6 +44,12 @@ def plain(env: str, prompt: str) -> str | None:
     return input(prompt).strip() or None if interactive() else None
 
 
+def code_or_pin(prompt: str) -> str | None:
+    """The second factor typed for a login or step-up: the card's PIN (CUSTODIAN_CARD_PIN) where
+    the site's is a card, else the authenticator's or MFA server's code (CUSTODIAN_TOTP)."""
+    return os.environ.get("CUSTODIAN_CARD_PIN") or plain("CUSTODIAN_TOTP", prompt)
+
+
 def socket_from(option: str | None) -> Path | None:
     """The workstation service to talk to: ``--socket``, else ``CUSTODIAN_SOCKET``; None: embedded."""
     value = option or os.environ.get("CUSTODIAN_SOCKET")
@@ -53,17 +60,29 @@ def passphrase_source() -> str | None:
     return secret("CUSTODIAN_PASSPHRASE", "Vault passphrase: ")
 
 
-def open_vault(args: argparse.Namespace) -> Vault:
+def key_ahead(args: argparse.Namespace) -> PassphraseSource:
+    """The passphrase source for opening the home here, its key already being derived in the
+    background (:func:`app.security.keys.derive_ahead`) while the command imports what it needs."""
+    if socket_from(getattr(args, "socket", None)) is not None:
+        return passphrase_source  # (a client of the service: no key here)
+    from app.security.keys import derive_ahead
+
+    return derive_ahead(resolve_home(args.home), passphrase_source)
+
+
+def open_vault(args: argparse.Namespace, source: PassphraseSource | None = None) -> Vault:
     """The vault in this process (embedded mode), or the workstation service's answering for it
-    when a socket is given (service mode: no home, no passphrase, no key here)."""
+    when a socket is given (service mode: no home, no passphrase, no key here). ``source``: from
+    :func:`key_ahead`, called before importing what the command needs besides the vault."""
     socket_path = socket_from(getattr(args, "socket", None))
     if socket_path is not None:
         from app.service.client import RemoteVault  # (only clients need the HTTP client)
 
         return cast("Vault", RemoteVault(socket_path))
+    source = source or key_ahead(args)
     from app.vault import Vault  # (embedded: the store, its keys and every service load here)
 
-    vault = Vault.open(resolve_home(args.home), passphrase_source)
+    vault = Vault.open(resolve_home(args.home), source)
     for notice in vault.notices:
         print(notice, file=sys.stderr)
     return vault

@@ -1,7 +1,8 @@
 """The site directory (`directory set`): where directory accounts are checked, which groups give
 which roles, and the second factor of directory users. The service account's secret comes from
 CUSTODIAN_DIRECTORY_SECRET and the MFA server's shared secret from CUSTODIAN_RADIUS_SECRET (or
-prompts); both are kept in the vault, and so is the site CA read from --tls-ca."""
+prompts); both are kept in the vault, and so are the site CA read from --tls-ca and the card CA
+read from --card-ca (the CRL is read where --crl says, at each card login)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def _ca(path: str | None) -> str:
 
 
 def cmd_directory_set(args: argparse.Namespace, out: Output) -> int:
-    if args.card_ca or args.crl:
-        raise UsageError("Cards are not available yet in this release; leave out --card-ca and --crl.")
+    crl = args.crl or ""
+    if crl and not crl.startswith(("http://", "https://")):
+        crl = str(Path(crl).resolve())  # (read again at each card login, wherever it runs from)
     config = DirectoryConfig(args.url, args.base, args.bind_dn, parse_mapping(args.role), args.user_filter,
-                             _ca(args.tls_ca), args.second_factor, args.radius or "")
+                             _ca(args.tls_ca), args.second_factor, args.radius or "", _ca(args.card_ca), crl)
     password = secret("CUSTODIAN_DIRECTORY_SECRET", "Directory service account secret: ")
     if not password:
         raise UsageError("Give the service account's secret (CUSTODIAN_DIRECTORY_SECRET or the prompt).")
@@ -39,7 +41,7 @@ def cmd_directory_set(args: argparse.Namespace, out: Output) -> int:
     answer = f"answers ({check.ms:.0f} ms)" if check.answers else f"does not answer now: {check.detail}"
     out.emit({"url": check.url, "base": config.base, "roles": mapping_text(config.roles),
               "second_factor": config.second_factor, "radius": config.radius or None,
-              "answers": check.answers, "ms": check.ms, "detail": check.detail},
+              "crl": config.crl or None, "answers": check.answers, "ms": check.ms, "detail": check.detail},
              f"Directory set; the one in use ({check.url}) {answer}")
     return EXIT_OK if check.answers else EXIT_FAILED
 
@@ -57,8 +59,10 @@ def _directory_parser(command: Command) -> None:
     p.add_argument("--role", action="append", required=True, metavar="ROLE=GROUP_DN",
                    help="members of GROUP_DN get ROLE; repeat it; the first group a user is in decides")
     p.add_argument("--second-factor", required=True, choices=["card", "radius", "totp"])
-    p.add_argument("--card-ca", metavar="FILE", help=argparse.SUPPRESS)
-    p.add_argument("--crl", metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("--card-ca", metavar="FILE",
+                   help="the site's card CA (PEM) that the certificates of --second-factor card chain to")
+    p.add_argument("--crl", metavar="FILE|URL",
+                   help="the card CA's revocation list (PEM or DER), read at each card login")
     p.add_argument("--radius", metavar="HOST:PORT",
                    help="the MFA server checking the one-time codes of --second-factor radius (port 1812)")
 

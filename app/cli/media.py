@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from app.cli.credentials import current_session, open_vault, plain
+from app.cli.credentials import code_or_pin, current_session, open_vault
 from app.cli.output import EXIT_OK, Output, progress_bar, table
 from app.cli.parsing import Command
 from app.errors import CustodianError, UsageError
@@ -30,9 +30,10 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         deidentify=DeidOptions(args.retain_dates, args.clean_descriptors) if args.deidentify else None)
     if args.burn is not None and request.media is not MediaKind.ISO:
         raise UsageError("--burn writes a CD image: use it with --media iso.")
-    code = plain("CUSTODIAN_TOTP", "Authenticator code (export needs it again): ")
+    code = code_or_pin("Authenticator code or card PIN (export needs it again): ")
     if not code:
-        raise UsageError("Export needs your authenticator code (CUSTODIAN_TOTP or the prompt).")
+        raise UsageError("Export needs your authenticator code or card PIN (CUSTODIAN_TOTP, "
+                         "CUSTODIAN_CARD_PIN or the prompt).")
     with open_vault(args) as vault, progress_bar("Writing media") as update:
         result = vault.disclosure.export(current_session(vault), request, code, update)
         institution = vault.policy.ae_title

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli.credentials import current_session, open_vault
+from app.cli.credentials import current_session, key_ahead, open_vault
 from app.cli.output import EXIT_OK, Output
 from app.cli.parsing import Command
 from app.errors import CustodianError, NotAuthenticated, UsageError
@@ -17,7 +17,6 @@ from app.imaging.hanging import LAYOUTS
 from app.paths import resolve_home
 from app.security import totp
 from app.security.sessions import Session
-from app.vault import Vault
 
 
 def cmd_gui(args: argparse.Namespace, out: Output) -> int:
@@ -26,9 +25,10 @@ def cmd_gui(args: argparse.Namespace, out: Output) -> int:
     elif not _has_display():
         raise CustodianError("No display is available here: run the workstation on a desktop, "
                              "or render it with --screenshot FILE.")
+    source = key_ahead(args)  # (the vault's key is derived while Qt loads)
     from app.ui.application import run_gui
 
-    vault = open_vault(args)
+    vault = open_vault(args, source)
     try:
         if args.emergency:
             vault.enter_emergency_mode()
@@ -52,6 +52,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     if args.no_gui:
         return EXIT_OK
     from app.ui.application import run_gui
+    from app.vault import Vault
 
     with Vault.open(demo.home, lambda: demo.passphrase) as vault:
         if _has_display():

@@ -28,15 +28,20 @@ def patient_studies(current: StudySummary, studies: Iterable[StudySummary]) -> l
                   key=lambda s: (s.study_date, s.study_uid), reverse=True)
 
 
-def relevant_prior(current: StudySummary, studies: Iterable[StudySummary]) -> StudySummary | None:
-    """The same patient's most recent earlier study, preferring one that shares a modality.
+def priors(current: StudySummary, studies: Iterable[StudySummary]) -> list[StudySummary]:
+    """The same patient's earlier studies, newest first, that may be hung beside the current one.
 
     A restricted patient's priors are never hung automatically: each needs its own break-glass.
     """
     if current.restricted:
-        return None
-    priors = [s for s in patient_studies(current, studies)
-              if s.study_uid != current.study_uid and s.study_date < current.study_date]
-    comparable = [s for s in priors if set(s.modalities) & set(current.modalities)]
-    candidates = comparable or priors
+        return []
+    return [s for s in patient_studies(current, studies)
+            if s.study_uid != current.study_uid and s.study_date < current.study_date]
+
+
+def relevant_prior(current: StudySummary, studies: Iterable[StudySummary]) -> StudySummary | None:
+    """The same patient's most recent earlier study, preferring one that shares a modality."""
+    earlier = priors(current, studies)
+    comparable = [s for s in earlier if set(s.modalities) & set(current.modalities)]
+    candidates = comparable or earlier
     return candidates[0] if candidates else None

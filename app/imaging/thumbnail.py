@@ -8,8 +8,10 @@ colour pixels unchanged.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 THUMBNAIL_SIZE = 64  # pixels of the longer side
 
@@ -20,6 +22,8 @@ def shrink(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     The edge rows and columns that do not fill a whole block are dropped (less than one block's
     worth); an image that already fits comes back as it is.
     """
+    import numpy as np  # (here: the reading service names THUMBNAIL_SIZE; listing studies needs no NumPy)
+
     if size < 1:
         raise ValueError("a thumbnail needs at least one pixel")
     rows, cols = pixels.shape[:2]

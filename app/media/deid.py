@@ -36,6 +36,7 @@ from pydicom.uid import (
 
 from app.errors import CustodianError
 from app.media.dicomdir import Listed
+from app.media.disclosures import DeidOptions
 
 
 class DeidRefused(CustodianError):
@@ -114,12 +115,6 @@ def _resolve(tag: int, action: str) -> str:
         return "Z" if need == 2 or (action == "Z" and need == 3) else "D"
     # X, X/Z, X/Z/D: removed when optional
     return "X" if need == 3 else "D" if need == 1 or action == "X" else "Z"
-
-
-@dataclass(frozen=True)
-class DeidOptions:
-    retain_dates: bool = False  # shift dates per patient instead of removing them
-    clean_descriptors: bool = False  # keep study/series descriptions that name nobody
 
 
 class _Source(io.BytesIO):

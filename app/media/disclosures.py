@@ -19,9 +19,17 @@ import sqlcipher3
 
 from app.documents import letter_pdf, tabular_pdf
 from app.errors import UsageError
-from app.media.deid import DeidOptions
 
 RETENTION_YEARS = 6  # 164.528(a): the accounting covers the six years before the request
+
+
+@dataclass(frozen=True)
+class DeidOptions:
+    """How a de-identified export is made (app.media.deid does it; kept here, with the request that
+    carries it, so that the policy and the accounting load without pydicom)."""
+
+    retain_dates: bool = False  # shift dates per patient instead of removing them
+    clean_descriptors: bool = False  # keep study/series descriptions that name nobody
 
 
 class RecipientKind(StrEnum):

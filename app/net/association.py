@@ -21,7 +21,7 @@ from pynetdicom import AE, Association, evt
 from pynetdicom import sop_class as _sop_classes
 from pynetdicom.sop_class import SOPClass
 
-from app.errors import CustodianError
+from app.net.errors import PeerError, TlsRequired
 from app.net.nodes import Node
 from app.security.tls import client_context
 
@@ -38,29 +38,6 @@ def named_sop_class(keyword: str) -> SOPClass:
 
 
 Verification = named_sop_class("Verification")
-
-
-class PeerError(CustodianError):
-    """An association could not be made or broke off; the message says why, plainly.
-
-    ``transient``: the peer is away or the line broke (worth trying again later); otherwise it
-    refused us (AE titles, certificates), which waiting will not mend.
-    """
-
-    def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-class TlsRequired(PeerError):
-    """A plain node, while the site requires TLS: refused before anything leaves (and audited by
-    the gate as a Security Alert)."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__(f"The site requires TLS on every DICOM connection, and the PACS node '{node}' is "
-                         "set without it, so nothing was sent or asked. An administrator sets the node "
-                         "again with --tls-ca, --tls-cert and --tls-key.", transient=False)
-        self.node = node
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 import sqlcipher3
-from cryptography import x509
 
 from app.errors import CustodianError, UsageError
 from app.security.tls import TlsIdentity
@@ -91,6 +90,8 @@ class Node:
         if self.auth and parts.scheme != "https":
             raise UsageError("A password or token is only sent over HTTPS: give an https:// URL.")
         if self.web_ca:
+            from cryptography import x509  # (certificates load where they are used: issue 24)
+
             try:
                 x509.load_pem_x509_certificates(self.web_ca.encode())
             except ValueError:

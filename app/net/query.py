@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pydicom import uid
@@ -25,6 +26,7 @@ from pynetdicom import Association, build_role, evt
 
 from app.net.association import PeerError, application_entity, associated, named_sop_class
 from app.net.nodes import Node
+from app.net.prompt import prompt
 from app.net.scp import STORAGE_CLASSES, UNCOMPRESSED, part10, tallying
 from app.store.records import ImportReport
 
@@ -222,33 +224,21 @@ def get_study(node: Node, local_ae: str, study_uid: str,
         ae.add_requested_context(sop_class, list(syntaxes))
     roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
     report = RetrieveReport()
-    stored = ImportReport()
-    pending: list[tuple[str, bytes]] = []
-
-    def flush() -> None:
-        if pending:
-            result = store(list(pending))
-            stored.imported += result.imported
-            stored.duplicates += result.duplicates
-            report.imported, report.duplicates = stored.imported, stored.duplicates
-            report.refused += [r.reason for r in result.rejected]
-            pending.clear()
+    batches = _Batches(store, report)
 
     def on_store(event: evt.Event) -> int:
         try:
-            pending.append((f"{node.name}#{report.received + 1}", part10(event)))
+            batches.add(f"{node.name}#{report.received + 1}", part10(event))
         except Exception:  # a malformed sub-operation is refused, never fatal
             return 0xC000
         report.received += 1
-        if len(pending) >= BATCH:
-            flush()
         return 0x0000
 
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    with associated(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+    with batches, associated(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+        for status, _ in prompt(assoc).send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
             if not status:
                 raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
             remaining = getattr(status, "NumberOfRemainingSuboperations", None)
@@ -257,12 +247,53 @@ def get_study(node: Node, local_ae: str, study_uid: str,
             if status.Status not in PENDING:
                 report.failed_at_pacs = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
                 if status.Status not in (0x0000, 0xB000):
-                    flush()
                     raise PeerError(f"The PACS node '{node.name}' could not send the study "
                                     f"(status 0x{status.Status:04X}); {report.received} instance(s) "
                                     "arrived and were kept.")
-    flush()
     return report
+
+
+class _Batches:
+    """What a C-GET received, stored a batch at a time on a thread of its own while the PACS sends
+    the next batch (it waited for each store before): at most one batch being stored, one filling.
+    Leaving the context stores what is left, also when the retrieve failed, and waits for it."""
+
+    def __init__(self, store: Callable[[list[tuple[str, bytes]]], ImportReport],
+                 report: RetrieveReport) -> None:
+        self._store = store
+        self._report = report
+        self._pending: list[tuple[str, bytes]] = []
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="c-get-store")
+        self._storing: Future[ImportReport] | None = None
+
+    def add(self, label: str, data: bytes) -> None:
+        self._pending.append((label, data))
+        if len(self._pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._wait()
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._storing = self._thread.submit(self._store, batch)
+
+    def _wait(self) -> None:
+        storing, self._storing = self._storing, None
+        if storing is not None:
+            result, report = storing.result(), self._report
+            report.imported = (report.imported or 0) + result.imported
+            report.duplicates = (report.duplicates or 0) + result.duplicates
+            report.refused += [r.reason for r in result.rejected]
+
+    def __enter__(self) -> _Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._flush()
+            self._wait()
+        finally:
+            self._thread.shutdown()
 
 
 def move_study(node: Node, local_ae: str, study_uid: str,

@@ -39,6 +39,7 @@ from app.errors import UsageError
 from app.net.admission import Admission, Peer, address_of
 from app.net.association import NO_DELAY, application_entity, named_sop_class
 from app.net.commitment import Reports, report_handler
+from app.net.prompt import PromptHandler
 from app.net.refusals import Refusal, RefusalDigest
 from app.store.limits import DEFAULT_LIMITS, Budgets, IntakeLimits, OverLimit
 from app.store.records import ImportReport
@@ -374,6 +375,7 @@ class StorageScp:
     def start(self) -> None:
         self._server = server = cast(_Server, self._ae.make_server(
             (self.host, self.port), ssl_context=self._tls, server_class=_Server,
+            request_handler=PromptHandler,
             evt_handlers=[NO_DELAY, (evt.EVT_REQUESTED, self._on_requested),
                           (evt.EVT_C_STORE, self._on_store),
                           report_handler(self._reports or (lambda report: None))]))

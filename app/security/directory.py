@@ -4,11 +4,15 @@ The connection is always encrypted and verified against the site CA (LDAPS, or S
 ``ldap://`` URL; never plain, since a password crosses it). The service account finds the user
 with the site's filter and reads the groups, from the user's ``memberOf`` where the directory keeps
 it (Active Directory, OpenLDAP's memberof overlay), else from the groups' ``member``; the user's own
-bind checks the password. The first mapped group the user is in gives the role; a user in none of
-them, or disabled in Active Directory (``userAccountControl`` bit 2), gets no access.
+bind checks the password. Groups in groups count: the groups that hold the user's groups are
+followed up, one search a level for the whole level, to :data:`NESTING` levels, and a cycle of groups
+ends where it comes back (Active Directory's LDAP_MATCHING_RULE_IN_CHAIN would do it in one search,
+but OpenLDAP does not know it). The first mapped group the user is in gives the role; a user in none
+of them, or disabled in Active Directory (``userAccountControl`` bit 2), gets no access.
 
-The second factor of directory users is the station's authenticator app (TOTP), or one-time codes
-checked by the site's MFA server over RADIUS (:mod:`app.security.radius`).
+The second factor of directory users is the station's authenticator app (TOTP), one-time codes
+checked by the site's MFA server over RADIUS (:mod:`app.security.radius`), or a smart card
+(:mod:`app.security.card`).
 
 ldap3 is imported inside the functions that talk to the directory, so a command that never does
 pays nothing for it at start.
@@ -29,17 +33,20 @@ from urllib.parse import urlsplit
 import sqlcipher3
 
 from app.errors import AuthenticationFailed, CustodianError, UsageError
+from app.security.card import CardCheck
 from app.security.radius import RadiusServer, parse_server
 from app.security.roles import Role, parse_role
 
 DEFAULT_FILTER = "(uid={user})"
-SECOND_FACTORS = ("totp", "radius")  # (a card comes later)
+SECOND_FACTORS = ("totp", "radius", "card")
 _CONFIG_KEY, _SECRET_KEY, _RADIUS_KEY = "directory", "directory_secret", "radius_secret"
 # Seconds to connect, and for each answer (whole: ldap3 packs it in a socket option): a login waits
 # no longer than this for a directory that is down.
 TIMEOUT = 3
 AD_DISABLED = 0x2  # userAccountControl: ACCOUNTDISABLE
 _READ = ["userAccountControl", "memberOf"]
+NESTING = 8  # levels of groups in groups followed above the user's own groups
+_BATCH = 50  # groups asked about in one search (an OR of their DNs)
 DISABLED, NO_GROUP = "disabled in the directory", "in no group mapped to a role"  # (refusals, as audited)
 
 
@@ -65,7 +72,8 @@ def _dn(text: str) -> str:
 class DirectoryConfig:
     """Where the directory is and how its groups map to roles (``directory set``, or the managed
     site policy's ``directory``). ``tls_ca``: the site CA as PEM (empty: the system's CAs);
-    ``radius``: the MFA server (HOST[:PORT]) when the second factor is its one-time codes."""
+    ``radius``: the MFA server (HOST[:PORT]) when the second factor is its one-time codes;
+    ``card_ca`` (PEM) and ``crl`` (a path or URL; empty: none) when it is a card."""
 
     url: str
     base: str
@@ -75,6 +83,8 @@ class DirectoryConfig:
     tls_ca: str = ""
     second_factor: str = "totp"
     radius: str = ""
+    card_ca: str = ""
+    crl: str = ""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -91,14 +101,18 @@ class DirectoryConfig:
         if not self.roles:
             raise UsageError("Directory: map at least one group to a role (--role ROLE=GROUP_DN).")
         if self.second_factor not in SECOND_FACTORS:
-            raise UsageError("Directory: this release offers directory users the authenticator app (totp) "
-                             "or RADIUS one-time codes (radius) as the second factor; cards are not "
-                             "available yet.")
+            raise UsageError("Directory: the second factor of directory users is the authenticator app "
+                             "(totp), RADIUS one-time codes (radius) or a smart card (card).")
         if (self.second_factor == "radius") != bool(self.radius):
             raise UsageError("Directory: the second factor radius needs the MFA server (--radius HOST:PORT), "
                              "and only it does.")
         if self.radius:
             parse_server(self.radius)
+        if (self.second_factor == "card") != bool(self.card_ca) or (self.crl and not self.card_ca):
+            raise UsageError("Directory: the second factor card needs the site's card CA (--card-ca FILE), "
+                             "and only it does (with --crl, the card CA's revocation list).")
+        if self.card_ca:
+            CardCheck(self.card_ca, self.crl)  # (refuses a CA that is not PEM)
         if not (self.base.strip() and self.bind_dn.strip()):
             raise UsageError("Directory: give the base DN and the service account's DN.")
 
@@ -122,7 +136,8 @@ class DirectoryConfig:
     def to_json(self) -> str:
         return json.dumps({"url": self.url, "base": self.base, "bind_dn": self.bind_dn,
                            "roles": mapping_text(self.roles), "user_filter": self.user_filter,
-                           "tls_ca": self.tls_ca, "second_factor": self.second_factor, "radius": self.radius},
+                           "tls_ca": self.tls_ca, "second_factor": self.second_factor, "radius": self.radius,
+                           "card_ca": self.card_ca, "crl": self.crl},
                           sort_keys=True)
 
     @classmethod
@@ -132,16 +147,17 @@ class DirectoryConfig:
 
     @classmethod
     def from_policy(cls, doc: object) -> DirectoryConfig:
-        """The managed policy's ``directory``: as stored, but ``tls_ca`` names a PEM file."""
+        """The managed policy's ``directory``: as stored, but ``tls_ca`` and ``card_ca`` name PEM files."""
         if not isinstance(doc, dict) or not isinstance(doc.get("roles"), list):
             raise UsageError("Site policy: directory must be an object with url, base, bind_dn and roles "
                              "(a list of ROLE=GROUP_DN).")
         try:
             ca = Path(doc["tls_ca"]).read_text(encoding="ascii") if doc.get("tls_ca") else ""
-            return cls(**{**doc, "roles": parse_mapping(doc["roles"]), "tls_ca": ca})
+            card = Path(doc["card_ca"]).read_text(encoding="ascii") if doc.get("card_ca") else ""
+            return cls(**{**doc, "roles": parse_mapping(doc["roles"]), "tls_ca": ca, "card_ca": card})
         except (OSError, ValueError):
-            raise UsageError(f"Site policy: the directory's CA file {doc['tls_ca']} cannot be "
-                             "read.") from None
+            raise UsageError(f"Site policy: the directory's CA file {doc.get('tls_ca')} (or the card CA "
+                             f"{doc.get('card_ca')}) cannot be read.") from None
         except TypeError:
             raise UsageError("Site policy: directory has fields this version does not know or lacks one it "
                              "needs (url, base, bind_dn, roles).") from None
@@ -259,13 +275,35 @@ class Directory:
         entry = conn.entries[0]
         dn = entry.entry_dn
         values = entry.entry_attributes_as_dict
-        groups = [str(g) for g in values.get("memberOf", [])]
-        if not groups:
-            member = escape_filter_chars(dn)
-            conn.search(self.config.base, f"(|(member={member})(uniqueMember={member}))", attributes=[])
-            groups = [group.entry_dn for group in conn.entries]
+        groups = self._nested(conn, [str(g) for g in values.get("memberOf", [])] or self._holding(conn, [dn]))
         control = values.get("userAccountControl") or [0]
         return Standing(dn, self.config.role_of(groups), bool(int(control[0]) & AD_DISABLED))
+
+    def _nested(self, conn: Any, direct: list[str]) -> list[str]:
+        """The ``direct`` groups and every group above them, level by level to NESTING levels; a
+        group seen before is not asked about again, so a cycle ends where it comes back."""
+        held: dict[str, str] = {}
+        level = direct
+        for depth in range(NESTING + 1):
+            fresh = {_dn(group): group for group in level if _dn(group) not in held}
+            held.update(fresh)
+            if not fresh or depth == NESTING:
+                break
+            level = self._holding(conn, list(fresh.values()))
+        return list(held.values())
+
+    def _holding(self, conn: Any, members: list[str]) -> list[str]:
+        """The groups that have any of ``members`` as a member (groupOfNames, groupOfUniqueNames,
+        AD groups)."""
+        from ldap3.utils.conv import escape_filter_chars
+
+        found = []
+        for start in range(0, len(members), _BATCH):
+            either = "".join(f"(member={m})(uniqueMember={m})"
+                             for m in map(escape_filter_chars, members[start:start + _BATCH]))
+            conn.search(self.config.base, f"(|{either})", attributes=[])
+            found += [group.entry_dn for group in conn.entries]
+        return found
 
     @contextlib.contextmanager
     def _service(self) -> Iterator[Any]:

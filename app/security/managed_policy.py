@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,6 +33,9 @@ from app.net.nodes import Node
 from app.security.directory import DirectoryConfig
 from app.security.roles import Field, Role, narrowed
 from app.security.tls import TlsIdentity
+
+if TYPE_CHECKING:
+    from app.imaging.protocols import Protocol
 
 POLICY_FILE, KEY_FILE = "site-policy.json", "site-key.pub"
 if sys.platform == "win32":
@@ -56,6 +60,7 @@ VISIBLE_FIELDS_KEY = "visible_fields"  # role -> the demographic fields it is sh
 NODES_KEY = "nodes"  # the PACS nodes every workstation of the site talks to
 REPOSITORY_KEY = "audit_repository"  # where every workstation's audit trail goes
 DIRECTORY_KEY = "directory"  # the site's LDAP or Active Directory and its groups' roles
+PROTOCOLS_KEY = "hanging_protocols"  # the site's hanging protocols (app/imaging/protocols.py)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class SiteRules:
     nodes: tuple[Node, ...] = ()
     repository: Repository | None = None
     directory: DirectoryConfig | None = None
+    protocols: tuple[Protocol, ...] = ()
 
 
 def split(doc: dict[str, object]) -> SiteRules:
@@ -95,9 +101,19 @@ def split(doc: dict[str, object]) -> SiteRules:
     except TypeError:
         raise UsageError("Site policy: a node or the audit repository has fields this version does not "
                          "know or lacks one it needs.") from None
-    directory = rest.pop(DIRECTORY_KEY, None)
+    directory, protocols = rest.pop(DIRECTORY_KEY, None), rest.pop(PROTOCOLS_KEY, None)
     return SiteRules(rest, visible, made, repo,
-                     DirectoryConfig.from_policy(directory) if directory is not None else None)
+                     DirectoryConfig.from_policy(directory) if directory is not None else None,
+                     _protocols(protocols) if protocols is not None else ())
+
+
+def _protocols(given: object) -> tuple[Protocol, ...]:
+    from app.imaging.protocols import from_list  # (NumPy: only for a policy that sets protocols)
+
+    try:
+        return from_list(given, managed=True)
+    except UsageError as exc:
+        raise UsageError(f"Site policy: {exc}") from None
 
 
 def _identity(files: object) -> TlsIdentity | None:

@@ -64,7 +64,7 @@ class RadiusServer:
         from pyrad.dictionary import Dictionary
 
         host, port = parse_server(self.address)
-        where = f"The MFA server at {self.address}"
+        where = f"The hospital's authenticator (the RADIUS server at {self.address})"
         if not self.secret:
             raise RadiusUnavailable(f"{where} has no shared secret on this station (custodian directory set, "
                                     "with CUSTODIAN_RADIUS_SECRET).")
@@ -78,8 +78,9 @@ class RadiusServer:
         try:
             reply = client.SendPacket(request)
         except (Timeout, OSError):
-            raise RadiusUnavailable(f"{where} did not answer (or not with the shared secret set at this "
-                                    "station).") from None
+            raise RadiusUnavailable(f"{where} did not answer, so the code could not be checked: try again "
+                                    "shortly; if it goes on, tell the site's administrator (the server may "
+                                    "be down, or not share this station's secret).") from None
         finally:
             client._CloseSocket()  # (pyrad has no public close; its socket would wait for the collector)
         if reply.code not in (_ACCEPT, _REJECT):

@@ -27,6 +27,8 @@ class Action(StrEnum):
     LIST_STUDIES = "list studies"
     VIEW_IMAGES = "view images"
     MEASURE = "save measurements"
+    KEY_IMAGES = "mark key images"
+    SEND_KEY_IMAGES = "send key images to the PACS"  # as a Key Object Selection document
     BREAK_GLASS = "open a restricted study in an emergency"
     IMPORT = "import"  # files, folders and DICOMDIRs of this site's own (`import`)
     IMPORT_MEDIA = "import outside media"  # surveyed, reconciled with the local patient (`import-media`)
@@ -64,6 +66,7 @@ class Duty(StrEnum):
     EVICT_CACHE = "keep the cache to its budget"
     PREFETCH = "prefetch priors"
     FORWARD_AUDIT = "forward the audit trail"
+    CHECK_AUDIT = "check the audit trail's new records"
 
 
 class Field(StrEnum):
@@ -79,7 +82,8 @@ class Field(StrEnum):
 A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RADIOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY,
-                                 A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH, A.COPY_VIEW}),
+                                 A.RETRIEVE, A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH, A.COPY_VIEW,
+                                 A.KEY_IMAGES, A.SEND_KEY_IMAGES}),
     Role.TECHNOLOGIST: frozenset({A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA,
                                   A.RECONCILE_PATIENTS, A.SEND, A.QUERY, A.RETRIEVE, A.VERIFY,
                                   A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE, A.PREFETCH}),
@@ -98,6 +102,7 @@ DUTIES: dict[Duty, Action] = {
     Duty.EVICT_CACHE: A.EVICT_CACHE,
     Duty.PREFETCH: A.RETRIEVE,
     Duty.FORWARD_AUDIT: A.AUDIT_READ,  # (the trail is read and sent, never changed)
+    Duty.CHECK_AUDIT: A.AUDIT_READ,  # (the trail is read; only the signed mark moves)
 }
 
 VISIBLE_FIELDS: dict[Role, frozenset[Field]] = {

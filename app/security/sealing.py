@@ -23,17 +23,20 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pkcs11
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, MechanismFlag, ObjectClass
-from pkcs11.util.ec import encode_named_curve_parameters
 
 from app.atomicfile import write_durable
 from app.errors import CustodianError, VaultLocked
+
+if TYPE_CHECKING:
+    from pkcs11 import ObjectClass
+
+# python-pkcs11 is imported inside the code that talks to a token (as in app.security.card): a vault
+# whose key is under a passphrase, the keyring or a key file never loads it (issue 24).
 
 KEK_FILE = "master.kek"
 PIN_FILE = "pkcs11.pin"
@@ -183,6 +186,8 @@ _REFUSED: set[str] = set()  # digests of (module, token, PIN) the token refused
 
 
 def _library(module: str, fresh: bool) -> Any:
+    import pkcs11
+
     try:
         lib = pkcs11.lib(module)
         if fresh or module in _STALE:
@@ -240,6 +245,8 @@ class TokenSealer:
         return read_private(self.home / PIN_FILE, "token PIN file").decode("utf-8").strip()
 
     def _find(self, lib: Any) -> Any:
+        import pkcs11
+
         for slot in lib.get_slots(token_present=True):
             if self.slot is not None and slot.slot_id != self.slot:
                 continue
@@ -266,6 +273,8 @@ class TokenSealer:
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
         """A logged-in read-write session for one operation; every token failure as VaultLocked."""
+        import pkcs11
+
         refused = VaultLocked(f"The PKCS#11 token ({self.where}) refused the PIN: set {PIN_ENV} to the "
                               f"right one, or correct {PIN_FILE} in the vault's folder.")
         with _TOKEN_LOCK:
@@ -294,6 +303,8 @@ class TokenSealer:
                     session.close()
 
     def _failed(self, exc: Exception) -> VaultLocked:
+        import pkcs11
+
         _STALE.add(self.module)
         if isinstance(exc, pkcs11.NoSuchKey):
             return VaultLocked(f"The PKCS#11 token ({self.where}) holds no key for this vault: it was "
@@ -303,6 +314,8 @@ class TokenSealer:
 
     # -- the master key ----------------------------------------------------------------------
     def provision(self, home: Path, vault_id: str) -> None:
+        from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+
         self.home, self.vault_id = home, vault_id
         with self._session() as session:
             if not _objects(session, ObjectClass.SECRET_KEY, self.master_label):
@@ -318,6 +331,8 @@ class TokenSealer:
             write_private(pin_file, pin.encode("utf-8"))
 
     def seal(self, key: bytes, aad: bytes) -> bytes:
+        from pkcs11 import GCMParams, KeyType, Mechanism, ObjectClass
+
         nonce = os.urandom(NONCE)
         with self._session() as session:
             kek = session.get_key(ObjectClass.SECRET_KEY, KeyType.AES, label=self.master_label)
@@ -325,6 +340,9 @@ class TokenSealer:
                                              mechanism_param=GCMParams(nonce, aad)))
 
     def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        import pkcs11
+        from pkcs11 import GCMParams, KeyType, Mechanism, ObjectClass
+
         with self._session() as session:
             kek = session.get_key(ObjectClass.SECRET_KEY, KeyType.AES, label=self.master_label)
             try:
@@ -336,6 +354,10 @@ class TokenSealer:
 
     # -- the audit checkpoint key ------------------------------------------------------------
     def signing_key(self, *, create: bool) -> SigningKey | None:
+        import pkcs11
+        from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+        from pkcs11.util.ec import encode_named_curve_parameters
+
         with self._session() as session:
             public = _objects(session, ObjectClass.PUBLIC_KEY, self.audit_label)
             if not public:
@@ -356,6 +378,8 @@ class TokenSealer:
         return TokenSigningKey(self, Ed25519PublicKey.from_public_bytes(raw))
 
     def retire(self) -> None:
+        from pkcs11 import Attribute
+
         with contextlib.suppress(CustodianError), self._session() as session:
             for label in (self.master_label, self.audit_label):
                 for obj in list(session.get_objects({Attribute.LABEL: label})):
@@ -366,6 +390,8 @@ class TokenSealer:
 
 
 def _objects(session: Any, kind: ObjectClass, label: str) -> list[Any]:
+    from pkcs11 import Attribute
+
     return list(session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label}))
 
 
@@ -378,6 +404,8 @@ class TokenSigningKey:
         self._public = public
 
     def sign(self, data: bytes, /) -> bytes:
+        from pkcs11 import KeyType, Mechanism, ObjectClass
+
         with self._sealer._session() as session:
             key = session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC_EDWARDS, label=self._sealer.audit_label)
             return bytes(key.sign(data, mechanism=Mechanism.EDDSA))

@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from app.errors import UsageError
 
 # TLS 1.2 suites BCP 195 recommends (forward secret, AEAD); TLS 1.3 suites are all acceptable.
@@ -47,6 +44,9 @@ class TlsIdentity:
 
     def check(self) -> None:
         """Refuse an identity that could never work, with a plain reason, before it is stored."""
+        from cryptography import x509  # (certificates load where they are used: issue 24)
+        from cryptography.hazmat.primitives import serialization
+
         try:
             cas = x509.load_pem_x509_certificates(self.ca_pem.encode())
         except ValueError:
@@ -73,6 +73,8 @@ class TlsIdentity:
                                  f"{cert.not_valid_after_utc:%Y-%m-%d}).")
 
     def subject(self) -> str:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificates(self.cert_pem.encode())[0].subject.rfc4514_string()
 
 
@@ -101,6 +103,8 @@ def server_context(identity: TlsIdentity) -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def _key_file(identity: TlsIdentity) -> Iterator[tuple[str, bytes]]:
+    from cryptography.hazmat.primitives import serialization
+
     password = secrets.token_bytes(32)
     key = serialization.load_pem_private_key(identity.key_pem.encode(), password=None)
     sealed = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

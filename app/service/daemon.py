@@ -42,6 +42,7 @@ log = logging.getLogger("custodian.service")
 
 UNLOCK_RETRY = 5.0  # seconds between tries while the key token is absent
 EVICT_INTERVAL = 600.0
+AUDIT_CHECK_INTERVAL = 3600.0  # so a patient's access report walks at most an hour of new records
 # A client's idle connection is kept this long, so that a request is rarely sent on one the service
 # has just closed (the client then sends it again, which for a request already carried out would
 # repeat it).
@@ -109,7 +110,8 @@ class Station:
         assert vault is not None
         vault.trail.record_application(started=True)
         self.jobs = [sync_job(partial(vault.trail.forwarder, own_connection=True)),
-                     Periodic("cache-budget", partial(_evicting, vault), interval=EVICT_INTERVAL)]
+                     Periodic("cache-budget", partial(_evicting, vault), interval=EVICT_INTERVAL),
+                     Periodic("audit-check", partial(_checking, vault), interval=AUDIT_CHECK_INTERVAL)]
         if not vault.read_only:
             self.jobs.append(pacs_job(vault.watch_pacs, self.watched))
             self.scp = _storage_scp(vault)
@@ -218,6 +220,16 @@ def _storage_scp(vault: Vault) -> StorageScp | None:
     for notice in scp.notices(vault.policy.require_tls):
         log.info("%s", notice)
     return scp
+
+
+def _checking(vault: Vault) -> Step:
+    def step(stop: threading.Event) -> str | None:
+        chain = vault.trail.check_new_records()
+        if not chain.ok:
+            log.error("the audit trail does not verify from record %s: run 'custodian audit verify'",
+                      chain.first_bad_seq)
+        return None
+    return step
 
 
 def _evicting(vault: Vault) -> Step:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -36,22 +37,26 @@ from app.vault.cache import CacheService
 from app.vault.disclosure import DisclosureService
 from app.vault.gate import Service
 from app.vault.intake import IntakeService
+from app.vault.key_images import KeyImageService
 from app.vault.nodes import NodeService
 from app.vault.outbox import OutboxService
 from app.vault.pacs import PacsService
+from app.vault.protocols import ProtocolService
 from app.vault.reading import ReadingService
+from app.vault.states import StatesService
 from app.vault.trail import TrailService
 
 SERVICES: dict[str, type[Service]] = {
     "accounts": AccountService, "reading": ReadingService, "intake": IntakeService, "nodes": NodeService,
     "cache": CacheService, "outbox": OutboxService, "pacs": PacsService,
     "disclosure": DisclosureService, "trail": TrailService, "admin": AdminService,
+    "key_images": KeyImageService, "protocols": ProtocolService, "states": StatesService,
 }
 # Before a session: these, and nothing else that is marked "opening" (what they hand out is no PHI).
 OPENING = frozenset({("accounts", "login"), ("accounts", "resume"), ("accounts", "logout"),
                      ("accounts", "unlock"), ("accounts", "begin_first_enrolment"),
                      ("accounts", "finish_first_enrolment"), ("accounts", "inactivity_limit"),
-                     ("nodes", "pacs")})
+                     ("accounts", "second_factor"), ("nodes", "pacs")})
 # Whose own session may be locked after inactivity: found by its token without the idle check.
 LOCK_SCREEN = frozenset({("accounts", "unlock")})
 # The keyword by which the service tells a method the connection's OS account (SO_PEERCRED), to
@@ -111,6 +116,14 @@ def crosses(hint: object, *, sent: bool) -> bool:
     return True
 
 
+def _hints(wrapped: Callable[..., Any]) -> dict[str, Any]:
+    """A service method's resolved annotations. A vault module whose signatures name types it imports
+    for type checking only (so that a command loads less: app.vault.reading) gives them by its
+    ``signature_types()``."""
+    late = getattr(sys.modules[wrapped.__module__], "signature_types", None)
+    return typing.get_type_hints(wrapped, localns=late() if late is not None else None)
+
+
 def _method(service: str, name: str, door: Callable[..., Any]) -> Method | None:
     kind = getattr(door, "__door__", None)
     wrapped = getattr(door, "__wrapped__", None)
@@ -119,7 +132,7 @@ def _method(service: str, name: str, door: Callable[..., Any]) -> Method | None:
     needs_session = isinstance(kind, Action) or kind == "signed in"
     if not needs_session and (service, name) not in OPENING:
         return None
-    hints = hints_of(wrapped)
+    hints = _hints(wrapped)
     params: list[tuple[str, Any]] = []
     own: list[str] = []
     spread, peer = None, False

@@ -35,5 +35,6 @@ CREATE TRIGGER IF NOT EXISTS audit_patients_delete BEFORE DELETE ON audit_patien
 # The records of one patient (a clause of the trail's WHERE, one parameter).
 OF_PATIENT = "seq IN (SELECT seq FROM audit_patients WHERE patient = ?)"
 
-# The lookup in the order of the trail, for verify's walk (:class:`app.audit.log.AuditLog`).
-IN_TRAIL_ORDER = "SELECT seq, patient FROM audit_patients ORDER BY seq, n"
+# The lookup in the order of the trail after a sequence number, for verify's walk
+# (:class:`app.audit.log.AuditLog`; 0 for the whole trail).
+IN_TRAIL_ORDER = "SELECT seq, patient FROM audit_patients WHERE seq > ? ORDER BY seq, n"

@@ -66,6 +66,14 @@ class BlobStore:
         write_durable(path, sealed, sync_dir=False)
         return path.parent
 
+    def sync(self, blob_id: str) -> None:
+        """Make a blob's bytes durable (its name needs its folder synced too)."""
+        fd = os.open(self.path(blob_id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     @staticmethod
     def sync_dirs(dirs: set[Path]) -> None:
         for folder in dirs:

@@ -10,18 +10,24 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlcipher3
 
-from app.imaging.measure import Kind, Measurement
-from app.imaging.pixels import FrameInfo
-from app.imaging.series import SeriesFrames
-from app.store import manifest
+from app.store import manifest, study_totals
 from app.store.patients import CONFLICT_SQL, REFERENCE_SQL
 from app.store.records import SeriesSummary, StudySummary
 
+if TYPE_CHECKING:  # (the imaging modules load NumPy and pydicom: only the books that decode load them)
+    from app.imaging.measure import Measurement
+    from app.imaging.series import SeriesFrames
+
 D = TypeVar("D")
+# What :meth:`FrameInfo.from_row` reads of an instance ``i``, in its order.
+FRAME_COLUMNS = ("i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, i.frames, "
+                 "i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, i.photometric, "
+                 "i.rescale_slope, i.rescale_intercept, i.window_center, i.window_width, i.pixel_spacing, "
+                 "i.position, i.orientation, i.pixel_offset, i.number, i.needs_header, i.frame_positions")
 
 
 def fetch(conn: sqlcipher3.Connection, record: type[D], sql: str, params: Iterable[object] = ()) -> list[D]:
@@ -141,8 +147,8 @@ class StudyBook:
                      "(SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid = s.uid) "
                      "AS modalities, "
                      "(SELECT count(*) FROM series WHERE study_uid = s.uid) AS series, "
-                     "(SELECT count(*) FROM instances WHERE study_uid = s.uid) AS instances "
-                     f"FROM studies s JOIN patients p ON p.id = s.patient{where} "
+                     f"{study_totals.INSTANCES} AS instances "
+                     f"FROM studies s JOIN patients p ON p.id = s.patient {study_totals.JOIN}{where} "
                      "ORDER BY s.study_date DESC, s.study_time DESC", params)
 
     def uids(self) -> set[str]:
@@ -151,19 +157,18 @@ class StudyBook:
     def series(self, study_uid: str) -> list[SeriesSummary]:
         return fetch(self._conn, SeriesSummary,
                      "SELECT se.uid AS series_uid, se.study_uid, se.modality, se.number, se.description, "
-                     "count(i.sop_uid) AS instances FROM series se LEFT JOIN instances i ON "
+                     "count(i.sop_uid) AS instances, se.body_part FROM series se LEFT JOIN instances i ON "
                      "i.series_uid = se.uid WHERE se.study_uid = ? GROUP BY se.uid ORDER BY "
                      "se.number, se.uid",
                      (study_uid,))
 
     def frames(self, series_uid: str) -> SeriesFrames | None:
         """A series' images as the index describes them (nothing decrypted); None without images."""
+        from app.imaging.pixels import FrameInfo
+        from app.imaging.series import SeriesFrames
+
         rows = self._conn.execute(
-            "SELECT i.sop_uid, i.study_uid, i.blob, i.sha256, i.transfer_syntax, i.rows, i.columns, "
-            "i.frames, i.samples, i.bits_allocated, i.bits_stored, i.pixel_representation, "
-            "i.photometric, i.rescale_slope, i.rescale_intercept, i.window_center, i.window_width, "
-            "i.pixel_spacing, i.position, i.orientation, i.pixel_offset, i.number, i.needs_header, "
-            "i.frame_positions FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL",
+            f"SELECT {FRAME_COLUMNS} FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL",
             (series_uid,)).fetchall()
         if not rows:
             return None
@@ -277,18 +282,19 @@ class CacheBook:
                                        (int(pinned), study_uid)).rowcount)
 
     def total(self) -> int:
-        return int(self._conn.execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()[0])
+        return int(self._conn.execute("SELECT coalesce(sum(bytes), 0) FROM study_totals").fetchone()[0])
 
     def usage(self) -> CacheUsage:
         return fetch(self._conn, CacheUsage,
-                     "SELECT coalesce(sum(size), 0) AS bytes, count(DISTINCT study_uid) AS studies, "
-                     "(SELECT count(*) FROM studies WHERE pinned = 1) AS pinned FROM instances")[0]
+                     "SELECT coalesce(sum(bytes), 0) AS bytes, count(*) AS studies, "
+                     "(SELECT count(*) FROM studies WHERE pinned = 1) AS pinned FROM study_totals "
+                     "WHERE instances > 0")[0]
 
     def evictable(self, opened_before: float) -> list[Evictable]:
         """Studies the PACS holds, not pinned, not opened lately: least recently used first."""
         return fetch(self._conn, Evictable,
-                     "SELECT s.uid, (SELECT coalesce(sum(size), 0) FROM instances WHERE study_uid = s.uid) "
-                     "AS size FROM studies s WHERE s.at_pacs = 1 AND s.pinned = 0 AND "
+                     f"SELECT s.uid, {study_totals.BYTES} AS size FROM studies s {study_totals.JOIN} "
+                     "WHERE s.at_pacs = 1 AND s.pinned = 0 AND "
                      "coalesce(s.last_opened, 0) < ? ORDER BY coalesce(s.last_opened, s.imported_at)",
                      (opened_before,))
 
@@ -325,6 +331,8 @@ class MeasurementBook:
         return int(cursor.lastrowid or 0), str(row[0])
 
     def of(self, user: str, series_uid: str) -> list[Measurement]:
+        from app.imaging.measure import Kind, Measurement
+
         return [Measurement(Kind(kind), sop, frame, tuple(tuple(p) for p in json.loads(points)), text, ident)
                 for ident, kind, sop, frame, points, text in self._conn.execute(
                     "SELECT id, kind, sop_uid, frame, points, text FROM measurements "

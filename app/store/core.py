@@ -342,6 +342,7 @@ class StoreCore:
     def destroying(self, study_uid: str, *, forget_measurements: bool = False) -> Iterator[Doomed]:
         """Destroy a study irrecoverably: its data key, then its blobs and index rows. Yields,
         inside the transaction and before anything goes, what the audit event must name."""
+        from app.store import key_images
         from app.store.patients import PatientBook
 
         with self.write_lock():
@@ -355,6 +356,7 @@ class StoreCore:
                 conn.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
                 if forget_measurements:
                     conn.execute("DELETE FROM measurements WHERE study_uid = ?", (study_uid,))
+                    conn.execute(key_images.FORGET_STUDY, (study_uid,))
                 conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
                 conn.execute("DELETE FROM studies WHERE uid = ?", (study_uid,))
                 conn.execute("DELETE FROM data_keys WHERE context = ?", (study_context(study_uid),))

@@ -142,10 +142,16 @@ class ImportRun:
         self._refusing = threading.Lock()  # (the committer refuses too, when the quarantine filled up)
         self._quarantine_room: int | None = None  # bytes the quarantine may still take (read when needed)
         self._quarantined: set[str] = set()  # SHA-256 of what this run put there: each kept once
+        # A run of one instance (a C-STORE: its sender waits for each step) syncs its blob once it is
+        # in the blob store, so one journal commit of the file system makes both its bytes and its
+        # new name durable and the folder's sync finds nothing left to do. A batch syncs each blob
+        # as it is written instead, while the next files are parsed.
+        self._sync_late = False
 
     def run(self, entries: Iterable[Entry], total: int, progress: Progress | None) -> ImportReport:
         try:
             with self._workers.busy:
+                self._sync_late = total == 1
                 return self._run(entries, total, progress)
         except BaseException as exc:  # a fault, or a cancel (an exception from ``progress``)
             self._stop_writing()
@@ -303,7 +309,7 @@ class ImportRun:
         """On an I/O thread: hashing, AES-GCM and the durable write all release the GIL."""
         sealed = seal(dek, plaintext, aad)
         digest = hashlib.sha256(plaintext).hexdigest()
-        self._staging.write(blob_id, sealed)
+        self._staging.write(blob_id, sealed, sync=not self._sync_late)
         return digest
 
     # ------------------------------------------------------------------ one batch
@@ -328,7 +334,11 @@ class ImportRun:
         instances = []
         with core.write_lock(), core.transaction() as conn:
             kept = self._settled(conn, batch.items, digests)
-            core.blobs.sync_dirs(self._staging.adopt((item.blob_id for item, _ in kept), core.blobs))
+            adopted = [item.blob_id for item, _ in kept]
+            folders = self._staging.adopt(adopted, core.blobs)
+            if self._sync_late:
+                list(self._pool.map(core.blobs.sync, adopted))
+            core.blobs.sync_dirs(folders)
             for item, digest in kept:
                 p = item.parsed
                 if p is None:
@@ -416,7 +426,7 @@ class ImportRun:
             core.store_data_key(QUARANTINE_CONTEXT, dek)
         blob_id = item.blob_id[:2] + secrets.token_hex(15)  # (in the batch's folder)
         self._staged.add(blob_id)
-        self._staging.write(blob_id, seal(dek, data, quarantine_aad(blob_id)))
+        self._staging.write(blob_id, seal(dek, data, quarantine_aad(blob_id)), sync=not self._sync_late)
         self.report.rejected.append(Rejection(item.source, why))
         return _Pending(blob_id, item.future, source=item.source, reason=why, size=item.size)
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
 import sqlcipher3
 
 from app.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LANES = 1024
 SIZE = 2 * LANES  # bytes
@@ -28,6 +31,8 @@ OF_STUDY_ROWS = (f"(SELECT {SQL_FUNCTION}(sop_uid, sha256) FROM instances "
 
 
 def _vector(sop_uid: str, digest: str) -> np.ndarray:
+    import numpy as np  # (loaded when a manifest is summed, not by every command that opens the index)
+
     drawn = hashlib.shake_256(f"{sop_uid}:{digest}".encode()).digest(SIZE)
     return np.frombuffer(drawn, dtype="<u2")
 
@@ -40,6 +45,8 @@ class _Lanes:
         if manifest is not None and len(manifest) != SIZE:  # only a damaged index holds such a value
             raise IntegrityError("A study's manifest in the index is damaged, so nothing more can be "
                                  "added to the study; 'custodian verify' names it.")
+        import numpy as np
+
         self._lanes = np.frombuffer(manifest or EMPTY, dtype="<u2").copy()
 
     def step(self, sop_uid: str, digest: str) -> None:

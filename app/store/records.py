@@ -38,6 +38,7 @@ class SeriesSummary:
     number: int | None
     description: str
     instances: int
+    body_part: str = ""  # Body Part Examined, as stored (hanging protocols match on it)
 
 
 @dataclass(frozen=True)

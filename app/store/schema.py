@@ -6,7 +6,7 @@ with tables of its own (audit_lookup) keeps their text in its own module.
 
 from __future__ import annotations
 
-from app.store import audit_lookup, manifest
+from app.store import audit_lookup, key_images, manifest, protocol_book, study_totals
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -351,5 +351,12 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS instances_study_size ON instances(study_uid, size);
     DROP INDEX IF EXISTS instances_study;
     """,
+    # Each study's instance count and bytes, kept by triggers (app/store/study_totals.py): the study
+    # list and the cache budget read one row per study instead of every instance.
+    22: study_totals.MIGRATION,
+    # Hanging protocols as definitions, the site's and each user's (app/store/protocol_book.py).
+    23: protocol_book.MIGRATION,
+    # A reader's key images, marked while reading (app/store/key_images.py).
+    24: key_images.MIGRATION,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

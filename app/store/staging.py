@@ -43,14 +43,16 @@ class Staging:
         (root / name).mkdir(mode=0o700)
         return cls(root / name, lease)
 
-    def write(self, blob_id: str, sealed: bytes | bytearray) -> None:
-        """Write a sealed blob and fsync it; its name becomes durable with the rename at commit."""
+    def write(self, blob_id: str, sealed: bytes | bytearray, *, sync: bool = True) -> None:
+        """Write a sealed blob and fsync it (unless its writer syncs it in the blob store, after the
+        rename); its name becomes durable with the rename at commit."""
         fd = os.open(self.folder / blob_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(sealed)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -97,7 +97,8 @@ class WindowActions:
         self._work = [self.refresh, self.reset, self.sync, self.mpr, self.smooth, self.controls,
                       self.per_series, self.send, self.export, self.import_files, self.import_folder,
                       self.outside, *self.layouts.values(), *window.user_menu.actions(),
-                      *window.reading_aids.actions()]
+                      *window.reading_aids.actions(), *window.key_images.actions(), window.hanger.edit,
+                      *window.presentation_states.actions()]
 
     def fit_role(self, role: Role) -> None:
         """Show only the actions ``role`` may use."""
@@ -107,6 +108,8 @@ class WindowActions:
         for action in (self.import_files, self.import_folder):
             action.setVisible(permits(role, Action.IMPORT))
         self._window.reading_aids.fit_role(role)
+        self._window.key_images.fit_role(role)
+        self._window.presentation_states.fit_role(role)
 
     def help_text(self) -> str:
         """The viewports' controls, the browser's, and every shortcut of the window's own actions."""
@@ -183,11 +186,15 @@ class WindowActions:
         layout_menu.addActions(list(self.layouts.values()))
         layout_menu.addSeparator()
         layout_menu.addAction(self.per_series)
+        layout_menu.addAction(self._window.hanger.edit)
         view_menu.addAction(self.reset)
         view_menu.addAction(self.sync)
         view_menu.addAction(self.mpr)
         view_menu.addAction(self.smooth)
         view_menu.addActions([self._window.reading_aids.tags, self._window.reading_aids.show_strip])
+        view_menu.addSeparator()
+        view_menu.addActions(self._window.key_images.actions())
+        view_menu.addActions(self._window.presentation_states.actions())
         bar.addMenu(self._window.user_menu)
         bar.addMenu("&Help").addAction(self.controls)
 
@@ -203,6 +210,8 @@ class WindowActions:
         toolbar.addAction(self.reset)
         toolbar.addAction(self.sync)
         toolbar.addAction(self.mpr)
+        toolbar.addAction(self._window.key_images.mark)
+        toolbar.addAction(self._window.presentation_states.choose)  # (a drop-down, as Weasis' PR)
         self._window.addToolBar(toolbar)
         self.sync.setIconText("Sync")
         self.mpr.setIconText("3D")

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QApplication, QDialog
 
 from app import trace
-from app.audit.repository import sync_job
 from app.errors import CustodianError, UsageError
 from app.imaging.hanging import LAYOUTS
-from app.net.scp import StorageScp
-from app.net.watch import pacs_job
 from app.security.sessions import Session
-from app.ui.audit_sync_status import AuditSyncStatus
-from app.ui.bridge import Bridge
 from app.ui.enrolment_dialog import required_reenrolment
-from app.ui.first_paint import mark_first_paint
+from app.ui.first_paint import after_first_paint, mark_first_paint
 from app.ui.login_dialog import LoginDialog
-from app.ui.main_window import MainWindow
 from app.ui.theme import apply_dark_theme
 from app.vault import Vault
 
+if TYPE_CHECKING:
+    from app.net.scp import StorageScp
+    from app.ui.main_window import MainWindow
+
 SCREENSHOT_SIZE = (1280, 800)
+# What the window after the login needs and the login dialog does not (the viewers, NumPy, pydicom,
+# networking: most of the start): imported while the reader types, once the dialog is on screen.
+AFTER_LOGIN = ("app.ui.main_window", "app.net.scp", "app.net.watch", "app.audit.repository",
+               "app.ui.audit_sync_status")
 
 
 def _application(*, offscreen: bool) -> QApplication:
@@ -68,6 +72,7 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
     own_session = session is None
     if session is None:
         dialog = LoginDialog(vault, demo_codes=demo_codes)
+        after_first_paint(dialog, _import_after_login)  # (installed first: runs after the mark)
         mark_first_paint(dialog, "gui.login")
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.session is None:
             return 1
@@ -77,6 +82,8 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
         session = required_reenrolment(vault, session)  # a recovery-code login from the command line
         if session is None:
             return 1
+    from app.ui.main_window import MainWindow
+
     window: MainWindow | None = None
     try:
         window = MainWindow(vault, session, layout=layout, quiet=screenshot is not None,
@@ -88,6 +95,11 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
             window.open_study(open_study)
         if screenshot is not None:
             return _screenshot(app, window, screenshot)
+        from app.audit.repository import sync_job
+        from app.net.watch import pacs_job
+        from app.ui.audit_sync_status import AuditSyncStatus
+        from app.ui.bridge import Bridge
+
         jobs, scp = [], None
         if vault.embedded:  # (a service client: the service forwards, watches and receives)
             indicator = AuditSyncStatus()
@@ -116,6 +128,12 @@ def _run(app: QApplication, vault: Vault, session: Session | None, open_study: s
                 vault.accounts.logout(current)
             except CustodianError as exc:
                 print(exc, file=sys.stderr)
+
+
+def _import_after_login() -> None:
+    for name in AFTER_LOGIN:
+        importlib.import_module(name)
+    trace.mark("gui.prepared")
 
 
 def _start_receiving(vault: Vault, window: MainWindow) -> StorageScp | None:

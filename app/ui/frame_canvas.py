@@ -48,6 +48,11 @@ class FrameCanvas(QWidget):
         """Screen pixels per image row in use (the fitted scale unless the reader zoomed)."""
         return self._zoom if self._zoom is not None else self._fit_scale()
 
+    @property
+    def turn(self) -> tuple[int, bool, bool]:
+        """The rotation (clockwise degrees) and the left-right and up-down flips after it."""
+        return self._rotation, self._flip_h, self._flip_v
+
     def set_zoom(self, zoom: float | None) -> None:
         """Screen pixels per image row; None fits the image to the widget (and centres it)."""
         if zoom is None:

@@ -11,8 +11,10 @@ from typing import cast
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QLineEdit, QVBoxLayout, QWidget
 
-from app.errors import CustodianError
+from app.errors import AuthenticatorNotSetUp, CustodianError
 from app.security.sessions import Session
+from app.ui.card_reader import ask_card_pin
+from app.ui.code_source import say_where_codes_come_from
 from app.ui.demo_hint import DemoCodes, DemoCodesLabel
 from app.ui.enrolment_dialog import first_enrolment, required_reenrolment
 from app.ui.forms import FormDialog, busy, code_edit, link_button, password_edit
@@ -38,6 +40,8 @@ class LoginDialog(FormDialog):
         self.user_edit.setToolTip("Your Custodian user name")
         self.password_edit = self.add_field("Password", password_edit())
         self.code_edit = self.add_field("Code", code_edit(recovery=True), code=True)
+        say_where_codes_come_from(self, self.code_edit, vault)
+        self.card_reader = ask_card_pin(self, self.code_edit, vault.accounts.second_factor())
 
         self.first_login_button = link_button("First login: set up your authenticator…")
         self.first_login_button.setToolTip("For a new account: enter your user name and password, then "
@@ -55,9 +59,13 @@ class LoginDialog(FormDialog):
         self.user_edit.setFocus()  # the reader types the name at once
 
     def submit(self) -> bool:
-        with busy():
-            _, session = self._vault.accounts.login(self.user_edit.text().strip(), self.password_edit.text(),
-                                           self.code_edit.text())
+        try:
+            with busy():
+                _, session = self._vault.accounts.login(self.user_edit.text().strip(),
+                                                        self.password_edit.text(), self.code_edit.text())
+        except AuthenticatorNotSetUp:  # a directory user new at this station: set it up now
+            self._first_login()
+            return False
         usable = required_reenrolment(self._vault, session, self)
         if usable is None:
             self.refuse(REENROLMENT_CANCELLED)

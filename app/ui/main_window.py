@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import CustodianError, EnrolmentRequired, NotAuthenticated, NotPermitted
-from app.imaging.hanging import layout_for, relevant_prior
 from app.imaging.measure import Measurement
 from app.imaging.series import SeriesImages
 from app.security.accounts import User
@@ -42,9 +41,12 @@ from app.ui.dicom_text import iso_date
 from app.ui.downtime_banner import DowntimeBanner
 from app.ui.errands import Errands
 from app.ui.export_wizard import ExportWizard
+from app.ui.hanger import Hanger
+from app.ui.key_images import KeyImages
 from app.ui.pacs_panel import PacsPanel
+from app.ui.presentation_states import PresentationStates
 from app.ui.reading_aids import ReadingAids
-from app.ui.report_view import REPORT_MODALITIES, image_series, open_reports
+from app.ui.report_view import REPORT_MODALITIES, open_reports
 from app.ui.session_keeper import LockedWork, SessionKeeper
 from app.ui.study_list import StudyBrowser
 from app.ui.three_d import ThreeD
@@ -93,6 +95,9 @@ class MainWindow(QMainWindow):
         self.user_menu = UserMenu(self)
         self.errands = Errands(self, vault)
         self.reading_aids = ReadingAids(self, vault)  # tag browser, series strip, copying a view
+        self.hanger = Hanger(self, vault)  # what goes where: by hanging protocol, layout or series
+        self.presentation_states = PresentationStates(self, vault)  # GSPS saved, chosen and applied
+        self.key_images = KeyImages(self, vault)  # marked while reading, sent as Key Object Selection
         self.window_actions = WindowActions(self)
         self.layout_actions = self.window_actions.layouts
         self.send_action, self.export_action = self.window_actions.send, self.window_actions.export
@@ -125,7 +130,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.pacs_panel.retrieved.connect(self._retrieved)
-        self.browser.studySelected.connect(self._list_series)
+        self.browser.studySelected.connect(self.list_series)
         self.browser.studyOpened.connect(self.open_study)
         self.browser.seriesSelected.connect(self._series_chosen)
         self.browser.seriesOpened.connect(self._series_chosen)
@@ -163,6 +168,10 @@ class MainWindow(QMainWindow):
         """The study whose series are listed."""
         return self._listed_study
 
+    @property
+    def listed_series(self) -> list[SeriesSummary]:
+        return self._series
+
     # The parts' work, reached through the window by the application and the tests.
     def lock(self, notice: str = "") -> None:
         self.keeper.lock(notice)
@@ -198,36 +207,12 @@ class MainWindow(QMainWindow):
             self.browser.set_series([])
         self.show_status(f"{counted(len(studies), 'study', 'studies')} in the local cache")
 
-    def open_study(self, study_uid: str) -> bool:
-        """Select the study and hang its series, in order, into the visible viewports; viewports
-        left over show the most relevant prior of the same patient."""
-        if not self.browser.select_study(study_uid):
-            self.show_error("This study is not in the study list.")
-            return False
-        self._list_series(study_uid)  # already done by the selection unless that failed before
-        if self._listed_study != study_uid:
-            return False  # listing its series failed and was reported
-        study = self._studies[study_uid]
-        viewports = self.grid.visible_viewports()
-        hung = list(zip(viewports, image_series(self._series), strict=False))  # (a report opens on a click)
-        spare = viewports[len(hung):]
-        prior = relevant_prior(study, self._studies.values()) if spare else None
-        if prior is not None:
-            prior_series = self.ask(self._vault.reading.series, self.session, prior.study_uid) or []
-            hung += list(zip(spare, image_series(prior_series), strict=False))
-        for viewport, series in hung:
-            if viewport.series_uid == series.series_uid:
-                continue  # hung already (a layout change): keep its slice and window
-            shown = self.load_series(series.series_uid, viewport, series)
-            if not shown and (study.restricted or self.locked):
-                return False  # access refused (no break-glass), or locked meanwhile: hang nothing more
-        for viewport in viewports[len(hung):]:
-            viewport.clear()
-        self.grid.set_active(viewports[0])
-        viewports[0].view.setFocus()
-        self.browser.select_series(viewports[0].series_uid)
-        self._prefetch(study_uid)
-        return True
+    def open_study(self, study_uid: str, *, by_protocol: bool = True) -> bool:
+        """Select the study and hang it (:class:`Hanger`); then fetch the patient's priors."""
+        opened = self.hanger.open_study(study_uid, by_protocol=by_protocol)
+        if opened:
+            self._prefetch(study_uid)
+        return opened
 
     def _prefetch(self, study_uid: str) -> None:
         """Fetch the patient's priors from the PACS in the background while the reader reads."""
@@ -252,6 +237,8 @@ class MainWindow(QMainWindow):
         summary = summary or self.series_summary(series_uid)
         if summary is not None and summary.modality in REPORT_MODALITIES:
             return open_reports(self, self._vault, summary.study_uid, series_uid) is not None
+        if summary is not None and summary.modality == "PR":  # (no images of its own)
+            return self.presentation_states.point_to()
         target = viewport or self.grid.active
         cleared = self._hang(target, series_uid, summary.study_uid if summary else None)
         if cleared is None:
@@ -271,29 +258,10 @@ class MainWindow(QMainWindow):
                      if s.series_uid == series_uid), None)
 
     def set_layout(self, name: str, *, hang: bool = True) -> None:
-        """Change the layout; with ``hang`` the study being read (the first viewport's) is hung
-        again, so the viewports added get its other series or its prior."""
-        reading = self.grid.visible_viewports()[0].study_uid if hang else None
-        self.grid.set_layout(name)
-        self.layout_actions[name].setChecked(True)
-        if reading is not None:
-            self.open_study(reading)
+        self.hanger.set_layout(name, hang=hang)
 
     def hang_per_series(self) -> bool:
-        """Switch to the layout with a viewport for each series of the selected study and open it."""
-        study_uid = self.browser.current_study_uid()
-        if study_uid is None:
-            self.show_error("Select a study first: each of its series gets a viewport.")
-            return False
-        self._list_series(study_uid)
-        if self._listed_study != study_uid:
-            return False
-        self.set_layout(layout_for(len(self._series)), hang=False)
-        opened = self.open_study(study_uid)
-        if opened and len(self._series) > len(self.grid.visible_viewports()):
-            self.show_status(f"The first {len(self.grid.visible_viewports())} of {len(self._series)} series "
-                             "are shown; drag others onto a viewport.")
-        return opened
+        return self.hanger.hang_per_series()
 
     def show_status(self, message: str) -> None:
         """A message in the status bar that goes after a while."""
@@ -321,6 +289,7 @@ class MainWindow(QMainWindow):
         """The user menu, actions and the PACS tab as ``user``'s role may use them."""
         self.user_menu.set_user(user)
         self.window_actions.fit_role(user.role)
+        self.hanger.fit_role(user.role)
         self.sources.setTabVisible(1, permits(user.role, Action.QUERY))
         self.sources.setCurrentIndex(0)
 
@@ -450,7 +419,8 @@ class MainWindow(QMainWindow):
         self.refresh()  # the grant shows this patient's details to the reader
         return not self.locked
 
-    def _list_series(self, study_uid: str) -> None:
+    def list_series(self, study_uid: str) -> None:
+        """List the study's series (once: a study listed already is left as it is)."""
         if study_uid == self._listed_study:
             return
         series = self.ask(self._vault.reading.series, self.session, study_uid)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -23,10 +24,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.net.query import RemoteStudy
+from app.security.roles import Action, permits
 from app.security.sessions import Session
 from app.ui.bridge import Bridge, in_background
 from app.ui.dicom_text import iso_date, person_name
-from app.ui.forms import error_label, hint_label, show_message
+from app.ui.forms import error_label, hint_label, link_button, show_message
+from app.ui.node_dialog import DicomWebNodeDialog
 from app.ui.study_list import UID_ROLE, Column, RecordTableModel, record_table, shown
 from app.vault import Vault
 
@@ -63,6 +66,10 @@ class PacsPanel(QWidget):
         self._progress_bridge = Bridge(self._progress, self)
 
         self.node_label = hint_label()
+        self.add_node_button = link_button("Add a DICOMweb node…")
+        self.add_node_button.setToolTip("A PACS reached over DICOMweb (HTTPS), as 'custodian node add "
+                                        "--dicomweb' adds one")
+        self.add_node_button.hide()  # (shown to roles that may manage nodes)
         self.patient_edit = QLineEdit(placeholderText="Patient ID (* and ? allowed)")
         self.name_edit = QLineEdit(placeholderText="FAMILY^Given (* allowed)")
         self.date_edit = QLineEdit(placeholderText="YYYYMMDD or YYYYMMDD-YYYYMMDD")
@@ -89,6 +96,7 @@ class PacsPanel(QWidget):
         buttons.addWidget(self.retrieve_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.node_label)
+        layout.addWidget(self.add_node_button)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.table, 1)
@@ -98,6 +106,7 @@ class PacsPanel(QWidget):
 
         self.search_button.clicked.connect(self.search)
         self.retrieve_button.clicked.connect(self.retrieve)
+        self.add_node_button.clicked.connect(self.add_dicomweb_node)
         for edit in (self.patient_edit, self.name_edit, self.date_edit, self.modality_edit):
             edit.returnPressed.connect(self.search)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
@@ -109,6 +118,23 @@ class PacsPanel(QWidget):
         self.node_label.setText(f"PACS: {node.name} ({node.describe()})" if node else
                                 "No PACS node is set: an administrator adds one with 'custodian node add'.")
         self._update_buttons()
+
+    def add_dicomweb_node(self) -> DicomWebNodeDialog | None:
+        session = self._session()
+        if session is None:
+            return None
+        dialog = DicomWebNodeDialog(self._vault, session, self)
+        dialog.exec()
+        self.refresh_node()
+        return dialog
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Whether the reader may add nodes is asked as the panel shows (its window's session is
+        set after the panel is made, and changes with switch user)."""
+        session = self._session()
+        self.add_node_button.setVisible(session is not None and permits(session.user.role,
+                                                                        Action.MANAGE_NODES))
+        super().showEvent(event)
 
     def clear(self) -> None:
         """Drop every result (auto-logoff, switch user)."""

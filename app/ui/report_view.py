@@ -40,8 +40,10 @@ CITED = "image"  # the scheme of a link to a cited image: image:<SOP Instance UI
 
 
 def image_series(series: Iterable[SeriesSummary]) -> list[SeriesSummary]:
-    """The series a viewport can hang: not those of reports."""
-    return [each for each in series if each.modality not in REPORT_MODALITIES]
+    """The series a viewport can hang: not those of reports, nor presentation states (PR: they are
+    chosen in a viewport, app.ui.presentation_states), nor key images (KO: the study's own images,
+    opened from the series strip or list)."""
+    return [each for each in series if each.modality not in {*REPORT_MODALITIES, "PR", "KO"}]
 
 
 def report_html(report: StructuredReport) -> str:

@@ -33,6 +33,8 @@ STRIP_WIDTH = THUMBNAIL_SIZE + 36
 
 def label(series: SeriesSummary) -> str:
     number = f"Series {series.number}" if series.number is not None else "Series"
+    if series.modality == "KO":  # Key Object Selection documents: the images they select open
+        return f"{number}\nKey images"
     return f"{number}\n{series.modality} · {series.instances}" if series.modality else number
 
 

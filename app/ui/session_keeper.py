@@ -23,6 +23,7 @@ from app.errors import CustodianError, NotAuthenticated
 from app.security.accounts import User
 from app.security.sessions import Session
 from app.ui.account_dialogs import ChangePasswordDialog
+from app.ui.card_reader import lock_on_removal
 from app.ui.clipboard_guard import ClipboardGuard
 from app.ui.enrolment_dialog import reenrol
 from app.ui.idle_watch import IdleWatch
@@ -77,6 +78,7 @@ class SessionKeeper(QObject):
         self.lock_screen.unlocked.connect(self._unlocked)
         self.lock_screen.ended.connect(self._session_ended)
         self.lock_screen.loginRequested.connect(self.log_in_again)
+        self.card_reader = lock_on_removal(self, vault.accounts.second_factor())  # (a card site's)
         # A directory user's offline login says so for as long as the directory cannot be reached.
         self.offline_notice = QLabel("Offline login: the directory cannot be reached")
         self.offline_notice.setToolTip("You logged in with this station's record of your last login. The "

@@ -8,9 +8,17 @@ from dataclasses import replace
 from typing import Any
 
 from app.audit.events import AuditEvent, EventType, Outcome
-from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated, NotPermitted, UsageError
+from app.errors import (
+    AuthenticationFailed,
+    AuthenticatorNotSetUp,
+    CustodianError,
+    NotAuthenticated,
+    NotPermitted,
+    UsageError,
+)
 from app.security.accounts import LOGIN_FAILED, STEP_UP_FAILED, Enrolment, User, Verified, locked_out
 from app.security.sessions import PeerId, Session
+from app.vault.card import card_holder, card_refusal, site_card
 from app.vault.directory import Admission, DirectoryRefused, admit, mfa_accepts, mfa_server, one_time_code
 from app.vault.gate import Access, Service, opening, signed_in
 
@@ -22,18 +30,21 @@ class AccountService(Service):
         """Password and authenticator code (or a recovery code, which forces re-enrolment).
         ``peer_uid``: in service mode, the client's OS account, which alone may use the session.
         A directory user's password and role are the directory's first (:func:`admit`), and where
-        the site has an MFA server, the one-time code is its (:func:`one_time_code`)."""
+        the site has an MFA server, the one-time code is its (:func:`one_time_code`); where its
+        second factor is a card, ``code`` is the card's PIN (:func:`card_holder`)."""
         try:
             admitted = admit(door, name, password)
             if admitted and admitted.radius:
                 one_time_code(door, admitted.radius, name, password, code, checked=not admitted.offline)
+            if admitted and admitted.card:
+                card_holder(door, admitted.card, name, password, code, checked=not admitted.offline)
             with door.store.transaction():
                 offline = bool(admitted and admitted.offline)
-                if admitted and admitted.radius:
+                if admitted and (admitted.radius or admitted.card):
                     verified = _code_accepted(door, name)
                 elif admitted and not door.accounts.named(name).enrolled:
-                    raise CustodianError("This station has no authenticator of yours yet: set one up with "
-                                         "First login in the workstation window.")
+                    raise AuthenticatorNotSetUp("This station has no authenticator of yours yet: set one up "
+                                                "with First login in the workstation window.")
                 else:
                     verified = door.accounts.authenticate(name, password, code, checked=bool(admitted and
                                                                                               not offline))
@@ -55,6 +66,9 @@ class AccountService(Service):
             if admitted and admitted.radius:
                 raise CustodianError("Your one-time codes come from the site's MFA server: log in with your "
                                      "password and a code; no authenticator is set up at this station.")
+            if admitted and admitted.card:
+                raise CustodianError("Your second factor is your card: log in with your password and the "
+                                     "card's PIN; no authenticator is set up at this station.")
             if admitted and admitted.offline:
                 raise CustodianError("An authenticator is set up only while the directory answers: "
                                      "try again when it is back.")
@@ -123,17 +137,21 @@ class AccountService(Service):
         with door.store.reading():
             door.sessions.revivable(session)  # an ended session needs a new login, not an unlock
         server = mfa_server(door) if session.user.directory else None
+        card = site_card(door) if session.user.directory else None
         try:
             if server:
                 one_time_code(door, server, name, password, code, checked=False)
+            if card:
+                card_holder(door, card, name, password, code, checked=False)
             with door.store.transaction():
-                verified = (_code_accepted(door, name) if server else
+                verified = (_code_accepted(door, name) if server or card else
                             door.accounts.authenticate(name, password, code))
                 if verified.user.id != session.user.id:
                     raise AuthenticationFailed(LOGIN_FAILED)
                 live = door.sessions.revive(session)
-                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name, detail={
-                    "unlock": True, **({"method": "radius"} if server else {})}))
+                method = {"method": "radius"} if server else {"method": "card"} if card else {}
+                door.record(AuditEvent(EventType.LOGIN, user=verified.user.name,
+                                       detail={"unlock": True, **method}))
         except AuthenticationFailed as exc:
             _failed(door, name, unlock=True, **_refused(exc))
             raise
@@ -149,17 +167,23 @@ class AccountService(Service):
         included; while that lock holds, a step-up is refused whatever the code. (A lock by wrong
         passwords at the login screen leaves live sessions and their step-ups alone.) Where the
         site's MFA server checks a directory user's codes, it is asked first, unless a lock or
-        delay holds (then the code is refused unchecked, and never reaches it).
+        delay holds (then the code is refused unchecked, and never reaches it); where the site's
+        second factor is a card, ``code`` is its PIN and the card is asked the same way.
         """
         user = door.signed_in
         server = mfa_server(door) if user.directory else None
-        accepted = None
-        if server:
+        card = site_card(door) if user.directory else None
+        accepted, wrong = None, ""
+        if server or card:
             with door.store.reading():
                 held = any(door.accounts.holds(user))
-            accepted = not held and mfa_accepts(door, server, user.name, code, step_up=True)
+            if server:
+                accepted = not held and mfa_accepts(door, server, user.name, code, step_up=True)
+            elif card:
+                refused = None if held else card_refusal(door, card, user.name, code, step_up=True)
+                accepted, wrong = not held and refused is None, str(refused or "")
         with door.store.transaction():  # one transaction: parallel tries cannot slip between
-            refusal, delay = _step_up(door, user, code, accepted)
+            refusal, delay = _step_up(door, user, code, accepted, "card" if card else "radius", wrong)
         if delay:
             time.sleep(delay)  # (the index is not held meanwhile)
         if refusal is not None:
@@ -206,6 +230,13 @@ class AccountService(Service):
         with door.store.reading():
             return door.sessions.inactivity_limit(user)
 
+    @opening
+    def second_factor(self, door: Access) -> str:
+        """The second factor of this site's directory users (``totp`` where no directory is set),
+        so the login screen says where their code comes from."""
+        directory = door.directory()
+        return directory.config.second_factor if directory else "totp"
+
     @signed_in
     def set_own_inactivity(self, door: Access, seconds: int | None) -> float:
         """A user may lock sooner than the site requires, never later."""
@@ -230,11 +261,12 @@ class AccountService(Service):
         door.store.clear_token()
 
 
-def _step_up(door: Access, user: User, code: str,
-             accepted: bool | None) -> tuple[CustodianError | None, float]:
+def _step_up(door: Access, user: User, code: str, accepted: bool | None, method: str = "radius",
+             wrong: str = "") -> tuple[CustodianError | None, float]:
     """One step-up in the caller's transaction: the refusal to raise once that has committed (so
-    its record stays in the trail), and how long to wait before raising it. ``accepted``: the MFA
-    server's word on the code (None: the station's authenticator checks it)."""
+    its record stays in the trail), and how long to wait before raising it. ``accepted``: the word
+    of the MFA server or the card (``method``; ``wrong``: its refusal) on the code (None: the
+    station's authenticator checks it)."""
     locked, wait = door.accounts.holds(user)
     if locked:
         why = locked_out("logins or codes", locked)
@@ -250,14 +282,14 @@ def _step_up(door: Access, user: User, code: str,
         if accepted is None:
             door.accounts.check_code(user, code, STEP_UP_FAILED)
         elif not accepted:
-            raise AuthenticationFailed("The one-time code is not correct.")
+            raise AuthenticationFailed(wrong or "The one-time code is not correct.")
     except AuthenticationFailed as exc:
         ended = _count_failure(door, user.name, "step-up", step_up=True,
-                               **({} if accepted is None else {"method": "radius"}))
+                               **({} if accepted is None else {"method": method}))
         return (NotAuthenticated(ended), 0.0) if ended else (exc, door.accounts.hold_step_ups(user))
     door.accounts.clear_failures(user, in_session=True)
     door.record(AuditEvent(EventType.LOGIN, user=user.name, detail={
-        "step_up": True, **({} if accepted is None else {"method": "radius"})}))
+        "step_up": True, **({} if accepted is None else {"method": method})}))
     return None, 0.0
 
 

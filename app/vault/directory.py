@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import AuthenticationFailed, CustodianError, NotAuthenticated
 from app.security.accounts import LOGIN_FAILED, Origin
+from app.security.card import CardCheck
 from app.security.directory import DISABLED, NO_GROUP, Directory, DirectoryBook, DirectoryUnavailable
 from app.security.radius import RadiusServer, RadiusUnavailable
 from app.security.sessions import Session
@@ -28,14 +29,16 @@ if TYPE_CHECKING:
 RETRY = 30.0  # the most seconds before a directory that did not answer a re-check is tried again
 UNTRUSTED_ALERT = "directory certificate not trusted"
 CODE_REJECTED, MFA_SILENT = "one-time code refused by the MFA server", "the MFA server did not answer"
+RADIUS_REFUSED = ("Login failed: your hospital's authenticator (RADIUS) did not accept that code; enter the "
+                  "code it shows now (repeated failures lock the account for a while).")
 _REFUSED = {DISABLED: "This account is disabled in the directory.",
             NO_GROUP: "Your directory account is in no group that gives access to Custodian; ask the site's "
                       "administrator."}
 
 
 class DirectoryRefused(AuthenticationFailed):
-    """The directory (or the site's MFA server: ``method`` radius) said no; ``why`` is for the
-    audit trail (the message for the person)."""
+    """The directory (or the site's MFA server: ``method`` radius; the card: ``method`` card) said
+    no; ``why`` is for the audit trail (the message for the person)."""
 
     def __init__(self, message: str, why: str, method: str = "directory") -> None:
         super().__init__(message)
@@ -47,14 +50,17 @@ class DirectoryRefused(AuthenticationFailed):
 class Admission:
     """A directory user let in: by the directory, or ``offline`` by the cached verifier's check
     that follows (the directory could not be reached). ``radius``: the site's MFA server, which
-    checks the one-time code instead of the station's authenticator."""
+    checks the one-time code instead of the station's authenticator; ``card``: the site's card
+    settings, when the user's card and its PIN do (:mod:`app.vault.card`)."""
 
     offline: bool
     radius: RadiusServer | None = None
+    card: CardCheck | None = None
 
     @property
     def detail(self) -> dict[str, object]:
-        return {"method": "radius" if self.radius else "directory", "offline": self.offline}
+        method = "radius" if self.radius else "card" if self.card else "directory"
+        return {"method": method, "offline": self.offline}
 
 
 def admit(door: Access, name: str, password: str) -> Admission | None:
@@ -73,7 +79,7 @@ def admit(door: Access, name: str, password: str) -> Admission | None:
     try:
         standing = directory.authenticate(name, password)
     except DirectoryUnavailable as exc:
-        return Admission(_offline(door, name, origin, exc), _radius(door, directory))
+        return Admission(_offline(door, name, origin, exc), _radius(door, directory), card_of(directory))
     except AuthenticationFailed as exc:
         raise DirectoryRefused(LOGIN_FAILED, str(exc)) from None
     why = standing.refusal or _another(origin.dn if origin else None, standing.dn) or ""
@@ -84,13 +90,19 @@ def admit(door: Access, name: str, password: str) -> Admission | None:
         raise DirectoryRefused(_REFUSED.get(why, LOGIN_FAILED), why)
     with door.store.transaction():
         door.accounts.admit(name, standing.dn, standing.role, password)
-    return Admission(False, _radius(door, directory))
+    return Admission(False, _radius(door, directory), card_of(directory))
 
 
 def mfa_server(door: Access) -> RadiusServer | None:
     """The site's MFA server, where directory users' second factor is its one-time codes."""
     directory = door.directory()
     return _radius(door, directory) if directory else None
+
+
+def card_of(directory: Directory) -> CardCheck | None:
+    """The site's card settings, where directory users' second factor is a card."""
+    config = directory.config
+    return CardCheck(config.card_ca, config.crl) if config.second_factor == "card" else None
 
 
 def _radius(door: Access, directory: Directory) -> RadiusServer | None:
@@ -121,7 +133,7 @@ def one_time_code(door: Access, server: RadiusServer, name: str, password: str, 
     with door.store.reading():
         user = door.accounts.check_password(name, password, checked=checked)[0]
     if not mfa_accepts(door, server, user.name, code):  # (the account's own spelling of the name)
-        raise DirectoryRefused(LOGIN_FAILED, CODE_REJECTED, method="radius")
+        raise DirectoryRefused(RADIUS_REFUSED, CODE_REJECTED, method="radius")
 
 
 def _another(held: str | None, found: str) -> str | None:

@@ -22,7 +22,7 @@ from app.audit.events import AuditEvent, EventType, Outcome
 from app.audit.log import AuditLog
 from app.background import GroupCommit
 from app.errors import EnrolmentRequired, NotAuthenticated, NotPermitted, UsageError
-from app.net.association import TlsRequired
+from app.net.errors import TlsRequired
 from app.net.nodes import NodeBook
 from app.security import managed_policy
 from app.security.accounts import Accounts, Enrolment, User
@@ -44,7 +44,7 @@ CHANGES = frozenset({Action.IMPORT, Action.IMPORT_MEDIA, Action.RECONCILE_PATIEN
                      Action.EXPORT, Action.COPY_VIEW, Action.SHRED, Action.ROTATE_KEYS, Action.MANAGE_USERS,
                      Action.MANAGE_NODES, Action.SITE_POLICY, Action.RESTRICT_PATIENT,
                      Action.MANAGE_AGREEMENTS, Action.QUERY, Action.RETRIEVE, Action.PIN_STUDY,
-                     Action.EVICT_CACHE, Action.PREFETCH})
+                     Action.EVICT_CACHE, Action.PREFETCH, Action.SEND_KEY_IMAGES})
 
 R = TypeVar("R")
 T = TypeVar("T")

@@ -6,17 +6,11 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, NotPermitted, UsageError
-from app.imaging.measure import Measurement
-from app.imaging.pixels import Decoded, FrameInfo, decode_frames, native, native_size
-from app.imaging.report import Report, is_report, read_report
-from app.imaging.series import SeriesFrames, SeriesImages
-from app.imaging.tags import TagRow, read_attributes, tag_rows
-from app.imaging.thumbnail import THUMBNAIL_SIZE, shrink
+from app.imaging.thumbnail import THUMBNAIL_SIZE
 from app.security.roles import Action, Field
 from app.security.sessions import Session
 from app.store.books import MeasurementBook, StoredInstance, StudyBook
@@ -24,6 +18,15 @@ from app.store.patients import PatientBook
 from app.store.records import SeriesSummary, StudySummary
 from app.vault.accounts import AccountService
 from app.vault.gate import Access, Gate, Service, gated
+
+if TYPE_CHECKING:  # (NumPy, pydicom and the decoders load when images are read: see signature_types)
+    import numpy as np
+
+    from app.imaging.measure import Measurement
+    from app.imaging.pixels import Decoded, FrameInfo
+    from app.imaging.report import Report
+    from app.imaging.series import SeriesFrames, SeriesImages
+    from app.imaging.tags import TagRow
 
 
 class ReadingService(Service):
@@ -80,6 +83,8 @@ class ReadingService(Service):
     def attributes(self, door: Access, sop_uid: str) -> list[TagRow]:
         """Every attribute of one instance of a series this session opened (the tag browser), with
         what the role may not be shown withheld (minimum necessary); one audited access."""
+        from app.imaging.tags import read_attributes, tag_rows
+
         found = self._opened_instance(door, sop_uid)
         patients = door.check_restriction(found.study_uid)
         rows = tag_rows(read_attributes(door.store.plaintext(sop_uid, found.study_uid, found.blob)),
@@ -103,6 +108,8 @@ class ReadingService(Service):
         another, for a client of the service building a volume (one answer instead of a request
         per image). Only images the index describes whole (:func:`native`): the client knows each
         one's size, so nothing but pixels crosses. Decrypted as the answer is read."""
+        from app.imaging.pixels import native
+
         assert door.session is not None
         with door.store.reading() as conn:
             frames = StudyBook(conn).frames(series_uid)
@@ -117,9 +124,12 @@ class ReadingService(Service):
         return _pixels(door, wanted)
 
     def _opened(self, door: Access, series_uid: str) -> SeriesFrames:
+        from app.vault.key_images import key_frames
+
         assert door.session is not None
         with door.store.reading() as conn:
             frames = StudyBook(conn).frames(series_uid)
+        frames = frames or key_frames(door, series_uid)  # (a "key images" series: what its documents select)
         if frames is None:
             raise CustodianError("This series has no images in the cache.")
         study_uid = frames.frames[0].study_uid
@@ -141,6 +151,9 @@ class ReadingService(Service):
         list is not an attempt to open it (that is refused and alerted when it is opened). A series
         whose middle image cannot be decoded has no thumbnail; opening it says why.
         """
+        from app.imaging.thumbnail import shrink
+        from app.vault.key_images import key_frames
+
         patient = door.patient_of(study_uid)
         if patient is None or not door.may_open(study_uid):
             return {}
@@ -150,6 +163,7 @@ class ReadingService(Service):
         for series_uid in uids:
             with door.store.reading() as conn:
                 frames = StudyBook(conn).frames(series_uid)
+            frames = frames or key_frames(door, series_uid)
             if frames is None:
                 continue
             images = frames.images(lambda info: _decode(door, info))
@@ -177,6 +191,8 @@ class ReadingService(Service):
         """The study's reports (structured and PDF), read as radiologists and technologists view its
         images: one audited access to the study, minimum necessary applied to each header. Reading
         works in emergency mode, so the prior's report is there in downtime."""
+        from app.imaging.report import is_report, read_report
+
         if door.patient_of(study_uid) is None:
             raise CustodianError("This study is not in the cache.")
         patients = door.check_restriction(study_uid)
@@ -244,6 +260,8 @@ def _frames(door: Access, session: Session, info: FrameInfo) -> Decoded:
 
 
 def _decode(door: Access, info: FrameInfo) -> Decoded:
+    from app.imaging.pixels import decode_frames
+
     return decode_frames(info, door.store.plaintext(info.sop_uid, info.study_uid, info.blob_id))
 
 
@@ -256,9 +274,26 @@ def _measurement_event(door: Access, kind: EventType, study_uid: str, ident: int
 
 
 def _pixels(door: Access, infos: list[FrameInfo]) -> Iterator[memoryview]:
+    from app.imaging.pixels import native_size
+
     for info in infos:
         data = door.store.plaintext(info.sop_uid, info.study_uid, info.blob_id)
         start, size = info.pixel_offset or 0, native_size(info)
         if len(data) < start + size:
             raise CustodianError("A stored image is shorter than its index says.")
         yield memoryview(data)[start:start + size]
+
+
+def signature_types() -> dict[str, object]:
+    """The types this service's signatures name that are imported above for type checking only, so
+    that listing studies loads neither NumPy nor pydicom (issue 24); the workstation service, which
+    reads the signatures (app.service.methods), resolves them with these."""
+    import numpy as np
+
+    from app.imaging.measure import Measurement
+    from app.imaging.report import Report
+    from app.imaging.series import SeriesFrames, SeriesImages
+    from app.imaging.tags import TagRow
+
+    return {"np": np, "Measurement": Measurement, "Report": Report, "SeriesFrames": SeriesFrames,
+            "SeriesImages": SeriesImages, "TagRow": TagRow}

@@ -6,37 +6,57 @@ UI, CLI, demo and selftest reach patient data only through the services here
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from app.audit.events import AuditEvent, EventType, Outcome
 from app.errors import CustodianError, UsageError, VaultExists
-from app.net.association import echo
-from app.net.watch import PacsStatus
-from app.security import passwords
-from app.security.accounts import Enrolment
-from app.security.keys import PassphraseSource
-from app.security.policy import SitePolicy
-from app.security.sealing import Sealer
-from app.store.blobs import BlobDamaged
 from app.store.books import MetaBook, StudyBook
-from app.store.contingency import restore_into
 from app.store.core import StorageHealth, StoreCore
-from app.store.importer import demographics
-from app.store.ingest import DicomDirectory, Rejected, parse
 from app.store.patients import REDERIVE_KEY, Demographics, rederive
-from app.vault.accounts import AccountService
-from app.vault.admin import AdminService
-from app.vault.cache import CacheService
-from app.vault.disclosure import DisclosureService
 from app.vault.gate import EMERGENCY_ALERT, Gate
-from app.vault.intake import IntakeService
-from app.vault.nodes import NodeService, site_pacs
-from app.vault.outbox import OutboxService
-from app.vault.pacs import PacsService
-from app.vault.reading import ReadingService
-from app.vault.trail import TrailService
+
+if TYPE_CHECKING:
+    from app.net.watch import PacsStatus
+    from app.security.accounts import Enrolment
+    from app.security.keys import PassphraseSource
+    from app.security.policy import SitePolicy
+    from app.security.sealing import Sealer
+    from app.vault.accounts import AccountService
+    from app.vault.admin import AdminService
+    from app.vault.cache import CacheService
+    from app.vault.disclosure import DisclosureService
+    from app.vault.intake import IntakeService
+    from app.vault.key_images import KeyImageService
+    from app.vault.nodes import NodeService
+    from app.vault.outbox import OutboxService
+    from app.vault.pacs import PacsService
+    from app.vault.protocols import ProtocolService
+    from app.vault.reading import ReadingService
+    from app.vault.states import StatesService
+    from app.vault.trail import TrailService
+
+T = TypeVar("T")
+_BUILDING = threading.RLock()  # (reentrant: building the PACS service builds the intake, cache, outbox)
+
+
+class built_once(cached_property[T]):
+    """A service of the vault, built on its first use and once only, whichever thread asks first
+    (the workstation service answers on several; Python 3.12 took the lock out of cached_property)."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type[Any] | None = None) -> T | Self:
+        with _BUILDING:
+            return super().__get__(instance, owner)
 
 
 @dataclass(frozen=True)
@@ -56,18 +76,92 @@ class Vault:
         self._core = core
         self._gate = Gate(core)
         self.home = core.home
-        self.accounts = AccountService(self._gate)
-        self.reading = ReadingService(self._gate, self.accounts)
-        self.intake = IntakeService(self._gate)
-        self.nodes = NodeService(self._gate)
-        self.cache = CacheService(self._gate, self.intake)
-        self.outbox = OutboxService(self._gate)
-        self.pacs = PacsService(self._gate, self.intake, self.cache, self.outbox)
-        self.disclosure = DisclosureService(self._gate, self.accounts)
-        self.trail = TrailService(self._gate)
-        self.admin = AdminService(self._gate)
         self.notices: list[str] = []  # what opening did that the person opening should know
         self._rederive_patients()
+
+    # ------------------------------------------------------------------ the services
+    # Each is built (and its module, with what it imports, loaded) when first used, so a command
+    # that only lists studies does not load networking, media or DICOM (issue 24).
+    @built_once
+    def accounts(self) -> AccountService:
+        from app.vault.accounts import AccountService
+
+        return AccountService(self._gate)
+
+    @built_once
+    def reading(self) -> ReadingService:
+        from app.vault.reading import ReadingService
+
+        return ReadingService(self._gate, self.accounts)
+
+    @built_once
+    def intake(self) -> IntakeService:
+        from app.vault.intake import IntakeService
+
+        return IntakeService(self._gate)
+
+    @built_once
+    def nodes(self) -> NodeService:
+        from app.vault.nodes import NodeService
+
+        return NodeService(self._gate)
+
+    @built_once
+    def cache(self) -> CacheService:
+        from app.vault.cache import CacheService
+
+        return CacheService(self._gate, self.intake)
+
+    @built_once
+    def outbox(self) -> OutboxService:
+        from app.vault.outbox import OutboxService
+
+        return OutboxService(self._gate)
+
+    @built_once
+    def pacs(self) -> PacsService:
+        from app.vault.pacs import PacsService
+
+        return PacsService(self._gate, self.intake, self.cache, self.outbox)
+
+    @built_once
+    def disclosure(self) -> DisclosureService:
+        from app.vault.disclosure import DisclosureService
+
+        return DisclosureService(self._gate, self.accounts)
+
+    @built_once
+    def trail(self) -> TrailService:
+        from app.vault.trail import TrailService
+
+        return TrailService(self._gate)
+
+    @built_once
+    def admin(self) -> AdminService:
+        from app.vault.admin import AdminService
+
+        return AdminService(self._gate)
+
+    @built_once
+    def protocols(self) -> ProtocolService:
+        """Hanging protocols, the site's and each reader's."""
+        from app.vault.protocols import ProtocolService
+
+        return ProtocolService(self._gate)
+
+    @built_once
+    def key_images(self) -> KeyImageService:
+        """Key images marked while reading, and the key object documents made of them."""
+        from app.vault.key_images import KeyImageService
+
+        return KeyImageService(self._gate)
+
+    @built_once
+    def states(self) -> StatesService:
+        """Presentation states: a reader's saved as GSPS in the study, and those that apply to a series."""
+        from app.vault.states import StatesService
+
+        return StatesService(self._gate)
 
     # ------------------------------------------------------------------ creation and opening
     @staticmethod
@@ -81,6 +175,8 @@ class Vault:
         key is sealed by it, and ``passphrase`` and ``use_keyring`` are not used."""
         if cls.exists(home):
             raise VaultExists(f"A vault already exists in {home}; it was left untouched.")
+        from app.security import passwords
+
         passwords.check_rules(password, admin)
         core = StoreCore.create(home, passphrase=passphrase, use_keyring=use_keyring, sealer=sealer)
         vault = cls(core)
@@ -105,6 +201,8 @@ class Vault:
                 use_keyring: bool | None = None, sealer: Sealer | None = None) -> Vault:
         """A backup made by ``admin.backup``, opened into ``home`` (which must hold no vault), its
         master keys protected on this machine, its index checked; recorded in its audit trail."""
+        from app.store.contingency import restore_into
+
         restored = restore_into(source, home, passphrase, vault_passphrase=vault_passphrase,
                                 use_keyring=use_keyring, sealer=sealer)
         vault = cls(restored.core)
@@ -115,7 +213,8 @@ class Vault:
         return vault
 
     def close(self) -> None:
-        self.cache.close()
+        if "cache" in self.__dict__:  # (built on first use: nothing to close otherwise)
+            self.cache.close()
         self._core.close()
 
     def __enter__(self) -> Vault:
@@ -157,6 +256,9 @@ class Vault:
 
     def reachability(self) -> list[Reach]:
         """The PACS answers a C-ECHO; the audit repository takes what is queued (a normal sync)."""
+        from app.net.association import echo
+        from app.vault.nodes import site_pacs
+
         found = []
         node = site_pacs(self._gate.opening())
         if node is None:
@@ -222,6 +324,10 @@ class Vault:
 
     def _own_demographics(self, study_uid: str) -> Demographics | None:
         """What a stored study's first instance says of its patient (None if it cannot be read)."""
+        from app.store.blobs import BlobDamaged
+        from app.store.importer import demographics
+        from app.store.ingest import DicomDirectory, Rejected, parse
+
         with self._core.reading() as conn:
             first = StudyBook(conn).first_instance(study_uid)
         if first is None:

@@ -12,6 +12,7 @@ import pytest
 from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.demo.studies import Patient
+from app.net import query
 from app.net.association import PeerError
 from app.net.nodes import Node
 from app.security.roles import Role
@@ -64,7 +65,9 @@ def test_query_finds_the_patients_studies_with_what_the_role_may_see(
     assert event.user == "tech" and event.patients == ("PID-QR",)
 
 
-def test_retrieve_brings_the_study_into_the_vault(qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]]) -> None:
+def test_retrieve_brings_the_study_into_the_vault(qr_env: VaultEnv, pacs: tuple[Orthanc, list[str]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(query, "BATCH", 4)  # one batch stored while the next arrives, the last at the end
     steps: list[tuple[int, int | None]] = []
     report = qr_env.vault.pacs.retrieve(qr_env.login("rad"), "pacs", pacs[1][0],
                                    lambda done, total: steps.append((done, total)))

@@ -39,7 +39,8 @@ A = Action
 EXPECTED = {
     Role.RADIOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.MEASURE, A.BREAK_GLASS, A.QUERY, A.RETRIEVE,
                        A.ECHO_NODE, A.PIN_STUDY, A.PREFETCH,
-                       A.COPY_VIEW},  # a displayed image copied or saved: a disclosure (issue 23)
+                       A.COPY_VIEW,  # a displayed image copied or saved: a disclosure (issue 23)
+                       A.KEY_IMAGES, A.SEND_KEY_IMAGES},  # key images and their KOS (issues 23, 25)
     Role.TECHNOLOGIST: {A.LIST_STUDIES, A.VIEW_IMAGES, A.IMPORT, A.IMPORT_MEDIA, A.RECONCILE_PATIENTS, A.SEND,
                         A.QUERY, A.RETRIEVE, A.VERIFY, A.BREAK_GLASS, A.ECHO_NODE, A.PIN_STUDY, A.EVICT_CACHE,
                         A.PREFETCH},
@@ -115,6 +116,8 @@ def _calls(env: VaultEnv) -> dict[Action, Callable[[Vault, Session], object]]:
         A.PIN_STUDY: lambda v, s: v.cache.pin_study(s, "1.2.3.404"),
         A.EVICT_CACHE: lambda v, s: v.cache.evict_to_budget(s),
         A.PREFETCH: lambda v, s: v.cache.prefetch_priors(s, "1.2.3.404"),
+        A.KEY_IMAGES: lambda v, s: v.key_images.of_study(s, "1.2.3.404"),
+        A.SEND_KEY_IMAGES: lambda v, s: v.key_images.send(s, "1.2.3.404", "no-such-node"),
     }
 
 

@@ -18,6 +18,7 @@ ROWS: dict[str, frozenset[Action]] = {
     "list studies": frozenset({A.LIST_STUDIES}),
     "view images": frozenset({A.VIEW_IMAGES}),
     "save measurements": frozenset({A.MEASURE}),
+    "mark key images and send them to the PACS (`key-images`)": frozenset({A.KEY_IMAGES, A.SEND_KEY_IMAGES}),
     "break-glass (restricted patients)": frozenset({A.BREAK_GLASS}),
     "query / retrieve from the PACS": frozenset({A.QUERY, A.RETRIEVE}),
     "prefetch a patient's priors (on opening a study)": frozenset({A.PREFETCH}),
@@ -48,6 +49,7 @@ DUTY_ROWS = {
     "prefetch the priors of an arriving or opened study": Duty.PREFETCH,
     "keep the cache to its budget after priors arrive": Duty.EVICT_CACHE,
     "forward the audit trail to the repository": Duty.FORWARD_AUDIT,
+    "check the audit trail's new records (hourly, in service mode)": Duty.CHECK_AUDIT,
 }
 HELD_TO = {"import": A.IMPORT, "send": A.SEND, "retrieve": A.RETRIEVE, "evict the cache": A.EVICT_CACHE,
            "read the audit trail": A.AUDIT_READ}

@@ -218,9 +218,10 @@ def test_the_lock_screen_unlocks_a_session_idle_past_its_limit(served: Path, env
     with pytest.raises(NotAuthenticated, match="inactivity"):
         remote.reading.studies(session)
     account = env.accounts["rad"]
+    code = account.codes.next()
     with pytest.raises(AuthenticationFailed):
-        remote.accounts.unlock(session, "wrong password", account.codes.next())
-    remote.accounts.unlock(session, account.password, account.codes.next())
+        remote.accounts.unlock(session, "wrong password", code)
+    remote.accounts.unlock(session, account.password, code)  # a wrong password spent no code
     assert remote.reading.studies(session) == []
     remote.accounts.logout(session)
     with pytest.raises(NotAuthenticated):  # an ended session is not unlocked

@@ -1,10 +1,11 @@
 """What grows with the vault is found through indexes, never by reading the whole trail or every
 instance (a busy station's vault holds millions of both): a patient's audit records and studies,
-the cache's sizes. The lookup behind the access report is kept by the index itself and checked by
-verify."""
+each study's instance count and bytes (the study list and the cache budget). The lookup behind the
+access report and the studies' totals are kept by the index itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import sqlcipher3
 
 from app.audit.events import AuditEvent, EventType
 from app.audit.report import AuditQuery
+from app.demo.studies import Patient
+from app.security.roles import Role
 from app.store import index
 from app.store.books import CacheBook, StudyBook
-from tests.conftest import VaultEnv
+from tests.conftest import VaultEnv, study_bytes
 
 
 def plans(conn: sqlcipher3.Connection, run: Callable[[], object]) -> dict[str, str]:
@@ -61,13 +64,49 @@ def test_the_study_list_of_one_patient_reads_no_whole_table(env: VaultEnv) -> No
     assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), plan
 
 
-def test_the_cache_budget_weighs_sizes_from_an_index_alone(env: VaultEnv) -> None:
-    conn = env.vault._core.conn
+def _totals(env: VaultEnv, source: str) -> dict[str, tuple[int, int]]:
+    return {uid: (n, size) for uid, n, size in env.vault._core.query(source)}
+
+
+KEPT = "SELECT study_uid, instances, bytes FROM study_totals"
+COUNTED = "SELECT study_uid, count(*), sum(size) FROM instances GROUP BY study_uid"
+
+
+def test_each_studys_totals_stay_right_and_the_list_and_budget_read_no_instance(env: VaultEnv) -> None:
+    tech, vault = env.login("tech"), env.vault
+    a, b = (next(iter(vault.intake.import_bytes(tech, study_bytes(Patient(pid, "Test^P"), slices=6)).studies))
+            for pid in ("PID-A", "PID-B"))
+    vault.intake.import_bytes(tech, study_bytes(Patient("PID-A", "Test^P"), slices=2, study_uid=a))
+    assert _totals(env, KEPT) == _totals(env, COUNTED) and _totals(env, KEPT)[a][0] == 8
+    assert {s.study_uid: s.instances for s in vault.reading.studies(env.login("rad"))} == {a: 8, b: 6}
+    conn = vault._core.conn
     book = CacheBook(conn)
-    found = plans(conn, lambda: (book.total(), book.evictable(0.0)))
-    assert len(found) == 2
-    for plan in found.values():
-        assert "COVERING INDEX instances_study_size" in plan and "SCAN instances\n" not in plan + "\n", plan
+    found = plans(conn, lambda: (StudyBook(conn).listed(), book.total(), book.usage(), book.evictable(0.0)))
+    assert len(found) == 4 and not [p for p in found.values() if "instances" in p], found
+
+    with vault._core.transaction() as held:  # held by the PACS, not opened for a month
+        held.execute("UPDATE studies SET at_pacs = 1, last_opened = ? WHERE uid = ?", (time.time() - 3e6, a))
+    vault.admin.set_policy(env.login("admin"), "cache_budget_mb", str(_totals(env, KEPT)[b][1] // 10**6 + 1))
+    assert vault.cache.evict_to_budget(tech) == [a]
+    assert _totals(env, KEPT) == _totals(env, COUNTED) == {b: _totals(env, COUNTED)[b]}
+    env.add("privacy", Role.PRIVACY_OFFICER)
+    vault.admin.shred(env.login("privacy"), b, "test")
+    assert _totals(env, KEPT) == {} and book.usage().studies == 0
+
+
+KEY = bytes(range(32))
+
+
+def _old_vault(home: Path, version: int) -> sqlcipher3.Connection:
+    """An index as release ``version`` left it."""
+    home.mkdir()
+    conn = sqlcipher3.connect(str(home / index.INDEX_FILE), isolation_level=None)
+    conn.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
+    index.manifest.register(conn)
+    conn.executescript("BEGIN;" + index.SCHEMA + "PRAGMA user_version = 1; COMMIT;")
+    for step in range(2, version + 1):
+        conn.executescript(f"BEGIN; {index.MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    return conn
 
 
 def test_the_lookup_refuses_changes_and_verify_finds_a_row_removed_or_added(trail: VaultEnv) -> None:
@@ -89,14 +128,8 @@ def test_the_lookup_refuses_changes_and_verify_finds_a_row_removed_or_added(trai
 
 
 def test_the_upgrade_fills_the_lookup_from_the_trail_already_kept(tmp_path: Path) -> None:
-    home, key = tmp_path / "old", bytes(range(32))
-    home.mkdir()
-    conn = sqlcipher3.connect(str(home / index.INDEX_FILE), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    index.manifest.register(conn)
-    conn.executescript("BEGIN;" + index.SCHEMA + "PRAGMA user_version = 1; COMMIT;")
-    for step in range(2, 21):
-        conn.executescript(f"BEGIN; {index.MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    home, key = tmp_path / "old", KEY
+    conn = _old_vault(home, 20)
     conn.executemany("INSERT INTO audit (seq, at, record, prev_hash, hash) VALUES (?, 't', ?, '', '')",
                      [(1, '{"patients": ["P1", "P2"]}'), (2, '{"patients": []}')])
     conn.close()
@@ -105,4 +138,15 @@ def test_the_upgrade_fills_the_lookup_from_the_trail_already_kept(tmp_path: Path
         ("P1", 1, 0), ("P2", 1, 1)]
     upgraded.executescript(f"BEGIN; {index.MIGRATIONS[21]} COMMIT;")  # idempotent
     assert upgraded.execute("SELECT count(*) FROM audit_patients").fetchone() == (2,)
+    upgraded.close()
+
+
+def test_the_upgrade_counts_each_studys_instances_already_kept(tmp_path: Path) -> None:
+    conn = _old_vault(tmp_path / "old", 21)
+    conn.executemany("INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class, blob, size, sha256, "
+                     "transfer_syntax, imported_at) VALUES (?, 'se', ?, 'c', ?, ?, '', 't', 0)",
+                     [("1", "st1", "b1", 100), ("2", "st1", "b2", 20), ("3", "st2", "b3", 5)])
+    conn.close()
+    upgraded = index.connect(tmp_path / "old", KEY)
+    assert upgraded.execute(KEPT + " ORDER BY study_uid").fetchall() == [("st1", 2, 120), ("st2", 1, 5)]
     upgraded.close()

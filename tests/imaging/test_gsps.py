@@ -1,0 +1,84 @@
+"""Reading a received presentation state (made here with pydicom as another viewer would write one),
+and a viewport's rotation and flips turned into a state's and back."""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from app.imaging.display import Window
+from app.imaging.gsps import Graphic, Note, Voi, polyline, read, state_turn, view_turn
+
+SERIES, FIRST, SECOND = "1.2.3.1", "1.2.3.1.1", "1.2.3.1.2"
+
+
+def _item(**values: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _received() -> Dataset:
+    ds = _item(SOPInstanceUID="1.2.3.9", ContentLabel="PRIOR", ContentCreatorName="Smith^Ann",
+               PresentationCreationDate="20260102", PresentationCreationTime="134501",
+               ImageRotation=270, ImageHorizontalFlip="Y", PresentationLUTShape="INVERSE")
+    refs = [_item(ReferencedSOPInstanceUID=uid) for uid in (FIRST, SECOND)]
+    ds.ReferencedSeriesSequence = Sequence([_item(SeriesInstanceUID=SERIES, ReferencedImageSequence=refs)])
+    lut = _item(LUTDescriptor=[4, 100, 12], LUTData=np.array([0, 1000, 3000, 4095], "<u2").tobytes())
+    ds.SoftcopyVOILUTSequence = Sequence([
+        _item(ReferencedImageSequence=[_item(ReferencedSOPInstanceUID=FIRST)], WindowCenter="40",
+              WindowWidth="400"),
+        _item(ReferencedImageSequence=[_item(ReferencedSOPInstanceUID=SECOND)], VOILUTSequence=[lut])])
+    circle = _item(GraphicAnnotationUnits="PIXEL", GraphicType="CIRCLE", NumberOfGraphicPoints=2,
+                   GraphicData=[10.5, 10.5, 13.5, 14.5], GraphicFilled="N")
+    on_screen = _item(GraphicAnnotationUnits="DISPLAY", GraphicType="POINT", NumberOfGraphicPoints=1,
+                      GraphicData=[0.5, 0.5])
+    note = _item(UnformattedTextValue="see prior", BoundingBoxAnnotationUnits="PIXEL",
+                 BoundingBoxTopLeftHandCorner=[2.5, 3.5], BoundingBoxBottomRightHandCorner=[20.5, 8.5])
+    ds.GraphicAnnotationSequence = Sequence([_item(
+        GraphicLayer="L", ReferencedImageSequence=[_item(ReferencedSOPInstanceUID=SECOND)],
+        GraphicObjectSequence=[circle, on_screen], TextObjectSequence=[note])])
+    return ds
+
+
+def test_a_received_state_is_read_as_what_a_viewport_applies() -> None:
+    state = read(_received())
+    assert (state.summary.label, state.summary.creator, state.summary.created) == ("PRIOR", "Smith^Ann",
+                                                                                   "2026-01-02 13:45")
+    assert state.references(SERIES) and not state.references("1.2.3.2")
+    assert (state.rotation, state.flip, state.inverse) == (270, True, True)
+    first, second = state.voi_for(FIRST), state.voi_for(SECOND)
+    assert first == Voi((FIRST,), Window(40, 400))
+    assert second is not None and second.lut is not None
+    assert second.lut.table.tolist() == [0, 1000, 3000, 4095]
+    assert second.as_window() == Window(102, 4)  # the LUT's input range, 100 to 103
+    assert state.drawn_on(FIRST, 0) == []
+    (drawn,) = state.drawn_on(SECOND, 0)
+    assert drawn.graphics == (Graphic("CIRCLE", ((10.0, 10.0), (13.0, 14.0))),)  # the DISPLAY point left out
+    assert drawn.notes == (Note("see prior", None, (2.0, 3.0, 20.0, 8.0)),)
+    assert all(math.isclose(math.dist(p, (10.0, 10.0)), 5.0) for p in polyline(drawn.graphics[0]))
+
+
+def _matrix(degrees: int, flip_h: bool = False, flip_v: bool = False, *, flip_first: bool) -> np.ndarray:
+    """Screen coordinates (y down): a clockwise turn, and mirrorings before or after it."""
+    c, s = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    turn, mirror = np.array([[c, -s], [s, c]]), np.diag([-1 if flip_h else 1, -1 if flip_v else 1])
+    return turn @ mirror if flip_first else mirror @ turn
+
+
+@pytest.mark.parametrize(("rotation", "flip_h", "flip_v"),
+                         list(product((0, 90, 180, 270), (False, True), (False, True))))
+def test_a_views_turn_is_saved_and_applied_as_the_same_picture(rotation: int, flip_h: bool,
+                                                               flip_v: bool) -> None:
+    shown = _matrix(rotation, flip_h, flip_v, flip_first=False)  # the view flips after turning
+    saved, flip = view_turn(rotation, flip_h, flip_v)
+    assert (_matrix(saved, flip, flip_first=True) == shown).all()  # a state flips first (PS3.3 C.10.6)
+    state = read(_item(SOPInstanceUID="1.2", ImageRotation=saved, ImageHorizontalFlip="Y" if flip else "N"))
+    again, mirrored = state_turn(state)
+    assert (_matrix(again, mirrored, flip_first=False) == shown).all()
