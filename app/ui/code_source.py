@@ -13,15 +13,22 @@ from app.vault import Vault
 RADIUS_CODE = "Code from your hospital's authenticator (RADIUS)"
 RADIUS_INTRO = ("Log in with your password and the code from your hospital's authenticator (RADIUS). "
                 "A local account uses the code from its authenticator app.")
+RADIUS_UNLOCK = "Enter your password and the code from your hospital's authenticator (RADIUS) to continue."
+
+
+def radius_site(vault: Vault) -> bool:
+    """Whether directory users' codes come from the site's MFA server (a service that cannot tell
+    yet: no, and the login or unlock says why)."""
+    try:
+        return vault.accounts.second_factor() == "radius"
+    except CustodianError:
+        return False
 
 
 def say_where_codes_come_from(dialog: FormDialog, code: QLineEdit, vault: Vault) -> None:
     """Word ``dialog``'s intro and ``code`` field for the site's second factor (only RADIUS changes
     what they say; a service that cannot tell yet leaves the usual words, and the login says why)."""
-    try:
-        if vault.accounts.second_factor() != "radius":
-            return
-    except CustodianError:
+    if not radius_site(vault):
         return
     dialog.intro_label.setText(RADIUS_INTRO)
     code.setPlaceholderText(RADIUS_CODE)

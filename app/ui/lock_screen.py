@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.errors import CustodianError, NotAuthenticated
 from app.security.sessions import Session
+from app.ui.code_source import RADIUS_CODE, RADIUS_UNLOCK, radius_site
 from app.ui.demo_hint import DemoCodes, DemoCodesLabel
 from app.ui.forms import busy, code_edit, error_label, heading_label, hint_label, password_edit, show_message
 from app.vault import Vault
@@ -96,7 +97,12 @@ class LockScreen(QWidget):
         self._session = session
         self.user_label.setText(session.user.name)
         self.demo_label.show_user(session.user.name)
-        self._show("Custodian is locked", "Enter your password and authenticator code to continue.", notice)
+        radius_here = radius_site(self._vault)
+        radius = radius_here and session.user.directory  # (a local account: its app's code)
+        if radius_here:  # (a card site's reader words the field itself)
+            self.code_edit.setPlaceholderText(RADIUS_CODE if radius else "6-digit code")
+        self._show("Custodian is locked", RADIUS_UNLOCK if radius else
+                   "Enter your password and authenticator code to continue.", notice)
         self.password_edit.setFocus()
 
     def end(self, message: str) -> None:

@@ -16,8 +16,9 @@ from pytestqt.qtbot import QtBot
 
 from app.security import radius
 from app.security.roles import Role
-from app.ui.code_source import RADIUS_CODE, RADIUS_INTRO
+from app.ui.code_source import RADIUS_CODE, RADIUS_INTRO, RADIUS_UNLOCK
 from app.ui.enrolment_dialog import EnrolmentDialog
+from app.ui.lock_screen import LockScreen
 from app.ui.login_dialog import LoginDialog
 from app.vault.directory import RADIUS_REFUSED
 from tests.conftest import VaultEnv, make_env
@@ -89,3 +90,10 @@ def test_radius_codes_are_asked_for_and_refused_as_the_hospitals(qtbot: QtBot, e
     log_in(qtbot, dialog, CODES["alice"])
     assert dialog.result() == QDialog.DialogCode.Accepted and dialog.session is not None
     assert dialog.session.user.name == "alice" and dialog.session.user.directory
+    screen = LockScreen(env.vault)  # the lock screen says it too, for a directory user only
+    qtbot.addWidget(screen)
+    screen.lock(dialog.session)
+    assert screen.hint_label.text() == RADIUS_UNLOCK and screen.code_edit.placeholderText() == RADIUS_CODE
+    screen.lock(env.login("admin"))
+    assert "authenticator code" in screen.hint_label.text()
+    assert screen.code_edit.placeholderText() == "6-digit code"
