@@ -30,6 +30,7 @@ from PySide6.QtWidgets import QApplication, QSplitter, QWidget  # noqa: E402
 
 from app.demo.home import DemoHome, make_demo_home  # noqa: E402
 from app.demo.studies import to_bytes  # noqa: E402
+from app.imaging.protocols import Match, Protocol, Scope, SeriesRule  # noqa: E402
 from app.imaging.tags import WITHHELD  # noqa: E402
 from app.security import totp  # noqa: E402
 from app.security.sessions import Session  # noqa: E402
@@ -101,6 +102,9 @@ def _shoot(vault: Vault, demo: DemoHome, out: Path) -> None:
     _save(out / "tags.png")
     browser.close()
 
+    _key_images(window, out / "key-images.png")
+    _protocols(vault, demo, window, out / "protocols.png")
+
     reports = open_reports(window, vault, demo.featured)
     if reports is not None:
         reports.resize(720, 560)
@@ -110,6 +114,43 @@ def _shoot(vault: Vault, demo: DemoHome, out: Path) -> None:
 
     _mpr(window, nodule, out / "mpr.png")
     window.close()
+
+
+def _key_images(window: MainWindow, path: Path) -> None:
+    """The current study's image with the nodule marked as a key image (Ctrl+K: the gold frame) and
+    the study's key images listed (Ctrl+Alt+K)."""
+    current = window.grid.visible_viewports()[0]
+    window.grid.set_active(current)
+    _require(window.key_images.toggle() is not None, window, "marking the key image")
+    listed = window.key_images.show_list()
+    _require(listed is not None, window, "the key images list")
+    assert listed is not None
+    listed.resize(340, 150)
+    listed.move(10, 640)
+    _save(path)
+    listed.close()
+
+
+def _protocols(vault: Vault, demo: DemoHome, window: MainWindow, path: Path) -> None:
+    """The hanging protocol editor with a site protocol (set by the administrator) and the
+    radiologist's own."""
+    admin = _login(vault, demo, "admin", step_ahead=1)
+    vault.protocols.save_site(admin, Protocol(
+        "Chest CT with prior", Scope.SITE, Match(("CT",), "CHEST"), "1x2",
+        (SeriesRule(modality="CT", preset="Lung"), SeriesRule(modality="CT", study="prior", preset="Lung"))))
+    vault.accounts.logout(admin)
+    assert window.session is not None
+    vault.protocols.save(window.session, Protocol(
+        "Brain MR, axial T1", Scope.USER, Match(("MR",), "", "*brain*"), "1x2",
+        (SeriesRule(modality="MR", description="*T1*"), SeriesRule(modality="MR", study="prior")), sync=True))
+    editor = window.hanger.edit_protocols()
+    _require(editor is not None, window, "the hanging protocol editor")
+    assert editor is not None
+    editor.list.setCurrentRow(0)  # the site's chest protocol, its viewports in the table
+    editor.resize(820, 560)
+    editor.move(230, 110)
+    _save(path)
+    editor.close()
 
 
 def _import_report(vault: Vault, demo: DemoHome) -> None:

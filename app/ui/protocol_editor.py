@@ -61,7 +61,6 @@ class ProtocolEditor(QDialog):
         self.body_part = QLineEdit(placeholderText="CHEST, or a pattern such as *SPINE* (empty: any)")
         self.description = QLineEdit(placeholderText="part of the study description, or a pattern")
         self.scope = QComboBox()
-        self.scope.addItems([s.value for s in self._scopes])
         self.min_priors = QSpinBox(maximum=PRIORS_MAX)
         self.max_priors = QSpinBox(minimum=-1, maximum=PRIORS_MAX)
         self.max_priors.setSpecialValueText("any")
@@ -135,6 +134,9 @@ class ProtocolEditor(QDialog):
     def _show(self, protocol: Protocol) -> None:
         show_message(self.error_label, "")
         self.name.setText(protocol.name)
+        shown = self._scopes if protocol.scope in self._scopes else [*self._scopes, protocol.scope]
+        self.scope.clear()  # (a protocol this user may not change shows its own scope, greyed)
+        self.scope.addItems([s.value for s in shown])
         self.scope.setCurrentText(protocol.scope.value)
         self.modalities.setText(", ".join(protocol.match.modalities))
         self.body_part.setText(protocol.match.body_part)
