@@ -18,7 +18,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from app.imaging.display import Window
+from app.imaging.displayed_area import DisplayedArea, read_areas
 from app.imaging.measure import Kind, Measurement, Point
+from app.imaging.voi_table import TableWindow
 
 if TYPE_CHECKING:
     from highdicom.pr import GraphicAnnotation, GraphicLayer
@@ -72,12 +74,12 @@ class Voi:
     window: Window | None = None
     lut: VoiLut | None = None
 
-
     def as_window(self) -> Window | None:
-        """The window; for a LUT, the window over its input range (how a viewport shows it)."""
-        if self.window is not None or self.lut is None:
+        """What a viewport is given: the window, or the LUT as a :class:`TableWindow`, which shows the
+        table's own grey levels (a state with both is drawn through its LUT)."""
+        if self.lut is None:
             return self.window
-        return Window(self.lut.first + len(self.lut.table) / 2, max(float(len(self.lut.table)), 1.0))
+        return TableWindow.of(self.lut.first, self.lut.bits, self.lut.table)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class PresentationState:
     annotations: tuple[Annotation, ...] = ()
     rotation: int = 0  # clockwise degrees, applied after the flip (PS3.3 C.10.6)
     flip: bool = False  # mirrored left to right
-    area: tuple[float, float, float, float] | None = None  # displayed area: left, top, right, bottom
+    areas: tuple[DisplayedArea, ...] = ()  # Displayed Area Selection
     inverse: bool = False  # Presentation LUT Shape INVERSE
 
     def references(self, series_uid: str) -> bool:
@@ -107,6 +109,9 @@ class PresentationState:
 
     def voi_for(self, sop_uid: str) -> Voi | None:
         return next((v for v in self.vois if not v.sop_uids or sop_uid in v.sop_uids), None)
+
+    def area_for(self, sop_uid: str) -> DisplayedArea | None:
+        return next((a for a in self.areas if not a.sop_uids or sop_uid in a.sop_uids), None)
 
     def drawn_on(self, sop_uid: str, frame: int) -> list[Annotation]:
         return [a for a in self.annotations if a.sop_uid == sop_uid and (not a.frames or frame in a.frames)]
@@ -319,16 +324,10 @@ def read(ds: Dataset) -> PresentationState:
         for uid, frames in targets:
             annotations.append(Annotation(uid, frames, graphics, notes))
     rotation = int(ds.get("ImageRotation", 0) or 0)
-    area = None
-    for item in ds.get("DisplayedAreaSelectionSequence") or []:
-        (left, top), (right, bottom) = (_image(item.DisplayedAreaTopLeftHandCorner),
-                                        _image(item.DisplayedAreaBottomRightHandCorner))
-        area = (left, top, right, bottom)
-        break
     return PresentationState(
         summary(ds), images, _vois(ds, every), tuple(annotations),
         rotation if rotation in _ROTATIONS else 0, str(ds.get("ImageHorizontalFlip", "N")).strip() == "Y",
-        area, str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE")
+        read_areas(ds, every), str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE")
 
 
 def view_turn(rotation: int, flip_h: bool, flip_v: bool) -> tuple[int, bool]:

@@ -20,6 +20,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 
 from app.imaging.display import Window, apply_window, auto_window, modality_values, to_rgb8
+from app.imaging.voi_table import TableWindow
 
 # What the LUT functions read; a trimmed copy of the header keeps no demographics in memory.
 _DISPLAY_KEYWORDS = (
@@ -165,8 +166,12 @@ class Presentation:
 
     def grey(self, values: np.ndarray, window: Window | None, *, invert: bool = False,
              frame: int = 0) -> np.ndarray:
-        """8-bit grey levels: the reader's window, else the stored VOI LUT or default window."""
+        """8-bit grey levels: the reader's window (or a chosen VOI LUT), else the stored VOI LUT or
+        default window."""
         flip = self.inverted != invert
+        if isinstance(window, TableWindow):  # a presentation state's VOI LUT, through its table
+            levels = window.levels(values)
+            return _to_uint8(255.0 - levels if flip else levels)
         if window is None and self.voi_lut:
             # The LUT is indexed by whole modality values; fractional rescales are rounded.
             header = self._lut_header()

@@ -61,6 +61,17 @@ class FrameCanvas(QWidget):
             self._zoom = min(max(zoom, ZOOM_LIMITS[0]), ZOOM_LIMITS[1])
         self.update()
 
+    @property
+    def pixel_aspect(self) -> float:
+        return self._pixel_aspect
+
+    def centre_on(self, point: Point, zoom: float) -> None:
+        """Image point ``point`` in the middle of the widget at ``zoom`` (a displayed area's)."""
+        self.set_zoom(zoom)
+        self._pan = QPointF()
+        self._pan = QPointF(self.width() / 2, self.height() / 2) - self.to_widget(point)
+        self.update()
+
     def actual_pixels(self) -> None:
         """One image pixel per screen pixel (along rows)."""
         self.set_zoom(1.0)

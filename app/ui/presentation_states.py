@@ -1,7 +1,8 @@
 """Presentation states in the reading window: saving the reader's measurements, notes, window and
 rotation of the active viewport's series as one (sent to the PACS with the study), and choosing one
-of those that apply to the series, as Weasis offers them: choosing applies its window, rotation and
-flip and draws its graphic and text annotations over the image, in a layer of their own.
+of those that apply to the series, as Weasis offers them: choosing applies its window or VOI LUT,
+rotation and flip and displayed area, and draws its graphic and text annotations over the image, in
+a layer of their own.
 
 The vault decides which states apply (only the series' own patient's); this module shows them.
 """
@@ -168,8 +169,23 @@ class PresentationStates(QObject):
             window = found.as_window() if found is not None else None
             if window is not None:
                 view.set_window(window)
+            self._area(view, state)
         layer.update()
         return state is not None or sop_uid is None
+
+    def _area(self, view: ImageView, state: PresentationState) -> None:
+        """The state's displayed area: filling the viewport, or magnified, in its middle."""
+        if view.series is None:
+            return
+        info = view.series.info(view.index)
+        area = state.area_for(info.sop_uid)
+        if area is None or area.whole(info.rows, info.columns):
+            return
+        zoom = area.zoom(view.pixel_aspect, view.turn[0], view.width(), view.height())
+        view.centre_on(area.centre, zoom)
+        if area.fitted_instead:
+            self._window.show_status("This presentation state asks for its area at true size; it is shown "
+                                     "fitted to the viewport instead.")
 
     def _fill_menu(self) -> None:
         self.menu.clear()

@@ -9,10 +9,14 @@ from itertools import product
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.pixels import apply_voi_lut
 from pydicom.sequence import Sequence
 
 from app.imaging.display import Window
+from app.imaging.displayed_area import MAGNIFY, SCALE_TO_FIT, DisplayedArea
 from app.imaging.gsps import Graphic, Note, Voi, polyline, read, state_turn, view_turn
+from app.imaging.presentation import Presentation
+from app.imaging.voi_table import TableWindow
 
 SERIES, FIRST, SECOND = "1.2.3.1", "1.2.3.1.1", "1.2.3.1.2"
 
@@ -44,6 +48,10 @@ def _received() -> Dataset:
     ds.GraphicAnnotationSequence = Sequence([_item(
         GraphicLayer="L", ReferencedImageSequence=[_item(ReferencedSOPInstanceUID=SECOND)],
         GraphicObjectSequence=[circle, on_screen], TextObjectSequence=[note])])
+    ds.DisplayedAreaSelectionSequence = Sequence([_item(
+        ReferencedImageSequence=[_item(ReferencedSOPInstanceUID=SECOND)],
+        DisplayedAreaTopLeftHandCorner=[10, 5], DisplayedAreaBottomRightHandCorner=[25, 20],
+        PresentationSizeMode="MAGNIFY", PresentationPixelMagnificationRatio=2.5)])
     return ds
 
 
@@ -57,7 +65,13 @@ def test_a_received_state_is_read_as_what_a_viewport_applies() -> None:
     assert first == Voi((FIRST,), Window(40, 400))
     assert second is not None and second.lut is not None
     assert second.lut.table.tolist() == [0, 1000, 3000, 4095]
-    assert second.as_window() == Window(102, 4)  # the LUT's input range, 100 to 103
+    table = second.as_window()
+    assert isinstance(table, TableWindow) and table.entries == (0, 1000, 3000, 4095)
+    assert (table.center, table.width) == (102, 4)  # the LUT's input range, 100 to 103
+    assert state.area_for(FIRST) is None
+    (area,) = state.areas
+    assert (area.sop_uids, area.box, area.mode, area.magnification) == ((SECOND,), (9.0, 4.0, 24.0, 19.0),
+                                                                       MAGNIFY, 2.5)
     assert state.drawn_on(FIRST, 0) == []
     (drawn,) = state.drawn_on(SECOND, 0)
     assert drawn.graphics == (Graphic("CIRCLE", ((10.0, 10.0), (13.0, 14.0))),)  # the DISPLAY point left out
@@ -82,3 +96,26 @@ def test_a_views_turn_is_saved_and_applied_as_the_same_picture(rotation: int, fl
     state = read(_item(SOPInstanceUID="1.2", ImageRotation=saved, ImageHorizontalFlip="Y" if flip else "N"))
     again, mirrored = state_turn(state)
     assert (_matrix(again, mirrored, flip_first=False) == shown).all()
+
+
+def test_a_voi_lut_gives_the_grey_levels_of_its_table_as_pydicom_maps_them() -> None:
+    """A step LUT (no linear window gives it): below its inputs the first entry, above the last."""
+    table = [0] * 8 + [3000] * 8 + [4095] * 16  # 12-bit entries for inputs -10 to 21
+    values = np.arange(-40, 60, dtype=np.float32).reshape(10, 10)
+    item = _item(BitsStored=16, PixelRepresentation=1, PhotometricInterpretation="MONOCHROME2")
+    item.VOILUTSequence = Sequence([_item(LUTDescriptor=[len(table), -10, 12], LUTData=table)])
+    expected = np.rint(apply_voi_lut(values.astype(np.int16), item) * (255 / 4095)).astype(np.uint8)
+    window = TableWindow.of(-10, 12, table)
+    shown = Presentation("MONOCHROME2").grey(values, window)
+    assert (shown == expected).all() and sorted(set(shown.ravel().tolist())) == [0, 187, 255]
+    assert (shown.ravel()[29:31].tolist(), shown.ravel()[37:39].tolist()) == ([0, 0], [0, 187])  # -11 .. -2
+    assert (Presentation("MONOCHROME2").grey(values, window, invert=True) == 255 - expected).all()
+
+
+@pytest.mark.parametrize(("mode", "rotation", "zoom"), [(SCALE_TO_FIT, 0, 10.0), (SCALE_TO_FIT, 90, 15.0),
+                                                        (MAGNIFY, 0, 3.0)])
+def test_a_displayed_area_is_zoomed_to_fill_the_viewport_or_magnified(mode: str, rotation: int,
+                                                                      zoom: float) -> None:
+    area = DisplayedArea((), (10.0, 20.0, 49.0, 39.0), mode, 3.0)  # 40 columns by 20 rows
+    assert area.zoom(1.0, rotation, 400, 600) == zoom and area.centre == (29.5, 29.5)
+    assert DisplayedArea((), (0.0, 0.0, 63.0, 31.0)).whole(32, 64) and not area.whole(64, 64)

@@ -1,7 +1,8 @@
 """DICOMweb nodes against Orthanc's DICOMweb plugin behind nginx, as sites deploy it (TLS from the
 site's CA; HTTP basic or a bearer token): the echo and its refusals, QIDO-RS search, WADO-RS
 retrieve into the vault with the stored syntax kept, STOW-RS send through the outbox across an
-outage, and audit messages naming the URL as the network access point."""
+outage, audit messages naming the URL as the network access point, and a presentation state and key
+images that come back by WADO-RS as they went by STOW-RS."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from app.audit.events import EventType
 from app.audit.report import AuditQuery
 from app.demo.studies import Patient
 from app.errors import NotPermitted, UsageError
+from app.imaging.display import Window
+from app.imaging.measure import Kind, Measurement
 from app.net.association import PeerError
 from app.net.nodes import Node
+from app.security.roles import Role
 from tests.audit.schema import invalid
-from tests.conftest import CliUsers, VaultEnv, study_bytes
+from tests.conftest import CliUsers, VaultEnv, make_env, study_bytes
 from tests.peers.dicomweb import PASSWORD, TOKEN, USER, DicomWebPacs, available
 from tests.peers.pki import Authority, Site
 from tests.service.test_rpc import _client, served  # noqa: F401  (the service on a socket)
@@ -247,3 +251,39 @@ def test_through_the_service_the_secret_goes_in_and_never_comes_back(
     assert (listed.url, listed.auth, listed.user, listed.secret) == (web.pacs.url(), "basic", USER, "")
     remote, tech = _client(served, env, "tech")
     assert remote.nodes.echo(tech, "web").ok  # the service holds the password and uses it
+
+
+def test_a_presentation_state_and_key_images_go_by_stow_rs_and_come_back_by_wado_rs(
+        web_env: VaultEnv, web: Web, tmp_path: Path) -> None:
+    """Sent with their study to the DICOMweb PACS, retrieved into another workstation: the same state
+    and the same key images, value for value."""
+    env, rad, tech = web_env, web_env.login("rad"), web_env.login("tech")
+    study = _imported(env, Patient("PID-PR-WEB", "State^Sam"))
+    (series,) = [s.series_uid for s in env.vault.reading.series(rad, study)]
+    first, _, third = (info.sop_uid for info in env.vault.reading.open_series(rad, series).instances)
+    env.vault.reading.save_measurement(rad, Measurement(Kind.DISTANCE, first, 0, ((2.0, 3.0), (20.0, 25.0))))
+    saved = env.vault.states.save_state(rad, series, Window(40, 400), 90, True)
+    for uid in (first, third):
+        env.vault.key_images.mark(rad, uid)
+    kos = env.vault.key_images.send(rad, study, "web")
+    assert (kos.sent, kos.images, kos.node) == (True, 2, "web")
+    sent = env.vault.outbox.send(tech, "web", study).report
+    assert len(sent.sent) == 5 and sent.failed == {}  # three images, the state and the document
+
+    other = make_env(tmp_path / "other")
+    try:
+        other.add("rad", Role.RADIOLOGIST)
+        other.vault.nodes.add(other.login("admin"), _node(web))
+        there = other.login("rad")
+        assert other.vault.pacs.retrieve(there, "web", study).imported == 5
+        assert other.vault.states.states(there, series) == [saved]
+        assert other.vault.states.state(there, series, saved.sop_uid) == \
+            env.vault.states.state(rad, series, saved.sop_uid)
+        (key_series,) = [s for s in other.vault.reading.series(there, study) if s.modality == "KO"]
+        shown = other.vault.reading.open_series(there, key_series.series_uid)
+        assert sorted(info.sop_uid for info in shown.instances) == sorted((first, third))
+        for sop_uid in (saved.sop_uid, kos.sop_uid):
+            assert pydicom.dcmread(DicomBytesIO(other.vault.reading.read_instance(there, sop_uid))) == \
+                pydicom.dcmread(DicomBytesIO(env.vault.reading.read_instance(rad, sop_uid)))
+    finally:
+        other.vault.close()
