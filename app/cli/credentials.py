@@ -46,8 +46,9 @@ def plain(env: str, prompt: str) -> str | None:
 
 def code_or_pin(prompt: str) -> str | None:
     """The second factor typed for a login or step-up: the card's PIN (CUSTODIAN_CARD_PIN) where
-    the site's is a card, else the authenticator's or MFA server's code (CUSTODIAN_TOTP)."""
-    return os.environ.get("CUSTODIAN_CARD_PIN") or plain("CUSTODIAN_TOTP", prompt)
+    the site's is a card, else the authenticator's or MFA server's code (CUSTODIAN_TOTP); typed
+    unseen, as a PIN serves again and again."""
+    return os.environ.get("CUSTODIAN_CARD_PIN") or (secret("CUSTODIAN_TOTP", prompt) or "").strip() or None
 
 
 def socket_from(option: str | None) -> Path | None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+from app.errors import CustodianError
 from app.imaging.display import Window
 from app.imaging.displayed_area import DisplayedArea, read_areas
 from app.imaging.measure import Kind, Measurement, Point
@@ -31,6 +33,13 @@ SERIES_NUMBER = 9901  # the series a saved state goes in (each save is a series 
 _SHIFT = 0.5  # image coordinates to PIXEL units
 _ROTATIONS = (0, 90, 180, 270)
 OUTLINE_STEPS = 48  # segments a circle or ellipse is drawn with
+# Bytes of graphic points, LUT entries and text one state may hold (a reader's states hold a few KB):
+# a received state is read each time its patient's series is opened, and each point costs Python
+# objects, so a hostile one of millions of points is refused before any of them is converted.
+MAX_CONTENT_BYTES = 2 * 1024 * 1024
+_BOUNDED = ("GraphicData", "LUTData", "UnformattedTextValue")
+TOO_LARGE = ("This presentation state holds more graphics, text or table entries than Custodian applies "
+             f"({MAX_CONTENT_BYTES // (1024 * 1024)} MB); it is not shown.")
 
 
 @dataclass(frozen=True)
@@ -311,8 +320,28 @@ def summary(ds: Dataset) -> StateSummary:
                         str(ds.get("ContentCreatorName", "") or "").strip("^"), _created(ds))
 
 
+def _content_bytes(ds: Dataset) -> int:
+    """The bytes of the bounded elements of a state's annotations and VOI LUTs, as they were read
+    (an element's values are converted only when asked for, so this converts none of them)."""
+    items = [*(ds.get("GraphicAnnotationSequence") or []), *(ds.get("SoftcopyVOILUTSequence") or [])]
+    items += [inner for item in items for keyword in ("GraphicObjectSequence", "TextObjectSequence",
+                                                      "VOILUTSequence") for inner in item.get(keyword) or []]
+    return sum(_stated(item.get_item(keyword)) for item in items for keyword in _BOUNDED)
+
+
+def _stated(elem: DataElement | RawDataElement | Dataset | None) -> int:
+    if isinstance(elem, RawDataElement):
+        return elem.length
+    if isinstance(elem, DataElement):  # (already converted: a state built in memory)
+        return len(elem.value) if isinstance(elem.value, bytes | str) else 4 * max(elem.VM, 1)
+    return 0
+
+
 def read(ds: Dataset) -> PresentationState:
-    """A received (or saved) presentation state as what a viewport applies."""
+    """A received (or saved) presentation state as what a viewport applies; one over
+    ``MAX_CONTENT_BYTES`` is refused (:data:`TOO_LARGE`)."""
+    if _content_bytes(ds) > MAX_CONTENT_BYTES:
+        raise CustodianError(TOO_LARGE)
     images = tuple((str(series.SeriesInstanceUID), str(ref.ReferencedSOPInstanceUID))
                    for series in ds.get("ReferencedSeriesSequence") or []
                    for ref in series.get("ReferencedImageSequence") or [])

@@ -256,7 +256,9 @@ def get_study(node: Node, local_ae: str, study_uid: str,
 class _Batches:
     """What a C-GET received, stored a batch at a time on a thread of its own while the PACS sends
     the next batch (it waited for each store before): at most one batch being stored, one filling.
-    Leaving the context stores what is left, also when the retrieve failed, and waits for it."""
+    Leaving the context stores what is left, also when the retrieve failed, and waits for it. A batch
+    that could not be stored (its instances were acknowledged already) refuses every later one and
+    fails the retrieve when it ends, so the loss is never reported as a success."""
 
     def __init__(self, store: Callable[[list[tuple[str, bytes]]], ImportReport],
                  report: RetrieveReport) -> None:
@@ -265,8 +267,11 @@ class _Batches:
         self._pending: list[tuple[str, bytes]] = []
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="c-get-store")
         self._storing: Future[ImportReport] | None = None
+        self._failed: Exception | None = None
 
     def add(self, label: str, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._failed
         self._pending.append((label, data))
         if len(self._pending) >= BATCH:
             self._flush()
@@ -280,7 +285,11 @@ class _Batches:
     def _wait(self) -> None:
         storing, self._storing = self._storing, None
         if storing is not None:
-            result, report = storing.result(), self._report
+            try:
+                result, report = storing.result(), self._report
+            except Exception as exc:  # (raised on the thread: kept for the end of the retrieve)
+                self._failed = self._failed or exc
+                return
             report.imported = (report.imported or 0) + result.imported
             report.duplicates = (report.duplicates or 0) + result.duplicates
             report.refused += [r.reason for r in result.rejected]
@@ -294,6 +303,8 @@ class _Batches:
             self._wait()
         finally:
             self._thread.shutdown()
+        if self._failed is not None:
+            raise self._failed
 
 
 def move_study(node: Node, local_ae: str, study_uid: str,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,9 @@ from app.errors import AuthenticationFailed, CustodianError, UsageError
 MODULE_ENV = "CUSTODIAN_PKCS11_MODULE"
 OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
-CRL_TIMEOUT = 3  # seconds a login waits for a CRL at a URL
+CRL_TIMEOUT = 3  # seconds a login waits for each answer of the host of a CRL at a URL
+CRL_DEADLINE = 10  # seconds for the whole CRL (a hostile host may drip it, each answer within the timeout)
+CRL_LIMIT = 32 * 2**20  # bytes: the largest CRL read (a big CA's is a few MB), so none fills the memory
 # Refusals, as audited ("why"); the person is told a sentence that says the same.
 WRONG_PIN, PIN_LOCKED, NO_CARD = "wrong card PIN", "card PIN locked by the card", "no card in the reader"
 EXPIRED, NOT_YET, REVOKED = "card certificate expired", "card certificate not yet valid", "card revoked"
@@ -81,11 +84,13 @@ class CardProof:
 @dataclass(frozen=True)
 class CardCheck:
     """The site's card settings: the card CA (PEM) and the CRL's path or URL (empty: none), and
-    the PKCS#11 module that reads the cards."""
+    the PKCS#11 module that reads the cards; ``upn``: the user's whole User Principal Name where
+    the directory has just given it (at a login), which the card's must then equal."""
 
     ca_pem: str
     crl: str = ""
     module: str = ""
+    upn: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -116,19 +121,23 @@ class CardCheck:
             raise CardRefused("This card was not issued by the site's card CA.", OTHER_CA) from None
         if self.crl:
             _revocation(self.crl, roots, cert, now)
-        if holder(cert).lower() != name.lower():
+        upn = principal(cert)
+        # The whole UPN where the directory gave one (jdoe@partner.example is not jdoe@hospital...),
+        # else the login name before "@"; both compared without case, as AD does.
+        if (upn.casefold() != self.upn.casefold() if self.upn
+                else upn.partition("@")[0].casefold() != name.casefold()) or not upn:
             raise CardRefused("This card is not yours: its holder is another user.", NOT_HOLDER)
 
 
-def holder(cert: x509.Certificate) -> str:
-    """The login name the card is for: the UPN's part before "@" ("" where it has no UPN)."""
+def principal(cert: x509.Certificate) -> str:
+    """The card's User Principal Name (the SAN entry AD smart-card logon uses; "" where none)."""
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return ""
     for other in names.get_values_for_type(x509.OtherName):
         if other.type_id == UPN and other.value[:1] == b"\x0c":  # a DER UTF8String
-            return _der_text(other.value).partition("@")[0]
+            return _der_text(other.value)
     return ""
 
 
@@ -142,30 +151,66 @@ def _der_text(der: bytes) -> str:
 
 def _revocation(where: str, roots: list[x509.Certificate], cert: x509.Certificate, now: datetime) -> None:
     """CardRefused when ``cert`` is on the CRL at ``where``; CardUnavailable when that CRL cannot
-    be read, is not signed by the card CA, or is past its next update (fail closed)."""
-    import urllib.request
+    be read, is not signed by the card CA that issued ``cert`` (another CA's of the site's lists
+    other serials), is partial, or is past its next update (fail closed)."""
+    from http.client import HTTPException
 
     try:
         if where.startswith(("http://", "https://")):
-            with urllib.request.urlopen(where, timeout=CRL_TIMEOUT) as answer:
-                data = answer.read()
+            data = _download(where)
         else:
             with open(where, "rb") as file:
                 data = file.read()
         crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                else x509.load_der_x509_crl(data))
-    except (OSError, ValueError):
+    except (OSError, ValueError, HTTPException):  # (HTTPException: a host that answers no HTTP)
         raise CardUnavailable(f"The site's card revocation list ({where}) cannot be read, so no card is "
                               "accepted until it can.", CRL_UNUSABLE) from None
-    if not any(_signed_by(crl, root) for root in roots):
-        raise CardUnavailable(f"The card revocation list at {where} is not signed by the site's card CA, so "
-                              "no card is accepted until it is replaced.", CRL_UNUSABLE)
+    if crl.issuer != cert.issuer or not any(_signed_by(crl, root) for root in roots):
+        raise CardUnavailable(f"The card revocation list at {where} is not signed by the site's card CA "
+                              "that issued this card, so no card is accepted until it is replaced.",
+                              CRL_UNUSABLE)
+    if _partial(crl):
+        raise CardUnavailable(f"The card revocation list at {where} is a partial one (a delta CRL, or one "
+                              "for some certificates or reasons only), so no card is accepted until the "
+                              "full list is there.", CRL_UNUSABLE)
     if crl.next_update_utc is not None and crl.next_update_utc < now:
         raise CardUnavailable(f"The card revocation list at {where} is out of date (next update was due "
                               f"{crl.next_update_utc:%Y-%m-%d %H:%M} UTC), so no card is accepted until "
                               "it is renewed.", CRL_UNUSABLE)
     if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
         raise CardRefused("This card has been revoked.", REVOKED)
+
+
+def _download(url: str) -> bytes:
+    """The CRL at ``url``, refused (OSError) past :data:`CRL_LIMIT` bytes or :data:`CRL_DEADLINE`
+    seconds: a host on the network cannot hold a login or fill the memory. (urllib follows
+    redirects to http, https and ftp only, never to a file.)"""
+    import urllib.request
+
+    deadline, data = time.monotonic() + CRL_DEADLINE, bytearray()
+    with urllib.request.urlopen(url, timeout=CRL_TIMEOUT) as answer:
+        while chunk := answer.read1(65536):
+            data += chunk
+            if len(data) > CRL_LIMIT or time.monotonic() > deadline:
+                raise OSError("CRL too large or too slow")
+    return bytes(data)
+
+
+def _partial(crl: x509.CertificateRevocationList) -> bool:
+    """Whether ``crl`` leaves cards out however fresh and well signed: a delta CRL lists only what
+    changed since its base, and an issuing distribution point may scope it to CA or attribute
+    certificates, some reasons, or another issuer's (a host on the network could serve either)."""
+    extensions = crl.extensions
+    with contextlib.suppress(x509.ExtensionNotFound):
+        extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+        return True
+    try:
+        point = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(point.only_contains_ca_certs or point.only_contains_attribute_certs or point.only_some_reasons
+                or point.indirect_crl)
 
 
 def _signed_by(crl: x509.CertificateRevocationList, root: x509.Certificate) -> bool:
@@ -212,7 +257,7 @@ def read_card(module: str, pin: str) -> CardProof:
         except pkcs11.PinLocked:
             raise CardRefused("The card has locked its PIN after too many wrong ones; the card's issuer "
                               "can unblock it.", PIN_LOCKED) from None
-        except (pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised, pkcs11.DeviceRemoved):
+        except (pkcs11.PKCS11Error, ValueError):  # gone, or a token that is no card of ours: the next
             continue
     raise CardUnavailable("No card with a certificate is in the reader: insert your card.", NO_CARD)
 

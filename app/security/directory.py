@@ -44,7 +44,7 @@ _CONFIG_KEY, _SECRET_KEY, _RADIUS_KEY = "directory", "directory_secret", "radius
 # no longer than this for a directory that is down.
 TIMEOUT = 3
 AD_DISABLED = 0x2  # userAccountControl: ACCOUNTDISABLE
-_READ = ["userAccountControl", "memberOf"]
+_READ = ["userAccountControl", "memberOf", "userPrincipalName"]
 NESTING = 8  # levels of groups in groups followed above the user's own groups
 _BATCH = 50  # groups asked about in one search (an OR of their DNs)
 DISABLED, NO_GROUP = "disabled in the directory", "in no group mapped to a role"  # (refusals, as audited)
@@ -183,12 +183,14 @@ def mapping_text(roles: Iterable[tuple[Role, str]]) -> list[str]:
 
 @dataclass(frozen=True)
 class Standing:
-    """What the directory says of a user now: the entry, its role (None: no mapped group), and
-    whether the account is disabled."""
+    """What the directory says of a user now: the entry, its role (None: no mapped group),
+    whether the account is disabled, and its User Principal Name (AD; "" where the entry has none),
+    which a card must carry whole."""
 
     dn: str
     role: Role | None
     disabled: bool
+    upn: str = ""
 
     @property
     def refusal(self) -> str | None:
@@ -277,7 +279,8 @@ class Directory:
         values = entry.entry_attributes_as_dict
         groups = self._nested(conn, [str(g) for g in values.get("memberOf", [])] or self._holding(conn, [dn]))
         control = values.get("userAccountControl") or [0]
-        return Standing(dn, self.config.role_of(groups), bool(int(control[0]) & AD_DISABLED))
+        upn = values.get("userPrincipalName") or [""]
+        return Standing(dn, self.config.role_of(groups), bool(int(control[0]) & AD_DISABLED), str(upn[0]))
 
     def _nested(self, conn: Any, direct: list[str]) -> list[str]:
         """The ``direct`` groups and every group above them, level by level to NESTING levels; a

@@ -167,8 +167,9 @@ class StudyBook:
         from app.imaging.pixels import FrameInfo
         from app.imaging.series import SeriesFrames
 
-        rows = self._conn.execute(
-            f"SELECT {FRAME_COLUMNS} FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL",
+        rows = self._conn.execute(  # (only the series' own study's: see importer.OTHER_STUDYS_SERIES)
+            f"SELECT {FRAME_COLUMNS} FROM instances i WHERE i.series_uid = ? AND i.rows IS NOT NULL "
+            "AND i.study_uid = (SELECT study_uid FROM series WHERE uid = i.series_uid)",
             (series_uid,)).fetchall()
         if not rows:
             return None

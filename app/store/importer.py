@@ -43,6 +43,7 @@ IO_THREADS = 4
 READ_AHEAD = 8
 LOOKUP_BATCH = 16
 SHREDDED = "its study was shredded while this import ran: not imported"
+OTHER_STUDYS_SERIES = "its Series Instance UID is already cached in another study"
 QUARANTINE_FULL = "not kept for inspection: the quarantine is full (site policy quarantine_max_mb)"
 
 Progress = Callable[[int, int], None]
@@ -381,6 +382,7 @@ class ImportRun:
         whose study was shredded meanwhile is refused; quarantined files take only the room left."""
         now_held = held(conn, [item.parsed.sop_uid for item in items if item.parsed is not None])
         studies: dict[str, tuple[Demographics | None, bool]] = {}  # uid -> (filed under, key kept)
+        series: dict[str, str] = {}  # series UID -> the study it is held under
         (used,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM quarantine").fetchone()
         room = self._limits.quarantine_bytes - used
         kept = []
@@ -393,6 +395,8 @@ class ImportRun:
                     ).fetchone() is not None)
                 owner, keyed = studies[p.study_uid]
                 why = verdict(p, digest, now_held.get(p.sop_uid), owner) if keyed else SHREDDED
+                if why is None and _series_study(conn, series, p) != p.study_uid:
+                    why = OTHER_STUDYS_SERIES  # (else its image would be shown in that study's series)
                 if why in ("", SHREDDED):
                     self._staging.discard(item.blob_id)
                     if why:
@@ -456,6 +460,14 @@ class ImportRun:
                 detail={"why": "the same Patient ID arrived with another name or birth date; filed as a "
                                "separate patient record"}))
         return filing.reference
+
+
+def _series_study(conn: sqlcipher3.Connection, seen: dict[str, str], p: ParsedInstance) -> str:
+    """The study a series belongs to: the index's, else the first instance of the batch naming it."""
+    if p.series_uid not in seen:
+        row = conn.execute("SELECT study_uid FROM series WHERE uid = ?", (p.series_uid,)).fetchone()
+        seen[p.series_uid] = row[0] if row else p.study_uid
+    return seen[p.series_uid]
 
 
 INSERT_INSTANCE = (

@@ -129,6 +129,7 @@ class LockScreen(QWidget):
             self.code_edit.setFocus()
             return
         self.password_edit.clear()
+        self.code_edit.clear()  # (a card's PIN is not kept in a hidden field until the next lock)
         self.unlocked.emit(session)
 
     def _show(self, title: str, hint: str, notice: str = "") -> None:

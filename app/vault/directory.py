@@ -90,7 +90,8 @@ def admit(door: Access, name: str, password: str) -> Admission | None:
         raise DirectoryRefused(_REFUSED.get(why, LOGIN_FAILED), why)
     with door.store.transaction():
         door.accounts.admit(name, standing.dn, standing.role, password)
-    return Admission(False, _radius(door, directory), card_of(directory))
+    card = card_of(directory)
+    return Admission(False, _radius(door, directory), card and replace(card, upn=standing.upn))
 
 
 def mfa_server(door: Access) -> RadiusServer | None:

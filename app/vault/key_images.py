@@ -53,6 +53,10 @@ class KeyImageService(Service):
     def mark(self, door: Access, sop_uid: str, frame: int = 0, on: bool = True) -> KeyImage | None:
         """Mark (``on``) or unmark one image (its ``frame``, from 0) as a key image of the reader's;
         what was marked or unmarked (None: nothing changed). Recorded in the trail with the patient."""
+        with door.store.reading() as conn:
+            held = StudyBook(conn).instance(sop_uid)
+        if held is not None:  # (a restricted patient's image is refused as its viewing is)
+            door.check_restriction(held.study_uid)
         with door.store.transaction() as conn:
             book = KeyImageBook(conn)
             if on:

@@ -124,11 +124,16 @@ def _applying(door: Access, series_uid: str) -> list[PresentationState]:
     with door.store.reading() as conn:
         filed = StudyBook(conn).patient(study_uid)
         stored = StateBook(conn).of_patient(filed.key, (gsps.GSPS_CLASS,)) if filed else []
-    found = []
+    found, refused = [], 0
     for item in stored:
-        state = gsps.read(dcmread(BytesIO(door.store.plaintext(item.sop_uid, item.study_uid, item.blob))))
+        try:  # (one too large to apply is left out: the others still apply)
+            state = gsps.read(dcmread(BytesIO(door.store.plaintext(item.sop_uid, item.study_uid, item.blob))))
+        except CustodianError:
+            refused += 1
+            continue
         if state.references(series_uid):
             found.append(state)
     door.record(AuditEvent(EventType.INSTANCES_READ, user=door.actor, studies=(study_uid,), patients=patients,
-                           detail={"series": series_uid, "presentation_states": len(found)}))
+                           detail={"series": series_uid, "presentation_states": len(found),
+                                   **({"refused": refused} if refused else {})}))
     return found

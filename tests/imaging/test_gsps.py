@@ -4,14 +4,18 @@ and a viewport's rotation and flips turned into a state's and back."""
 from __future__ import annotations
 
 import math
+import time
+from io import BytesIO
 from itertools import product
 
 import numpy as np
 import pytest
+from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_voi_lut
 from pydicom.sequence import Sequence
 
+from app.errors import CustodianError
 from app.imaging.display import Window
 from app.imaging.displayed_area import MAGNIFY, SCALE_TO_FIT, DisplayedArea
 from app.imaging.gsps import Graphic, Note, Voi, polyline, read, state_turn, view_turn
@@ -77,6 +81,22 @@ def test_a_received_state_is_read_as_what_a_viewport_applies() -> None:
     assert drawn.graphics == (Graphic("CIRCLE", ((10.0, 10.0), (13.0, 14.0))),)  # the DISPLAY point left out
     assert drawn.notes == (Note("see prior", None, (2.0, 3.0, 20.0, 8.0)),)
     assert all(math.isclose(math.dist(p, (10.0, 10.0)), 5.0) for p in polyline(drawn.graphics[0]))
+
+
+def test_a_received_state_of_300_000_points_is_refused_before_any_is_converted() -> None:
+    ds = _received()
+    huge = _item(GraphicAnnotationUnits="PIXEL", GraphicType="POLYLINE", GraphicData=[0.5] * 600_000)
+    ds.GraphicAnnotationSequence[0].GraphicObjectSequence.append(huge)
+    written = BytesIO()
+    dcmwrite(written, ds, implicit_vr=False, little_endian=True)
+    started = time.monotonic()
+    with pytest.raises(CustodianError, match="holds more graphics"):
+        read(dcmread(BytesIO(written.getvalue()), force=True))
+    assert time.monotonic() - started < 0.5  # (read unbounded, a million points took 15 s and 700 MB)
+    del ds.GraphicAnnotationSequence[0].GraphicObjectSequence[-1]
+    written = BytesIO()
+    dcmwrite(written, ds, implicit_vr=False, little_endian=True)
+    assert read(dcmread(BytesIO(written.getvalue()), force=True)).drawn_on(SECOND, 0)
 
 
 def _matrix(degrees: int, flip_h: bool = False, flip_v: bool = False, *, flip_first: bool) -> np.ndarray:

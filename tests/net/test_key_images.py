@@ -86,6 +86,14 @@ def test_marks_are_each_readers_own_audited_and_gone_with_a_shred(env: VaultEnv)
     assert left == [(0,)]
 
 
+def test_a_restricted_patients_image_is_not_marked_without_break_glass(env: VaultEnv) -> None:
+    cts = _study(env, Patient("PID-KEY-VIP", "Key^Vip"), slices=1)
+    env.vault.admin.restrict_patient(env.login("po"), "PID-KEY-VIP")
+    with pytest.raises(NotPermitted, match="restricted"):
+        env.vault.key_images.mark(env.login("rad"), str(cts[0].SOPInstanceUID))
+    assert env.vault.key_images.of_study(env.login("rad"), str(cts[0].StudyInstanceUID)) == []
+
+
 def test_a_key_object_shows_its_own_studys_images_and_never_another_patients(env: VaultEnv) -> None:
     own = _study(env, Patient("PID-OWN", "Own^Olga"))
     other = _study(env, Patient("PID-OTHER", "Other^Otto"), slices=2)

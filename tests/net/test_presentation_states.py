@@ -72,6 +72,7 @@ def test_a_saved_state_passes_dcmtk_goes_round_orthanc_value_for_value_and_keeps
     _dcmtk_accepts(env, state, tmp_path / "state.dcm")
     _round_trip(env, images, state, tmp_path)
     _another_patients_state_is_never_applied(env, images, state)
+    _a_state_too_large_to_apply_is_left_out(env, images, state)
     _saved_only_by_readers_outside_emergency_mode(env, str(images[0].SeriesInstanceUID))
 
 
@@ -131,6 +132,25 @@ def _another_patients_state_is_never_applied(env: VaultEnv, images: list[pydicom
     assert env.vault.states.states(rad, series) == [own_state.summary]
     with pytest.raises(CustodianError, match="does not apply"):
         env.vault.states.state(rad, series, str(pydicom.dcmread(BytesIO(own)).SOPInstanceUID))
+
+
+def _a_state_too_large_to_apply_is_left_out(env: VaultEnv, images: list[pydicom.Dataset],
+                                            own_state: gsps.PresentationState) -> None:
+    """A received state of this patient's with 300 000 points: refused, the others still listed."""
+    headers = [pydicom.dcmread(BytesIO(to_bytes(ds))) for ds in images]
+    for ds in headers:
+        ds.StudyInstanceUID = generate_uid()
+    label = gsps.Labelled(Measurement(Kind.TEXT, str(images[0].SOPInstanceUID), 0, ((5.0, 5.0),)), "x")
+    huge = gsps.build(headers, [label], None, rotation=0, flip=False, sop_uid=generate_uid(),
+                      series_uid=generate_uid(), creator="someone", software="test")
+    points = pydicom.Dataset()
+    points.GraphicAnnotationUnits, points.GraphicType = "PIXEL", "POLYLINE"
+    points.GraphicData = [0.5] * 600_000
+    huge.GraphicAnnotationSequence[0].GraphicObjectSequence = [points]
+    assert env.vault.intake.import_bytes(env.login("tech"), [("huge", to_bytes(huge))]).imported == 1
+    assert env.vault.states.states(env.login("rad"), str(images[0].SeriesInstanceUID)) == [own_state.summary]
+    (event,) = env.vault._gate._audit.records(AuditQuery(event_type=EventType.INSTANCES_READ, limit=1))
+    assert event.detail["refused"] == 1
 
 
 def _saved_only_by_readers_outside_emergency_mode(env: VaultEnv, series: str) -> None:

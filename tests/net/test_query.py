@@ -16,6 +16,8 @@ from app.net import query
 from app.net.association import PeerError
 from app.net.nodes import Node
 from app.security.roles import Role
+from app.store.faults import StorageFault
+from app.store.records import ImportReport
 from tests.conftest import CliUsers, VaultEnv, write_study
 from tests.peers.dcmtk import storescu
 from tests.peers.orthanc import AET, Orthanc
@@ -80,6 +82,26 @@ def test_retrieve_brings_the_study_into_the_vault(qr_env: VaultEnv, pacs: tuple[
     (event, *_) = qr_env.vault._gate._audit.records(AuditQuery(event_type=EventType.RETRIEVE))
     assert event.user == "rad" and event.studies == (pacs[1][0],) and event.detail["received"] == 6
     assert qr_env.vault.admin.verify(qr_env.login("tech")).ok
+
+
+def test_a_batch_the_disk_refused_mid_retrieve_fails_the_retrieve(pacs: tuple[Orthanc, list[str]],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storing thread's fault (a full disk: no peer produces it) is not lost behind the next batch:
+    later instances are refused and the retrieve ends in the fault, not in a report of success."""
+    monkeypatch.setattr(query, "BATCH", 2)
+    stored: list[int] = []
+
+    def store(batch: list[tuple[str, bytes]]) -> ImportReport:
+        if not stored:
+            stored.append(0)
+            raise StorageFault("The instances were not stored", "the disk is full")
+        stored.append(len(batch))
+        return ImportReport(imported=len(batch))
+
+    node = Node("pacs", AET, "127.0.0.1", pacs[0].port)
+    with pytest.raises(StorageFault, match="the disk is full"):
+        query.get_study(node, "CUSTODIAN", pacs[1][0], store)
+    assert sum(stored) < 6
 
 
 def test_pacs_down_is_said_plainly(qr_env: VaultEnv) -> None:

@@ -73,11 +73,14 @@ class CardAuthority:
                                critical=False)
                 .sign(self.key, hashes.SHA256()))
 
-    def crl(self, path: Path, revoked: tuple[x509.Certificate, ...] = (), *, next_days: int = 7) -> Path:
-        """The CA's CRL listing ``revoked``, written to ``path`` (PEM)."""
+    def crl(self, path: Path, revoked: tuple[x509.Certificate, ...] = (), *, next_days: int = 7,
+            extension: x509.ExtensionType | None = None) -> Path:
+        """The CA's CRL listing ``revoked`` (with ``extension``, critical), written to ``path`` (PEM)."""
         now = datetime.now(UTC)
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.name)
                    .last_update(now - timedelta(minutes=1)).next_update(now + timedelta(days=next_days)))
+        if extension is not None:
+            builder = builder.add_extension(extension, critical=True)
         for cert in revoked:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(cert.serial_number)

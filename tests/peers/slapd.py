@@ -26,13 +26,17 @@ from tests.peers.ports import free_port, stop_gracefully, wait_listening
 ROOT_PASSWORD = "slapd root secret"
 SERVICE_PASSWORD = "directory service secret"
 PLAIN, AD = "dc=plain,dc=test", "dc=ad,dc=test"
+UPN_DOMAIN = "hospital.example"  # the AD-like tree's users' User Principal Names end in it
 
 AD_SCHEMA = """\
 attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl' EQUALITY integerMatch
     SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 attributetype ( 1.2.840.113556.1.4.221 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch
     SUBSTR caseIgnoreSubstringsMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-objectclass ( 1.3.6.1.4.1.32473.1.1 NAME 'adLikeUser' AUXILIARY MAY ( userAccountControl $ sAMAccountName ) )
+attributetype ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName' EQUALITY caseIgnoreMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.32473.1.1 NAME 'adLikeUser' AUXILIARY
+    MAY ( userAccountControl $ sAMAccountName $ userPrincipalName ) )
 """
 
 CONFIG = """\
@@ -134,7 +138,8 @@ class Slapd:
                 attributes: dict[str, object] = {"cn": person.uid, "sn": person.uid,
                                                  "userPassword": person.password}
                 if ad:
-                    attributes.update(sAMAccountName=person.uid, userAccountControl=512)
+                    attributes.update(sAMAccountName=person.uid, userAccountControl=512,
+                                      userPrincipalName=f"{person.uid}@{UPN_DOMAIN}")
                 conn.add(person_dn(person.uid, suffix),
                          ["inetOrgPerson", *(["adLikeUser"] if ad else [])], attributes)
             for cn in groups:

@@ -5,12 +5,21 @@ like a wrong code; a card that cannot be checked (the CRL unreadable) refuses pl
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pkcs11
 import pytest
+from cryptography import x509
+from pkcs11 import Attribute, CertificateType, ObjectClass
 
 from app.audit.log import AuditRecord
 from app.errors import AuthenticationFailed, CustodianError, UsageError
@@ -21,7 +30,7 @@ from app.security.roles import Role
 from app.vault.card import REVOKED_ALERT
 from app.vault.directory import DirectoryRefused
 from tests.conftest import ADMIN_PASSWORD, Cli, VaultEnv, make_env
-from tests.peers.cards import PIN, Card, CardAuthority
+from tests.peers.cards import KEY_ID, PIN, Card, CardAuthority, _open
 from tests.peers.pki import Site
 from tests.peers.slapd import PLAIN, SERVICE_PASSWORD, Person, Slapd, group_dn, running, site_directory
 
@@ -98,7 +107,8 @@ def test_a_valid_card_logs_in_and_a_revoked_or_unreadable_one_is_refused(env: Va
     assert logins(env, "alice")[-1].detail == {"method": "card", "why": cards.CRL_UNUSABLE}
 
 
-@pytest.mark.parametrize("case", ["expired", "not yet valid", "another CA", "someone else's"])
+@pytest.mark.parametrize("case", ["expired", "not yet valid", "another CA", "someone else's",
+                                  "another domain's"])
 def test_a_card_not_valid_for_the_user_is_refused_with_the_reason(
         peers: Peers, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     monkeypatch.setenv("SOFTHSM2_CONF", str(peers.card.conf))
@@ -109,12 +119,15 @@ def test_a_card_not_valid_for_the_user_is_refused_with_the_reason(
         "another CA": (peers.other_ca.issue(public, alice), "not issued by the site's card CA",
                        cards.OTHER_CA),
         "someone else's": (peers.ca.issue(public, "lena@hospital.example"), "holder is another user",
-                           cards.NOT_HOLDER)}[case]
+                           cards.NOT_HOLDER),
+        # alice of another domain the card CA serves: the directory gave alice's whole UPN
+        "another domain's": (peers.ca.issue(public, "alice@partner.example"), "holder is another user",
+                             cards.NOT_HOLDER)}[case]
     peers.card.put(cert)
     peers.ca.crl(peers.crl)
     check = peers.config().card_ca
     with pytest.raises(CardRefused, match=reason) as refused:
-        cards.CardCheck(check, str(peers.crl), peers.card.module).check("alice", PIN)
+        cards.CardCheck(check, str(peers.crl), peers.card.module, upn=alice).check("alice", PIN)
     assert refused.value.why == why
 
 
@@ -211,3 +224,112 @@ def test_the_site_policy_names_the_card_ca_file_and_the_crl(peers: Peers) -> Non
     assert DirectoryConfig.from_json(config.to_json()) == config
     with pytest.raises(UsageError, match=r"card CA /nowhere/missing\.pem\) cannot be read"):
         DirectoryConfig.from_policy({**doc, "card_ca": "/nowhere/missing.pem"})
+
+
+@pytest.mark.parametrize("scope", [x509.DeltaCRLIndicator(1), x509.IssuingDistributionPoint(
+    None, None, False, True, None, False, False)], ids=["delta CRL", "CA certificates only"])
+def test_a_partial_crl_of_the_card_ca_refuses_every_card(peers: Peers, monkeypatch: pytest.MonkeyPatch,
+                                                         scope: x509.ExtensionType) -> None:
+    """A host on the network serving the CA's delta CRL (or one for its CA certificates) in place of
+    the full one would let a revoked card in: fresh and well signed, it does not list it."""
+    monkeypatch.setenv("SOFTHSM2_CONF", str(peers.card.conf))
+    revoked = peers.ca.issue(peers.card.public, "alice@hospital.example")
+    peers.card.put(revoked)
+    peers.ca.crl(peers.crl, extension=scope)
+    check = cards.CardCheck(peers.config().card_ca, str(peers.crl), peers.card.module)
+    with pytest.raises(CardUnavailable, match="is a partial one") as unusable:
+        check.check("alice", PIN)
+    assert unusable.value.why == cards.CRL_UNUSABLE
+
+
+@pytest.mark.parametrize("hostile", ["too large", "too slow"])
+def test_a_crl_host_that_floods_or_drips_is_cut_off(peers: Peers, monkeypatch: pytest.MonkeyPatch,
+                                                    hostile: str) -> None:
+    """The CA's own CRL, sent larger than the limit or slower than the deadline, is not waited for."""
+    body = peers.ca.crl(peers.crl).read_bytes()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for start in range(0, len(body), 100):
+                self.wfile.write(body[start:start + 100])
+                self.wfile.flush()
+                time.sleep(0.1 if hostile == "too slow" else 0)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setenv("SOFTHSM2_CONF", str(peers.card.conf))
+    monkeypatch.setattr(cards, "CRL_LIMIT" if hostile == "too large" else "CRL_DEADLINE",
+                        len(body) // 2 if hostile == "too large" else 0.15)
+    peers.card.put(peers.ca.issue(peers.card.public, "alice@hospital.example"))
+    check = cards.CardCheck(peers.config().card_ca, f"http://127.0.0.1:{server.server_port}/cards.crl",
+                            peers.card.module)
+    try:
+        with pytest.raises(CardUnavailable, match="cannot be read"):
+            check.check("alice", PIN)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_token_that_is_no_card_of_ours_is_passed_over(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token of anyone's making may carry objects that are no certificate: no card, not a crash."""
+    badge = Card.make(tmp_path / "stranger")
+    with _open(badge.conf) as session:
+        session.create_object({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.TOKEN: True,
+                               Attribute.CERTIFICATE_TYPE: CertificateType.X_509, Attribute.ID: KEY_ID,
+                               Attribute.SUBJECT: b"\x30\x00", Attribute.VALUE: b"not a certificate"})
+    monkeypatch.setenv("SOFTHSM2_CONF", str(badge.conf))
+    with pytest.raises(CardUnavailable, match="insert your card"):
+        cards.read_card(badge.module, PIN)
+
+
+def test_the_cli_asks_the_card_pin_without_showing_it() -> None:
+    """At a terminal the prompt for the code or the card's PIN does not echo it (on screen, in the
+    scrollback, in a recorded session); a one-time code is hidden the same way."""
+    leader, follower = os.openpty()
+    ask = "from app.cli.credentials import code_or_pin; print(repr(code_or_pin('PIN: ')))"
+    child = subprocess.Popen(
+        [sys.executable, "-c", ask], stdin=follower, stdout=follower, stderr=follower,
+        start_new_session=True, cwd=Path(__file__).parents[2],
+        env={k: v for k, v in os.environ.items() if k not in ("CUSTODIAN_CARD_PIN", "CUSTODIAN_TOTP")})
+    os.close(follower)
+    shown = b""
+    while b"PIN: " not in shown:
+        shown += os.read(leader, 1024)
+    os.write(leader, f"{PIN}\n".encode())
+    assert child.wait(timeout=20) == 0
+    with contextlib.suppress(OSError):  # (EIO once the child is gone and all is read)
+        while part := os.read(leader, 1024):
+            shown += part
+    os.close(leader)
+    assert shown.decode().count(PIN) == 1 and f"'{PIN}'" in shown.decode(), shown  # the answer, no echo
+
+
+def test_a_token_with_alices_certificate_but_another_key_proves_nothing(
+        tmp_path: Path, peers: Peers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A certificate is public (the directory publishes it): copied onto a token of anyone's making
+    beside a key of its own, it does not sign for alice."""
+    stranger = Card.make(tmp_path / "stranger")
+    stranger.put(peers.ca.issue(peers.card.public, "alice@hospital.example"))  # alice's key, not this one
+    monkeypatch.setenv("SOFTHSM2_CONF", str(stranger.conf))
+    with pytest.raises(CardRefused, match="key does not match") as refused:
+        cards.CardCheck(peers.config().card_ca, str(peers.ca.crl(peers.crl)), stranger.module).check(
+            "alice", PIN)
+    assert refused.value.why == cards.NO_POSSESSION
+
+
+def test_the_crl_of_another_site_ca_does_not_vouch_for_a_card(peers: Peers,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the card CA file holds two CAs (a root and the issuing CA), the CRL of the one that
+    did not issue the card lists other serials: a revoked card would pass it."""
+    monkeypatch.setenv("SOFTHSM2_CONF", str(peers.card.conf))
+    peers.card.put(peers.ca.issue(peers.card.public, "alice@hospital.example"))
+    both = peers.ca.pem.read_text() + peers.other_ca.pem.read_text()
+    check = cards.CardCheck(both, str(peers.other_ca.crl(peers.crl)), peers.card.module)
+    with pytest.raises(CardUnavailable, match="not signed by the site's card CA that issued") as unusable:
+        check.check("alice", PIN)
+    assert unusable.value.why == cards.CRL_UNUSABLE

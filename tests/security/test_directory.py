@@ -302,4 +302,5 @@ def test_groups_in_groups_give_their_role_and_a_cycle_ends(env: VaultEnv, slapd,
         assert [directory.lookup(name).role for name in ("gina", "hank")] == [Role.TECHNOLOGIST, None]
     monkeypatch.setattr(directory_module, "NESTING", 1)  # radiologists is beyond the depth followed
     for suffix, directory in directories.items():
-        assert directory.lookup("frank") == Standing(person_dn("frank", suffix), None, False)
+        upn = "frank@hospital.example" if suffix == AD else ""  # (AD's User Principal Name, for cards)
+        assert directory.lookup("frank") == Standing(person_dn("frank", suffix), None, False, upn)

@@ -114,6 +114,24 @@ def test_an_instance_that_contradicts_its_studys_patient_is_quarantined(env: Vau
         "its study is already cached under the same Patient ID with another name or birth date"]
 
 
+def test_an_image_naming_another_studys_series_is_quarantined_not_shown_in_it(env: VaultEnv) -> None:
+    """A sender reusing a Series Instance UID (hostile or careless) would put one patient's image in
+    another patient's series: it is quarantined, arriving later or in the same batch."""
+    tech, rad = env.login("tech"), env.login("rad")
+    own = ct_study(Patient("PID-SA", "Series^Ann"), slices=2, size=16)
+    later, together = (ct_study(Patient(f"PID-S{n}", f"Series^{n}"), slices=1, size=16)[0] for n in "BC")
+    fresh = str(own[0].SeriesInstanceUID)
+    own[1].SeriesInstanceUID = together.SeriesInstanceUID = later.SeriesInstanceUID = fresh
+    first = env.vault.intake.import_bytes(tech, [("ann", to_bytes(own[0])), ("c", to_bytes(together))])
+    second = env.vault.intake.import_bytes(tech, [("b", to_bytes(later)), ("ann-2", to_bytes(own[1]))])
+    assert (first.imported, second.imported) == (1, 1)
+    assert [r.path for r in first.rejected + second.rejected] == ["c", "b"]
+    assert {r.reason for r in first.rejected + second.rejected} == {
+        "its Series Instance UID is already cached in another study"}
+    shown = env.vault.reading.open_frames(rad, fresh).frames
+    assert {info.study_uid for info in shown} == {str(own[0].StudyInstanceUID)} and len(shown) == 2
+
+
 def test_reconciling_two_records_is_an_audited_act_of_an_import_role(env: VaultEnv) -> None:
     tech = env.login("tech")
     right = _study(Patient("PID-7", "Smith^Anna", birth_date="19600101"), slices=1, size=32)

@@ -88,6 +88,7 @@ def test_input_postpones_the_lock_and_ctrl_l_locks_at_once(
 
     unlock(qtbot, window, reader.password, reader.next_code())
     assert not window.locked
+    assert window.lock_screen.password_edit.text() == window.lock_screen.code_edit.text() == ""  # none kept
     window.idle_limit = 60
     with qtbot.waitActive(window):
         window.activateWindow()
