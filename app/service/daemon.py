@@ -224,7 +224,10 @@ def _storage_scp(vault: Vault) -> StorageScp | None:
 
 def _checking(vault: Vault) -> Step:
     def step(stop: threading.Event) -> str | None:
-        chain = vault.trail.check_new_records()
+        try:
+            chain = vault.trail.check_new_records()
+        except CustodianError as exc:  # (a read-only vault, a full disk: tried again later)
+            return str(exc)
         if not chain.ok:
             log.error("the audit trail does not verify from record %s: run 'custodian audit verify'",
                       chain.first_bad_seq)
