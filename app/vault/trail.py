@@ -54,10 +54,7 @@ class TrailService(Service):
         kind.check(query)
         with door.store.reading():
             records = door.audit.records(query)
-            chain = door.audit.verify_since_mark()
-            if chain.ok:
-                with door.store.transaction():
-                    door.audit.advance_mark(chain)
+            chain = _since_mark(door)
         door.record(AuditEvent(EventType.AUDIT_READ, user=door.actor,
                                patients=(query.patient,) if query.patient else (),
                                detail={"report": kind.value, "records": len(records),
@@ -97,10 +94,7 @@ class TrailService(Service):
         workstation's own hourly work, so that a patient's access report has little left to walk.
         A break is raised as a security alert (the records stay as they are, for the verify)."""
         with door.store.reading():
-            chain = door.audit.verify_since_mark()
-            if chain.ok:
-                with door.store.transaction():
-                    door.audit.advance_mark(chain)
+            chain = _since_mark(door)
         if not chain.ok:
             door.record(AuditEvent(EventType.SECURITY_ALERT, user=door.actor, detail={
                 "audit_chain": "broken", "first_bad_event": chain.first_bad_seq}))
@@ -129,3 +123,13 @@ class TrailService(Service):
 def _forwarder(door: Access, *, own_connection: bool = False) -> Forwarder:
     conn = door.store.reader() if own_connection else door.store.conn
     return Forwarder(AuditLog(conn, door.audit.signing_key), conn, door.rules.repository)
+
+
+def _since_mark(door: Access) -> ChainReport:
+    """The chain after the signed verified mark, checked, and the mark moved on to its head when
+    it held (inside the caller's reading)."""
+    chain = door.audit.verify_since_mark()
+    if chain.ok:
+        with door.store.transaction():
+            door.audit.advance_mark(chain)
+    return chain
