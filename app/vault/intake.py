@@ -112,6 +112,12 @@ class IntakeService(Service):
         return count
 
 
+def store_made(door: Access, label: str, data: bytes) -> ImportReport:
+    """One instance the workstation made (a presentation state, a key object document) stored as
+    intake takes any: patient matching and quarantine apply, audited as an import."""
+    return _import(door, iter([(label, partial(bytes, data))]), 1, None, sweep=False)
+
+
 def _import(door: Access, entries: Iterator[Entry], total: int, progress: Progress | None,
             *, sweep: bool = True, workers: Workers | None = None) -> ImportReport:
     """One run. Nothing is read under the write lock: the run takes it only for a moment here (to

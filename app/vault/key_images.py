@@ -25,11 +25,10 @@ from app.net.errors import PeerError
 from app.net.send import Outgoing, SendReport
 from app.security.roles import Action
 from app.store.books import OutboxBook, StudyBook
-from app.store.importer import ImportRun, Workers
 from app.store.key_images import KOS_CLASS, KeyImage, KeyImageBook
-from app.store.limits import IntakeLimits
 from app.store.patients import PatientBook
 from app.vault.gate import Access, Service, gated
+from app.vault.intake import store_made
 from app.vault.nodes import site_pacs
 
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
@@ -143,13 +142,7 @@ def _document(door: Access, marked: list[KeyImage]) -> tuple[str, bytes, int]:
     frames = {ds.SOPInstanceUID: [k.frame + 1 for k in marked if k.sop_uid == ds.SOPInstanceUID]
               for ds in evidence if int(ds.get("NumberOfFrames") or 1) > 1}
     sop_uid, data = key_object(evidence, frames, door.actor)
-    workers = Workers.open(door.store)
-    try:
-        run = ImportRun(door.store, door.record, door.actor, workers, IntakeLimits.of(door.policy))
-        result = run.run(iter([("key images", partial(bytes, data))]), 1, None)
-    finally:
-        workers.close()
-    if result.imported != 1:
+    if store_made(door, "key images", data).imported != 1:
         raise CustodianError("The key image document could not be stored in the study; nothing was sent.")
     return sop_uid, data, len(evidence)
 

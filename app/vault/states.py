@@ -9,7 +9,6 @@ this patient's) is never listed for, nor applied to, this patient's images.
 
 from __future__ import annotations
 
-from functools import partial
 from io import BytesIO
 
 from pydicom import dcmread
@@ -27,10 +26,9 @@ from app.imaging.pixels import FrameInfo, decode_frames
 from app.imaging.series import SeriesFrames
 from app.security.roles import Action
 from app.store.books import MeasurementBook, StudyBook
-from app.store.importer import ImportRun, Workers
-from app.store.limits import IntakeLimits
 from app.store.states import StateBook
 from app.vault.gate import Access, Service, gated
+from app.vault.intake import store_made
 
 NOT_APPLICABLE = "This presentation state does not apply to this series."
 
@@ -106,12 +104,7 @@ def _words(door: Access, frames: SeriesFrames, m: Measurement) -> str:
 
 def _store(door: Access, data: bytes) -> None:
     """Into the vault as intake takes any instance (the patient checked against the study's)."""
-    workers = Workers.open(door.store)
-    try:
-        run = ImportRun(door.store, door.record, door.actor, workers, IntakeLimits.of(door.policy))
-        report = run.run(iter([("presentation state", partial(bytes, data))]), 1, None)
-    finally:
-        workers.close()
+    report = store_made(door, "presentation state", data)
     if report.imported != 1:
         why = report.rejected[0].reason if report.rejected else "it was not stored"
         raise CustodianError(f"The presentation state was not saved: {why}.")
