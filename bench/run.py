@@ -319,12 +319,12 @@ def plain_pynetdicom_scp(folder: Path) -> tuple[object, int]:
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
     from app.net.association import NO_DELAY
-    from app.net.scp import part10
+    from app.net.part10 import of_store_event
 
     folder.mkdir(parents=True, exist_ok=True)
 
     def on_store(event: evt.Event) -> int:
-        (folder / event.request.AffectedSOPInstanceUID).write_bytes(part10(event))
+        (folder / event.request.AffectedSOPInstanceUID).write_bytes(of_store_event(event))
         return 0x0000
 
     ae = AE(ae_title="PLAINSCP")

@@ -33,12 +33,10 @@ class CommitmentReport:
 Reports = Callable[[CommitmentReport], None]
 
 
-def read_report(event: evt.Event) -> CommitmentReport | None:
-    """The report in an N-EVENT-REPORT request, or None when it is not one."""
-    if event.request.AffectedSOPClassUID != StorageCommitmentPushModel:
-        return None
-    info = event.event_information
-    if info is None or "TransactionUID" not in info:
+def read_report(sop_class: str, info: Dataset | None) -> CommitmentReport | None:
+    """The report in an N-EVENT-REPORT request of ``sop_class`` carrying ``info`` (its event
+    information), or None when it is not one."""
+    if sop_class != StorageCommitmentPushModel or info is None or "TransactionUID" not in info:
         return None
 
     def uids(keyword: str) -> tuple[str, ...]:
@@ -51,7 +49,7 @@ def read_report(event: evt.Event) -> CommitmentReport | None:
 def report_handler(
         deliver: Reports) -> tuple[evt.InterventionEvent, Callable[[evt.Event], tuple[int, None]]]:
     def handle(event: evt.Event) -> tuple[int, None]:
-        report = read_report(event)
+        report = read_report(str(event.request.AffectedSOPClassUID), event.event_information)
         if report is None:
             return 0x0112, None  # no such SOP instance
         deliver(report)

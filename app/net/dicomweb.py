@@ -30,6 +30,7 @@ from app.net.nodes import Node
 from app.net.query import BATCH, RemoteStudy, RetrieveReport, remote_study
 from app.net.send import Outgoing, SendReport
 from app.security.tls import TLS12_CIPHERS
+from app.store.limits import DEFAULT_LIMITS
 from app.store.records import ImportReport
 
 if TYPE_CHECKING:
@@ -257,11 +258,13 @@ def find_at(node: Node, local_ae: str, **filters: str) -> list[RemoteStudy]:
 
 
 def retrieve_from(node: Node, local_ae: str, study_uid: str, store: Store,
-                  progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
-    """C-GET, or WADO-RS: either way the instances go to ``store`` from memory."""
+                  progress: Callable[[int, int | None], None] | None = None, *,
+                  max_data: int = DEFAULT_LIMITS.file_bytes) -> RetrieveReport:
+    """C-GET, or WADO-RS: either way the instances go to ``store`` from memory (``max_data``: the
+    most a C-GET holds of one instance; the store applies the site's limits to both)."""
     if node.url:
         return get_study(node, study_uid, store, progress)
-    return query.get_study(node, local_ae, study_uid, store, progress)
+    return query.get_study(node, local_ae, study_uid, store, progress, max_data=max_data)
 
 
 def send_to(node: Node, local_ae: str, instances: Sequence[Outgoing], report: SendReport,

@@ -15,25 +15,32 @@ get every syntax; the common classes fill the room left.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pydicom import uid
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
-from pynetdicom import Association, build_role, evt
 
+from app.net import commands
 from app.net.association import PeerError, application_entity, associated, named_sop_class
+from app.net.inbound import UNRECOGNISED, Message, Messages
 from app.net.nodes import Node
-from app.net.prompt import prompt
-from app.net.scp import STORAGE_CLASSES, UNCOMPRESSED, part10, tallying
+from app.net.part10 import part10
+from app.net.requestor import Proposal
+from app.net.requestor import associated as get_associated
+from app.net.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STORAGE_CLASSES, UNCOMPRESSED, tallying
+from app.store.limits import DEFAULT_LIMITS
 from app.store.records import ImportReport
 
-StudyRootQueryRetrieveInformationModelFind = named_sop_class(
-    "StudyRootQueryRetrieveInformationModelFind")
-StudyRootQueryRetrieveInformationModelGet = named_sop_class(
-    "StudyRootQueryRetrieveInformationModelGet")
+FIND_MODEL = str(named_sop_class("StudyRootQueryRetrieveInformationModelFind"))
+MAX_ANSWER = 1 << 20  # bytes of one C-FIND match: far more than an identifier holds
+GET_MODEL = str(named_sop_class("StudyRootQueryRetrieveInformationModelGet"))
 StudyRootQueryRetrieveInformationModelMove = named_sop_class(
     "StudyRootQueryRetrieveInformationModelMove")
 
@@ -125,23 +132,34 @@ def remote_study(answer: Dataset) -> RemoteStudy:
 
 
 @contextlib.contextmanager
-def _finding(node: Node, local_ae: str) -> Iterator[Association]:
+def _finding(node: Node, local_ae: str) -> Iterator[Messages]:
     """An association for study-root C-FINDs."""
-    ae = application_entity(local_ae)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    with associated(node, ae) as assoc:
-        yield assoc
+    proposals = [Proposal(FIND_MODEL, UNCOMPRESSED)]
+    with get_associated(node, local_ae, proposals, max_data=MAX_ANSWER) as messages:
+        yield messages
 
 
-def _answers(assoc: Association, node: Node, query: Dataset) -> Iterator[Dataset]:
+def _answers(messages: Messages, node: Node, query: Dataset) -> Iterator[Dataset]:
     """The matches of one C-FIND; a refusal or a broken answer is a plain PeerError."""
-    for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-        if not status:
-            raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
-        if status.Status in PENDING and answer is not None:
-            yield answer
-        elif status.Status != 0x0000:
-            raise PeerError(f"The PACS node '{node.name}' refused the query (status 0x{status.Status:04X}).")
+    ((context, (_, syntax)),) = messages.contexts.items()
+    messages.send(context, commands.write({
+        commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.AFFECTED_SOP_CLASS: FIND_MODEL,
+        commands.MESSAGE_ID: 1, commands.PRIORITY: 0, commands.DATA_SET_TYPE: 1}), command=True)
+    messages.send(context, encoded(query, syntax), command=False)
+    for message, on in messages:
+        command = message.command
+        if command.field != commands.C_FIND_RSP:
+            if not command.field & commands.RESPONSE:
+                messages.answer(command, on, UNRECOGNISED)
+            continue
+        status = command.number(commands.STATUS)
+        if status in PENDING and message.data is not None:
+            yield decoded(message.data, syntax)
+        elif status == 0x0000:
+            return
+        elif status not in PENDING:
+            raise PeerError(f"The PACS node '{node.name}' refused the query (status 0x{status or 0:04X}).")
+    raise PeerError(f"The PACS node '{node.name}' stopped answering the query.")
 
 
 def body_parts(node: Node, local_ae: str, study_uids: list[str]) -> dict[str, set[str]]:
@@ -215,42 +233,76 @@ def storage_contexts(classes: list[str]) -> list[tuple[str, tuple[str, ...]]]:
 
 def get_study(node: Node, local_ae: str, study_uid: str,
               store: Callable[[list[tuple[str, bytes]]], ImportReport],
-              progress: Callable[[int, int | None], None] | None = None) -> RetrieveReport:
-    """C-GET one study; instances go to ``store`` in batches as they arrive."""
-    contexts = storage_contexts(study_classes(node, local_ae, study_uid))
-    ae = application_entity(local_ae)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for sop_class, syntaxes in contexts:
-        ae.add_requested_context(sop_class, list(syntaxes))
-    roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
+              progress: Callable[[int, int | None], None] | None = None, *,
+              max_data: int = DEFAULT_LIMITS.file_bytes) -> RetrieveReport:
+    """C-GET one study; instances go to ``store`` in batches as they arrive. One larger than
+    ``max_data`` bytes (the site's one-file limit) is read and dropped, and refused."""
+    proposals = [Proposal(GET_MODEL, UNCOMPRESSED), *(
+        Proposal(sop_class, syntaxes, as_scp=True)
+        for sop_class, syntaxes in storage_contexts(study_classes(node, local_ae, study_uid)))]
     report = RetrieveReport()
-    batches = _Batches(store, report)
-
-    def on_store(event: evt.Event) -> int:
-        try:
-            batches.add(f"{node.name}#{report.received + 1}", part10(event))
-        except Exception:  # a malformed sub-operation is refused, never fatal
-            return 0xC000
-        report.received += 1
-        return 0x0000
-
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    with batches, associated(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        for status, _ in prompt(assoc).send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-            if not status:
-                raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
-            remaining = getattr(status, "NumberOfRemainingSuboperations", None)
-            if progress is not None:
-                progress(report.received, None if remaining is None else report.received + int(remaining))
-            if status.Status not in PENDING:
-                report.failed_at_pacs = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
-                if status.Status not in (0x0000, 0xB000):
-                    raise PeerError(f"The PACS node '{node.name}' could not send the study "
-                                    f"(status 0x{status.Status:04X}); {report.received} instance(s) "
-                                    "arrived and were kept.")
-    return report
+    with _Batches(store, report) as batches, \
+            get_associated(node, local_ae, proposals, max_data=max_data) as messages:
+        context = next((c for c, (abstract, _) in messages.contexts.items() if abstract == GET_MODEL), None)
+        if context is None:
+            raise PeerError(f"The PACS node '{node.name}' does not offer C-GET.", transient=False)
+        messages.send(context, commands.write({
+            commands.COMMAND_FIELD: commands.C_GET_RQ, commands.AFFECTED_SOP_CLASS: GET_MODEL,
+            commands.MESSAGE_ID: 1, commands.PRIORITY: 0, commands.DATA_SET_TYPE: 1}), command=True)
+        messages.send(context, encoded(query, messages.contexts[context][1]), command=False)
+        for message, on in messages:
+            command = message.command
+            if command.field == commands.C_STORE_RQ:
+                messages.answer(command, on, _arrived(node, message, batches, report))
+            elif command.field == commands.C_GET_RSP:
+                remaining = command.number(commands.REMAINING)
+                if progress is not None:
+                    progress(report.received, None if remaining is None else report.received + remaining)
+                if (status := command.number(commands.STATUS)) not in PENDING:
+                    report.failed_at_pacs = command.number(commands.FAILED) or 0
+                    if status not in (0x0000, 0xB000):
+                        raise PeerError(f"The PACS node '{node.name}' could not send the study "
+                                        f"(status 0x{status or 0:04X}); {report.received} instance(s) "
+                                        "arrived and were kept.")
+                    return report
+            elif not command.field & commands.RESPONSE:
+                messages.answer(command, on, UNRECOGNISED)
+    raise PeerError(f"The PACS node '{node.name}' stopped answering during the retrieve.")
+
+
+def _arrived(node: Node, message: Message, batches: _Batches, report: RetrieveReport) -> int:
+    """The status for one instance a C-GET brought: kept for the next batch, or refused."""
+    abstract, syntax = message.context
+    if message.data is None:
+        return OUT_OF_RESOURCES
+    try:
+        batches.add(f"{node.name}#{report.received + 1}", part10(
+            abstract, message.command.text(commands.AFFECTED_SOP_INSTANCE), syntax, message.data))
+    except Exception:  # a malformed sub-operation is refused, never fatal
+        return CANNOT_UNDERSTAND
+    report.received += 1
+    return 0x0000
+
+
+def decoded(data: bytes, syntax: str) -> Dataset:
+    """A query's answer, read from the transfer syntax of its context."""
+    try:
+        return read_dataset(io.BytesIO(data), syntax == uid.ImplicitVRLittleEndian,
+                            syntax != uid.ExplicitVRBigEndian)
+    except Exception as exc:  # (pydicom raises what it meets)
+        raise PeerError("The PACS sent an answer that could not be read.", transient=False) from exc
+
+
+def encoded(dataset: Dataset, syntax: str) -> bytes:
+    """A query's identifier in the transfer syntax of its context."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = syntax != uid.ExplicitVRBigEndian
+    buffer.is_implicit_VR = syntax == uid.ImplicitVRLittleEndian
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()
 
 
 class _Batches:

@@ -1,8 +1,10 @@
 """The storage SCP: instances sent by the PACS (C-MOVE results) and modalities go into the vault.
 
-Each C-STORE is answered only once its instance is durably in the vault, so a sender never
-deletes or forgets something we might lose. Instances arriving on all associations at once are
-imported together (one commit for many), and each handler waits for its own outcome. Only the
+Each C-STORE is answered only once its instance is durably in the vault's keeping (its sealed
+blob synced in the receiver's journal; indexed behind it, and replayed after a crash: see
+app/store/journal.py), so a sender never deletes or forgets something we might lose; a sender's
+release is answered once all it sent is indexed. Instances arriving on all associations at once are
+journaled together, and each handler waits for its own outcome. Only the
 configured PACS nodes may send, each from its own address or with its own certificate
 (:mod:`app.net.admission`), and only to our own AE title; a refusal is an A-ASSOCIATE-RJ, reported.
 
@@ -13,33 +15,30 @@ archives still send them) in every transfer syntax the viewer can display, kept 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import socket
-import socketserver
 import ssl
 import threading
-import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from functools import partial
 
 from pydicom import uid
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, AllStoragePresentationContexts, evt, register_uid
+from pynetdicom import AllStoragePresentationContexts, register_uid
 from pynetdicom import sop_class as sop
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.transport import ThreadedAssociationServer
 
 from app.background import GroupCommit
 from app.errors import UsageError
+from app.net import commands, pdu
+from app.net.acceptor import ASSOCIATE_WAIT, Acceptor
 from app.net.admission import Admission, Peer, address_of
-from app.net.association import NO_DELAY, application_entity, named_sop_class
-from app.net.commitment import Reports, report_handler
-from app.net.prompt import PromptHandler
+from app.net.association import named_sop_class
+from app.net.commitment import Reports, read_report
+from app.net.inbound import MAX_PDU, UNRECOGNISED, Message, Messages, negotiate, serve
+from app.net.part10 import part10
+from app.net.pdu import Channel, ProtocolError
 from app.net.refusals import Refusal, RefusalDigest
 from app.store.limits import DEFAULT_LIMITS, Budgets, IntakeLimits, OverLimit
 from app.store.records import ImportReport
@@ -180,95 +179,22 @@ class Receiver:
             pass
 
 
-def _store_request(event: evt.Event) -> C_STORE:
-    """The request of an EVT_C_STORE event (pynetdicom types it as any DIMSE request)."""
-    return cast(C_STORE, event.request)
-
-
-def part10(event: evt.Event) -> bytes:
-    """The received C-STORE's data set as a Part 10 file, in memory: preamble, file meta, data set."""
-    dataset = _store_request(event).DataSet
-    if dataset is None:
-        raise ValueError("the C-STORE request carries no data set")
-    buffer = DicomBytesIO()
-    buffer.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
-    buffer.write(dataset.getvalue())
-    return buffer.getvalue()
-
-
-# A flood of connections is closed at the door: bounded threads and memory, and one peer cannot
-# take the places of the others (a modality keeps sending while another address floods).
-MAX_CONNECTIONS = 64  # open at once, associated or not
-MAX_PER_PEER = 8  # from one address
-ASSOCIATE_WAIT = 10.0  # seconds a new connection has to ask for an association (the ARTIM timer)
-STOP_POLL = 0.05  # seconds between the acceptor's checks for a stop
-
-
-class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server, checking for a stop every STOP_POLL seconds rather than
-    socketserver's 0.5 s: the SCP started for a C-MOVE retrieve is stopped at its end, which
-    waited 0.2-0.5 s for nothing. The TLS handshake is made on the connection's own thread."""
-
-    refused: Refused  # told of each failed handshake (set before it serves)
-
-    def serve_forever(self, poll_interval: float = STOP_POLL) -> None:
-        super().serve_forever(poll_interval)
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """A new connection, its TLS handshake not made yet: pynetdicom makes it here, on the one
-        acceptor thread, where a connection that never speaks held every other sender up."""
-        sock, address = cast(socket.socket, self.socket).accept()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket) and not self._handshake(request, str(client_address[0])):
-            self.shutdown_request(request)
-            return
-        super().finish_request(request, client_address)
-
-    def _handshake(self, sock: ssl.SSLSocket, address: str) -> bool:
-        """The TLS handshake, within ASSOCIATE_WAIT; a peer that fails it (plain DICOM, a certificate
-        from another CA, none) is reported; one that only hung up or kept silent is not."""
-        waited = sock.gettimeout()
-        sock.settimeout(ASSOCIATE_WAIT)
-        try:
-            sock.do_handshake()
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            return False
-        except ssl.SSLError as exc:
-            self.refused(Refusal("", address, f"the TLS handshake failed ({_handshake_why(exc)})"))
-            return False
-        except OSError:
-            return False
-        sock.settimeout(waited)
-        return True
-
-    def shutdown(self) -> None:
-        # pynetdicom's own shutdown also unlists the server from its AE, where only AE.start_server
-        # (not used here, it fixes the poll interval) lists it
-        socketserver.BaseServer.shutdown(self)
-        self.server_close()
-
-
-def _handshake_why(exc: ssl.SSLError) -> str:
-    reason = str(exc.reason or exc).lower().replace("_", " ")
-    if "certificate" in reason and ("verify" in reason or "unknown ca" in reason):
-        return "its certificate is not from a CA this station trusts"
-    if "no certificate" in reason or "did not return a certificate" in reason:
-        return "it presented no certificate"
-    if "wrong version" in reason or "http" in reason or "unknown protocol" in reason:
-        return "it did not speak TLS: a plain connection"
-    return reason
+MAX_ASSOCIATIONS = 16  # established at once; beyond, a sender is told to retry later
+COMMITMENT = str(named_sop_class("StorageCommitmentPushModel"))
+# What each association may use: storage as sent (see TRANSFER_SYNTAXES); verification and the
+# storage commitment report, whose messages carry no images, uncompressed.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(STORAGE_CLASSES, TRANSFER_SYNTAXES),
+    str(named_sop_class("Verification")): UNCOMPRESSED, COMMITMENT: UNCOMPRESSED}
 
 
 class StorageScp:
     def __init__(self, store: Store, *, ae_title: str, port: int, admission: Admission,
                  host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
                  on_stop: Callable[[], None] | None = None, reports: Reports | None = None,
-                 refused: Refused | None = None, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
+                 refused: Refused | None = None, limits: IntakeLimits = DEFAULT_LIMITS,
+                 settle: Callable[[], None] = lambda: None) -> None:
+        """``settle``: wait until what was answered is indexed (before a sender's release is)."""
         if not admission.ae_titles:
             raise UsageError("No PACS nodes are set, so nobody would be allowed to send: add the "
                              "senders with 'custodian node add' first.")
@@ -280,18 +206,18 @@ class StorageScp:
         self.host = host
         self.local_only = listening.is_loopback  # only this machine can reach it
         self.secure = tls is not None
+        self._ae_title = ae_title.strip()
         self._admission = admission
-        self._ae = self._make_ae(ae_title, admission.ae_titles)
         self._tls = tls
         self._on_stop = on_stop
-        self._reports = reports
+        self._reports = reports or (lambda report: None)
         self._refused = RefusalDigest(refused or (lambda refusal: None))  # a flood: counted, not listed
+        self._limits = limits
         self._budgets = Budgets(limits)  # what each association may send (the site's intake limits)
-        self._server: ThreadedAssociationServer | None = None
-        self._stopping = threading.Event()
-        # Connections admitted whose association thread is not running yet (by their socket): on a
-        # loaded machine a flood's next connections are checked before those threads start.
-        self._admitted: dict[socket.socket, str] = {}
+        self._settle = settle
+        self._acceptor: Acceptor | None = None
+        self._established = 0
+        self._lock = threading.Lock()
 
     def notices(self, require_tls: bool) -> list[str]:
         """What an administrator should know about where it listens and who can reach it."""
@@ -304,110 +230,115 @@ class StorageScp:
                         "refused until an administrator sets one with 'custodian scp-tls'.")
         return said
 
-    @staticmethod
-    def _make_ae(ae_title: str, allowed: list[str]) -> AE:
-        ae = application_entity(ae_title)
-        ae.require_called_aet = True
-        ae.require_calling_aet = allowed
-        for storage in STORAGE_CLASSES:
-            ae.add_supported_context(storage, TRANSFER_SYNTAXES)
-        ae.add_supported_context(named_sop_class("Verification"))
-        # The PACS reports storage commitment on an association of its own, as the SCP of the class.
-        ae.add_supported_context(named_sop_class("StorageCommitmentPushModel"), scu_role=True,
-                                 scp_role=True)
-        ae.maximum_associations = 16
-        ae.maximum_pdu_size = 1 << 20  # large P-DATA PDUs cost less Python per image; bounded memory
-        ae.acse_timeout = ASSOCIATE_WAIT  # a silent connection (slow-loris) is closed after this
-        return ae
+    def start(self) -> None:
+        """Listen (an OSError when the port is taken) and serve on threads of its own."""
+        self._acceptor = Acceptor(self.host, self.port, self._tls, self._serve, self._refused)
+        self.port = self._acceptor.port
+        self._acceptor.start()
 
-    def _admit(self, request: socket.socket | tuple[bytes, socket.socket],
-               client_address: tuple[str, int]) -> bool:
-        """Whether a new connection may be served (socketserver's verify_request, called on the
-        acceptor thread only): the running associations and those admitted but not started yet
-        count, so a flood cannot slip past its share while the threads start."""
-        assert self._server is not None  # only the running server calls it
-        active = self._server.active_associations
-        running = {assoc.dul.socket.socket for assoc in active if assoc.dul.socket is not None}
-        # one started (its socket is an association's), closed, or wrapped for TLS (detached): gone
-        self._admitted = {sock: peer for sock, peer in self._admitted.items()
-                          if sock not in running and sock.fileno() != -1}
-        peer = client_address[0]
-        from_peer = sum(1 for assoc in active if assoc.requestor.address == peer) + \
-            sum(1 for waiting in self._admitted.values() if waiting == peer)
-        admitted = len(active) + len(self._admitted) < MAX_CONNECTIONS and from_peer < MAX_PER_PEER
-        if admitted and isinstance(request, socket.socket):
-            self._admitted[request] = peer
-        return admitted
-
-    def _on_requested(self, event: evt.Event) -> None:
-        """Refuse a sender that is not who its AE title claims, with an A-ASSOCIATE-RJ (calling AE
-        title not recognised), before anything is negotiated; the refusal is reported first, so it
-        is in the trail before the sender learns of it."""
-        assoc, calling = event.assoc, ""
+    def _serve(self, sock: socket.socket, address: str) -> None:
+        """One connection: its association request answered, then its messages until it ends."""
+        channel = Channel(sock)
         try:
-            calling = str(cast(A_ASSOCIATE, assoc.requestor.primitive).calling_ae_title).strip()
-            socket_ = assoc.dul.socket.socket if assoc.dul.socket is not None else None
-            why = self._admission.refusal(calling, Peer.of(assoc.requestor.address, socket_))
-        except Exception:  # fail closed: pynetdicom goes on with the association after a handler fails
+            kind, body = channel.read(pdu.MAX_REQUEST, ASSOCIATE_WAIT)
+            if kind != pdu.ASSOCIATE_RQ:
+                raise ProtocolError("no association request")
+            request = pdu.parse_request(bytes(body))
+            refusal, why = self._refusal(request, sock, address)
+            if refusal is not None:
+                try:
+                    if why:
+                        self._refused(Refusal(request.calling_ae, address, why))
+                finally:  # refused even if the report fails
+                    channel.send(pdu.reject(refusal))
+                return
+            with self._slot() as admitted:
+                if not admitted:
+                    channel.send(pdu.reject(pdu.REJECT_BUSY))
+                    return
+                outcomes, roles = negotiate(request, SUPPORTED, frozenset({COMMITMENT}))
+                channel.send(pdu.accept(request, outcomes, roles, MAX_PDU, pdu.IMPLEMENTATION))
+                proposed = {c.context_id: c.abstract_syntax for c in request.contexts}
+                contexts = {c.context_id: (proposed[c.context_id], c.transfer_syntax)
+                            for c in outcomes if c.result == pdu.ACCEPTED}
+                messages = Messages(channel, contexts, max_data=self._limits.file_bytes,
+                                    max_send=request.max_length, releasing=self._settle)
+                serve(messages, partial(self._on_message, channel, request.calling_ae))
+        except ProtocolError:
+            with contextlib.suppress(OSError):
+                channel.send(pdu.ABORTED)
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[bool]:
+        """One of MAX_ASSOCIATIONS places, while the association lasts (False: none is free)."""
+        with self._lock:
+            admitted = self._established < MAX_ASSOCIATIONS
+            self._established += admitted
+        try:
+            yield admitted
+        finally:
+            with self._lock:
+                self._established -= admitted
+
+    def _refusal(self, request: pdu.AssociateRequest, sock: socket.socket,
+                 address: str) -> tuple[tuple[int, int, int] | None, str]:
+        """How a request is rejected, if it is, and why for the audit trail: a sender that is not
+        who its AE title claims is reported before it learns of its refusal."""
+        if request.application_context != pdu.APPLICATION_CONTEXT:
+            return pdu.REJECT_CONTEXT, ""
+        if request.called_ae != self._ae_title:
+            return pdu.REJECT_CALLED_AE, ""
+        try:
+            why = self._admission.refusal(request.calling_ae, Peer.of(address, sock))
+        except Exception:  # fail closed
             why = "its request could not be checked"
-        if why is None:
-            return
-        try:
-            self._refused(Refusal(calling, assoc.requestor.address, why))
-        finally:  # refused even if the report fails
-            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanently by the service user
-            assoc.kill()  # as pynetdicom ends an association it rejects itself
+        return (None, "") if why is None else (pdu.REJECT_NOT_ALLOWED, why)
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_message(self, association: Channel, calling_ae: str, message: Message) -> int:
+        """The status to answer a request with: a C-STORE stored, a storage commitment report passed
+        on, a C-ECHO answered."""
+        field, (abstract, syntax) = message.command.field, message.context
+        if field == commands.C_ECHO_RQ:
+            return SUCCESS
+        if field == commands.N_EVENT_REPORT_RQ and abstract == COMMITMENT:
+            return self._report(message)
+        if field != commands.C_STORE_RQ or abstract == COMMITMENT:
+            return UNRECOGNISED
+        if message.data is None:
+            return OUT_OF_RESOURCES  # larger than one file may be (site policy)
+        command = message.command
         try:
-            data = part10(event)
-        except Exception:  # a malformed request is refused, never fatal
-            return CANNOT_UNDERSTAND
-        try:
-            self._budgets.take(event.assoc, len(data))
+            data = part10(command.text(commands.AFFECTED_SOP_CLASS),
+                          command.text(commands.AFFECTED_SOP_INSTANCE), syntax, message.data)
+            self._budgets.take(association, len(data))
         except OverLimit:
             return OUT_OF_RESOURCES
-        request = _store_request(event)
-        originator, message_id = request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID
-        move = (originator.strip(), message_id) if originator and message_id is not None else None
-        return self.receiver.receive(event.assoc.requestor.ae_title, data, move).status
+        except ValueError:  # a malformed request is refused, never fatal
+            return CANNOT_UNDERSTAND
+        originator = command.text(commands.MOVE_ORIGINATOR_AE)
+        move_id = command.number(commands.MOVE_ORIGINATOR_ID)
+        move = (originator, move_id) if originator and move_id is not None else None
+        return self.receiver.receive(calling_ae, data, move).status
 
-    def start(self) -> None:
-        self._server = server = cast(_Server, self._ae.make_server(
-            (self.host, self.port), ssl_context=self._tls, server_class=_Server,
-            request_handler=PromptHandler,
-            evt_handlers=[NO_DELAY, (evt.EVT_REQUESTED, self._on_requested),
-                          (evt.EVT_C_STORE, self._on_store),
-                          report_handler(self._reports or (lambda report: None))]))
-        server.refused = self._refused
-        # This server's own admission check in place of socketserver's, which admits everyone.
-        server.verify_request = self._admit  # type: ignore[method-assign]
-        self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
-        self._stopping.clear()
-        threading.Thread(target=self._watch, args=(server,), name="scp-watchdog", daemon=True).start()
+    def _report(self, message: Message) -> int:
+        from pydicom.filereader import read_dataset
 
-    def _watch(self, server: ThreadedAssociationServer) -> None:
-        """Hang up on connections that have not become associations within ASSOCIATE_WAIT.
-
-        pynetdicom waits as long as the peer likes for the rest of a PDU whose header declared more
-        bytes than were sent, so its own timer never fires; closing the socket ends that wait."""
-        # Keyed by the association itself (weakly): an id() could be reused by the next connection.
-        first_seen: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
-        while not self._stopping.wait(1.0):
-            now = time.monotonic()
-            for assoc in server.active_associations:
-                since = first_seen.setdefault(assoc, now)
-                if not assoc.is_established and now - since > ASSOCIATE_WAIT and assoc.dul.socket:
-                    with contextlib.suppress(OSError, AttributeError):
-                        if (sock := assoc.dul.socket.socket) is not None:  # None: closed already
-                            sock.shutdown(socket.SHUT_RDWR)
+        syntax = message.context[1]
+        try:
+            info = read_dataset(io.BytesIO(message.data or b""), syntax == uid.ImplicitVRLittleEndian,
+                                syntax != uid.ExplicitVRBigEndian)
+            report = read_report(COMMITMENT, info)
+        except Exception:  # an unreadable report is refused, never fatal
+            return CANNOT_UNDERSTAND
+        if report is None:
+            return 0x0112  # no such SOP instance
+        self._reports(report)
+        return SUCCESS
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        if self._acceptor is not None:
+            self._acceptor.stop()
+            self._acceptor = None
         self._refused.flush()
         if self._on_stop is not None:
             self._on_stop()

@@ -206,6 +206,23 @@ class StoreCore:
         self.conn.execute("INSERT INTO data_keys (context, kid, wrapped) VALUES (?, ?, ?)",
                           (context, kid, wrapped))
 
+    def kept_data_key(self, context: str) -> bytes:
+        """The data key of ``context``; a new one is kept in the index at once, in a short write
+        under the lock, before anything is sealed with it: concurrent writers of one study then
+        seal with the same key, whichever stored it."""
+        new: dict[str, bytes] = {}
+        dek = self.data_key(context, new)
+        if not new:
+            return dek
+        with self.write_lock(), self.transaction() as conn:
+            mine = conn.execute("SELECT 1 FROM data_keys WHERE context = ?", (context,)).fetchone() is None
+            if mine:
+                self.store_data_key(context, dek)
+        if not mine:
+            return self.data_key(context)
+        self.remember_keys(new)
+        return dek
+
     def remember_keys(self, keys: dict[str, bytes]) -> None:
         """Data keys a committed transaction stored, kept unwrapped for the next reads."""
         self._deks.update(keys)

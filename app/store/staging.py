@@ -24,6 +24,7 @@ from app.store.blobs import BlobStore
 
 STAGING_DIR = "staging"
 LEASE = ".lease"
+JOURNAL = "journal"  # a receiver's records of what it acknowledged and has not indexed (app/store/journal.py)
 
 
 class Staging:
@@ -75,13 +76,15 @@ class Staging:
         with contextlib.suppress(FileNotFoundError):
             (self.folder / blob_id).unlink()
 
-    def close(self) -> None:
-        """Remove the folder (what is still in it was never indexed), then give up the lease."""
+    def close(self, *, keep: bool = False) -> None:
+        """Remove the folder (what is still in it was never indexed), then give up the lease;
+        ``keep`` it (with its lease file) when its journal names blobs still to be indexed."""
         if self._lease < 0:
             return
-        shutil.rmtree(self.folder, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.folder.with_name(self.folder.name + LEASE).unlink()
+        if not keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.folder.with_name(self.folder.name + LEASE).unlink()
         os.close(self._lease)
         self._lease = -1
 
@@ -101,7 +104,10 @@ def sweep_staging(home: Path) -> int:
             os.close(fd)
             continue
         try:
-            removed += _remove(root / lease.name.removesuffix(LEASE))
+            folder = root / lease.name.removesuffix(LEASE)
+            if _journaled(folder):  # acknowledged and not indexed: for the replay, never swept
+                continue
+            removed += _remove(folder)
             lease.unlink()
         finally:
             os.close(fd)
@@ -109,6 +115,12 @@ def sweep_staging(home: Path) -> int:
         if folder.is_dir() and not folder.with_name(folder.name + LEASE).exists():
             removed += _remove(folder)
     return removed
+
+
+def _journaled(folder: Path) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        return (folder / JOURNAL).stat().st_size > 0
+    return False
 
 
 def _remove(folder: Path) -> int:

@@ -18,8 +18,9 @@ from app.security.sealing import KeyFileSealer, Sealer
 from app.store.blobs import BlobDamaged
 from app.store.books import StoredInstance, StudyBook
 from app.store.contingency import BackupResult, write_backup
-from app.store.importer import IO_THREADS, Progress
+from app.store.importer import Progress
 from app.store.records import Damage, VerifyReport
+from app.store.workers import IO_THREADS
 from app.vault.gate import Access, Service, gated
 
 

@@ -17,8 +17,8 @@ from app.net.dicomweb import find_at, retrieve_from
 from app.net.query import RemoteStudy, body_parts
 from app.security.roles import Action, Duty
 from app.store.books import CacheBook, StudyBook
-from app.store.importer import Workers
 from app.store.records import ImportReport
+from app.store.workers import Workers
 from app.vault.admin import destroy
 from app.vault.gate import Access, Gate, Service, duty, gated
 from app.vault.intake import IntakeService
@@ -114,22 +114,25 @@ class CacheService(Service):
         """Instances a peer sent, received (see :meth:`IntakeService.receive`) and followed up:
         studies from the PACS are held there (so evictable); a new study from a modality gets its
         priors from the PACS before anyone opens it."""
-        report = self._intake.receive(calling_ae, items, workers)
-        pacs = site_pacs(door)
-        if pacs is None or not report.studies:
-            return report
-        if calling_ae == (pacs.ae_title or pacs.name):  # (a DICOMweb PACS's arrivals go by its name)
-            with door.store.transaction() as conn:
-                CacheBook(conn).at_pacs(report.studies)
+        pacs = site_pacs(door, workers)
+        from_pacs = pacs is not None and calling_ae == (pacs.ae_title or pacs.name)  # (DICOMweb: its name)
+        report = self._intake.receive(calling_ae, items, workers, at_pacs=from_pacs)
+        if pacs is None or from_pacs or not report.studies:
             return report
         new = [uid for uid in report.studies if uid not in self._prefetched]
         if new and door.policy.prefetch_priors:
             self._prefetched.update(new)
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-            for uid in new:
-                self._prefetcher.submit(_quietly, self.prefetch_for, uid, f"arrival from {calling_ae}")
+            for uid in new:  # (once the study is indexed: a journaled receive indexes it behind)
+                self._prefetcher.submit(_quietly, self._prefetch_indexed, uid, f"arrival from {calling_ae}",
+                                        workers)
         return report
+
+    def _prefetch_indexed(self, study_uid: str, requested_by: str, workers: Workers | None) -> list[str]:
+        if workers is not None:
+            workers.flush()
+        return self.prefetch_for(study_uid, requested_by)
 
     @gated(Action.EVICT_CACHE)
     def evict_to_budget(self, door: Access) -> list[str]:

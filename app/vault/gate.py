@@ -16,6 +16,8 @@ import functools
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
+import sqlcipher3
+
 from app.audit.anomaly import AnomalyRules
 from app.audit.context import IndexContext
 from app.audit.events import AuditEvent, EventType, Outcome
@@ -104,8 +106,9 @@ class Access:
         """The site's directory (the managed policy's, else this station's), if one is set."""
         return self._gate.directory()
 
-    def nodes(self) -> NodeBook:
-        return NodeBook(self.store.conn, self._gate.rules.nodes, require_tls=self.policy.require_tls)
+    def nodes(self, conn: sqlcipher3.Connection | None = None) -> NodeBook:
+        """The PACS nodes, read through the index's main connection (under its lock) or ``conn``."""
+        return NodeBook(conn or self.store.conn, self._gate.rules.nodes, require_tls=self.policy.require_tls)
 
     def record(self, event: AuditEvent) -> None:
         """Write ``event`` durably: inside the caller's transaction if it holds one, else at once."""

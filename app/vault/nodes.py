@@ -13,6 +13,7 @@ from app.net.nodes import Node
 from app.security.roles import Action
 from app.security.tls import TlsIdentity
 from app.store.books import MetaBook
+from app.store.workers import Workers
 from app.vault.gate import Access, Service, gated, opening
 
 SCP_TLS_KEY = "scp_tls"
@@ -82,9 +83,15 @@ class NodeService(Service):
                 "scp_tls": identity.subject() if identity else "off"}))
 
 
-def site_pacs(door: Access) -> Node | None:
-    with door.store.reading():
-        nodes = door.nodes().list()
+def site_pacs(door: Access, workers: Workers | None = None) -> Node | None:
+    """The site's PACS node; read through a receiver's ``workers`` (their lookup connection) when
+    given, so an arrival never waits behind the index transaction of the one before."""
+    if workers is not None:
+        with workers.busy:
+            nodes = door.nodes(workers.lookup).list()
+    else:
+        with door.store.reading():
+            nodes = door.nodes().list()
     named = [n for n in nodes if n.name == door.policy.pacs_node]
     return next(iter(named or nodes), None)
 

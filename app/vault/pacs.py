@@ -70,7 +70,8 @@ class PacsService(Service):
                     report = move_study(node, door.policy.ae_title, study_uid, progress)
             else:
                 report = retrieve_from(node, door.policy.ae_title, study_uid, partial(
-                    self._cache.arrive, node.ae_title or node.name, workers=workers), progress)
+                    self._cache.arrive, node.ae_title or node.name, workers=workers), progress,
+                    max_data=IntakeLimits.of(door.policy).file_bytes)
         except CustodianError as exc:
             door.record(AuditEvent(EventType.RETRIEVE, Outcome.SERIOUS_FAILURE, user=door.actor,
                                    studies=(study_uid,), detail={"node": node_name, "why": str(exc)}))
@@ -96,9 +97,10 @@ class PacsService(Service):
         tls = server_context(identity) if identity is not None else None
         if admission.ae_titles:  # (without any, the SCP refuses to be made)
             self._intake.sweep_unindexed()
-        workers = self._intake.receiving_workers()
+        workers = self._intake.receiving_workers(journaled=True)
         try:
             return StorageScp(partial(self._cache.arrive, workers=workers), ae_title=door.policy.ae_title,
+                              settle=workers.flush,
                               port=door.policy.scp_port if port is None else port, admission=admission,
                               host=door.policy.scp_address if host is None else host, tls=tls,
                               on_stop=workers.close, reports=self._outbox.commitment_report,

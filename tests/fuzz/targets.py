@@ -32,6 +32,10 @@ from app.errors import CustodianError
 from app.imaging.pixels import decode_frames
 from app.imaging.series import SeriesImages
 from app.media.disclosures import Delivery, ExportRequest, IdentityCheck, MediaKind, Purpose, RecipientKind
+from app.net import commands, pdu, requestor
+from app.net.inbound import negotiate
+from app.net.requestor import Proposal
+from app.net.scp import COMMITMENT, SUPPORTED, UNCOMPRESSED
 from app.security import managed_policy
 from app.security.roles import Role
 from app.security.sessions import Session
@@ -95,6 +99,38 @@ def dicom_import(data: bytes) -> Outcome:
         return Outcome(False, str(exc))
     except DicomDirectory:
         return Outcome(False, "a DICOMDIR")
+    return Outcome(True)
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def upper_layer_seeds() -> tuple[bytes, ...]:
+    """An association request proposing storage (with a role) and a C-STORE's P-DATA-TF."""
+    store = commands.write({commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.MESSAGE_ID: 1,
+                            commands.AFFECTED_SOP_CLASS: CT, commands.AFFECTED_SOP_INSTANCE: "1.2.3.4",
+                            commands.DATA_SET_TYPE: 0})
+    return (requestor.request("CUSTODIAN", "FUZZER", [Proposal(CT, UNCOMPRESSED, as_scp=True)]),
+            b"".join(pdu.p_data(1, store, command=True, max_length=0) +
+                     pdu.p_data(1, b"x" * 64, command=False, max_length=32)))
+
+
+def upper_layer(data: bytes) -> Outcome:
+    """PDUs as the storage SCP takes them apart: an association request negotiated, or P-DATA's
+    fragments and command sets read."""
+    try:
+        if data[:1] == bytes((pdu.ASSOCIATE_RQ,)):
+            negotiate(pdu.parse_request(data[6:]), SUPPORTED, frozenset({COMMITMENT}))
+        else:
+            at = 0
+            while at + 6 <= len(data):  # (each PDU by the length its header declares, as it is read)
+                length = int.from_bytes(data[at + 2:at + 6], "big")
+                for _, control, fragment in pdu.pdvs(data[at + 6:at + 6 + length]):
+                    if control == 0x03:
+                        commands.read(fragment).field  # noqa: B018
+                at += 6 + length
+    except pdu.ProtocolError as exc:
+        return Outcome(False, str(exc))
     return Outcome(True)
 
 
@@ -264,6 +300,7 @@ def central_audit(data: bytes) -> Outcome:
 TARGETS: dict[str, tuple[Callable[[bytes], Outcome], Callable[[], tuple[bytes, ...]]]] = {
     "DICOM import (parse)": (dicom_import, dicom_seeds),
     "DICOM display (decode, render)": (dicom_display, dicom_seeds),
+    "DICOM upper layer (association request, P-DATA)": (upper_layer, upper_layer_seeds),
     "signed site policy": (site_policy, lambda: (policy_seed(),)),
     "outside media: encrypted zip": (media_zip, lambda: (_media().zip,)),
     "outside media: CD image (ISO 9660)": (media_iso, lambda: (_media().iso,)),

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from app.demo.studies import Patient
+from app.net.acceptor import ASSOCIATE_WAIT, MAX_PER_PEER
 from app.net.nodes import Node
-from app.net.scp import ASSOCIATE_WAIT, MAX_PER_PEER, StorageScp
+from app.net.scp import StorageScp
 from app.security.tls import TlsIdentity
 from tests.conftest import VaultEnv, write_study
 from tests.peers.dcmtk import storescu

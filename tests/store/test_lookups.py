@@ -94,6 +94,17 @@ def test_each_studys_totals_stay_right_and_the_list_and_budget_read_no_instance(
     assert _totals(env, KEPT) == {} and book.usage().studies == 0
 
 
+def test_an_imports_audit_message_counts_its_studys_instances_from_an_index_alone(env: VaultEnv) -> None:
+    """Each receive's audit message names its study's SOP classes with their counts: read at every
+    C-STORE, it must not fetch every instance row of a study that grows with each one."""
+    vault, files = env.vault, study_bytes(Patient("PID-A", "Test^P"), slices=3)
+    (study,) = vault.intake.import_bytes(env.login("tech"), files).studies
+    event = AuditEvent(EventType.IMPORT, user="tech", studies=(study,))
+    found = plans(vault._core.conn, lambda: vault._gate._audit.context(event))
+    (plan,) = [p for sql, p in found.items() if "FROM instances" in sql]
+    assert "COVERING INDEX" in plan, plan
+
+
 KEY = bytes(range(32))
 
 

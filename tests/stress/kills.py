@@ -96,6 +96,11 @@ class Station:
                                 cwd=REPO, env={**self.process_env, **extra, **env},
                                 stdout=quiet, stderr=quiet, stdin=quiet)
 
+    def recover(self) -> None:
+        """What the next start of the storage SCP (or of an import) does first: import from its
+        journal what a killed receiver acknowledged and had not indexed yet."""
+        self.vault.intake.sweep_unindexed()
+
     def instances(self, study_uid: str | None = None) -> set[str]:
         if study_uid is None:
             return {r[0] for r in self.vault._core.query("SELECT sop_uid FROM instances")}
@@ -265,6 +270,7 @@ def kill_scps(station: Station, iterations: int, rng: random.Random, slices: int
         sender.join(60)
         tally.kills += 1
         acknowledged = set(sender.acknowledged)
+        station.recover()
         stored = station.instances(str(datasets[0].StudyInstanceUID))
         tally.acknowledged += len(acknowledged)
         tally.mid_work += 0 < len(acknowledged) < slices

@@ -103,6 +103,7 @@ def kill_service(station: ServiceStation, work: Path, iterations: int, rng: rand
                 tally.kills += 1
             told = json.loads(importer.communicate(timeout=120)[0] or b"{}").get("imported", 0)
             acknowledged = set(sender.acknowledged)
+            station.recover()
             stored = station.instances(str(datasets[0].StudyInstanceUID))
             imported = station.instances(_study(folder))
             tally.acknowledged += len(acknowledged) + told
