@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import sqlcipher3
 
@@ -293,13 +292,15 @@ class ImportRun:
         kept = self._settled(conn, batch.items, digests)
         adopted = [item.blob_id for item, _ in kept]
         folders = self._staging.adopt(adopted, core.blobs)
-        if self._sync_late:  # its blob's sync runs on an idle I/O thread while the rows are written
-            durable = self._pool.submit(self._make_durable, adopted, folders)
+        if self._sync_late:  # the blobs are synced on the I/O threads while the rows are written
+            syncs = [self._pool.submit(core.blobs.sync, blob_id) for blob_id in adopted]
             try:
                 instances, studies = self._fill(conn, kept)
             finally:
-                wait([durable])
-            durable.result()  # (its failure fails the commit)
+                wait(syncs)
+            for sync in syncs:
+                sync.result()  # (a failure fails the commit)
+            core.blobs.sync_dirs(folders)  # then their new names (one journal commit makes both durable)
         else:  # (the blobs were synced as they were staged)
             core.blobs.sync_dirs(folders)
             instances, studies = self._fill(conn, kept)
@@ -328,12 +329,6 @@ class ImportRun:
             if item.parsed is not None:
                 self.report.imported += 1
                 self.report.studies.add(item.parsed.study_uid)
-
-    def _make_durable(self, adopted: list[str], folders: set[Path]) -> None:
-        """The adopted blobs' bytes, then their new names (one journal commit makes both durable)."""
-        for blob_id in adopted:
-            self._core.blobs.sync(blob_id)
-        self._core.blobs.sync_dirs(folders)
 
     def _fill(self, conn: sqlcipher3.Connection,
               kept: list[tuple[Pending, str]]) -> tuple[int, dict[str, str]]:
