@@ -34,7 +34,7 @@ from app.net.nodes import Node
 from app.net.part10 import part10
 from app.net.requestor import Proposal
 from app.net.requestor import associated as get_associated
-from app.net.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STORAGE_CLASSES, UNCOMPRESSED, tallying
+from app.net.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STORAGE, UNCOMPRESSED, tallying
 from app.store.limits import DEFAULT_LIMITS
 from app.store.records import ImportReport
 
@@ -68,7 +68,6 @@ RETRIEVED_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.66",  # presentation state, raw data
     "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.59",  # segmentation, key objects
 )
-_STORAGE = frozenset(STORAGE_CLASSES)
 BATCH = 32
 
 
@@ -213,8 +212,8 @@ def study_classes(node: Node, local_ae: str, study_uid: str) -> list[str]:
             raise
         return []  # it does not take C-FIND from us: the common classes will do
     found = [str(c) for answer in answers for c in _values(answer.get("SOPClassesInStudy"))]
-    # Only classes pynetdicom hands to our C-STORE handler: on any other it aborts the association.
-    return [c for c in dict.fromkeys(found) if c in _STORAGE]
+    # Only classes the vault files (and takes on a C-GET's association).
+    return [c for c in dict.fromkeys(found) if c in STORAGE]
 
 
 def _values(value: object) -> list[object]:

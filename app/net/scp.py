@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pydicom import uid
-from pynetdicom import AllStoragePresentationContexts, register_uid
+from pydicom.filereader import read_dataset
+from pynetdicom import AllStoragePresentationContexts
 from pynetdicom import sop_class as sop
-from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.service_class import ServiceClass
 
 from app.background import GroupCommit
 from app.errors import UsageError
@@ -75,9 +76,8 @@ _NOT_FOR_THE_VAULT: set[str] = {
 
 
 def _storage_classes() -> tuple[str, ...]:
-    """pynetdicom's storage classes and every other (mostly retired) one pydicom's dictionary names;
-    those are registered with pynetdicom's storage service, which otherwise aborts the association
-    on their C-STOREs (here, and on a C-GET's association)."""
+    """pynetdicom's storage classes and every other (mostly retired) one pydicom's dictionary names
+    that pynetdicom does not give to another service."""
     # (each of these contexts has its abstract syntax: pynetdicom types it as optional)
     known: set[str] = {context.abstract_syntax for context in AllStoragePresentationContexts
                        if context.abstract_syntax is not None}
@@ -85,7 +85,6 @@ def _storage_classes() -> tuple[str, ...]:
         if kind != "SOP Class" or "Storage" not in name or number in known | _NOT_FOR_THE_VAULT:
             continue
         if sop.uid_to_service_class(number) is ServiceClass and not hasattr(sop, keyword):
-            register_uid(number, keyword, StorageServiceClass)
             known.add(number)
     return tuple(sorted(known - _NOT_FOR_THE_VAULT))
 
@@ -179,6 +178,7 @@ class Receiver:
             pass
 
 
+STORAGE = frozenset(STORAGE_CLASSES)  # (for lookups)
 MAX_ASSOCIATIONS = 16  # established at once; beyond, a sender is told to retry later
 COMMITMENT = str(named_sop_class("StorageCommitmentPushModel"))
 # What each association may use: storage as sent (see TRANSFER_SYNTAXES); verification and the
@@ -302,7 +302,7 @@ class StorageScp:
             return SUCCESS
         if field == commands.N_EVENT_REPORT_RQ and abstract == COMMITMENT:
             return self._report(message)
-        if field != commands.C_STORE_RQ or abstract == COMMITMENT:
+        if field != commands.C_STORE_RQ or abstract not in STORAGE:  # (on a storage context only)
             return UNRECOGNISED
         if message.data is None:
             return OUT_OF_RESOURCES  # larger than one file may be (site policy)
@@ -321,8 +321,6 @@ class StorageScp:
         return self.receiver.receive(calling_ae, data, move).status
 
     def _report(self, message: Message) -> int:
-        from pydicom.filereader import read_dataset
-
         syntax = message.context[1]
         try:
             info = read_dataset(io.BytesIO(message.data or b""), syntax == uid.ImplicitVRLittleEndian,

@@ -21,6 +21,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,10 @@ JOURNAL_CONTEXT = "journal"  # the data key its records are sealed with
 _AAD = b"custodian/journal"
 _LENGTH = struct.Struct("<I")
 JOURNAL_LIMIT = 1 << 30  # bytes a journal may grow to before a receiver waits for the indexer
+# The indexer gathers what arrives for a moment before a pass (up to GATHER items or GATHER_WAIT
+# seconds): one transaction and audit event for several instances costs less CPU, which the
+# receiving threads share with it; nobody waits for it but a sender's release, which it serves at once.
+GATHER, GATHER_WAIT = 32, 0.02
 log = logging.getLogger(__name__)
 W = TypeVar("W")
 
@@ -166,6 +171,7 @@ class Indexer(Generic[W]):
         self._index = index
         self._queue: list[W] = []
         self._outstanding = 0  # recorded and not indexed yet
+        self._flushing = 0  # callers waiting for everything to be indexed
         self._failed: BaseException | None = None
         self._stopping = False
         self._ready = threading.Condition()
@@ -195,8 +201,13 @@ class Indexer(Generic[W]):
     def flush(self) -> None:
         """Wait until everything handed over is indexed (or indexing failed)."""
         with self._ready:
-            while self._outstanding and self._failed is None:
-                self._ready.wait()
+            self._flushing += 1
+            self._ready.notify_all()
+            try:
+                while self._outstanding and self._failed is None:
+                    self._ready.wait()
+            finally:
+                self._flushing -= 1
 
     def _run(self) -> None:
         while True:
@@ -205,6 +216,10 @@ class Indexer(Generic[W]):
                     self._ready.wait()
                 if not self._queue:
                     return
+                until = time.monotonic() + GATHER_WAIT
+                while len(self._queue) < GATHER and not (self._stopping or self._flushing) and \
+                        (left := until - time.monotonic()) > 0:
+                    self._ready.wait(left)
                 work, self._queue = self._queue, []
             try:
                 with self._core.write_lock(), self._core.transaction() as conn:
