@@ -114,7 +114,7 @@ def bench_receive(work: Path, series: list[list[Path]], runs: int) -> list[Figur
 
         ours_s, peer_s = _medians(runs, ours,
                                   lambda i, g=groups: _receive_orthanc(work / "peer-rcv-orthanc", g))
-        figures.append(_figure(f"{label}, each acknowledged once durable and indexed", ours_s,
+        figures.append(_figure(f"{label}, each answered once durable in the journal, indexed behind", ours_s,
                                f"{ORTHANC} receiving the same from storescu", peer_s, 1.0))
     shutil.rmtree(work / "peer-rcv-home", ignore_errors=True)
     plain_s = statistics.median(_receive_plain(work / f"peer-plain{i}", one) for i in range(runs))

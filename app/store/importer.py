@@ -8,7 +8,9 @@ blob's sync, which overlaps the writing of its rows. The write lock is taken onl
 all its blobs are on disk: what another import or receive stored meanwhile is settled again, the
 blobs move into the blob store and the rows and their audit events are committed in one
 transaction. A slow source therefore holds up no other writer, and a crash at any moment leaves
-staged or unindexed blobs (swept later) and never an index row without its blob.
+staged or unindexed blobs (swept later) and never an index row without its blob. The storage
+SCP's runs hand each batch to its journal instead, and return once it holds them; its indexer
+indexes them behind, in the same way (app/store/journal.py).
 """
 
 from __future__ import annotations
