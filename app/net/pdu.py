@@ -53,6 +53,7 @@ class AssociateRequest:
     contexts: list[ProposedContext] = field(default_factory=list)
     max_length: int = 0  # the most the requestor takes in one P-DATA-TF (0: no limit)
     roles: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # SOP class -> (SCU, SCP) proposed
+    version: int = 1  # the protocol versions it speaks, as bits (version 1 is bit 0)
     body: bytes = b""  # as received: the A-ASSOCIATE-AC echoes its reserved fields
 
 
@@ -88,10 +89,9 @@ def parse_request(body: bytes) -> AssociateRequest:
     if len(body) < 68:
         raise ProtocolError("the association request is too short")
     (version,) = struct.unpack_from(">H", body)
-    request = AssociateRequest(text(body[4:20]), text(body[20:36]), body=body)
+    request = AssociateRequest(text(body[4:20]), text(body[20:36]), version=version, body=body)
     if not version & 1:
-        request.application_context = "(protocol version not supported)"
-        return request
+        return request  # (rejected: nothing else of it is read)
     for kind, value in items(body, 68):
         if kind == 0x10:
             request.application_context = text(bytes(value))
@@ -137,6 +137,31 @@ def _pdu(kind: int, body: bytes) -> bytes:
     return _HEADER.pack(kind, len(body)) + body
 
 
+def _user_items(max_length: int, roles: dict[str, tuple[bool, bool]],
+                implementation: tuple[str, str]) -> bytes:
+    """The user information item both association PDUs end with: the most we take in one PDU, who
+    we are, and the SCU/SCP roles (proposed, or answered)."""
+    user = [_item(0x51, struct.pack(">I", max_length)), _item(0x52, _uid(implementation[0]))]
+    for sop_class, (scu, scp) in roles.items():
+        uid = _uid(sop_class)
+        user.append(_item(0x54, struct.pack(">H", len(uid)) + uid + bytes((scu, scp))))
+    user.append(_item(0x55, implementation[1].encode("ascii")))
+    return _item(0x50, b"".join(user))
+
+
+def associate_request(called: str, calling: str, contexts: list[ProposedContext],
+                      roles: dict[str, tuple[bool, bool]], max_length: int,
+                      implementation: tuple[str, str]) -> bytes:
+    """An A-ASSOCIATE-RQ proposing ``contexts``, with role selection for ``roles``."""
+    items = [_item(0x10, _uid(APPLICATION_CONTEXT))]
+    for c in contexts:
+        syntaxes = b"".join(_item(0x40, _uid(ts)) for ts in c.transfer_syntaxes)
+        proposed = _item(0x30, _uid(c.abstract_syntax)) + syntaxes
+        items.append(_item(0x20, bytes((c.context_id, 0, 0, 0)) + proposed))
+    fixed = struct.pack(">H2x16s16s32x", 1, called.encode().ljust(16), calling.encode().ljust(16))
+    return _pdu(ASSOCIATE_RQ, fixed + b"".join(items) + _user_items(max_length, roles, implementation))
+
+
 def accept(request: AssociateRequest, contexts: list[Accepted], roles: dict[str, tuple[bool, bool]],
            max_length: int, implementation: tuple[str, str]) -> bytes:
     """The A-ASSOCIATE-AC: the request's fixed fields echoed, each context's outcome, our limits."""
@@ -144,13 +169,8 @@ def accept(request: AssociateRequest, contexts: list[Accepted], roles: dict[str,
     for c in contexts:
         syntax = _item(0x40, _uid(c.transfer_syntax))
         items.append(_item(0x21, bytes((c.context_id, 0, c.result, 0)) + syntax))
-    user = [_item(0x51, struct.pack(">I", max_length)), _item(0x52, _uid(implementation[0]))]
-    for sop_class, (scu, scp) in roles.items():
-        uid = _uid(sop_class)
-        user.append(_item(0x54, struct.pack(">H", len(uid)) + uid + bytes((scu, scp))))
-    user.append(_item(0x55, implementation[1].encode("ascii")))
-    items.append(_item(0x50, b"".join(user)))
-    return _pdu(ASSOCIATE_AC, request.body[:68] + b"".join(items))
+    return _pdu(ASSOCIATE_AC, request.body[:68] + b"".join(items) +
+                _user_items(max_length, roles, implementation))
 
 
 def reject(why: tuple[int, int, int]) -> bytes:

@@ -34,26 +34,12 @@ class Proposal:
     as_scp: bool = False  # we take this class's requests (a C-GET's C-STOREs) on it
 
 
-def _item(kind: int, value: bytes) -> bytes:
-    return struct.pack(">BxH", kind, len(value)) + value
-
-
 def request(called: str, calling: str, proposals: Sequence[Proposal]) -> bytes:
-    """An A-ASSOCIATE-RQ proposing each context (IDs 1, 3, 5...), with role selection where asked."""
-    items = [_item(0x10, pdu.APPLICATION_CONTEXT.encode())]
-    for number, p in enumerate(proposals):
-        inner = _item(0x30, p.abstract_syntax.encode()) + b"".join(
-            _item(0x40, ts.encode()) for ts in p.transfer_syntaxes)
-        items.append(_item(0x20, bytes((2 * number + 1, 0, 0, 0)) + inner))
-    user = [_item(0x51, struct.pack(">I", MAX_PDU)), _item(0x52, pdu.IMPLEMENTATION[0].encode())]
-    for sop_class in dict.fromkeys(p.abstract_syntax for p in proposals if p.as_scp):
-        uid = sop_class.encode()
-        user.append(_item(0x54, struct.pack(">H", len(uid)) + uid + b"\0\1"))
-    user.append(_item(0x55, pdu.IMPLEMENTATION[1].encode()))
-    items.append(_item(0x50, b"".join(user)))
-    fixed = struct.pack(">H2x16s16s32x", 1, called.encode().ljust(16), calling.encode().ljust(16))
-    body = fixed + b"".join(items)
-    return struct.pack(">BxI", pdu.ASSOCIATE_RQ, len(body)) + body
+    """An A-ASSOCIATE-RQ proposing each context (IDs 1, 3, 5...), asking the SCP role where wanted."""
+    contexts = [pdu.ProposedContext(2 * number + 1, p.abstract_syntax, p.transfer_syntaxes)
+                for number, p in enumerate(proposals)]
+    roles = {p.abstract_syntax: (False, True) for p in proposals if p.as_scp}
+    return pdu.associate_request(called, calling, contexts, roles, MAX_PDU, pdu.IMPLEMENTATION)
 
 
 def _answer(body: bytes | bytearray,

@@ -284,6 +284,8 @@ class StorageScp:
                  address: str) -> tuple[tuple[int, int, int] | None, str]:
         """How a request is rejected, if it is, and why for the audit trail: a sender that is not
         who its AE title claims is reported before it learns of its refusal."""
+        if not request.version & 1:
+            return pdu.REJECT_VERSION, ""
         if request.application_context != pdu.APPLICATION_CONTEXT:
             return pdu.REJECT_CONTEXT, ""
         if request.called_ae != self._ae_title:

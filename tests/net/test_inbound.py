@@ -17,10 +17,11 @@ from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTAT
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from app.demo.studies import Patient, ct_study
-from app.net import commands, pdu
+from app.net import commands, pdu, requestor
 from app.net import scp as scp_module
 from app.net.nodes import Node
 from app.net.part10 import part10
+from app.net.requestor import Proposal
 from app.net.scp import OUT_OF_RESOURCES, SUCCESS, StorageScp
 from app.store.limits import MB
 from tests.conftest import VaultEnv
@@ -71,6 +72,16 @@ def test_a_data_set_over_the_file_limit_is_refused_and_not_kept(env: VaultEnv, s
 def test_wrong_called_ae_title_is_rejected(scp: StorageScp) -> None:
     assoc = _requestor().associate("127.0.0.1", scp.port, ae_title="SOMEONE")
     assert assoc.is_rejected
+
+
+def test_an_unknown_protocol_version_is_rejected_as_such(scp: StorageScp) -> None:
+    proposal = Proposal(CTImageStorage, ("1.2.840.10008.1.2",))
+    request = bytearray(requestor.request("CUSTODIAN", SENDER, [proposal]))
+    request[6:8] = b"\x00\x02"  # protocol version 2 only
+    with socket.create_connection(("127.0.0.1", scp.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = sock.recv(10)
+    assert answer[0] == pdu.ASSOCIATE_RJ and tuple(answer[7:10]) == pdu.REJECT_VERSION
 
 
 def test_unknown_services_are_refused_context_by_context(scp: StorageScp) -> None:
