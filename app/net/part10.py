@@ -1,4 +1,5 @@
-"""A received data set as a DICOM Part 10 file, in memory: preamble, file meta information, data set.
+"""A received data set as a DICOM Part 10 file, in memory: preamble, file meta information, data set;
+and a small data set (a query's answer, an event report) read as it came.
 
 The file meta is written byte for byte as pynetdicom and pydicom wrote it for instances received
 before (their implementation's UID and version name): the vault tells a resent instance from a
@@ -8,10 +9,14 @@ duplicate rather than a conflict.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 from typing import cast
 
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dimse_primitives import C_STORE
 
@@ -48,3 +53,9 @@ def of_store_event(event: evt.Event) -> bytes:
         raise ValueError("the C-STORE request carries no data set")
     return part10(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID),
                   str(event.context.transfer_syntax), request.DataSet.getvalue())
+
+
+def data_set(data: bytes, transfer_syntax: str) -> Dataset:
+    """A data set that came in ``transfer_syntax`` (one of the uncompressed ones), read whole."""
+    return read_dataset(io.BytesIO(data), transfer_syntax == ImplicitVRLittleEndian,
+                        transfer_syntax != ExplicitVRBigEndian)

@@ -15,7 +15,6 @@ get every syntax; the common classes fill the room left.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 
@@ -31,7 +29,7 @@ from app.net import commands
 from app.net.association import PeerError, application_entity, associated, named_sop_class
 from app.net.inbound import UNRECOGNISED, Message, Messages
 from app.net.nodes import Node
-from app.net.part10 import part10
+from app.net.part10 import data_set, part10
 from app.net.requestor import Proposal
 from app.net.requestor import associated as get_associated
 from app.net.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STORAGE, UNCOMPRESSED, tallying
@@ -141,10 +139,7 @@ def _finding(node: Node, local_ae: str) -> Iterator[Messages]:
 def _answers(messages: Messages, node: Node, query: Dataset) -> Iterator[Dataset]:
     """The matches of one C-FIND; a refusal or a broken answer is a plain PeerError."""
     ((context, (_, syntax)),) = messages.contexts.items()
-    messages.send(context, commands.write({
-        commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.AFFECTED_SOP_CLASS: FIND_MODEL,
-        commands.MESSAGE_ID: 1, commands.PRIORITY: 0, commands.DATA_SET_TYPE: 1}), command=True)
-    messages.send(context, encoded(query, syntax), command=False)
+    _ask(messages, context, commands.C_FIND_RQ, query)
     for message, on in messages:
         command = message.command
         if command.field != commands.C_FIND_RSP:
@@ -248,10 +243,7 @@ def get_study(node: Node, local_ae: str, study_uid: str,
         context = next((c for c, (abstract, _) in messages.contexts.items() if abstract == GET_MODEL), None)
         if context is None:
             raise PeerError(f"The PACS node '{node.name}' does not offer C-GET.", transient=False)
-        messages.send(context, commands.write({
-            commands.COMMAND_FIELD: commands.C_GET_RQ, commands.AFFECTED_SOP_CLASS: GET_MODEL,
-            commands.MESSAGE_ID: 1, commands.PRIORITY: 0, commands.DATA_SET_TYPE: 1}), command=True)
-        messages.send(context, encoded(query, messages.contexts[context][1]), command=False)
+        _ask(messages, context, commands.C_GET_RQ, query)
         for message, on in messages:
             command = message.command
             if command.field == commands.C_STORE_RQ:
@@ -286,22 +278,25 @@ def _arrived(node: Node, message: Message, batches: _Batches, report: RetrieveRe
     return 0x0000
 
 
-def decoded(data: bytes, syntax: str) -> Dataset:
-    """A query's answer, read from the transfer syntax of its context."""
-    try:
-        return read_dataset(io.BytesIO(data), syntax == uid.ImplicitVRLittleEndian,
-                            syntax != uid.ExplicitVRBigEndian)
-    except Exception as exc:  # (pydicom raises what it meets)
-        raise PeerError("The PACS sent an answer that could not be read.", transient=False) from exc
-
-
-def encoded(dataset: Dataset, syntax: str) -> bytes:
-    """A query's identifier in the transfer syntax of its context."""
+def _ask(messages: Messages, context: int, field: int, query: Dataset) -> None:
+    """Send a C-FIND or C-GET request with its identifier, on the context of its model."""
+    model, syntax = messages.contexts[context]
+    messages.send(context, commands.write({
+        commands.COMMAND_FIELD: field, commands.AFFECTED_SOP_CLASS: model, commands.MESSAGE_ID: 1,
+        commands.PRIORITY: 0, commands.DATA_SET_TYPE: 1}), command=True)
     buffer = DicomBytesIO()
     buffer.is_little_endian = syntax != uid.ExplicitVRBigEndian
     buffer.is_implicit_VR = syntax == uid.ImplicitVRLittleEndian
-    write_dataset(buffer, dataset)
-    return buffer.getvalue()
+    write_dataset(buffer, query)
+    messages.send(context, buffer.getvalue(), command=False)
+
+
+def decoded(data: bytes, syntax: str) -> Dataset:
+    """A query's answer, read from the transfer syntax of its context."""
+    try:
+        return data_set(data, syntax)
+    except Exception as exc:  # (pydicom raises what it meets)
+        raise PeerError("The PACS sent an answer that could not be read.", transient=False) from exc
 
 
 class _Batches:

@@ -15,7 +15,6 @@ archives still send them) in every transfer syntax the viewer can display, kept 
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import socket
 import ssl
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pydicom import uid
-from pydicom.filereader import read_dataset
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom import sop_class as sop
 from pynetdicom.service_class import ServiceClass
@@ -38,7 +36,7 @@ from app.net.admission import Admission, Peer, address_of
 from app.net.association import named_sop_class
 from app.net.commitment import Reports, read_report
 from app.net.inbound import MAX_PDU, UNRECOGNISED, Message, Messages, negotiate, serve
-from app.net.part10 import part10
+from app.net.part10 import data_set, part10
 from app.net.pdu import Channel, ProtocolError
 from app.net.refusals import Refusal, RefusalDigest
 from app.store.limits import DEFAULT_LIMITS, Budgets, IntakeLimits, OverLimit
@@ -323,10 +321,8 @@ class StorageScp:
         return self.receiver.receive(calling_ae, data, move).status
 
     def _report(self, message: Message) -> int:
-        syntax = message.context[1]
         try:
-            info = read_dataset(io.BytesIO(message.data or b""), syntax == uid.ImplicitVRLittleEndian,
-                                syntax != uid.ExplicitVRBigEndian)
+            info = data_set(message.data or b"", message.context[1])
             report = read_report(COMMITMENT, info)
         except Exception:  # an unreadable report is refused, never fatal
             return CANNOT_UNDERSTAND
